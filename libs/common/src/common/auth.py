@@ -1,0 +1,73 @@
+"""Opaque bearer tokens with sessions in Redis, shared by every service.
+
+The users service issues a random token at login and stores ``session:<sha256(token)>``
+-> user id with a TTL. Only the hash is stored, so a Redis dump leaks no usable token.
+Every service resolves the caller with :func:`current_user`; logout deletes the key, so the
+token stops working everywhere at once.
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from common.errors import Unauthorized
+
+SESSION_KEY_PREFIX = "session:"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedUser:
+    id: UUID
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    token: str
+    user_id: UUID
+    expires_at: datetime
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_key(token_hash: str) -> str:
+    return SESSION_KEY_PREFIX + token_hash
+
+
+async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> IssuedSession:
+    token = secrets.token_urlsafe(32)
+    await redis.set(session_key(hash_token(token)), str(user_id), ex=ttl_seconds)
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    return IssuedSession(token=token, user_id=user_id, expires_at=expires_at)
+
+
+async def revoke_session(redis: Redis, token_hash: str) -> None:
+    await redis.delete(session_key(token_hash))
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+async def current_user(request: Request) -> AuthenticatedUser:
+    """FastAPI dependency: the caller behind the bearer token, or 401."""
+    token_hash = hash_token(_bearer_token(request))
+    redis: Redis = request.app.state.redis
+    user_id = await redis.get(session_key(token_hash))
+    if user_id is None:
+        raise Unauthorized()
+    return AuthenticatedUser(id=UUID(str(user_id)), token_hash=token_hash)
+
+
+CurrentUser = Annotated[AuthenticatedUser, Depends(current_user)]

@@ -1,0 +1,50 @@
+"""Message contracts: one pydantic model per message type, shared by producer and consumers.
+
+Types are named ``<namespace>.<Name>``. Commands live in the namespace of the service that
+handles them (``users.ReserveCredit``, sent by orders); events in the namespace of the
+service that produced them (``users.CreditReserved``). Each model names the stream it
+travels on, so the bus needs no routing table: a command goes to its handler's command
+stream, an event to its producer's event stream.
+"""
+
+from common.contracts.base import Message
+from common.contracts.notifications import NotificationRecorded
+from common.contracts.orders import OrderApproved, OrderCancelled, OrderRejected
+from common.contracts.users import (
+    CreditRejected,
+    CreditReleased,
+    CreditReserved,
+    ReleaseCredit,
+    ReserveCredit,
+    UserRegistered,
+)
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    ReserveCredit,
+    ReleaseCredit,
+    CreditReserved,
+    CreditRejected,
+    CreditReleased,
+    UserRegistered,
+    OrderApproved,
+    OrderRejected,
+    OrderCancelled,
+    NotificationRecorded,
+)
+MESSAGE_TYPES: dict[str, type[Message]] = {message.TYPE: message for message in ALL_MESSAGES}
+
+__all__ = [
+    "ALL_MESSAGES",
+    "MESSAGE_TYPES",
+    "CreditRejected",
+    "CreditReleased",
+    "CreditReserved",
+    "Message",
+    "NotificationRecorded",
+    "OrderApproved",
+    "OrderCancelled",
+    "OrderRejected",
+    "ReleaseCredit",
+    "ReserveCredit",
+    "UserRegistered",
+]

@@ -1,0 +1,25 @@
+"""The base of every message contract."""
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Message(BaseModel):
+    """A message payload. Subclasses set ``TYPE``, ``STREAM`` and a one-line docstring."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    TYPE: ClassVar[str]
+    STREAM: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+
+def command_stream(service: str) -> str:
+    """The stream a service reads its commands from."""
+    return f"{service}.commands"
+
+
+def event_stream(service: str) -> str:
+    """The stream a service publishes its events to."""
+    return f"{service}.events"

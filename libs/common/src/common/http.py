@@ -1,0 +1,218 @@
+"""The pieces every service's FastAPI app is built from.
+
+:func:`create_service_app` gives a service its lifespan (one engine and one Redis client per
+process, closed on shutdown), problem+json errors, the request middleware (X-Request-ID,
+metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/readyz`` and
+``/metrics``. A service adds only its own routers.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.db import Database, create_engine
+from common.errors import install_error_handlers, problem_response
+from common.logging import configure_logging, correlation_id_var, request_id_var
+from common.redis import create_redis
+from common.settings import ServiceSettings
+
+logger = logging.getLogger("common.http")
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+REQUEST_ID_HEADER = "x-request-id"
+CORRELATION_ID_HEADER = "x-correlation-id"
+MAX_ID_LENGTH = 128
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _incoming_id(value: bytes | None) -> str | None:
+    """A client-sent id is echoed only if it is short and printable (it ends up in logs)."""
+    if not value or len(value) > MAX_ID_LENGTH:
+        return None
+    text = value.decode("latin-1")
+    return text if text.isprintable() else None
+
+
+class RequestContextMiddleware:
+    """X-Request-ID in and out, request metrics and an access log line, in plain ASGI.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware``: it adds no task per request and does not
+    buffer streaming responses (the notifications stream depends on that).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = _incoming_id(headers.get(REQUEST_ID_HEADER.encode())) or uuid.uuid4().hex
+        correlation_id = _incoming_id(headers.get(CORRELATION_ID_HEADER.encode())) or request_id
+        request_token = request_id_var.set(request_id)
+        correlation_token = correlation_id_var.set(correlation_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope["path"]
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            if path not in PROBE_PATHS:
+                labels = (scope["method"], route, str(status))
+                HTTP_REQUESTS.labels(*labels).inc()
+                HTTP_LATENCY.labels(*labels).observe(elapsed)
+                logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+            request_id_var.reset(request_token)
+            correlation_id_var.reset(correlation_token)
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.db
+    return database
+
+
+def get_redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+async def _check(name: str, probe: Awaitable[Any]) -> str | None:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+            await probe
+    except Exception as exc:  # any failure means "not ready"; the reason goes in the body
+        return f"{name}: {type(exc).__name__}"
+    return None
+
+
+def probes_router() -> APIRouter:
+    router = APIRouter(tags=["probes"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Postgres and Redis are reachable")
+    async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
+        failures = [
+            failure
+            for failure in await asyncio.gather(
+                _check("postgres", db.ping()), _check("redis", redis.ping())
+            )
+            if failure
+        ]
+        if failures:
+            return problem_response(
+                503, "Not ready: " + ", ".join(failures), instance=request.url.path
+            )
+        return Response('{"status":"ready"}', media_type="application/json")
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """A FastAPI app with the shared lifespan, errors, middleware and probes.
+
+    ``lifespan`` is the service's own extra start-up/shut-down, run inside the shared one
+    (so it can use ``app.state.db`` and ``app.state.redis``).
+    """
+
+    @asynccontextmanager
+    async def shared_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.service_name, settings.log_level)
+        app.state.settings = settings
+        app.state.db = Database(create_engine(settings))
+        app.state.redis = create_redis(settings)
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.db.dispose()
+
+    app = FastAPI(title=title, lifespan=shared_lifespan)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(probes_router())
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app_factory: str, settings: ServiceSettings) -> None:
+    """Run an API with uvicorn; SIGTERM lets in-flight requests finish first."""
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(
+        app_factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+        timeout_keep_alive=30,
+    )

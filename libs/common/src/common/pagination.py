@@ -1,0 +1,45 @@
+"""Keyset pagination shared by every list endpoint.
+
+Lists are ordered newest first by ``(created_at, id)``; the cursor is that pair of the last
+item, base64-encoded so clients treat it as opaque. Keyset (not offset) pagination stays fast
+and stable while new rows arrive.
+"""
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from common.errors import Problem
+
+ItemT = TypeVar("ItemT")
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1..100)")]
+Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{item_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, _, item_id = raw.partition("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(item_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Problem(
+            "The cursor is not one this API issued.",
+            status=400,
+            errors=[{"field": "cursor", "in": "query", "message": "invalid cursor"}],
+        ) from exc

@@ -1,0 +1,34 @@
+"""Settings base class: every service reads its configuration from the environment.
+
+Each service subclasses :class:`ServiceSettings` with its own ``env_prefix`` (``USERS_``,
+``ORDERS_``, ``NOTIFICATIONS_``) so that one shell or one Kubernetes ConfigMap can hold the
+settings of all three without collisions.
+"""
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where Postgres and Redis are, how to serve, how to log."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    service_name: str = "service"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(default=50, ge=1)
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    worker_port: int = Field(default=9000, ge=1, le=65535)
+    log_level: str = "INFO"
+    session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    consumer_name: str = Field(default_factory=socket.gethostname)

@@ -1,0 +1,92 @@
+"""pytest plugin (registered through the ``pytest11`` entry point of ``common``).
+
+Tests talk to the real Postgres and Redis, never mocks of them:
+
+* ``database_url``: a throwaway database created for this test run and dropped after it.
+  Each service's conftest migrates its own schema into it with :func:`migrate`.
+* ``redis_url``: a Redis database number of its own (``TEST_REDIS_DB``, default 15),
+  flushed before the run so leftovers of an earlier run cannot leak in.
+
+Where they live is configurable: ``TEST_POSTGRES_URL`` (an admin URL, default
+``postgresql://postgres@127.0.0.1:5432/postgres``) and ``TEST_REDIS_URL``.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+
+
+def _with_database(admin_url: str, database: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{database}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh database for the whole run (SQLAlchemy asyncpg URL), dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(ADMIN_URL, name)
+    finally:
+        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis database number reserved for tests, empty at the start of the run."""
+    url = f"{REDIS_BASE_URL}/{REDIS_DB}"
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+        yield url
+    finally:
+        await client.aclose()
+
+
+async def migrate(service_dir: Path, database_url: str) -> None:
+    """Run a service's Alembic migrations to head against ``database_url``.
+
+    Alembic's async env runs its own event loop, so it goes to a worker thread.
+    """
+    config = Config(str(service_dir / "alembic.ini"))
+    config.set_main_option("script_location", str(service_dir / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client wired straight to the app, with its lifespan run around it."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+            base_url="http://testserver",
+        ) as client,
+    ):
+        yield client

@@ -1,0 +1,102 @@
+"""The shared app pieces: problem+json for every error, request ids, probes, metrics."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from common.http import create_service_app
+from common.settings import ServiceSettings
+from common.testing.plugin import asgi_client
+
+pytestmark = pytest.mark.integration
+
+router = APIRouter()
+
+
+class Body(BaseModel):
+    count: int
+
+
+@router.post("/things")
+async def create_thing(body: Body) -> Body:
+    return body
+
+
+@router.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+@pytest.fixture(scope="module")
+async def client(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ServiceSettings(database_url=database_url, redis_url=redis_url)
+    app = create_service_app(settings, title="test", routers=[router])
+    async with asgi_client(app) as client:
+        yield client
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    return body
+
+
+async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient):
+    problem(await client.get("/nowhere"), 404)
+
+
+async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient):
+    problem(await client.delete("/things"), 405)
+
+
+async def test_unexpected_error_is_a_500_problem_without_internals(client: httpx.AsyncClient):
+    response = await client.get("/boom")
+    body = problem(response, 500)
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+    assert body["detail"]
+
+
+async def test_validation_error_names_the_field(client: httpx.AsyncClient):
+    body = problem(await client.post("/things", json={"count": "many"}), 422)
+    assert body["errors"] == [
+        {
+            "field": "count",
+            "in": "body",
+            "message": body["errors"][0]["message"],
+            "type": "int_parsing",
+        }  # type: ignore[index]
+    ]
+
+
+async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient):
+    echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    generated = await client.get("/healthz")
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_readyz_checks_postgres_and_redis(client: httpx.AsyncClient):
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_when_postgres_is_unreachable(redis_url: str):
+    settings = ServiceSettings(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis_url=redis_url
+    )
+    async with asgi_client(create_service_app(settings, title="t", routers=[])) as client:
+        body = problem(await client.get("/readyz"), 503)
+    assert "postgres" in str(body["detail"])
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient):
+    await client.post("/things", json={"count": 1})
+    metrics = (await client.get("/metrics")).text
+    assert 'http_requests_total{method="POST",route="/things",status="200"}' in metrics

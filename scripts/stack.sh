@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The stack's verbs (`make up|down|ps|logs|migrate|kill|start` all land here).
+#
+# Two modes: Docker Compose (deploy/compose.yaml) when a Docker engine answers, otherwise
+# local processes under supervisord against Postgres and Redis on localhost. MODE=local or
+# MODE=docker forces one. STACK=e2e is the separate local stack `make test` brings up and
+# down (other ports, database and Redis DB), so it never disturbs a stack started by `make up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+STACK=${STACK:-dev}
+if [[ $STACK == e2e ]]; then
+  PORT_BASE=${PORT_BASE:-18000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-19000}
+  DB_NAME=${DB_NAME:-app_e2e} REDIS_DB=${REDIS_DB:-14}
+else
+  PORT_BASE=${PORT_BASE:-8000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-9000}
+  DB_NAME=${DB_NAME:-app} REDIS_DB=${REDIS_DB:-0}
+fi
+PG_HOST=${PG_HOST:-127.0.0.1} PG_PORT=${PG_PORT:-5432} PG_USER=${PG_USER:-postgres}
+REDIS_HOST=${REDIS_HOST:-127.0.0.1} REDIS_PORT=${REDIS_PORT:-6379}
+DATABASE_URL=${DATABASE_URL:-postgresql+asyncpg://$PG_USER@$PG_HOST:$PG_PORT/$DB_NAME}
+REDIS_URL=${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB}
+RUN_DIR=${RUN_DIR:-$ROOT/.run/$STACK}
+VENV=$ROOT/.venv
+SERVICES=(users orders notifications)
+PROCESSES=(users-api orders-api notifications-api)
+COMPOSE=(docker compose -f "$ROOT/deploy/compose.yaml" -p shop)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+mode() {
+  if [[ -n ${MODE:-} ]]; then echo "$MODE"
+  elif [[ $STACK == dev ]] && docker info >/dev/null 2>&1; then echo docker
+  else echo local; fi
+}
+
+port_of() {  # port_of users|orders|notifications [api|worker]
+  local index; case $1 in users) index=1;; orders) index=2;; notifications) index=3;; esac
+  if [[ ${2:-api} == worker ]]; then echo $((WORKER_PORT_BASE + index)); else echo $((PORT_BASE + index)); fi
+}
+
+export_service_env() {
+  local service prefix
+  for service in "${SERVICES[@]}"; do
+    prefix=${service^^}
+    export "${prefix}_DATABASE_URL=$DATABASE_URL" "${prefix}_REDIS_URL=$REDIS_URL"
+    export "${prefix}_PORT=$(port_of "$service")" "${prefix}_WORKER_PORT=$(port_of "$service" worker)"
+  done
+}
+
+answers() { "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('$1', $2), 2)" 2>/dev/null; }
+
+ensure_backing_services() {
+  if ! answers "$PG_HOST" "$PG_PORT"; then
+    say "Postgres does not answer on $PG_HOST:$PG_PORT; starting the local cluster"
+    command -v pg_ctlcluster >/dev/null || die "no Postgres on $PG_HOST:$PG_PORT and none installed (see README)"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+  fi
+  if ! answers "$REDIS_HOST" "$REDIS_PORT"; then
+    say "Redis does not answer on $REDIS_HOST:$REDIS_PORT; starting a local one"
+    command -v redis-server >/dev/null || die "no Redis on $REDIS_HOST:$REDIS_PORT and none installed (see README)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
+  fi
+  for _ in $(seq 1 60); do
+    answers "$PG_HOST" "$PG_PORT" && answers "$REDIS_HOST" "$REDIS_PORT" && return 0
+    sleep 0.5
+  done
+  die "Postgres or Redis did not come up"
+}
+
+migrate() {
+  say "Migrating database $DB_NAME"
+  "$VENV/bin/python" scripts/ensure_database.py "$DATABASE_URL"
+  export_service_env
+  local service
+  for service in "${SERVICES[@]}"; do
+    (cd "services/$service" && "$VENV/bin/alembic" upgrade head 2>&1 | sed "s/^/  [$service] /")
+  done
+}
+
+write_supervisor_config() {
+  mkdir -p "$RUN_DIR/logs"
+  {
+    cat <<CONF
+[supervisord]
+pidfile=$RUN_DIR/supervisord.pid
+logfile=$RUN_DIR/logs/supervisord.log
+directory=$ROOT
+nodaemon=false
+
+[unix_http_server]
+file=$RUN_DIR/supervisor.sock
+
+[supervisorctl]
+serverurl=unix://$RUN_DIR/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+CONF
+    local process
+    for process in "${PROCESSES[@]}"; do
+      cat <<CONF
+
+[program:$process]
+command=$VENV/bin/$process
+directory=$ROOT
+autorestart=false
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=30
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=$RUN_DIR/logs/$process.log
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=2
+CONF
+    done
+  } >"$RUN_DIR/supervisord.conf"
+}
+
+ctl() { "$VENV/bin/supervisorctl" -c "$RUN_DIR/supervisord.conf" "$@"; }
+supervisor_running() { [[ -f $RUN_DIR/supervisord.pid ]] && kill -0 "$(cat "$RUN_DIR/supervisord.pid")" 2>/dev/null; }
+
+urls() {
+  local service
+  for service in "${SERVICES[@]}"; do echo "http://127.0.0.1:$(port_of "$service")"; done
+}
+
+up_local() {
+  ensure_backing_services
+  migrate
+  if supervisor_running; then
+    say "Stack '$STACK' already running; restarting its processes"
+    write_supervisor_config
+    ctl reread >/dev/null && ctl update >/dev/null
+    ctl restart all >/dev/null
+  else
+    say "Starting ${PROCESSES[*]}"
+    write_supervisor_config
+    "$VENV/bin/supervisord" -c "$RUN_DIR/supervisord.conf"
+  fi
+  say "Waiting for every /readyz"
+  local ready=()
+  for url in $(urls); do ready+=("$url/readyz"); done
+  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout 60 "${ready[@]}"; then
+    ctl status || true
+    die "the stack did not become ready; see 'make logs'"
+  fi
+  say "Stack '$STACK' is up (local processes; logs in $RUN_DIR/logs)"
+  for service in "${SERVICES[@]}"; do
+    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)\n' "$service" "$(port_of "$service")"
+  done
+}
+
+down_local() {
+  if ! supervisor_running; then say "Stack '$STACK' is not running"; return 0; fi
+  local pid; pid=$(cat "$RUN_DIR/supervisord.pid")
+  say "Stopping stack '$STACK' (graceful: SIGTERM, in-flight work finishes)"
+  ctl shutdown >/dev/null
+  for _ in $(seq 1 160); do kill -0 "$pid" 2>/dev/null || { say "Stopped"; return 0; }; sleep 0.25; done
+  die "supervisord ($pid) did not stop within 40 s"
+}
+
+command=${1:-}
+shift || true
+case "$(mode):$command" in
+  docker:up)      "${COMPOSE[@]}" up -d --build --wait && for u in $(urls); do echo "  $u"; done ;;
+  docker:down)    "${COMPOSE[@]}" down ;;
+  docker:ps)      "${COMPOSE[@]}" ps ;;
+  docker:logs)    "${COMPOSE[@]}" logs --no-color ${FOLLOW:+--follow} ;;
+  docker:migrate) "${COMPOSE[@]}" up users-migrate orders-migrate notifications-migrate ;;
+  docker:kill)    "${COMPOSE[@]}" kill -s SIGKILL "${1:?NAME=<process>}" ;;
+  docker:start)   "${COMPOSE[@]}" start "${1:?NAME=<process>}" ;;
+  local:up)       up_local ;;
+  local:down)     down_local ;;
+  local:ps)       if supervisor_running; then ctl status || true; else echo "stack '$STACK' is not running"; fi ;;
+  local:logs)
+    # Each line starts with its timestamp, so merging the files keeps the stack's order.
+    if [[ -n ${FOLLOW:-} ]]; then tail -q -n 50 -F "$RUN_DIR"/logs/*-*.log
+    else sort -m -s "$RUN_DIR"/logs/*-*.log; fi ;;
+  local:migrate)  ensure_backing_services; migrate ;;
+  local:kill)     # SIGKILL, no goodbye: the fault drill. Nothing restarts it but `start`.
+    name=${1:?NAME=<process>}
+    pid=$(ctl pid "$name")
+    [[ $pid =~ ^[0-9]+$ && $pid != 0 ]] || die "$name is not running"
+    kill -KILL "$pid"
+    say "killed $name (pid $pid) with SIGKILL" ;;
+  local:start)    ctl start "${1:?NAME=<process>}" ;;
+  local:urls)     urls ;;
+  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|start NAME|urls" ;;
+esac

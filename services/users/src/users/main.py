@@ -1,0 +1,26 @@
+"""The users API: app factory and the ``users-api`` entry point."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.http import create_service_app, serve
+from users.passwords import Passwords
+from users.router import router
+from users.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.passwords = Passwords(settings)
+        yield
+
+    return create_service_app(settings, title="users", routers=[router], lifespan=lifespan)
+
+
+def run() -> None:
+    serve("users.main:create_app", Settings())

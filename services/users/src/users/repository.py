@@ -1,0 +1,43 @@
+"""Every query of the users service."""
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from users.models import CreditReservation, User
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email))
+    return result.scalar_one_or_none()
+
+
+async def insert_user(session: AsyncSession, user: User) -> bool:
+    """Insert unless the email is taken; False when it is (no exception, no rollback)."""
+    statement = (
+        insert(User)
+        .values(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            password_hash=user.password_hash,
+            credit_limit_cents=user.credit_limit_cents,
+        )
+        .on_conflict_do_nothing(index_elements=[User.email])
+        .returning(User.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    return inserted is not None
+
+
+async def reserved_cents(session: AsyncSession, user_id: uuid.UUID) -> int:
+    statement = select(func.coalesce(func.sum(CreditReservation.amount_cents), 0)).where(
+        CreditReservation.user_id == user_id, CreditReservation.status == "active"
+    )
+    return int((await session.execute(statement)).scalar_one())

@@ -1,0 +1,61 @@
+"""HTTP routes of the users service: parse, call the service, shape the response."""
+
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+
+from common.auth import CurrentUser, revoke_session
+from common.http import DatabaseDep, RedisDep
+from users import service
+from users.passwords import Passwords
+from users.schemas import SessionCreate, SessionOut, UserCreate, UserOut
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+async def register(
+    body: UserCreate, request: Request, response: Response, db: DatabaseDep
+) -> UserOut:
+    async with db.transaction() as session:
+        user = await service.register(session, _passwords(request), body)
+    response.headers["Location"] = f"/users/{user.id}"
+    return user
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
+async def login(
+    body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
+) -> SessionOut:
+    async with db.session() as session:
+        issued = await service.login(
+            session,
+            redis,
+            _passwords(request),
+            body,
+            request.app.state.settings.session_ttl_seconds,
+        )
+    return SessionOut(token=issued.token, user_id=issued.user_id, expires_at=issued.expires_at)
+
+
+@router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
+    await revoke_session(redis, caller.token_hash)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=UserOut)
+async def me(caller: CurrentUser, db: DatabaseDep) -> UserOut:
+    async with db.session() as session:
+        return await service.get_visible_user(session, caller.id, caller.id)
+
+
+@router.get("/{user_id}", response_model=UserOut)
+async def get_user(user_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> UserOut:
+    async with db.session() as session:
+        return await service.get_visible_user(session, caller.id, user_id)

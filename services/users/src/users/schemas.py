@@ -1,0 +1,41 @@
+"""Request and response bodies of the users API."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=8, max_length=128)
+    name: Name
+    credit_limit_cents: int = Field(ge=0, le=100_000_000)
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    status: str
+    credit_limit_cents: int
+    credit_available_cents: int
+    created_at: datetime
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class SessionOut(BaseModel):
+    token: str
+    user_id: uuid.UUID
+    expires_at: datetime

@@ -1,0 +1,62 @@
+"""Business rules of the users service. Functions take a session; they never commit."""
+
+import uuid
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.auth import IssuedSession, create_session
+from common.errors import Conflict, NotFound, Unauthorized
+from users import repository
+from users.models import User
+from users.passwords import Passwords
+from users.schemas import SessionCreate, UserCreate, UserOut
+
+
+async def user_view(session: AsyncSession, user: User) -> UserOut:
+    reserved = await repository.reserved_cents(session, user.id)
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        status=user.status,
+        credit_limit_cents=user.credit_limit_cents,
+        credit_available_cents=user.credit_limit_cents - reserved,
+        created_at=user.created_at,
+    )
+
+
+async def register(session: AsyncSession, passwords: Passwords, data: UserCreate) -> UserOut:
+    user = User(
+        id=uuid.uuid4(),
+        email=data.email.lower(),
+        name=data.name,
+        password_hash=await passwords.hash(data.password),
+        credit_limit_cents=data.credit_limit_cents,
+    )
+    if not await repository.insert_user(session, user):
+        raise Conflict(f"A user with email {user.email} already exists.")
+    created = await repository.get_user(session, user.id)
+    assert created is not None
+    await session.refresh(created)
+    return await user_view(session, created)
+
+
+async def login(
+    session: AsyncSession, redis: Redis, passwords: Passwords, data: SessionCreate, ttl: int
+) -> IssuedSession:
+    user = await repository.get_user_by_email(session, data.email.lower())
+    password_ok = await passwords.verify(user.password_hash if user else None, data.password)
+    if user is None or not password_ok or user.status != "active":
+        raise Unauthorized("Wrong email or password.")
+    return await create_session(redis, user.id, ttl)
+
+
+async def get_visible_user(
+    session: AsyncSession, caller_id: uuid.UUID, user_id: uuid.UUID
+) -> UserOut:
+    """A user sees only themself; anyone else's id answers 404, as if it did not exist."""
+    user = await repository.get_user(session, user_id) if user_id == caller_id else None
+    if user is None:
+        raise NotFound(f"User {user_id} not found.")
+    return await user_view(session, user)

@@ -1,0 +1,18 @@
+"""Users service settings: environment variables prefixed ``USERS_``."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="USERS_", env_file=".env", extra="ignore")
+
+    service_name: str = "users"
+    port: int = 8001
+    worker_port: int = 9001
+    # Argon2id cost; the defaults are OWASP's recommended minimum (19 MiB, 2 passes).
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
