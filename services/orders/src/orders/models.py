@@ -4,13 +4,26 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import schema_metadata
+from orders.saga import OrderStatus, SagaState
 
-ORDER_STATUSES = ("PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED")
+ORDER_STATUSES = tuple(status.value for status in OrderStatus)
+SAGA_STATES = tuple(state.value for state in SagaState)
 
 
 class Base(DeclarativeBase):
@@ -44,3 +57,45 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class Saga(Base):
+    """The persisted saga of one order: what it waits for, until when, and its version.
+
+    ``version`` is SQLAlchemy's optimistic lock: an update that read a stale version fails
+    instead of overwriting a concurrent transition (a reply racing a cancel or a timeout).
+    """
+
+    __tablename__ = "sagas"
+    __table_args__ = (
+        CheckConstraint(f"state IN {SAGA_STATES}", name="state_known"),
+        Index(
+            "ix_sagas_deadline_at", "deadline_at", postgresql_where=text("deadline_at IS NOT NULL")
+        ),
+    )
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class SagaStep(Base):
+    """The saga's history, one row per step event, in order."""
+
+    __tablename__ = "saga_steps"
+    __table_args__ = (Index("ix_saga_steps_order_id_id", "order_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.sagas.order_id"))
+    name: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

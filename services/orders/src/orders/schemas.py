@@ -34,3 +34,20 @@ class OrderOut(BaseModel):
     rejection_reason: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class SagaStepOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    status: str
+    detail: str | None
+    at: datetime
+
+
+class SagaOut(BaseModel):
+    order_id: uuid.UUID
+    state: str
+    version: int
+    deadline_at: datetime | None
+    steps: list[SagaStepOut]

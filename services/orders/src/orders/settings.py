@@ -1,5 +1,6 @@
 """Orders service settings: environment variables prefixed ``ORDERS_``."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -11,3 +12,10 @@ class Settings(ServiceSettings):
     service_name: str = "orders"
     port: int = 8002
     worker_port: int = 9002
+
+    # How long the saga waits for each reply before it compensates (or settles, for the notice).
+    saga_credit_timeout_seconds: float = Field(default=30.0, gt=0)
+    saga_release_timeout_seconds: float = Field(default=30.0, gt=0)
+    saga_notification_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How often the worker looks for sagas past their deadline.
+    saga_timer_interval_seconds: float = Field(default=0.5, gt=0)

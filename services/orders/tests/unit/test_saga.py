@@ -1,0 +1,175 @@
+"""Every transition of the order saga, including timeouts, late replies and cancel races."""
+
+import pytest
+
+from orders.saga import (
+    TIMEOUT_REASON,
+    Action,
+    CancelRequested,
+    CreditRejected,
+    CreditReleased,
+    CreditReserved,
+    DeadlinePassed,
+    NotCancellable,
+    NotificationRecorded,
+    OrderStatus,
+    SagaState,
+    Step,
+    decide,
+    start,
+)
+
+S, O = SagaState, OrderStatus  # noqa: E741 - short names keep the tables readable
+
+
+def test_a_new_order_is_pending_and_asks_for_credit():
+    decision = start()
+    assert (decision.state, decision.order_status) == (S.AWAITING_CREDIT, O.PENDING)
+    assert decision.actions == (Action.RESERVE_CREDIT,)
+    assert decision.restart_deadline
+
+
+def test_credit_reserved_approves_and_announces():
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CreditReserved())
+    assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.APPROVED)
+    assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
+    assert decision.steps == (
+        Step("reserve_credit", "succeeded"),
+        Step("notify", "started", "order_approved"),
+    )
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize("reason", ["insufficient_credit", "user_not_found", "user_inactive"])
+def test_credit_rejected_rejects_with_the_reason(reason: str):
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CreditRejected(reason))
+    assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, reason)
+    assert decision.actions == (Action.ANNOUNCE_OUTCOME,)  # nothing was reserved: no release
+
+
+def test_credit_timeout_rejects_and_compensates():
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, DeadlinePassed())
+    assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, TIMEOUT_REASON)
+    assert decision.actions == (Action.RELEASE_CREDIT, Action.ANNOUNCE_OUTCOME)
+    assert decision.steps[0] == Step("reserve_credit", "timed_out")
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.AWAITING_NOTIFICATION, O.REJECTED),  # timed out, notice pending
+        (S.SETTLED, O.REJECTED),
+        (S.AWAITING_NOTIFICATION, O.CANCELLED),
+        (S.SETTLED, O.CANCELLED),
+    ],
+)
+def test_a_late_credit_reserved_is_answered_with_compensation(state: S, status: O):
+    decision = decide(state, status, TIMEOUT_REASON, CreditReserved())
+    assert (decision.state, decision.order_status) == (state, status)  # never applied
+    assert decision.rejection_reason == TIMEOUT_REASON
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert not decision.restart_deadline
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.AWAITING_NOTIFICATION, O.APPROVED),  # a redelivered reply
+        (S.SETTLED, O.APPROVED),
+        (S.AWAITING_RELEASE, O.CANCELLING),  # cancelled while pending: the release covers it
+    ],
+)
+def test_a_duplicate_or_covered_credit_reserved_changes_nothing(state: S, status: O):
+    decision = decide(state, status, None, CreditReserved())
+    assert (decision.state, decision.order_status, decision.actions) == (state, status, ())
+
+
+def test_a_late_credit_rejected_changes_nothing():
+    decision = decide(S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, CreditRejected("x"))
+    assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, TIMEOUT_REASON)
+    assert decision.actions == ()
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.AWAITING_CREDIT, O.PENDING),
+        (S.AWAITING_NOTIFICATION, O.APPROVED),
+        (S.SETTLED, O.APPROVED),
+    ],
+)
+def test_pending_and_approved_orders_can_be_cancelled(state: S, status: O):
+    decision = decide(state, status, None, CancelRequested())
+    assert (decision.state, decision.order_status) == (S.AWAITING_RELEASE, O.CANCELLING)
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize("status", [O.REJECTED, O.CANCELLING, O.CANCELLED])
+def test_other_orders_cannot_be_cancelled(status: O):
+    with pytest.raises(NotCancellable):
+        decide(S.SETTLED, status, None, CancelRequested())
+
+
+def test_credit_released_completes_the_cancel():
+    decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, CreditReleased())
+    assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.CANCELLED)
+    assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
+
+
+def test_release_timeout_asks_again_and_never_goes_back():
+    decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, DeadlinePassed())
+    assert (decision.state, decision.order_status) == (S.AWAITING_RELEASE, O.CANCELLING)
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert decision.restart_deadline
+
+
+def test_credit_released_after_a_timeout_compensation_is_ignored():
+    decision = decide(S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, CreditReleased())
+    assert (decision.state, decision.order_status, decision.actions) == (
+        S.AWAITING_NOTIFICATION,
+        O.REJECTED,
+        (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (O.APPROVED, "order_approved"),
+        (O.REJECTED, "order_rejected"),
+        (O.CANCELLED, "order_cancelled"),
+    ],
+)
+def test_the_matching_notification_settles_the_saga(status: O, kind: str):
+    decision = decide(S.AWAITING_NOTIFICATION, status, None, NotificationRecorded(kind))
+    assert (decision.state, decision.order_status) == (S.SETTLED, status)
+
+
+def test_a_stale_notification_does_not_settle_a_cancel_in_flight():
+    # Approved, then cancelled before the approval's notice was recorded.
+    decision = decide(
+        S.AWAITING_RELEASE, O.CANCELLING, None, NotificationRecorded("order_approved")
+    )
+    assert decision.state is S.AWAITING_RELEASE
+
+
+def test_notification_timeout_settles_without_failing_the_order():
+    decision = decide(S.AWAITING_NOTIFICATION, O.APPROVED, None, DeadlinePassed())
+    assert (decision.state, decision.order_status) == (S.SETTLED, O.APPROVED)
+    assert decision.steps == (Step("notify", "timed_out"),)
+
+
+def test_a_deadline_on_a_settled_saga_is_ignored():
+    decision = decide(S.SETTLED, O.APPROVED, None, DeadlinePassed())
+    assert (decision.state, decision.order_status, decision.actions) == (S.SETTLED, O.APPROVED, ())
+
+
+def test_cancel_racing_a_late_reservation_releases_exactly_once_per_cause():
+    """Cancel while pending, then the reservation lands: the in-flight release covers it."""
+    cancelling = decide(S.AWAITING_CREDIT, O.PENDING, None, CancelRequested())
+    late = decide(cancelling.state, cancelling.order_status, None, CreditReserved())
+    released = decide(late.state, late.order_status, None, CreditReleased())
+    assert cancelling.actions == (Action.RELEASE_CREDIT,)
+    assert late.actions == ()
+    assert released.order_status is O.CANCELLED
