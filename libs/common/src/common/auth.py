@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from common.errors import Unauthorized
 
 SESSION_KEY_PREFIX = "session:"
+USER_SCOPE_KEY = "common.auth.user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +54,37 @@ async def revoke_session(redis: Redis, token_hash: str) -> None:
     await redis.delete(session_key(token_hash))
 
 
-def _bearer_token(request: Request) -> str:
+def _bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
+        return None
     return token.strip()
+
+
+async def optional_user(request: Request) -> AuthenticatedUser | None:
+    """The caller behind the bearer token, or None; looked up once per request."""
+    # Cached in the request's own scope (request.state may be shared lifespan state).
+    if USER_SCOPE_KEY in request.scope:
+        cached: AuthenticatedUser | None = request.scope[USER_SCOPE_KEY]
+        return cached
+    user = None
+    token = _bearer_token(request)
+    if token is not None:
+        token_hash = hash_token(token)
+        redis: Redis = request.app.state.redis
+        user_id = await redis.get(session_key(token_hash))
+        if user_id is not None:
+            user = AuthenticatedUser(id=UUID(str(user_id)), token_hash=token_hash)
+    request.scope[USER_SCOPE_KEY] = user
+    return user
 
 
 async def current_user(request: Request) -> AuthenticatedUser:
     """FastAPI dependency: the caller behind the bearer token, or 401."""
-    token_hash = hash_token(_bearer_token(request))
-    redis: Redis = request.app.state.redis
-    user_id = await redis.get(session_key(token_hash))
-    if user_id is None:
+    user = await optional_user(request)
+    if user is None:
         raise Unauthorized()
-    return AuthenticatedUser(id=UUID(str(user_id)), token_hash=token_hash)
+    return user
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(current_user)]

@@ -6,10 +6,17 @@ migrations get stable, predictable names.
 
 Business code never commits. A :class:`Database` hands out units of work
 (``async with db.transaction() as session``) that commit on success and roll back on error.
+
+Two small hooks let the event bus ride on units of work without business code noticing:
+``session_info`` (copied into every new session's ``info``: it is how ``bus.publish`` finds
+its outbox table) and commit listeners (called after a unit of work commits: they wake the
+outbox relay, so a message leaves within milliseconds of its transaction's commit).
 """
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +27,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from common.settings import ServiceSettings
+
+logger = logging.getLogger("common.db")
+
+CommitListener = Callable[[AsyncSession], None]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,17 +72,39 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # Copied into each new session's ``info``; e.g. the bus binds its outbox table here.
+        self.session_info: dict[str, Any] = {}
+        self._commit_listeners: list[CommitListener] = []
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(session)`` after each unit of work of :meth:`transaction` commits.
+
+        Listeners run in the committing task, after the commit, so they must be quick and
+        synchronous (set an event, not do I/O). An exception in one is logged and swallowed:
+        the transaction has committed, and its caller must not be told otherwise.
+        """
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        if listener in self._commit_listeners:
+            self._commit_listeners.remove(listener)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commit when the block succeeds, roll back when it raises."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        async with self.sessions(info=dict(self.session_info)) as session:
+            async with session.begin():
+                yield session
+            for listener in tuple(self._commit_listeners):
+                try:
+                    listener(session)
+                except Exception:
+                    logger.exception("commit listener failed")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only; nothing is committed."""
-        async with self.sessions() as session:
+        async with self.sessions(info=dict(self.session_info)) as session:
             yield session
 
     async def ping(self) -> None:

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common.db import Database, create_engine
 from common.errors import install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
+from common.ratelimit import RateLimiter
 from common.redis import create_redis
 from common.settings import ServiceSettings
 
@@ -183,6 +184,7 @@ def create_service_app(
         app.state.settings = settings
         app.state.db = Database(create_engine(settings))
         app.state.redis = create_redis(settings)
+        app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
             if lifespan is None:
                 yield

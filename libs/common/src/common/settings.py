@@ -32,3 +32,26 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     consumer_name: str = Field(default_factory=socket.gethostname)
+
+    # The event bus (common.bus). Intervals are settings so tests can make them tiny.
+    bus_stream_prefix: str = "bus:"  # every bus key starts with it: "bus:users.events"
+    bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
+    bus_batch_size: int = Field(default=64, ge=1, le=10_000)
+    bus_concurrency: int = Field(default=16, ge=1, le=1_000)
+    bus_max_attempts: int = Field(default=5, ge=1)
+    bus_reclaim_idle_ms: int = Field(default=15_000, ge=1)
+    bus_reclaim_interval_seconds: float = Field(default=5.0, gt=0)
+    bus_consumer_delete_idle_ms: int = Field(default=3_600_000, ge=0)
+    bus_shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    stream_trim_interval_seconds: float = Field(default=60.0, gt=0)
+    stream_min_retention: int = Field(default=1_000, ge=0)  # newest entries always kept
+    stream_min_retention_seconds: float = Field(default=600.0, ge=0)  # younger always kept
+
+    # Rate limits per route group, per user (or client address when anonymous), shared by
+    # every replica through Redis. Syntax of the `limits` library: "600/minute", "10/second".
+    rate_limit_enabled: bool = True
+    rate_limit_auth: str = "30/minute"
+    rate_limit_read: str = "1200/minute"
+    rate_limit_write: str = "300/minute"

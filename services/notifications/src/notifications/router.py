@@ -5,13 +5,14 @@ from fastapi import APIRouter
 from common.auth import CurrentUser
 from common.http import DatabaseDep
 from common.pagination import Cursor, Limit, Page
+from common.ratelimit import READ_LIMIT
 from notifications import service
 from notifications.schemas import NotificationOut
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 
-@router.get("", response_model=Page[NotificationOut])
+@router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
 async def list_notifications(
     caller: CurrentUser, db: DatabaseDep, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[NotificationOut]:

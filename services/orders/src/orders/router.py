@@ -1,21 +1,57 @@
 """HTTP routes of the orders service: parse, call the service, shape the response."""
 
+import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from common.auth import CurrentUser
 from common.http import DatabaseDep
 from common.pagination import Cursor, Limit, Page
+from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from orders import service
-from orders.schemas import OrderOut
+from orders.schemas import OrderCreate, OrderOut, SagaOut
+from orders.settings import Settings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 StatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe creation: the same key and body return the same order.",
+    ),
+]
 
 
-@router.get("", response_model=Page[OrderOut])
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut, dependencies=[WRITE_LIMIT]
+)
+async def place_order(
+    body: OrderCreate,
+    request: Request,
+    response: Response,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderOut:
+    async with db.transaction() as session:
+        order, _created = await service.place_order(
+            session, _settings(request), caller.id, body, idempotency_key
+        )
+    response.headers["Location"] = f"/orders/{order.id}"
+    return order
+
+
+@router.get("", response_model=Page[OrderOut], dependencies=[READ_LIMIT])
 async def list_orders(
     caller: CurrentUser,
     db: DatabaseDep,
@@ -27,3 +63,28 @@ async def list_orders(
         return await service.list_orders(
             session, caller.id, status=status, limit=limit, cursor=cursor
         )
+
+
+@router.get("/{order_id}", response_model=OrderOut, dependencies=[READ_LIMIT])
+async def get_order(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> OrderOut:
+    async with db.session() as session:
+        return OrderOut.model_validate(await service.get_order(session, caller.id, order_id))
+
+
+@router.get("/{order_id}/saga", response_model=SagaOut, dependencies=[READ_LIMIT])
+async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> SagaOut:
+    async with db.session() as session:
+        return await service.get_saga(session, caller.id, order_id)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OrderOut,
+    dependencies=[WRITE_LIMIT],
+)
+async def cancel_order(
+    order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
+) -> OrderOut:
+    async with db.transaction() as session:
+        return await service.cancel_order(session, _settings(request), caller.id, order_id)

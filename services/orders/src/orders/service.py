@@ -1,12 +1,103 @@
-"""Business rules of the orders service. Functions take a session; they never commit."""
+"""Business rules of the orders service. Functions take a session; they never commit.
 
+Placing, cancelling and every saga reply go through the same path: load the order and its
+saga, ask :func:`orders.saga.decide`, then :func:`_apply` the decision (status, history,
+deadline, outgoing messages) in the caller's transaction.
+"""
+
+import hashlib
+import json
+import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
+from common import bus
+from common.contracts import (
+    Message,
+    OrderApproved,
+    OrderCancelled,
+    OrderRejected,
+    ReleaseCredit,
+    ReserveCredit,
+)
+from common.errors import Conflict, NotFound, Problem
+from common.logging import correlation_id_var
 from common.pagination import Page, decode_cursor, encode_cursor
-from orders import repository
-from orders.schemas import OrderOut
+from orders import repository, saga
+from orders.models import Order, Saga, SagaStep
+from orders.saga import Action, Decision, OrderStatus, SagaState
+from orders.schemas import OrderCreate, OrderOut, SagaOut, SagaStepOut
+from orders.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 5
+
+
+class SagaBusy(Problem):
+    """Concurrent transitions kept winning the optimistic lock; the caller may retry."""
+
+    status = 409
+
+
+def _fingerprint(data: OrderCreate) -> str:
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def place_order(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    data: OrderCreate,
+    idempotency_key: str | None,
+) -> tuple[OrderOut, bool]:
+    """Create a PENDING order and start its saga; ``(order, created)``.
+
+    The same Idempotency-Key with the same body returns the first order (created=False);
+    with another body it is a 409.
+    """
+    fingerprint = _fingerprint(data)
+    order = Order(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        status=OrderStatus.PENDING,
+        total_cents=sum(item.quantity * item.unit_price_cents for item in data.items),
+        items=[item.model_dump() for item in data.items],
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    if not await repository.insert_order(session, order):
+        assert idempotency_key is not None  # only the key's unique index can conflict
+        existing = await repository.get_order_by_key(session, user_id, idempotency_key)
+        assert existing is not None
+        if existing.request_fingerprint != fingerprint:
+            raise Conflict("This Idempotency-Key was already used with a different request body.")
+        return OrderOut.model_validate(existing), False
+
+    created = await repository.get_order(session, order.id)
+    assert created is not None
+    instance = Saga(
+        order_id=created.id,
+        state=SagaState.AWAITING_CREDIT,
+        correlation_id=correlation_id_var.get() or str(created.id),
+    )
+    session.add(instance)
+    await _apply(session, settings, created, instance, saga.start())
+    await session.flush()
+    await session.refresh(created)
+    return OrderOut.model_validate(created), True
+
+
+async def get_order(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID) -> Order:
+    """The caller's order; another user's is reported missing, as if it did not exist."""
+    order = await repository.get_order(session, order_id)
+    if order is None or order.user_id != user_id:
+        raise NotFound(f"Order {order_id} not found.")
+    return order
 
 
 async def list_orders(
@@ -21,3 +112,129 @@ async def list_orders(
         encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit and page else None
     )
     return Page[OrderOut](items=[OrderOut.model_validate(o) for o in page], next_cursor=next_cursor)
+
+
+async def get_saga(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID) -> SagaOut:
+    order = await get_order(session, user_id, order_id)
+    instance = await repository.get_saga(session, order.id)
+    assert instance is not None  # created with the order
+    steps = await repository.list_steps(session, order.id)
+    return SagaOut(
+        order_id=order.id,
+        state=instance.state,
+        version=instance.version,
+        deadline_at=instance.deadline_at,
+        steps=[SagaStepOut.model_validate(step) for step in steps],
+    )
+
+
+async def cancel_order(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, order_id: uuid.UUID
+) -> OrderOut:
+    await get_order(session, user_id, order_id)
+    try:
+        await handle_event(session, settings, order_id, saga.CancelRequested())
+    except saga.NotCancellable as exc:
+        raise Conflict(str(exc)) from exc
+    order = await repository.get_order(session, order_id)
+    assert order is not None
+    await session.refresh(order)
+    return OrderOut.model_validate(order)
+
+
+async def handle_event(
+    session: AsyncSession, settings: Settings, order_id: uuid.UUID, event: saga.Event
+) -> Decision | None:
+    """Apply one saga event to an order; None when the order is unknown.
+
+    Each attempt runs in a savepoint, so losing the optimistic lock to a concurrent
+    transition rolls back only this attempt, which then re-reads and decides again.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            async with session.begin_nested():
+                order = await repository.get_order(session, order_id)
+                instance = await repository.get_saga(session, order_id)
+                if order is None or instance is None:
+                    logger.warning("saga event for an unknown order", extra={"order_id": order_id})
+                    return None
+                if isinstance(event, saga.DeadlinePassed) and not _is_overdue(instance):
+                    return None  # a reply or another timer moved it on meanwhile
+                decision = saga.decide(
+                    SagaState(instance.state),
+                    OrderStatus(order.status),
+                    order.rejection_reason,
+                    event,
+                )
+                await _apply(session, settings, order, instance, decision)
+            return decision
+        except StaleDataError:
+            session.expire_all()
+    raise SagaBusy(f"Order {order_id} is changing right now; try again.")
+
+
+def _is_overdue(instance: Saga) -> bool:
+    return instance.deadline_at is not None and instance.deadline_at <= datetime.now(UTC)
+
+
+def _timeout(settings: Settings, state: SagaState) -> float:
+    return {
+        SagaState.AWAITING_CREDIT: settings.saga_credit_timeout_seconds,
+        SagaState.AWAITING_RELEASE: settings.saga_release_timeout_seconds,
+        SagaState.AWAITING_NOTIFICATION: settings.saga_notification_timeout_seconds,
+    }[state]
+
+
+def _message(action: Action, order: Order) -> Message:
+    match action:
+        case Action.RESERVE_CREDIT:
+            return ReserveCredit(
+                order_id=order.id, user_id=order.user_id, amount_cents=order.total_cents
+            )
+        case Action.RELEASE_CREDIT:
+            return ReleaseCredit(order_id=order.id, user_id=order.user_id)
+        case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.APPROVED:
+            return OrderApproved(
+                order_id=order.id, user_id=order.user_id, total_cents=order.total_cents
+            )
+        case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.REJECTED:
+            return OrderRejected(
+                order_id=order.id, user_id=order.user_id, reason=order.rejection_reason or ""
+            )
+        case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.CANCELLED:
+            return OrderCancelled(order_id=order.id, user_id=order.user_id)
+    raise AssertionError(f"no message for {action} on a {order.status} order")
+
+
+async def _apply(
+    session: AsyncSession, settings: Settings, order: Order, instance: Saga, decision: Decision
+) -> None:
+    """Write a decision: order status, saga state and deadline, history, outgoing messages."""
+    order.status = decision.order_status
+    order.rejection_reason = decision.rejection_reason
+    instance.state = decision.state
+    if decision.state is SagaState.SETTLED:
+        instance.deadline_at = None
+    elif decision.restart_deadline:
+        seconds = _timeout(settings, decision.state)
+        instance.deadline_at = datetime.now(UTC) + timedelta(seconds=seconds)
+    session.add_all(
+        SagaStep(order_id=order.id, name=step.name, status=step.status, detail=step.detail)
+        for step in decision.steps
+    )
+    for action in decision.actions:
+        await bus.publish(session, _message(action, order), correlation_id=instance.correlation_id)
+    await session.flush()
+    logger.info(
+        "saga transition",
+        extra={
+            "order_id": str(order.id),
+            "order_status": order.status,
+            "saga_state": instance.state,
+            "steps": [f"{step.name}:{step.status}" for step in decision.steps],
+        },
+    )
+
+
+async def overdue_saga_ids(session: AsyncSession, limit: int = 200) -> list[uuid.UUID]:
+    return list(await repository.overdue_saga_ids(session, datetime.now(UTC), limit))

@@ -33,12 +33,17 @@ class User(Base):
 
 
 class CreditReservation(Base):
-    """Credit held for one order. ``active`` ones count against the user's limit."""
+    """The answer to one order's ReserveCredit, kept so that the answer never changes.
+
+    ``active`` holds credit against the user's limit; ``released`` gave it back (or, with
+    amount 0, marks an order released before its reservation arrived, so a late
+    ReserveCredit cannot hold credit for a dead order); ``rejected`` records a refusal.
+    """
 
     __tablename__ = "credit_reservations"
     __table_args__ = (
-        CheckConstraint("amount_cents > 0", name="amount_positive"),
-        CheckConstraint("status IN ('active', 'released')", name="status_known"),
+        CheckConstraint("amount_cents >= 0", name="amount_non_negative"),
+        CheckConstraint("status IN ('active', 'released', 'rejected')", name="status_known"),
         Index(
             "ix_credit_reservations_user_id_active",
             "user_id",
@@ -52,4 +57,5 @@ class CreditReservation(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    rejection_reason: Mapped[str | None] = mapped_column(String(32))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -41,3 +41,14 @@ async def reserved_cents(session: AsyncSession, user_id: uuid.UUID) -> int:
         CreditReservation.user_id == user_id, CreditReservation.status == "active"
     )
     return int((await session.execute(statement)).scalar_one())
+
+
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user row, locked until commit: reservations of one user happen one at a time."""
+    statement = select(User).where(User.id == user_id).with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_reservation(session: AsyncSession, order_id: uuid.UUID) -> CreditReservation | None:
+    statement = select(CreditReservation).where(CreditReservation.order_id == order_id)
+    return (await session.execute(statement)).scalar_one_or_none()

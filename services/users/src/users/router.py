@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from common.auth import CurrentUser, revoke_session
 from common.http import DatabaseDep, RedisDep
+from common.ratelimit import AUTH_LIMIT, READ_LIMIT, WRITE_LIMIT
 from users import service
 from users.passwords import Passwords
 from users.schemas import SessionCreate, SessionOut, UserCreate, UserOut
@@ -18,7 +19,9 @@ def _passwords(request: Request) -> Passwords:
     return passwords
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=[AUTH_LIMIT]
+)
 async def register(
     body: UserCreate, request: Request, response: Response, db: DatabaseDep
 ) -> UserOut:
@@ -28,7 +31,12 @@ async def register(
     return user
 
 
-@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
+@router.post(
+    "/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionOut,
+    dependencies=[AUTH_LIMIT],
+)
 async def login(
     body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
 ) -> SessionOut:
@@ -43,19 +51,21 @@ async def login(
     return SessionOut(token=issued.token, user_id=issued.user_id, expires_at=issued.expires_at)
 
 
-@router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/sessions/current", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WRITE_LIMIT]
+)
 async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
     await revoke_session(redis, caller.token_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, dependencies=[READ_LIMIT])
 async def me(caller: CurrentUser, db: DatabaseDep) -> UserOut:
     async with db.session() as session:
         return await service.get_visible_user(session, caller.id, caller.id)
 
 
-@router.get("/{user_id}", response_model=UserOut)
+@router.get("/{user_id}", response_model=UserOut, dependencies=[READ_LIMIT])
 async def get_user(user_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> UserOut:
     async with db.session() as session:
         return await service.get_visible_user(session, caller.id, user_id)

@@ -5,7 +5,9 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import bus
 from common.auth import IssuedSession, create_session
+from common.contracts import UserRegistered
 from common.errors import Conflict, NotFound, Unauthorized
 from users import repository
 from users.models import User
@@ -36,6 +38,7 @@ async def register(session: AsyncSession, passwords: Passwords, data: UserCreate
     )
     if not await repository.insert_user(session, user):
         raise Conflict(f"A user with email {user.email} already exists.")
+    await bus.publish(session, UserRegistered(user_id=user.id, email=user.email, name=user.name))
     created = await repository.get_user(session, user.id)
     assert created is not None
     await session.refresh(created)

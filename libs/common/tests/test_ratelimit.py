@@ -1,0 +1,121 @@
+"""Rate limits: shared through Redis, per user or per address, 429 problem with headers."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from redis.asyncio import Redis
+
+from common.auth import CurrentUser, create_session
+from common.http import create_service_app
+from common.ratelimit import READ_LIMIT
+from common.settings import ServiceSettings
+from common.testing.plugin import asgi_client
+
+pytestmark = pytest.mark.integration
+
+router = APIRouter()
+
+
+@router.get("/limited", dependencies=[READ_LIMIT])
+async def limited() -> dict[str, str]:
+    return {"ok": "yes"}
+
+
+@router.get("/mine", dependencies=[READ_LIMIT])
+async def mine(caller: CurrentUser) -> dict[str, str]:
+    return {"user": str(caller.id)}
+
+
+def settings_for(database_url: str, redis_url: str, read_limit: str) -> ServiceSettings:
+    return ServiceSettings(
+        service_name=f"ratelimit-{uuid.uuid4().hex[:8]}",  # a fresh namespace per app
+        database_url=database_url,
+        redis_url=redis_url,
+        rate_limit_read=read_limit,
+    )
+
+
+@pytest.fixture
+async def client(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_service_app(
+        settings_for(database_url, redis_url, "3/second"), title="t", routers=[router]
+    )
+    async with asgi_client(app) as client:
+        yield client
+
+
+async def test_over_the_limit_is_a_429_problem_with_retry_after(client: httpx.AsyncClient):
+    answers = [await client.get("/limited") for _ in range(4)]
+
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r.headers["ratelimit-remaining"] for r in answers[:3]] == ["2", "1", "0"]
+    assert answers[0].headers["ratelimit-limit"] == "3"
+    refused = answers[3]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["status"] == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+async def test_the_limit_resets_after_its_window(client: httpx.AsyncClient):
+    for _ in range(3):
+        await client.get("/limited")
+    assert (await client.get("/limited")).status_code == 429
+
+    deadline = time.monotonic() + 5
+    status = 429
+    while status == 429 and time.monotonic() < deadline:
+        status = (await client.get("/limited")).status_code
+        if status == 429:
+            await _pause()
+    assert status == 200
+
+
+async def test_users_are_counted_apart_from_each_other_and_from_anonymous_callers(
+    database_url: str, redis_url: str
+):
+    settings = settings_for(database_url, redis_url, "2/minute")
+    app = create_service_app(settings, title="t", routers=[router])
+    async with asgi_client(app) as client:
+        redis = Redis.from_url(redis_url)
+        alice = await create_session(redis, uuid.uuid4(), 60)
+        bob = await create_session(redis, uuid.uuid4(), 60)
+        await redis.aclose()
+
+        def as_(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        alice_codes = [
+            (await client.get("/mine", headers=as_(alice.token))).status_code for _ in range(3)
+        ]
+        bob_codes = [
+            (await client.get("/mine", headers=as_(bob.token))).status_code for _ in range(2)
+        ]
+        anonymous = (await client.get("/limited")).status_code
+
+    assert alice_codes == [200, 200, 429]
+    assert bob_codes == [200, 200]
+    assert anonymous == 200
+
+
+async def test_replicas_share_one_limit(database_url: str, redis_url: str):
+    settings = settings_for(database_url, redis_url, "2/minute")
+    first = create_service_app(settings, title="a", routers=[router])
+    second = create_service_app(settings, title="b", routers=[router])
+    async with asgi_client(first) as one, asgi_client(second) as two:
+        codes = [
+            (await one.get("/limited")).status_code,
+            (await two.get("/limited")).status_code,
+            (await one.get("/limited")).status_code,
+        ]
+    assert codes == [200, 200, 429]
+
+
+async def _pause() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.1)
