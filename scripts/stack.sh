@@ -174,6 +174,7 @@ case "$(mode):$command" in
   docker:migrate) "${COMPOSE[@]}" up users-migrate orders-migrate notifications-migrate ;;
   docker:kill)    "${COMPOSE[@]}" kill -s SIGKILL "${1:?NAME=<process>}" ;;
   docker:start)   "${COMPOSE[@]}" start "${1:?NAME=<process>}" ;;
+  docker:stop)    "${COMPOSE[@]}" stop "${1:?NAME=<process>}" ;;
   local:up)       up_local ;;
   local:down)     down_local ;;
   local:ps)       if supervisor_running; then ctl status || true; else echo "stack '$STACK' is not running"; fi ;;
@@ -189,6 +190,8 @@ case "$(mode):$command" in
     kill -KILL "$pid"
     say "killed $name (pid $pid) with SIGKILL" ;;
   local:start)    ctl start "${1:?NAME=<process>}" ;;
+  local:stop)     ctl stop "${1:?NAME=<process>}" ;;  # graceful: SIGTERM, in-flight work finishes
   local:urls)     urls ;;
-  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|start NAME|urls" ;;
+  *:check-invariants) "$VENV/bin/python" scripts/check_invariants.py "$DATABASE_URL" ;;
+  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|urls" ;;
 esac

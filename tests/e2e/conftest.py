@@ -6,13 +6,17 @@ Fault drills (killing and starting processes) go through ``scripts/stack.sh`` wi
 ``STACK`` the suite runs against; they are skipped when ``STACK_CONTROL=0``.
 """
 
+import asyncio
 import os
+import statistics
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +26,7 @@ USERS_URL = os.environ.get("USERS_URL", "http://127.0.0.1:8001")
 ORDERS_URL = os.environ.get("ORDERS_URL", "http://127.0.0.1:8002")
 NOTIFICATIONS_URL = os.environ.get("NOTIFICATIONS_URL", "http://127.0.0.1:8003")
 TIMEOUT = httpx.Timeout(10.0)
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,7 +40,8 @@ class Stack:
     def control(self, verb: str, process: str) -> None:
         if os.environ.get("STACK_CONTROL", "1") == "0":
             pytest.skip("STACK_CONTROL=0: this stack's processes are not ours to kill")
-        subprocess.run([ROOT / "scripts" / "stack.sh", verb, process], check=True, timeout=60)
+        command = [str(ROOT / "scripts" / "stack.sh"), verb, process]
+        subprocess.run(command, check=True, timeout=60)  # noqa: S603 - our own script
 
 
 @dataclass
@@ -85,3 +91,91 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert problem["status"] == status
     assert {"type", "title", "detail"} <= problem.keys()
     return problem
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, timeout: float = 20.0
+) -> T:
+    """Poll ``probe`` until ``until(result)`` holds; fail with the last result at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last: {result!r}")
+        await asyncio.sleep(0.05)
+
+
+def order_body(*prices: int, sku: str = "sku-1") -> dict[str, Any]:
+    return {"items": [{"sku": sku, "quantity": 1, "unit_price_cents": price} for price in prices]}
+
+
+async def place(stack: Stack, customer: Customer, *prices: int, **headers: str) -> dict[str, Any]:
+    response = await stack.orders.post(
+        "/orders", json=order_body(*prices), headers={**customer.auth, **headers}
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/orders/{response.json()['id']}"
+    order: dict[str, Any] = response.json()
+    return order
+
+
+SETTLED = {"APPROVED", "REJECTED", "CANCELLED"}
+
+
+async def settled(
+    stack: Stack, customer: Customer, order_id: str, timeout: float = 20.0
+) -> dict[str, Any]:
+    """The order once it reached a final status (and its saga stopped waiting)."""
+
+    async def fetch() -> dict[str, Any]:
+        order = (await stack.orders.get(f"/orders/{order_id}", headers=customer.auth)).json()
+        saga = (await stack.orders.get(f"/orders/{order_id}/saga", headers=customer.auth)).json()
+        return {**order, "saga": saga}
+
+    result = await eventually(
+        fetch,
+        lambda o: (
+            o["status"] in SETTLED and o["saga"]["state"] in {"settled", "awaiting_notification"}
+        ),
+        timeout=timeout,
+    )
+    if result["status"] == "APPROVED":
+        APPROVAL_LATENCIES_MS.append(_approval_ms(result))
+    return result
+
+
+def _approval_ms(order: dict[str, Any]) -> float:
+    """POST to APPROVED, from the order's own timestamps (not from polling)."""
+    created = datetime.fromisoformat(order["created_at"])
+    updated = datetime.fromisoformat(order["updated_at"])
+    return (updated - created).total_seconds() * 1000
+
+
+APPROVAL_LATENCIES_MS: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not APPROVAL_LATENCIES_MS:
+        return
+    ordered = sorted(APPROVAL_LATENCIES_MS)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    terminalreporter.write_line(
+        f"POST -> APPROVED over {len(ordered)} approved orders:"
+        f" median {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms"
+        " (from the orders' created_at/updated_at; includes orders delayed by fault drills)"
+    )
+
+
+async def check_invariants(timeout: float = 30.0) -> None:
+    """`make check-invariants` against the stack's database, polled until quiet and clean."""
+    command = [str(ROOT / "scripts" / "stack.sh"), "check-invariants"]
+
+    async def run() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    result = await eventually(run, lambda r: r.returncode == 0, timeout=timeout)
+    assert "invariants: ok" in result.stdout

@@ -1,5 +1,6 @@
 """Rate limits: shared through Redis, per user or per address, 429 problem with headers."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -52,13 +53,13 @@ async def test_over_the_limit_is_a_429_problem_with_retry_after(client: httpx.As
     answers = [await client.get("/limited") for _ in range(4)]
 
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
-    assert [r.headers["ratelimit-remaining"] for r in answers[:3]] == ["2", "1", "0"]
-    assert answers[0].headers["ratelimit-limit"] == "3"
     refused = answers[3]
+    assert refused.headers["ratelimit-limit"] == "3"
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["status"] == 429
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["ratelimit-remaining"] == "0"
+    assert 1 <= int(refused.headers["ratelimit-reset"]) <= 1
 
 
 async def test_the_limit_resets_after_its_window(client: httpx.AsyncClient):
@@ -116,6 +117,4 @@ async def test_replicas_share_one_limit(database_url: str, redis_url: str):
 
 
 async def _pause() -> None:
-    import asyncio
-
     await asyncio.sleep(0.1)

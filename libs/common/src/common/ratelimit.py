@@ -3,8 +3,8 @@
 Each route belongs to a group (``auth``, ``read``, ``write``) whose limit is a setting such as
 ``"600/minute"``, so a benchmark can raise it. The caller is counted per user when the
 request carries a valid bearer token and per client address otherwise. A request over the
-limit gets a 429 problem with ``Retry-After``; every limited response carries the IETF
-``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` headers.
+limit gets a 429 problem with ``Retry-After`` and the IETF ``RateLimit-Limit``,
+``RateLimit-Remaining`` and ``RateLimit-Reset`` headers.
 
 The sliding-window-counter strategy is used: two counters per key, no burst of twice the
 limit at a window edge (as a fixed window allows), and cheaper than a moving-window log.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -57,39 +57,43 @@ class RateLimiter:
             enabled=settings.rate_limit_enabled,
         )
 
-    async def check(self, group: str, identity: str, response: Response) -> None:
+    async def check(self, group: str, identity: str) -> None:
+        """Count one request; raise a 429 problem when it is over the limit.
+
+        An allowed request costs one Redis round trip; the window's statistics (for the
+        headers) are read only for a refused one, which keeps the hot path cheap.
+        """
         item = self.limits[group]
-        allowed = await self.strategy.hit(item, self.namespace, group, identity)
+        if await self.strategy.hit(item, self.namespace, group, identity):
+            return
         stats = await self.strategy.get_window_stats(item, self.namespace, group, identity)
-        reset_in = max(0, math.ceil(stats.reset_time - time.time()))
-        headers = {
-            "RateLimit-Limit": str(item.amount),
-            "RateLimit-Remaining": str(stats.remaining),
-            "RateLimit-Reset": str(reset_in),
-        }
-        if not allowed:
-            raise TooManyRequests(
-                f"Rate limit of {item.amount} per {item.get_expiry()} s exceeded for {group!r}"
-                f" requests; retry in {max(1, reset_in)} s.",
-                headers={**headers, "Retry-After": str(max(1, reset_in))},
-            )
-        response.headers.update(headers)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequests(
+            f"Rate limit of {item.amount} per {item.get_expiry()} s exceeded for {group!r}"
+            f" requests; retry in {retry_after} s.",
+            headers={
+                "Retry-After": str(retry_after),
+                "RateLimit-Limit": str(item.amount),
+                "RateLimit-Remaining": str(stats.remaining),
+                "RateLimit-Reset": str(retry_after),
+            },
+        )
 
 
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limit(group: str) -> Callable[[Request, Response], Awaitable[None]]:
+def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: ``dependencies=[Depends(rate_limit("write"))]``."""
 
-    async def limited(request: Request, response: Response) -> None:
+    async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
         if not limiter.enabled:
             return
         user = await optional_user(request)
         identity = f"user:{user.id}" if user else f"addr:{_client_address(request)}"
-        await limiter.check(group, identity, response)
+        await limiter.check(group, identity)
 
     return limited
 

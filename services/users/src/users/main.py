@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from common.http import create_service_app, serve
+from users.cache import UserCache
 from users.passwords import Passwords
 from users.router import router
 from users.settings import Settings
@@ -17,6 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.passwords = Passwords(settings)
+        app.state.user_cache = UserCache(app.state.redis, settings.user_cache_ttl_seconds)
         yield
 
     return create_service_app(settings, title="users", routers=[router], lifespan=lifespan)

@@ -8,6 +8,7 @@ from common.auth import CurrentUser, revoke_session
 from common.http import DatabaseDep, RedisDep
 from common.ratelimit import AUTH_LIMIT, READ_LIMIT, WRITE_LIMIT
 from users import service
+from users.cache import UserCache
 from users.passwords import Passwords
 from users.schemas import SessionCreate, SessionOut, UserCreate, UserOut
 
@@ -17,6 +18,11 @@ router = APIRouter(prefix="/users", tags=["users"])
 def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
+
+
+def _cache(request: Request) -> UserCache:
+    cache: UserCache = request.app.state.user_cache
+    return cache
 
 
 @router.post(
@@ -60,12 +66,12 @@ async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
 
 
 @router.get("/me", response_model=UserOut, dependencies=[READ_LIMIT])
-async def me(caller: CurrentUser, db: DatabaseDep) -> UserOut:
-    async with db.session() as session:
-        return await service.get_visible_user(session, caller.id, caller.id)
+async def me(request: Request, caller: CurrentUser, db: DatabaseDep) -> UserOut:
+    return await service.get_visible_user(db, _cache(request), caller.id, caller.id)
 
 
 @router.get("/{user_id}", response_model=UserOut, dependencies=[READ_LIMIT])
-async def get_user(user_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> UserOut:
-    async with db.session() as session:
-        return await service.get_visible_user(session, caller.id, user_id)
+async def get_user(
+    user_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
+) -> UserOut:
+    return await service.get_visible_user(db, _cache(request), caller.id, user_id)

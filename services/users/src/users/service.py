@@ -8,8 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import bus
 from common.auth import IssuedSession, create_session
 from common.contracts import UserRegistered
+from common.db import Database
 from common.errors import Conflict, NotFound, Unauthorized
 from users import repository
+from users.cache import UserCache
 from users.models import User
 from users.passwords import Passwords
 from users.schemas import SessionCreate, UserCreate, UserOut
@@ -56,10 +58,21 @@ async def login(
 
 
 async def get_visible_user(
-    session: AsyncSession, caller_id: uuid.UUID, user_id: uuid.UUID
+    db: Database, cache: UserCache, caller_id: uuid.UUID, user_id: uuid.UUID
 ) -> UserOut:
-    """A user sees only themself; anyone else's id answers 404, as if it did not exist."""
-    user = await repository.get_user(session, user_id) if user_id == caller_id else None
-    if user is None:
+    """A user sees only themself; anyone else's id answers 404, as if it did not exist.
+
+    Served from the cache when it holds the current generation of the view.
+    """
+    if user_id != caller_id:
         raise NotFound(f"User {user_id} not found.")
-    return await user_view(session, user)
+    cached, generation = await cache.get(user_id)
+    if cached is not None:
+        return cached
+    async with db.session() as session:
+        user = await repository.get_user(session, user_id)
+        if user is None:
+            raise NotFound(f"User {user_id} not found.")
+        view = await user_view(session, user)
+    await cache.put(view, generation)
+    return view

@@ -16,3 +16,5 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # The user view cache; entries are also invalidated on every change (see users.cache).
+    user_cache_ttl_seconds: int = Field(default=300, ge=1)

@@ -24,7 +24,9 @@ def new_user(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def register_and_login(client: httpx.AsyncClient, **overrides: Any) -> tuple[dict, str]:
+async def register_and_login(
+    client: httpx.AsyncClient, **overrides: Any
+) -> tuple[dict[str, Any], str]:
     body = new_user(**overrides)
     created = await client.post("/users", json=body)
     assert created.status_code == 201, created.text
@@ -42,7 +44,7 @@ def bearer(token: str) -> dict[str, str]:
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
+    problem: dict[str, Any] = response.json()
     assert problem["status"] == status
     assert {"type", "title", "detail"} <= problem.keys()
     return problem

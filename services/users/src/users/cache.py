@@ -1,0 +1,54 @@
+"""Read-through cache of the user view (``GET /users/me``, ``GET /users/{id}``) in Redis.
+
+Correctness over cleverness: every cached view carries the user's *generation*, a Redis
+counter bumped after every commit that changes the user or their credit. A read fetches
+the view and the current generation in one round trip and treats any mismatch as a miss,
+so a reader that raced a reservation (read the old row, wrote the cache after the bump)
+can never leave a stale ``credit_available_cents`` visible. If a process dies between its
+commit and the bump, the entry's TTL bounds the staleness.
+"""
+
+import uuid
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from users.schemas import UserOut
+
+CACHE_REQUESTS = Counter(
+    "users_cache_requests_total", "User view cache lookups by result", ["result"]
+)
+
+
+def _view_key(user_id: uuid.UUID) -> str:
+    return f"users:view:{user_id}"
+
+
+def _generation_key(user_id: uuid.UUID) -> str:
+    return f"users:generation:{user_id}"
+
+
+class UserCache:
+    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+
+    async def get(self, user_id: uuid.UUID) -> tuple[UserOut | None, str]:
+        """The cached view (None on a miss) and the generation to store a fresh one under."""
+        cached, generation = await self.redis.mget(_view_key(user_id), _generation_key(user_id))
+        generation = str(generation or "0")
+        if cached:
+            stored_generation, _, view = str(cached).partition("|")
+            if stored_generation == generation:
+                CACHE_REQUESTS.labels("hit").inc()
+                return UserOut.model_validate_json(view), generation
+        CACHE_REQUESTS.labels("miss").inc()
+        return None, generation
+
+    async def put(self, view: UserOut, generation: str) -> None:
+        value = f"{generation}|{view.model_dump_json()}"
+        await self.redis.set(_view_key(view.id), value, ex=self.ttl_seconds)
+
+    async def invalidate(self, user_id: uuid.UUID) -> None:
+        """Call after the commit that changed the user: every older entry becomes a miss."""
+        await self.redis.incr(_generation_key(user_id))

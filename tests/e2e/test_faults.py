@@ -1,0 +1,111 @@
+"""Fault drills against the running stack: processes killed (SIGKILL) or stopped mid-flight.
+
+These need control over the stack's processes (scripts/stack.sh); they run in `make test`'s
+private stack. Each drill ends with every saga settled and the invariants clean.
+"""
+
+import asyncio
+from collections import Counter
+
+from .conftest import Customer, Stack, check_invariants, eventually, place, settled, sign_up
+from .test_orders import available_credit, notifications_of
+
+OUTCOME_KIND = {"APPROVED": "order_approved", "REJECTED": "order_rejected"}
+
+
+async def test_users_worker_killed_mid_burst(stack: Stack):
+    customers = [await sign_up(stack, credit_limit_cents=5_000) for _ in range(4)]
+
+    async def burst(count: int) -> list[tuple[Customer, str]]:
+        placed = await asyncio.gather(
+            *(place(stack, customers[i % 4], 1_000) for i in range(count))
+        )
+        return [(customers[i % 4], order["id"]) for i, order in enumerate(placed)]
+
+    before = await burst(12)
+    stack.control("kill", "users-worker")
+    during = await burst(12)
+    stack.control("start", "users-worker")
+    after = await burst(8)
+
+    orders = [
+        await settled(stack, c, order_id, timeout=60) for c, order_id in before + during + after
+    ]
+    approved_per_customer = Counter(o["user_id"] for o in orders if o["status"] == "APPROVED")
+    for customer in customers:
+        assert approved_per_customer[customer.id] <= 5  # never overdrawn
+        expected = 5_000 - 1_000 * approved_per_customer[customer.id]
+        assert await available_credit(stack, customer) == expected
+    await check_invariants()
+
+
+async def test_orders_worker_killed_after_reserve_credit_was_sent(stack: Stack):
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    stack.control("kill", "orders-worker")
+    try:
+        placed = await place(stack, customer, 4_000)
+        # ReserveCredit went out (the API's outbox relay sent it) and users acted on it...
+        await eventually(lambda: available_credit(stack, customer), lambda c: c == 6_000)
+        saga = await stack.orders.get(f"/orders/{placed['id']}/saga", headers=customer.auth)
+        # ...but nobody in orders has heard the reply yet.
+        assert saga.json()["state"] == "awaiting_credit"
+    finally:
+        stack.control("start", "orders-worker")
+
+    order = await settled(stack, customer, placed["id"], timeout=30)
+    assert order["status"] == "APPROVED"
+    await check_invariants()
+
+
+async def test_notifications_worker_stopped_then_started_delivers_each_notice_once(stack: Stack):
+    customer = await sign_up(stack, credit_limit_cents=3_000)
+    stack.control("stop", "notifications-worker")
+    try:
+        placed = [await place(stack, customer, 1_000) for _ in range(5)]
+        orders = [await settled(stack, customer, o["id"]) for o in placed]
+    finally:
+        stack.control("start", "notifications-worker")
+
+    expected = Counter(OUTCOME_KIND[o["status"]] for o in orders)
+    assert expected == {"order_approved": 3, "order_rejected": 2}
+
+    async def outcome_kinds() -> Counter[str]:
+        items = await notifications_of(stack, customer)
+        return Counter(n["kind"] for n in items if n["kind"] != "welcome")
+
+    await eventually(outcome_kinds, lambda kinds: kinds == expected, timeout=30)
+    for order in placed:  # the saga heard back for each, so nothing is still in flight
+        await eventually(
+            lambda o=order: stack.orders.get(f"/orders/{o['id']}/saga", headers=customer.auth),
+            lambda r: r.json()["state"] == "settled",
+            timeout=30,
+        )
+    assert await outcome_kinds() == expected
+    items = await notifications_of(stack, customer)
+    assert sorted(n["order_id"] for n in items if n["kind"] != "welcome") == sorted(
+        o["id"] for o in placed
+    )
+
+
+async def test_a_reply_after_the_deadline_is_compensated(stack: Stack):
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    stack.control("kill", "users-worker")
+    try:
+        placed = await place(stack, customer, 2_500)
+        order = await settled(stack, customer, placed["id"], timeout=60)
+        assert (order["status"], order["rejection_reason"]) == ("REJECTED", "timeout")
+    finally:
+        stack.control("start", "users-worker")
+
+    # The users worker now handles ReserveCredit late, then the compensating ReleaseCredit:
+    # whichever order they run in, no credit stays held for a rejected order.
+    async def state() -> tuple[int, list[str]]:
+        saga = await stack.orders.get(f"/orders/{placed['id']}/saga", headers=customer.auth)
+        steps = [f"{s['name']}:{s['status']}" for s in saga.json()["steps"]]
+        return await available_credit(stack, customer), steps
+
+    _, steps = await eventually(
+        state, lambda s: s[0] == 10_000 and "reserve_credit:timed_out" in s[1], timeout=30
+    )
+    assert "reserve_credit:succeeded" not in steps
+    await check_invariants()
