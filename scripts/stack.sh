@@ -4,7 +4,8 @@
 # Two modes: Docker Compose (deploy/compose.yaml) when a Docker engine answers, otherwise
 # local processes under supervisord against Postgres and Redis on localhost. MODE=local or
 # MODE=docker forces one. STACK=e2e is the separate local stack `make test` brings up and
-# down (other ports, database and Redis DB), so it never disturbs a stack started by `make up`.
+# down (other ports, database and Redis DB), so it never disturbs a stack started by `make up`;
+# STACK=bench is the same for `bench/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -13,6 +14,23 @@ STACK=${STACK:-dev}
 if [[ $STACK == e2e ]]; then
   PORT_BASE=${PORT_BASE:-18000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-19000}
   DB_NAME=${DB_NAME:-app_e2e} REDIS_DB=${REDIS_DB:-14}
+  # The suite signs up many users from one address (rate limits have their own tests), and
+  # its deadline drill should not wait the production 30 s.
+  for prefix in USERS ORDERS NOTIFICATIONS; do
+    export "${prefix}_RATE_LIMIT_AUTH=100000/minute" "${prefix}_RATE_LIMIT_READ=100000/minute"
+    export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
+  done
+  export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-8}
+elif [[ $STACK == bench ]]; then
+  # `bench/run.sh`: production settings except rate limits raised out of the way (still
+  # checked, so their Redis round trip is measured) and logging at WARNING (one access-log
+  # line per request would otherwise be a large share of what is measured).
+  PORT_BASE=${PORT_BASE:-28000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-29000}
+  DB_NAME=${DB_NAME:-app_bench} REDIS_DB=${REDIS_DB:-13}
+  for prefix in USERS ORDERS NOTIFICATIONS; do
+    export "${prefix}_RATE_LIMIT_AUTH=1000000/minute" "${prefix}_RATE_LIMIT_READ=1000000/minute"
+    export "${prefix}_RATE_LIMIT_WRITE=1000000/minute" "${prefix}_LOG_LEVEL=WARNING"
+  done
 else
   PORT_BASE=${PORT_BASE:-8000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-9000}
   DB_NAME=${DB_NAME:-app} REDIS_DB=${REDIS_DB:-0}
@@ -24,7 +42,7 @@ REDIS_URL=${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB}
 RUN_DIR=${RUN_DIR:-$ROOT/.run/$STACK}
 VENV=$ROOT/.venv
 SERVICES=(users orders notifications)
-PROCESSES=(users-api orders-api notifications-api)
+PROCESSES=(users-api users-worker orders-api orders-worker notifications-api notifications-worker)
 COMPOSE=(docker compose -f "$ROOT/deploy/compose.yaml" -p shop)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -129,6 +147,14 @@ urls() {
   for service in "${SERVICES[@]}"; do echo "http://127.0.0.1:$(port_of "$service")"; done
 }
 
+probes() {  # what must answer before the stack counts as up: every API and every worker
+  local service
+  for service in "${SERVICES[@]}"; do
+    echo "http://127.0.0.1:$(port_of "$service")/readyz"
+    echo "http://127.0.0.1:$(port_of "$service" worker)/healthz"
+  done
+}
+
 up_local() {
   ensure_backing_services
   migrate
@@ -142,16 +168,16 @@ up_local() {
     write_supervisor_config
     "$VENV/bin/supervisord" -c "$RUN_DIR/supervisord.conf"
   fi
-  say "Waiting for every /readyz"
-  local ready=()
-  for url in $(urls); do ready+=("$url/readyz"); done
-  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout 60 "${ready[@]}"; then
+  say "Waiting for every API's /readyz and every worker's /healthz"
+  # shellcheck disable=SC2046 # one URL a word
+  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout 60 $(probes); then
     ctl status || true
     die "the stack did not become ready; see 'make logs'"
   fi
   say "Stack '$STACK' is up (local processes; logs in $RUN_DIR/logs)"
   for service in "${SERVICES[@]}"; do
-    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)\n' "$service" "$(port_of "$service")"
+    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
+      "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
   done
 }
 

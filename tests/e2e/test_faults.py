@@ -74,12 +74,14 @@ async def test_notifications_worker_stopped_then_started_delivers_each_notice_on
         return Counter(n["kind"] for n in items if n["kind"] != "welcome")
 
     await eventually(outcome_kinds, lambda kinds: kinds == expected, timeout=30)
-    for order in placed:  # the saga heard back for each, so nothing is still in flight
-        await eventually(
-            lambda o=order: stack.orders.get(f"/orders/{o['id']}/saga", headers=customer.auth),
-            lambda r: r.json()["state"] == "settled",
-            timeout=30,
-        )
+    async def saga_states() -> set[str]:
+        sagas = [
+            await stack.orders.get(f"/orders/{o['id']}/saga", headers=customer.auth) for o in placed
+        ]
+        return {saga.json()["state"] for saga in sagas}
+
+    # The saga heard back for each order, so nothing is still in flight.
+    await eventually(saga_states, lambda states: states == {"settled"}, timeout=30)
     assert await outcome_kinds() == expected
     items = await notifications_of(stack, customer)
     assert sorted(n["order_id"] for n in items if n["kind"] != "welcome") == sorted(

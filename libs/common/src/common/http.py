@@ -11,15 +11,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
+from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.bus import OutboxRelay
 from common.db import Database, create_engine
 from common.errors import install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
@@ -170,12 +172,15 @@ def create_service_app(
     *,
     title: str,
     routers: Sequence[APIRouter],
+    outbox_table: Table | None = None,
     lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """A FastAPI app with the shared lifespan, errors, middleware and probes.
 
-    ``lifespan`` is the service's own extra start-up/shut-down, run inside the shared one
-    (so it can use ``app.state.db`` and ``app.state.redis``).
+    ``outbox_table``: the service's outbox; the app then runs an outbox relay, so what a
+    request publishes leaves right after its commit. ``lifespan`` is the service's own extra
+    start-up/shut-down, run inside the shared one (it can use ``app.state.db`` and
+    ``app.state.redis``).
     """
 
     @asynccontextmanager
@@ -186,11 +191,15 @@ def create_service_app(
         app.state.redis = create_redis(settings)
         app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
-            if lifespan is None:
+            async with AsyncExitStack() as stack:
+                if outbox_table is not None:
+                    relay = OutboxRelay(
+                        app.state.db, app.state.redis, outbox_table, settings=settings
+                    )
+                    await stack.enter_async_context(relay)
+                if lifespan is not None:
+                    await stack.enter_async_context(lifespan(app))
                 yield
-            else:
-                async with lifespan(app):
-                    yield
         finally:
             await app.state.redis.aclose()
             await app.state.db.dispose()

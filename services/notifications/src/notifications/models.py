@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, Index, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.bus import add_inbox_table, add_outbox_table
 from common.db import schema_metadata
 
 
@@ -27,3 +28,8 @@ class Notification(Base):
     dedup_key: Mapped[str] = mapped_column(String(100), unique=True)
     read: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The bus's tables in this schema: messages waiting to be published, messages handled.
+outbox = add_outbox_table(Base.metadata)
+inbox = add_inbox_table(Base.metadata)

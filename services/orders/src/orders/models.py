@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.bus import add_inbox_table, add_outbox_table
 from common.db import schema_metadata
 from orders.saga import OrderStatus, SagaState
 
@@ -99,3 +100,8 @@ class SagaStep(Base):
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The bus's tables in this schema: messages waiting to be published, messages handled.
+outbox = add_outbox_table(Base.metadata)
+inbox = add_inbox_table(Base.metadata)

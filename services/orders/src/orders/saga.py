@@ -105,7 +105,7 @@ class Decision:
     restart_deadline: bool = False
 
 
-class NotCancellable(Exception):  # noqa: N818 - a refusal, not a malfunction
+class NotCancellable(Exception):
     """Only PENDING and APPROVED orders can be cancelled."""
 
 

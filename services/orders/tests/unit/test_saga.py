@@ -19,7 +19,9 @@ from orders.saga import (
     start,
 )
 
-S, O = SagaState, OrderStatus  # noqa: E741 - short names keep the tables readable
+# Short aliases keep the transition tables readable.
+S = SagaState
+O = OrderStatus  # noqa: E741
 
 
 def test_a_new_order_is_pending_and_asks_for_credit():

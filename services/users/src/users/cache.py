@@ -8,12 +8,18 @@ can never leave a stale ``credit_available_cents`` visible. If a process dies be
 commit and the bump, the entry's TTL bounds the staleness.
 """
 
+import asyncio
+import logging
 import uuid
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from users.schemas import UserOut
+
+logger = logging.getLogger(__name__)
+_STALE_KEY = "users.cache.stale"
 
 CACHE_REQUESTS = Counter(
     "users_cache_requests_total", "User view cache lookups by result", ["result"]
@@ -32,6 +38,7 @@ class UserCache:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def get(self, user_id: uuid.UUID) -> tuple[UserOut | None, str]:
         """The cached view (None on a miss) and the generation to store a fresh one under."""
@@ -49,6 +56,30 @@ class UserCache:
         value = f"{generation}|{view.model_dump_json()}"
         await self.redis.set(_view_key(view.id), value, ex=self.ttl_seconds)
 
-    async def invalidate(self, user_id: uuid.UUID) -> None:
-        """Call after the commit that changed the user: every older entry becomes a miss."""
-        await self.redis.incr(_generation_key(user_id))
+    async def invalidate(self, *user_ids: uuid.UUID) -> None:
+        """Bump the generations: every entry cached before this becomes a miss."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.incr(_generation_key(user_id))
+            await pipe.execute()
+
+    def on_commit(self, session: AsyncSession) -> None:
+        """Commit listener (see ``Database.add_commit_listener``): invalidate what the unit of
+        work marked stale. It runs after the commit, as the generation scheme requires."""
+        stale: set[uuid.UUID] = session.info.pop(_STALE_KEY, set())
+        if stale:
+            task = asyncio.create_task(self.invalidate(*stale))
+            self._pending.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: "asyncio.Task[None]") -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "cache invalidation failed; the TTL bounds staleness", exc_info=task.exception()
+            )
+
+
+def mark_stale(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Have the user's cached view invalidated once this unit of work commits."""
+    session.info.setdefault(_STALE_KEY, set()).add(user_id)

@@ -21,6 +21,7 @@ from common.contracts import (
 )
 from common.contracts.users import RejectionReason
 from users import repository
+from users.cache import mark_stale
 from users.models import CreditReservation
 
 
@@ -69,6 +70,7 @@ async def reserve_credit(session: AsyncSession, command: ReserveCredit) -> Messa
         )
         session.add(reservation)
         await session.flush()
+        mark_stale(session, user.id)
         reply = _answer(reservation)
     await bus.publish(session, reply)
     return reply
@@ -82,6 +84,7 @@ async def release_credit(session: AsyncSession, command: ReleaseCredit) -> Messa
         released_cents = existing.amount_cents
         existing.status = "released"
         existing.released_at = datetime.now(UTC)
+        mark_stale(session, existing.user_id)
     elif existing is None and user is not None:
         # Released before the reservation arrived: leave a tombstone so it never will.
         session.add(

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from common.http import create_service_app, serve
 from users.cache import UserCache
+from users.models import outbox
 from users.passwords import Passwords
 from users.router import router
 from users.settings import Settings
@@ -21,7 +22,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.user_cache = UserCache(app.state.redis, settings.user_cache_ttl_seconds)
         yield
 
-    return create_service_app(settings, title="users", routers=[router], lifespan=lifespan)
+    return create_service_app(
+        settings, title="users", routers=[router], outbox_table=outbox, lifespan=lifespan
+    )
 
 
 def run() -> None:

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.bus import add_inbox_table, add_outbox_table
 from common.db import schema_metadata
 
 
@@ -59,3 +60,8 @@ class CreditReservation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     rejection_reason: Mapped[str | None] = mapped_column(String(32))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The bus's tables in this schema: messages waiting to be published, messages handled.
+outbox = add_outbox_table(Base.metadata)
+inbox = add_inbox_table(Base.metadata)

@@ -1,0 +1,29 @@
+"""The ``users-worker`` entry point: credit commands from the order saga."""
+
+from common.bus import Consumer
+from common.worker import WorkerContext, run_worker
+from users.cache import UserCache
+from users.consumers import HANDLERS
+from users.models import inbox, outbox
+from users.settings import Settings
+
+
+def run() -> None:
+    settings = Settings()
+
+    def consumers(context: WorkerContext) -> list[Consumer]:
+        # Credit changes here must invalidate the API's cached user views.
+        cache = UserCache(context.redis, settings.user_cache_ttl_seconds)
+        context.database.add_commit_listener(cache.on_commit)
+        return [
+            Consumer(
+                context.database,
+                context.redis,
+                group="users",
+                handlers=HANDLERS,
+                inbox_table=inbox,
+                settings=settings,
+            )
+        ]
+
+    run_worker(settings, consumers=consumers, outbox_table=outbox)
