@@ -1,0 +1,340 @@
+"""deploy/check.sh: the real tree passes, and every check fails on a tree broken on purpose.
+
+Each test copies what the checks read (deploy/, the Dockerfiles, the workspace manifests,
+.hadolint.yaml) into a temporary directory, breaks one thing there, and runs the script with
+``--root`` on that copy and ``--only`` the group that must catch it. The tools are the pinned
+ones the script runs through ``uv tool run`` (cached after the first run); kubectl must be on
+PATH or at /usr/bin/kubectl.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHECK = REPO / "deploy" / "check.sh"
+SERVICES = ("users", "orders", "notifications")
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+BASH = shutil.which("bash") or "/bin/bash"
+Json = dict[str, Any]
+
+
+def run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one of our own commands (fixed arguments, no shell)."""
+    return subprocess.run(  # noqa: S603
+        args, input=stdin, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def run_check(root: Path, *groups: str) -> subprocess.CompletedProcess[str]:
+    args = [BASH, str(CHECK), "--root", str(root)]
+    for group in groups:
+        args += ["--only", group]
+    return run(args)
+
+
+def failures(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The descriptions of the checks that printed FAIL."""
+    return [
+        line.split(None, 2)[2] for line in result.stdout.splitlines() if line.startswith("FAIL")
+    ]
+
+
+def assert_fails(result: subprocess.CompletedProcess[str], check: str, evidence: str) -> None:
+    report = result.stdout + result.stderr
+    assert result.returncode == 1, report
+    assert any(check in line for line in failures(result)), report
+    assert evidence in report, report
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of everything deploy/check.sh reads."""
+    root = tmp_path / "repo"
+    shutil.copytree(
+        REPO / "deploy", root / "deploy", ignore=shutil.ignore_patterns("__pycache__", ".env")
+    )
+    for name in (".hadolint.yaml", ".dockerignore", "pyproject.toml"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, root / name)
+    for manifest in [*REPO.glob("libs/*/pyproject.toml"), *REPO.glob("services/*/pyproject.toml")]:
+        target = root / manifest.relative_to(REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(manifest, target)
+    for dockerfile in REPO.glob("services/*/Dockerfile"):
+        shutil.copy2(dockerfile, root / dockerfile.relative_to(REPO))
+    return root
+
+
+def edit(path: Path, change: Callable[[str], str]) -> None:
+    before = path.read_text()
+    after = change(before)
+    assert after != before, f"the edit did not change {path}"
+    path.write_text(after)
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        assert old in text, old
+        return text.replace(old, new, 1)
+
+    return change
+
+
+def remove_lines(predicate: Callable[[str], bool]) -> Callable[[str], str]:
+    return lambda text: "".join(line for line in text.splitlines(True) if not predicate(line))
+
+
+# ---- the real tree ------------------------------------------------------------------------------
+
+
+def test_real_tree_passes_every_check() -> None:
+    result = run([BASH, str(CHECK)])
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report
+    assert failures(result) == [], report
+    assert "PASS" in result.stdout
+    for group in ("k8s", "security", "docker", "compose"):
+        assert any(
+            line.split()[1] == group
+            for line in result.stdout.splitlines()
+            if line.startswith("PASS")
+        ), f"no {group} check ran:\n{report}"
+
+
+def test_unknown_group_is_a_usage_error(tree: Path) -> None:
+    result = run_check(tree, "nonsense")
+    assert result.returncode == 2
+    assert "unknown group" in result.stderr
+
+
+# ---- k8s: render, schema, references ------------------------------------------------------------
+
+
+def test_k8s_rejects_an_unknown_field_in_a_deployment(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/base/users/worker-deployment.yaml",
+        replace("  replicas: 2\n", "  replicas: 2\n  replicaz: 2\n"),
+    )
+    result = run_check(tree, "k8s")
+    assert_fails(result, "validate overlays/dev against Kubernetes", "replicaz")
+    assert_fails(result, "validate overlays/prod against Kubernetes", "replicaz")
+
+
+def test_k8s_rejects_a_field_of_the_wrong_type(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/base/orders/api-hpa.yaml",
+        replace("minReplicas: 2", "minReplicas: two"),
+    )
+    assert_fails(run_check(tree, "k8s"), "validate overlays/prod", "minReplicas")
+
+
+def test_k8s_rejects_an_overlay_that_does_not_render(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/base/notifications/kustomization.yaml",
+        replace("  - pdb.yaml\n", "  - pdb.yaml\n  - missing.yaml\n"),
+    )
+    result = run_check(tree, "k8s")
+    assert_fails(result, "render overlays/dev", "missing.yaml")
+    assert_fails(result, "validate overlays/dev", "did not render")
+
+
+def test_k8s_rejects_an_ingress_path_to_a_missing_service(tree: Path) -> None:
+    # Valid against the schema; only the reference check sees that nothing answers.
+    edit(
+        tree / "deploy/k8s/components/ingress/ingress.yaml",
+        replace("name: orders\n", "name: order\n"),
+    )
+    result = run_check(tree, "k8s")
+    assert_fails(result, "references and invariants of overlays/dev", "missing Service order")
+    assert not any("validate" in line for line in failures(result)), result.stdout
+
+
+def test_k8s_rejects_a_reference_to_a_missing_secret_key(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/base/users/api-deployment.yaml",
+        replace("key: USERS_REDIS_URL", "key: USERS_REDIS"),
+    )
+    assert_fails(
+        run_check(tree, "k8s"), "references and invariants of overlays/dev", "no key USERS_REDIS"
+    )
+
+
+# ---- security: checkov --------------------------------------------------------------------------
+
+
+def test_security_rejects_a_container_without_a_security_context(tree: Path) -> None:
+    path = tree / "deploy/k8s/base/users/api-deployment.yaml"
+    text = path.read_text()
+    # Drop the pod's and the container's securityContext blocks (and so runAsNonRoot).
+    kept, skipping = [], None
+    for line in text.splitlines(True):
+        indent = len(line) - len(line.lstrip())
+        if skipping is not None and (indent > skipping or not line.strip()):
+            continue
+        skipping = None
+        if line.strip() == "securityContext:":
+            skipping = indent
+            continue
+        kept.append(line)
+    assert "securityContext" not in "".join(kept)
+    path.write_text("".join(kept))
+    result = run_check(tree, "security")
+    assert_fails(result, "checkov Kubernetes policies", "Deployment.shop-dev.users-api")
+    assert "CKV_K8S_23" in result.stdout, result.stdout  # admission of root containers
+
+
+def test_security_rejects_a_privileged_container(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/base/orders/worker-deployment.yaml",
+        replace("privileged: false", "privileged: true"),
+    )
+    result = run_check(tree, "security")
+    assert_fails(result, "checkov Kubernetes policies", "CKV_K8S_16")
+
+
+# ---- docker: hadolint, checkov, consistency -----------------------------------------------------
+
+
+def test_docker_rejects_an_unpinned_base_image(tree: Path) -> None:
+    dockerfile = tree / "services/users/Dockerfile"
+    edit(
+        dockerfile,
+        lambda text: text.replace(
+            text[text.index("FROM python:") : text.index(" AS runtime")], "FROM python:latest"
+        ),
+    )
+    result = run_check(tree, "docker")
+    assert_fails(result, "hadolint services/users/Dockerfile", "DL3007")
+
+
+def test_docker_rejects_an_image_without_a_user(tree: Path) -> None:
+    edit(tree / "services/orders/Dockerfile", remove_lines(lambda line: line.startswith("USER ")))
+    result = run_check(tree, "docker")
+    assert_fails(result, "checkov Dockerfile policies", "CKV_DOCKER_3")
+
+
+def test_docker_rejects_a_dockerfile_that_drifts_from_the_others(tree: Path) -> None:
+    edit(
+        tree / "services/notifications/Dockerfile",
+        replace("--timeout=5s", "--timeout=30s"),
+    )
+    result = run_check(tree, "docker")
+    assert_fails(result, "differ only in name and ports", "--timeout=30s")
+
+
+def test_docker_rejects_a_dockerfile_that_misses_a_workspace_member(tree: Path) -> None:
+    for service in SERVICES:
+        edit(
+            tree / f"services/{service}/Dockerfile",
+            remove_lines(
+                lambda line: line == "COPY services/users/pyproject.toml services/users/\n"
+            ),
+        )
+    result = run_check(tree, "docker")
+    assert_fails(result, "copies every workspace member", "services/users/pyproject.toml")
+
+
+# ---- compose ------------------------------------------------------------------------------------
+
+
+def test_compose_rejects_an_unknown_key(tree: Path) -> None:
+    edit(tree / "deploy/compose.yaml", replace("    shm_size: 128m\n", "    shm_sise: 128m\n"))
+    result = run_check(tree, "compose")
+    assert_fails(result, "against the compose specification", "shm_sise")
+
+
+def test_compose_rejects_a_dependency_on_a_missing_service(tree: Path) -> None:
+    # Valid against the schema; only the reference check sees the typo.
+    edit(
+        tree / "deploy/compose.yaml",
+        replace(
+            "  redis:\n    condition: service_healthy\n",
+            "  redis:\n    condition: service_healthy\n"
+            "  postgress:\n    condition: service_healthy\n",
+        ),
+    )
+    result = run_check(tree, "compose")
+    assert_fails(result, "references and hardening", "undefined service postgress")
+    assert not any("specification" in line for line in failures(result)), result.stdout
+
+
+# ---- what the overlays contain ------------------------------------------------------------------
+
+
+def render(overlay: str) -> list[Json]:
+    """The overlay's objects, as JSON (kubectl converts offline with --local)."""
+    manifest = run([KUBECTL, "kustomize", str(REPO / "deploy/k8s/overlays" / overlay)])
+    assert manifest.returncode == 0, manifest.stderr
+    converted = run(
+        [KUBECTL, "annotate", "--local", "-f", "-", "-o", "json", "rendered-by=tests"],
+        stdin=manifest.stdout,
+    )
+    assert converted.returncode == 0, converted.stderr
+    text, decoder, objects, index = converted.stdout, json.JSONDecoder(), list[Json](), 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        obj, index = decoder.raw_decode(text, index)
+        objects.extend(obj["items"] if obj.get("kind") == "List" else [obj])
+    return objects
+
+
+def names(objects: list[Json], kind: str) -> set[str]:
+    return {o["metadata"]["name"] for o in objects if o["kind"] == kind}
+
+
+def test_dev_overlay_has_every_kind_of_object() -> None:
+    objects = render("dev")
+    deployments = names(objects, "Deployment")
+    for service in SERVICES:
+        assert {f"{service}-api", f"{service}-worker"} <= deployments
+        assert service in names(objects, "Service")
+        assert service in names(objects, "ServiceAccount")
+        assert any(n.startswith(f"{service}-config-") for n in names(objects, "ConfigMap"))
+        assert f"{service}-migrate" in names(objects, "Job")
+        assert f"{service}-api" in names(objects, "HorizontalPodAutoscaler")
+        assert {f"{service}-api", f"{service}-worker"} <= names(objects, "PodDisruptionBudget")
+    assert {"postgres", "redis"} <= names(objects, "StatefulSet")
+    assert {"postgres", "redis"} <= names(objects, "Service")
+    assert {
+        "default-deny-all",
+        "allow-dns-egress",
+        "notifications-worker-webhooks-egress",
+        "allow-ingress-controller-to-apis",
+    } <= names(objects, "NetworkPolicy")
+    (ingress,) = (o for o in objects if o["kind"] == "Ingress")
+    routes = {
+        p["path"]: p["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert routes == {f"/{s}": s for s in SERVICES}
+    assert any(n.startswith("app-credentials-") for n in names(objects, "Secret"))
+    namespaced = [o for o in objects if o["kind"] != "Namespace"]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {"shop-dev"}
+
+
+def test_prod_overlay_commits_no_secret_and_no_in_cluster_data_stores() -> None:
+    objects = render("prod")
+    kinds = Counter(o["kind"] for o in objects)
+    assert kinds["Secret"] == 0, "production credentials must never be committed"
+    assert kinds["StatefulSet"] == 0
+    assert kinds["Deployment"] == 6
+    assert kinds["Job"] == 3
+    assert kinds["Ingress"] == 1
+    (ingress,) = (o for o in objects if o["kind"] == "Ingress")
+    assert ingress["spec"]["tls"][0]["hosts"] == ["shop.example.com"]
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "Job")):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            assert container["image"].startswith("registry.example.com/shop/")
+            assert container["imagePullPolicy"] == "Always"
