@@ -2,17 +2,23 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV ?= uv
+RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
-E2E := STACK=e2e MODE=local $(STACK_SH)
+E2E_ENV := STACK=e2e MODE=local USERS_URL=http://127.0.0.1:18001 \
+	ORDERS_URL=http://127.0.0.1:18002 NOTIFICATIONS_URL=http://127.0.0.1:18003 \
+	USERS_WORKER_URL=http://127.0.0.1:19001 ORDERS_WORKER_URL=http://127.0.0.1:19002 \
+	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:19003
 
-.PHONY: help sync up down ps logs migrate kill start test lint typecheck unit e2e e2e-stack k8s-check
+.PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
+	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench
 
 help: ## list the verbs
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 sync: ## install the workspace (locked) into .venv
 	@$(UV) sync --frozen --quiet
 
+# --- running the stack -------------------------------------------------------------------
 up: sync ## start the stack (Docker Compose if an engine answers, else local processes)
 	@$(STACK_SH) up
 
@@ -31,26 +37,49 @@ migrate: sync ## create the database if missing and migrate every schema to head
 kill: ## fault drill: SIGKILL one process, e.g. make kill NAME=users-worker
 	@$(STACK_SH) kill $(NAME)
 
+stop: ## stop one process gracefully (SIGTERM), e.g. make stop NAME=notifications-worker
+	@$(STACK_SH) stop $(NAME)
+
 start: ## start one stopped process, e.g. make start NAME=users-worker
 	@$(STACK_SH) start $(NAME)
 
-lint: sync ## ruff (lint + format check)
-	@$(UV) run --frozen ruff check .
-	@$(UV) run --frozen ruff format --check .
+check-invariants: sync ## reservations equal approved orders; no saga past its deadline
+	@$(STACK_SH) check-invariants
+
+dead-letters: sync ## list the bus's dead letters
+	@$(STACK_SH) dead-letters list
+
+replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
+	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
+
+events: sync ## regenerate the event catalogue docs/events.md from the code
+	@$(RUN) python scripts/event_catalogue.py
+
+# --- checking it --------------------------------------------------------------------------
+test: lint typecheck unit k8s-check e2e-stack ## everything CI runs
+
+lint: sync ## ruff (lint + format check); the event catalogue is up to date
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+	@$(RUN) python scripts/event_catalogue.py --check
 
 typecheck: sync ## mypy, strict
-	@$(UV) run --frozen mypy libs services tests scripts
+	@$(RUN) mypy libs services scripts tests bench
 
-unit: sync ## unit and integration tests (real Postgres and Redis)
-	@$(UV) run --frozen pytest libs services
+unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
+	@$(RUN) pytest libs services
+
+k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
+	@bash deploy/check.sh
+	@$(RUN) pytest tests/deploy
 
 e2e: sync ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
-	@$(UV) run --frozen pytest tests/e2e
+	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync ## bring up a private stack, run tests/e2e against it, bring it down
-	@$(E2E) up
-	@set -a; USERS_URL=http://127.0.0.1:18001 ORDERS_URL=http://127.0.0.1:18002 \
-	  NOTIFICATIONS_URL=http://127.0.0.1:18003 STACK=e2e; set +a; \
-	  $(UV) run --frozen pytest tests/e2e; status=$$?; $(E2E) down; exit $$status
+e2e-stack: sync ## a private stack up, tests/e2e, invariants, stack down (even on failure)
+	@$(E2E_ENV) $(STACK_SH) up
+	@trap '$(E2E_ENV) $(STACK_SH) down' EXIT; \
+	  $(E2E_ENV) $(RUN) pytest tests/e2e && $(E2E_ENV) $(STACK_SH) check-invariants
 
-test: lint typecheck unit e2e-stack ## everything CI runs: lint, types, tests, e2e on a fresh stack
+bench: sync ## the load benchmark against its baseline (see bench/README.md)
+	@bash bench/run.sh

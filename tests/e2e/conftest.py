@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 USERS_URL = os.environ.get("USERS_URL", "http://127.0.0.1:8001")
 ORDERS_URL = os.environ.get("ORDERS_URL", "http://127.0.0.1:8002")
 NOTIFICATIONS_URL = os.environ.get("NOTIFICATIONS_URL", "http://127.0.0.1:8003")
+# Workers serve /healthz and /metrics on their own ports.
+WORKER_URLS = {
+    service: os.environ.get(f"{service.upper()}_WORKER_URL", f"http://127.0.0.1:{port}")
+    for service, port in (("users", 9001), ("orders", 9002), ("notifications", 9003))
+}
 TIMEOUT = httpx.Timeout(10.0)
 T = TypeVar("T")
 

@@ -1,12 +1,10 @@
 """Order outcomes and sign-ups, mapped to notifications. Exactly one per outcome: the bus's
 inbox drops redelivered messages and a unique dedup key drops repeated events."""
 
-from collections.abc import Awaitable, Callable
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bus import Envelope
-from common.contracts import OrderApproved, OrderCancelled, OrderRejected, UserRegistered
+from common.bus import Envelope, Handler
+from common.contracts import Message, OrderApproved, OrderCancelled, OrderRejected, UserRegistered
 from notifications import service
 
 
@@ -32,7 +30,7 @@ async def on_user_registered(session: AsyncSession, _: Envelope, event: UserRegi
     await service.record(session, user_id=event.user_id, kind="welcome", order_id=None)
 
 
-HANDLERS: dict[type, Callable[..., Awaitable[None]]] = {
+HANDLERS: dict[type[Message], Handler] = {
     OrderApproved: on_order_approved,
     OrderRejected: on_order_rejected,
     OrderCancelled: on_order_cancelled,

@@ -1,17 +1,21 @@
 """Replies to the saga, mapped to saga events. Idempotent: the bus's inbox drops duplicates,
 and the saga itself ignores replies that no longer apply."""
 
-from collections.abc import Awaitable, Callable
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bus import Envelope
-from common.contracts import CreditRejected, CreditReleased, CreditReserved, NotificationRecorded
+from common.bus import Envelope, Handler
+from common.contracts import (
+    CreditRejected,
+    CreditReleased,
+    CreditReserved,
+    Message,
+    NotificationRecorded,
+)
 from orders import saga, service
 from orders.settings import Settings
 
 
-def handlers(settings: Settings) -> dict[type, Callable[..., Awaitable[None]]]:
+def handlers(settings: Settings) -> dict[type[Message], Handler]:
     """Message type -> handler, for the orders worker's consumer."""
 
     async def on_credit_reserved(session: AsyncSession, _: Envelope, msg: CreditReserved) -> None:

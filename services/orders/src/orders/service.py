@@ -11,6 +11,7 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -33,6 +34,19 @@ from orders.schemas import OrderCreate, OrderOut, SagaOut, SagaStepOut
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+SAGA_OUTCOMES = Counter(
+    "saga_outcomes_total",
+    "Orders reaching an outcome, by result and reason",
+    ["result", "reason"],
+)
+SAGA_DURATION = Histogram(
+    "saga_duration_seconds",
+    "Time from placing an order to its outcome (approved, rejected, cancelled)",
+    ["result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+OUTCOMES = (OrderStatus.APPROVED, OrderStatus.REJECTED, OrderStatus.CANCELLED)
 
 CONFLICT_RETRIES = 5
 
@@ -210,6 +224,7 @@ async def _apply(
     session: AsyncSession, settings: Settings, order: Order, instance: Saga, decision: Decision
 ) -> None:
     """Write a decision: order status, saga state and deadline, history, outgoing messages."""
+    reached_outcome = decision.order_status in OUTCOMES and order.status != decision.order_status
     order.status = decision.order_status
     order.rejection_reason = decision.rejection_reason
     instance.state = decision.state
@@ -225,6 +240,11 @@ async def _apply(
     for action in decision.actions:
         await bus.publish(session, _message(action, order), correlation_id=instance.correlation_id)
     await session.flush()
+    if reached_outcome:
+        result = decision.order_status.lower()
+        SAGA_OUTCOMES.labels(result, decision.rejection_reason or "").inc()
+        elapsed = (datetime.now(UTC) - order.created_at).total_seconds()
+        SAGA_DURATION.labels(result).observe(elapsed)
     logger.info(
         "saga transition",
         extra={

@@ -1,11 +1,9 @@
 """Commands from the order saga, mapped to the credit rules. Idempotent per order id."""
 
-from collections.abc import Awaitable, Callable
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bus import Envelope
-from common.contracts import ReleaseCredit, ReserveCredit
+from common.bus import Envelope, Handler
+from common.contracts import Message, ReleaseCredit, ReserveCredit
 from users import credit
 
 
@@ -17,7 +15,7 @@ async def on_release_credit(session: AsyncSession, _: Envelope, command: Release
     await credit.release_credit(session, command)
 
 
-HANDLERS: dict[type, Callable[..., Awaitable[None]]] = {
+HANDLERS: dict[type[Message], Handler] = {
     ReserveCredit: on_reserve_credit,
     ReleaseCredit: on_release_credit,
 }

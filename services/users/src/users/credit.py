@@ -5,6 +5,7 @@ for one user are serialised and can never overdraw them. Whatever was answered f
 is stored, so a redelivered or replayed command gets the same answer and no second effect.
 """
 
+import logging
 from datetime import UTC, datetime
 from typing import cast
 
@@ -23,6 +24,8 @@ from common.contracts.users import RejectionReason
 from users import repository
 from users.cache import mark_stale
 from users.models import CreditReservation
+
+logger = logging.getLogger(__name__)
 
 
 def _answer(reservation: CreditReservation) -> Message:
@@ -72,6 +75,15 @@ async def reserve_credit(session: AsyncSession, command: ReserveCredit) -> Messa
         await session.flush()
         mark_stale(session, user.id)
         reply = _answer(reservation)
+    logger.info(
+        "credit reservation answered",
+        extra={
+            "order_id": str(command.order_id),
+            "user_id": str(command.user_id),
+            "amount_cents": command.amount_cents,
+            "answer": reply.TYPE,
+        },
+    )
     await bus.publish(session, reply)
     return reply
 
@@ -99,6 +111,14 @@ async def release_credit(session: AsyncSession, command: ReleaseCredit) -> Messa
     await session.flush()
     reply = CreditReleased(
         order_id=command.order_id, user_id=command.user_id, amount_cents=released_cents
+    )
+    logger.info(
+        "credit released",
+        extra={
+            "order_id": str(command.order_id),
+            "user_id": str(command.user_id),
+            "released_cents": released_cents,
+        },
     )
     await bus.publish(session, reply)
     return reply

@@ -6,12 +6,14 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Message(BaseModel):
-    """A message payload. Subclasses set ``TYPE``, ``STREAM`` and a one-line docstring."""
+    """A message payload. Subclasses set ``TYPE``, ``STREAM``, ``PRODUCER`` and a one-line
+    docstring; the event catalogue (``make events``) is generated from them."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     TYPE: ClassVar[str]
     STREAM: ClassVar[str]
+    PRODUCER: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int] = 1
 
 

@@ -11,6 +11,7 @@ class NotificationRecorded(Message):
 
     TYPE: ClassVar[str] = "notifications.NotificationRecorded"
     STREAM: ClassVar[str] = event_stream("notifications")
+    PRODUCER: ClassVar[str] = "notifications"
 
     notification_id: uuid.UUID
     order_id: uuid.UUID | None

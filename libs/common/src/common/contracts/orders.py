@@ -11,6 +11,7 @@ class OrderApproved(Message):
 
     TYPE: ClassVar[str] = "orders.OrderApproved"
     STREAM: ClassVar[str] = event_stream("orders")
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -22,6 +23,7 @@ class OrderRejected(Message):
 
     TYPE: ClassVar[str] = "orders.OrderRejected"
     STREAM: ClassVar[str] = event_stream("orders")
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -33,6 +35,7 @@ class OrderCancelled(Message):
 
     TYPE: ClassVar[str] = "orders.OrderCancelled"
     STREAM: ClassVar[str] = event_stream("orders")
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: uuid.UUID
     user_id: uuid.UUID

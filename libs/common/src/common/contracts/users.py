@@ -15,6 +15,7 @@ class ReserveCredit(Message):
 
     TYPE: ClassVar[str] = "users.ReserveCredit"
     STREAM: ClassVar[str] = command_stream("users")
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -26,6 +27,7 @@ class ReleaseCredit(Message):
 
     TYPE: ClassVar[str] = "users.ReleaseCredit"
     STREAM: ClassVar[str] = command_stream("users")
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -36,6 +38,7 @@ class CreditReserved(Message):
 
     TYPE: ClassVar[str] = "users.CreditReserved"
     STREAM: ClassVar[str] = event_stream("users")
+    PRODUCER: ClassVar[str] = "users"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -47,6 +50,7 @@ class CreditRejected(Message):
 
     TYPE: ClassVar[str] = "users.CreditRejected"
     STREAM: ClassVar[str] = event_stream("users")
+    PRODUCER: ClassVar[str] = "users"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -58,6 +62,7 @@ class CreditReleased(Message):
 
     TYPE: ClassVar[str] = "users.CreditReleased"
     STREAM: ClassVar[str] = event_stream("users")
+    PRODUCER: ClassVar[str] = "users"
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -69,6 +74,7 @@ class UserRegistered(Message):
 
     TYPE: ClassVar[str] = "users.UserRegistered"
     STREAM: ClassVar[str] = event_stream("users")
+    PRODUCER: ClassVar[str] = "users"
 
     user_id: uuid.UUID
     email: str
