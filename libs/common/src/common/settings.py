@@ -38,11 +38,11 @@ class ServiceSettings(BaseSettings):
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=64, ge=1, le=10_000)
     bus_concurrency: int = Field(default=16, ge=1, le=1_000)
-    bus_max_attempts: int = Field(default=5, ge=1)
-    bus_reclaim_idle_ms: int = Field(default=15_000, ge=1)
+    bus_max_attempts: int = Field(default=5, ge=1)  # deliveries before the dead-letter stream
+    bus_reclaim_idle_ms: int = Field(default=15_000, ge=1)  # pending this long: retry/reclaim
     bus_reclaim_interval_seconds: float = Field(default=5.0, gt=0)
-    bus_consumer_delete_idle_ms: int = Field(default=3_600_000, ge=0)
-    bus_shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+    bus_consumer_delete_idle_ms: int = Field(default=3_600_000, ge=0)  # 0: never delete
+    bus_shutdown_timeout_seconds: float = Field(default=20.0, gt=0)  # in-flight handlers' grace
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)

@@ -8,6 +8,7 @@ one JSON string in one stream field, so a stream entry is self-describing and ca
 verbatim to the dead-letter stream and back.
 """
 
+import builtins
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -75,7 +76,7 @@ class Envelope(BaseModel):
             payload=message.model_dump(mode="json"),
         )
 
-    def parse(self, cls: type[M]) -> M:
+    def parse(self, cls: builtins.type[M]) -> M:
         """The payload as ``cls``; raises if the envelope carries another type."""
         if self.type != cls.TYPE:
             raise WrongMessageType(f"envelope of type {self.type!r} parsed as {cls.TYPE!r}")

@@ -42,14 +42,14 @@ class Periodic:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Let a run in progress finish (up to ``timeout``), then end the loop."""
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Let a run in progress finish (up to ``grace_seconds``), then end the loop."""
         self._stop.set()
         task, self._task = self._task, None
         if task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            await asyncio.wait_for(asyncio.shield(task), grace_seconds)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

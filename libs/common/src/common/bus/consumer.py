@@ -1,0 +1,487 @@
+"""Consumer: reads a service's subscribed streams in its consumer group and runs handlers.
+
+Delivery is at-least-once, made effectively-once by the inbox. The traps of Redis Streams
+are designed out here, once, for every service:
+
+* A restarted consumer first re-reads its own pending entries (``XREADGROUP ... 0``), then
+  new ones (``>``); otherwise what it had read before dying would wait for a reclaim.
+* An entry is acknowledged only after the handler's transaction committed; a handler error
+  leaves it pending, to be retried once it has been idle ``bus_reclaim_idle_ms``.
+* Pending entries idle that long, of any consumer of the group (dead pods, or our own failed
+  ones) are reclaimed with ``XAUTOCLAIM``; every delivery bumps the entry's delivery count.
+* An entry delivered more than ``bus_max_attempts`` times, or failing on its last allowed
+  attempt, goes to the dead-letter stream, then is acknowledged (atomically). An entry that
+  cannot be decoded goes there at once. Nothing is dropped silently.
+* Consumer names are stable per process slot (``settings.consumer_name``, the pod name); a
+  consumer of the group idle for ``bus_consumer_delete_idle_ms`` is deleted, but only by a
+  script that checks, atomically, that it has no pending entries left (deleting a consumer
+  deletes its pending list, which would lose those entries).
+* Blocking reads use ``BLOCK bus_block_ms``, below the client's socket timeout.
+
+Entries are handled concurrently, up to ``bus_concurrency`` at a time, so one slow handler
+does not hold up the stream; the order of handling is therefore not the stream order.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.typing import KeyT, StreamIdT
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.bus import inbox, metrics
+from common.bus.deadletters import dead_letter
+from common.bus.envelope import ENVELOPE_FIELD, Envelope
+from common.bus.periodic import Periodic
+from common.bus.streams import ensure_group, stream_key, text
+from common.contracts import Message
+from common.db import Database
+from common.logging import correlation_id_var, event_id_var
+from common.settings import ServiceSettings
+
+logger = logging.getLogger("common.bus.consumer")
+
+Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
+"""``handler(session, envelope, message)``: the message is the typed contract model.
+
+It runs inside the unit of work that also records the message in the inbox; it must not
+commit. Whatever it publishes with ``bus.publish`` inherits the message's correlation id.
+"""
+
+Entry = tuple[str, dict[str, str]]
+
+MAX_REMEMBERED_ERRORS = 10_000
+
+# KEYS[1]: stream. ARGV[1]: group. ARGV[2]: consumer. Deletes the consumer only if it has no
+# pending entries, in one step, so entries it reads meanwhile cannot be lost with it.
+_DELETE_IDLE_CONSUMER = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class _Route:
+    message_type: type[Message]
+    handler: Handler
+
+
+class Consumer:
+    """One consumer group's reader for a set of message types, with their handlers."""
+
+    def __init__(
+        self,
+        database: Database,
+        redis: Redis,
+        *,
+        group: str,
+        handlers: Mapping[type[Message], Handler],
+        inbox_table: Table,
+        settings: ServiceSettings,
+        consumer_name: str | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a consumer needs at least one handler")
+        if settings.bus_block_ms >= settings.redis_timeout_seconds * 1000:
+            raise ValueError(
+                "bus_block_ms must be below redis_timeout_seconds, or every idle read "
+                "would end in a socket timeout"
+            )
+        self.database = database
+        self.redis = redis
+        self.group = group
+        self.consumer_name = consumer_name or settings.consumer_name
+        self.inbox_table = inbox_table
+        self.prefix = settings.bus_stream_prefix
+        self.block_ms = settings.bus_block_ms
+        self.batch_size = settings.bus_batch_size
+        self.concurrency = settings.bus_concurrency
+        self.max_attempts = settings.bus_max_attempts
+        self.reclaim_idle_ms = settings.bus_reclaim_idle_ms
+        self.delete_idle_ms = settings.bus_consumer_delete_idle_ms
+        self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
+        self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
+        self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._last_errors: dict[tuple[str, str], str] = {}
+        self._claim_cursors = dict.fromkeys(self.streams, "0-0")
+        self._delete_script = redis.register_script(_DELETE_IDLE_CONSUMER)
+        self._stopping = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._housekeeping = Periodic(
+            f"bus-housekeeping:{group}",
+            settings.bus_reclaim_interval_seconds,
+            self.housekeep,
+            run_at_start=False,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the group on every stream, then read (own pending first) and housekeep."""
+        self._stopping.clear()
+        await self._ensure_groups()
+        self._reader = asyncio.create_task(self._read_loop(), name=f"bus-reader:{self.group}")
+        self._housekeeping.start()
+
+    async def stop(self) -> None:
+        """Stop reading, let in-flight handlers finish, return.
+
+        Handlers still running after ``bus_shutdown_timeout_seconds`` are cancelled: their
+        transactions roll back and their entries stay pending, to be re-read or reclaimed.
+        """
+        self._stopping.set()
+        await self._housekeeping.stop(self.shutdown_timeout_seconds)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), self.block_ms / 1000 + 1)
+            except TimeoutError:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        tasks = list(self._in_flight.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=self.shutdown_timeout_seconds)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            if unfinished:
+                logger.warning(
+                    "handlers cancelled at shutdown; their messages stay pending",
+                    extra={"group": self.group, "count": len(unfinished)},
+                )
+
+    @property
+    def running(self) -> bool:
+        """True while the reader and the housekeeping are alive (the worker's health)."""
+        return self._reader is not None and not self._reader.done() and self._housekeeping.running
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _ensure_groups(self) -> None:
+        for key in self.streams:
+            await ensure_group(self.redis, key, self.group)
+
+    async def _read_loop(self) -> None:
+        own_pending_done = False
+        while not self._stopping.is_set():
+            try:
+                if not own_pending_done:
+                    await self._read_own_pending()
+                    own_pending_done = True
+                else:
+                    await self._read_new()
+            except Exception as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    logger.warning("consumer group or stream vanished; recreating it")
+                    if await self._recreate_groups():
+                        continue
+                logger.exception("bus read failed; retrying", extra={"group": self.group})
+                await self._pause(self.block_ms / 1000)
+
+    async def _recreate_groups(self) -> bool:
+        try:
+            await self._ensure_groups()
+        except Exception:
+            return False
+        return True
+
+    async def _read_own_pending(self) -> None:
+        """Re-read what this consumer name had read but not acknowledged (a restart)."""
+        cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self.streams, "0")
+        while cursors and not self._stopping.is_set():
+            await self._wait_for_capacity()
+            response = await self.redis.xreadgroup(
+                self.group, self.consumer_name, cursors, count=self._read_count()
+            )
+            for key, entries in _stream_entries(response):
+                if not entries:
+                    cursors.pop(key, None)
+                    continue
+                cursors[key] = entries[-1][0]
+                counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
+                for entry_id, fields in entries:
+                    self._dispatch(key, entry_id, fields, counts.get(entry_id, 1))
+
+    async def _read_new(self) -> None:
+        await self._wait_for_capacity()
+        if self._stopping.is_set():
+            return
+        response = await self.redis.xreadgroup(
+            self.group,
+            self.consumer_name,
+            dict.fromkeys(self.streams, ">"),
+            count=self._read_count(),
+            block=self.block_ms,
+        )
+        for key, entries in _stream_entries(response):
+            for entry_id, fields in entries:
+                self._dispatch(key, entry_id, fields, 1)
+
+    def _read_count(self) -> int:
+        return max(1, min(self.batch_size, self.concurrency - len(self._in_flight)))
+
+    async def _wait_for_capacity(self) -> None:
+        """Read no more than can be handled soon: a read entry is pending for us alone."""
+        while len(self._in_flight) >= self.concurrency and not self._stopping.is_set():
+            await asyncio.wait(set(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _delivery_counts(self, key: str, entry_ids: list[str]) -> dict[str, int]:
+        """How many times each entry has been delivered to this group (XPENDING)."""
+        if not entry_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xpending_range(key, self.group, min=entry_id, max=entry_id, count=1)
+        counts: dict[str, int] = {}
+        for rows in await pipe.execute():
+            for row in rows:
+                counts[text(row["message_id"])] = int(row["times_delivered"])
+        return counts
+
+    def _dispatch(self, key: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        ident = (key, entry_id)
+        if ident in self._in_flight:
+            return
+        task = asyncio.create_task(self._process(key, entry_id, fields, deliveries))
+        self._in_flight[ident] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(ident, None))
+
+    # -- handling ---------------------------------------------------------------------------
+
+    async def _process(
+        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
+    ) -> None:
+        async with self._semaphore:
+            try:
+                await self._handle(key, entry_id, fields, deliveries)
+            except Exception:
+                # Redis or Postgres trouble around the handler: the entry stays pending.
+                logger.exception(
+                    "bus entry not processed; it stays pending",
+                    extra={"stream": key, "group": self.group, "entry_id": entry_id},
+                )
+
+    async def _handle(
+        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
+    ) -> None:
+        if not fields:
+            # Only an entry deleted from the stream while pending reads back without fields.
+            logger.warning("pending entry no longer in the stream", extra={"entry_id": entry_id})
+            await self.redis.xack(key, self.group, entry_id)
+            return
+        try:
+            envelope = Envelope.from_fields(fields)
+        except ValueError as exc:
+            raw = fields.get(ENVELOPE_FIELD) or json.dumps(
+                {text(k): text(v) for k, v in fields.items()}
+            )
+            await self._dead_letter(
+                key, entry_id, "", deliveries, f"undecodable envelope: {exc}", text(raw)
+            )
+            return
+        route = self._routes.get(envelope.type)
+        if route is None:
+            await self.redis.xack(key, self.group, entry_id)  # a type this group ignores
+            return
+        ident = (key, entry_id)
+        if deliveries > self.max_attempts:
+            error = self._last_errors.pop(ident, "no error recorded: the handler never returned")
+            await self._dead_letter(
+                key,
+                entry_id,
+                envelope.type,
+                deliveries - 1,
+                f"gave up after {deliveries - 1} deliveries; last error: {error}",
+                envelope.to_json(),
+            )
+            return
+        try:
+            message = envelope.parse(route.message_type)
+        except ValueError as exc:
+            await self._dead_letter(
+                key,
+                entry_id,
+                envelope.type,
+                deliveries,
+                f"invalid payload: {exc}",
+                envelope.to_json(),
+            )
+            return
+
+        correlation_token = correlation_id_var.set(envelope.correlation_id)
+        event_token = event_id_var.set(str(envelope.id))
+        try:
+            async with self.database.transaction() as session:
+                if await inbox.record(session, self.inbox_table, envelope.id, self.group):
+                    await route.handler(session, envelope, message)
+        except Exception as exc:
+            metrics.FAILED.labels(self.group, envelope.type).inc()
+            error = f"{type(exc).__name__}: {exc}"
+            logger.exception(
+                "handler failed",
+                extra={"group": self.group, "type": envelope.type, "attempt": deliveries},
+            )
+            if deliveries >= self.max_attempts:
+                await self._dead_letter(
+                    key, entry_id, envelope.type, deliveries, error, envelope.to_json()
+                )
+            else:
+                self._remember_error(ident, error)
+            return
+        finally:
+            correlation_id_var.reset(correlation_token)
+            event_id_var.reset(event_token)
+
+        await self.redis.xack(key, self.group, entry_id)
+        self._last_errors.pop(ident, None)
+        metrics.HANDLED.labels(self.group, envelope.type).inc()
+        metrics.HANDLE_LATENCY.labels(self.group, envelope.type).observe(
+            max(0.0, time.time() - envelope.occurred_at.timestamp())
+        )
+
+    def _remember_error(self, ident: tuple[str, str], error: str) -> None:
+        """Kept for the dead letter, in case the last attempt is not a clean failure."""
+        if len(self._last_errors) >= MAX_REMEMBERED_ERRORS:
+            self._last_errors.pop(next(iter(self._last_errors)))
+        self._last_errors[ident] = error
+
+    async def _dead_letter(
+        self,
+        key: str,
+        entry_id: str,
+        message_type: str,
+        attempts: int,
+        error: str,
+        envelope: str,
+    ) -> None:
+        await dead_letter(
+            self.redis,
+            prefix=self.prefix,
+            stream=key,
+            group=self.group,
+            entry_id=entry_id,
+            consumer=self.consumer_name,
+            message_type=message_type,
+            attempts=attempts,
+            error=error,
+            envelope=envelope,
+        )
+        self._last_errors.pop((key, entry_id), None)
+        metrics.DEAD_LETTERED.labels(self.group, message_type or "unknown").inc()
+        logger.error(
+            "message dead-lettered",
+            extra={
+                "stream": key,
+                "group": self.group,
+                "entry_id": entry_id,
+                "type": message_type,
+                "attempts": attempts,
+                "error": error,
+            },
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    async def housekeep(self) -> None:
+        """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges."""
+        for key in self.streams:
+            if self._stopping.is_set():
+                return
+            try:
+                await self.reclaim(key)
+                await self.delete_idle_consumers(key)
+                await self.update_gauges(key)
+            except Exception:
+                logger.exception("bus housekeeping failed", extra={"stream": key})
+
+    async def reclaim(self, key: str) -> int:
+        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's)."""
+        response = await self.redis.xautoclaim(
+            key,
+            self.group,
+            self.consumer_name,
+            self.reclaim_idle_ms,
+            start_id=self._claim_cursors.get(key, "0-0"),
+            count=self.batch_size,
+        )
+        self._claim_cursors[key] = text(response[0])
+        entries = [
+            (text(entry_id), _fields(fields))
+            for entry_id, fields in response[1]
+            if entry_id is not None and (key, text(entry_id)) not in self._in_flight
+        ]
+        counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
+        for entry_id, fields in entries:
+            self._dispatch(key, entry_id, fields, counts.get(entry_id, 2))
+        return len(entries)
+
+    async def delete_idle_consumers(self, key: str) -> list[str]:
+        """Delete other consumers idle for ``bus_consumer_delete_idle_ms`` with nothing pending."""
+        if self.delete_idle_ms <= 0:
+            return []
+        deleted: list[str] = []
+        for consumer in await self.redis.xinfo_consumers(key, self.group):
+            name = text(consumer["name"])
+            if name == self.consumer_name:
+                continue
+            if int(consumer["pending"]) or int(consumer["idle"]) < self.delete_idle_ms:
+                continue
+            if await self._delete_script(keys=[key], args=[self.group, name]):
+                deleted.append(name)
+                logger.info("idle consumer deleted", extra={"stream": key, "consumer": name})
+        return deleted
+
+    async def update_gauges(self, key: str) -> None:
+        for group in await self.redis.xinfo_groups(key):
+            if text(group["name"]) != self.group:
+                continue
+            if group.get("lag") is not None:
+                metrics.CONSUMER_LAG.labels(key, self.group).set(int(group["lag"]))
+            metrics.CONSUMER_PENDING.labels(key, self.group).set(int(group["pending"]))
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    if not raw:
+        return {}
+    return {text(key): text(value) for key, value in raw.items()}
+
+
+def _stream_entries(response: Any) -> list[tuple[str, list[Entry]]]:
+    """XREADGROUP's reply as ``[(stream, [(id, fields)])]``, for RESP2 and RESP3 shapes."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        pairs = [
+            (key, value[0] if value and isinstance(value[0], list) else value)
+            for key, value in response.items()
+        ]
+    else:
+        pairs = [(item[0], item[1]) for item in response]
+    return [
+        (
+            text(key),
+            [(text(entry_id), _fields(fields)) for entry_id, fields in entries or [] if entry_id],
+        )
+        for key, entries in pairs
+    ]

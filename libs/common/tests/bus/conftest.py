@@ -1,0 +1,98 @@
+"""Bus tests run against the run's real Postgres database and Redis DB.
+
+The library has no migrations of its own: a throwaway schema ``bustest`` gets the outbox,
+inbox and a small ``effects`` table (what handlers write, so tests can count effects) with
+``create_all``. Every test gets empty tables and its own stream prefix, so streams, groups and
+dead letters of one test can never leak into another (or into a service's tests).
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import BigInteger, Column, String, Table, text
+
+from common.bus import add_inbox_table, add_outbox_table
+from common.db import Database, create_engine, schema_metadata
+from common.settings import ServiceSettings
+
+SCHEMA = "bustest"
+metadata = schema_metadata(SCHEMA)
+outbox = add_outbox_table(metadata)
+inbox = add_inbox_table(metadata)
+effects = Table(
+    "effects",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("key", String(200), nullable=False),
+)
+
+
+@pytest.fixture(scope="session")
+async def bus_database(database_url: str, redis_url: str) -> AsyncIterator[Database]:
+    database = Database(
+        create_engine(ServiceSettings(database_url=database_url, redis_url=redis_url))
+    )
+    async with database.engine.begin() as connection:
+        await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        await connection.run_sync(metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def database(bus_database: Database) -> AsyncIterator[Database]:
+    """The session's Database with empty bus tables and no outbox bound yet."""
+    async with bus_database.transaction() as session:
+        await session.execute(text(f"TRUNCATE {SCHEMA}.outbox, {SCHEMA}.inbox, {SCHEMA}.effects"))
+    bus_database.session_info.clear()
+    yield bus_database
+    bus_database.session_info.clear()
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def outbox_table() -> Table:
+    return outbox
+
+
+@pytest.fixture
+def inbox_table() -> Table:
+    return inbox
+
+
+@pytest.fixture
+def effects_table() -> Table:
+    return effects
+
+
+@pytest.fixture
+def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
+    """Settings with tiny intervals (the suite must stay fast) and a unique stream prefix."""
+    return ServiceSettings(
+        service_name="bustest",
+        database_url=database_url,
+        redis_url=redis_url,
+        consumer_name="live-1",
+        bus_stream_prefix=f"bustest-{uuid.uuid4().hex[:10]}:",
+        bus_block_ms=50,
+        bus_batch_size=16,
+        bus_concurrency=8,
+        bus_max_attempts=3,
+        bus_reclaim_idle_ms=60_000,
+        bus_reclaim_interval_seconds=0.05,
+        bus_consumer_delete_idle_ms=0,
+        bus_shutdown_timeout_seconds=5,
+        outbox_sweep_interval_seconds=0.05,
+        outbox_batch_size=50,
+        stream_trim_interval_seconds=0.1,
+        stream_min_retention=0,
+        stream_min_retention_seconds=0,
+    )

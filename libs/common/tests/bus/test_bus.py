@@ -1,0 +1,729 @@
+"""The bus against real Postgres and Redis: outbox, relay, consumer, dead letters, trimming.
+
+Every wait polls with a deadline; intervals are settings, made tiny in conftest.
+"""
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from sqlalchemy import Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import bus
+from common.bus import (
+    Consumer,
+    DeadLetter,
+    Envelope,
+    Handler,
+    OutboxRelay,
+    StreamTrimmer,
+    bind_outbox,
+    ensure_group,
+    list_dead_letters,
+    stream_key,
+)
+from common.bus.deadletters import cli
+from common.contracts import Message
+from common.db import Database
+from common.logging import correlation_id_var, event_id_var
+from common.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+class Ping(Message):
+    """Test message: handlers record ``key`` as an effect."""
+
+    TYPE: ClassVar[str] = "bustest.Ping"
+    STREAM: ClassVar[str] = "bustest.events"
+
+    key: str
+
+
+class Pong(Message):
+    """Test message a Ping handler publishes in reply."""
+
+    TYPE: ClassVar[str] = "bustest.Pong"
+    STREAM: ClassVar[str] = "bustest.replies"
+
+    key: str
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 5.0, what: str = "condition"
+) -> float:
+    """Poll ``check`` until it holds; returns the seconds it took. Fails at the deadline."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.002)
+    return time.monotonic() - started
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@dataclass
+class Harness:
+    """The clients, tables and settings of one test, and what it started (stopped at the end)."""
+
+    database: Database
+    redis: Redis
+    redis_url: str
+    outbox: Table
+    inbox: Table
+    effects: Table
+    settings: ServiceSettings
+    group: str = field(default_factory=lambda: f"g-{uuid.uuid4().hex[:8]}")
+    started: list[Consumer | OutboxRelay] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.bus_stream_prefix
+
+    @property
+    def key(self) -> str:
+        return stream_key(self.prefix, Ping.STREAM)
+
+    def with_settings(self, **changes: Any) -> ServiceSettings:
+        return self.settings.model_copy(update=changes)
+
+    async def start_relay(self, **changes: Any) -> OutboxRelay:
+        relay = OutboxRelay(
+            self.database, self.redis, self.outbox, settings=self.with_settings(**changes)
+        )
+        relay.start()
+        self.started.append(relay)
+        return relay
+
+    def consumer(
+        self,
+        handlers: dict[type[Message], Handler],
+        *,
+        group: str | None = None,
+        name: str = "live-1",
+        **changes: Any,
+    ) -> Consumer:
+        return Consumer(
+            self.database,
+            self.redis,
+            group=group or self.group,
+            handlers=handlers,
+            inbox_table=self.inbox,
+            settings=self.with_settings(**changes),
+            consumer_name=name,
+        )
+
+    async def start_consumer(
+        self, handlers: dict[type[Message], Handler], **kwargs: Any
+    ) -> Consumer:
+        consumer = self.consumer(handlers, **kwargs)
+        await consumer.start()
+        self.started.append(consumer)
+        return consumer
+
+    async def publish(
+        self, *messages: Message, correlation_id: str | None = None
+    ) -> list[Envelope]:
+        """Commit messages to the outbox (sent by whatever relay runs, if any)."""
+        bind_outbox(self.database, self.outbox, source="bustest", stream_prefix=self.prefix)
+        async with self.database.transaction() as session:
+            return [
+                await bus.publish(session, message, correlation_id=correlation_id)
+                for message in messages
+            ]
+
+    async def send(self, *messages: Message) -> list[Envelope]:
+        """Publish and flush to the stream right away, without a running relay."""
+        envelopes = await self.publish(*messages)
+        await OutboxRelay(self.database, self.redis, self.outbox, settings=self.settings).flush()
+        return envelopes
+
+    def recorder(self, seen: list[str] | None = None) -> Handler:
+        async def handle(session: AsyncSession, _: Envelope, message: Ping) -> None:
+            await session.execute(self.effects.insert().values(key=message.key))
+            if seen is not None:
+                seen.append(message.key)
+
+        return handle
+
+    async def effect_count(self, key: str | None = None) -> int:
+        query = select(func.count()).select_from(self.effects)
+        if key is not None:
+            query = query.where(self.effects.c.key == key)
+        async with self.database.session() as session:
+            return int((await session.execute(query)).scalar_one())
+
+    async def outbox_count(self) -> int:
+        async with self.database.session() as session:
+            query = select(func.count()).select_from(self.outbox)
+            return int((await session.execute(query)).scalar_one())
+
+    async def stream(self, key: str | None = None) -> list[tuple[str, Envelope]]:
+        entries = await self.redis.xrange(key or self.key) or []
+        return [(str(entry_id), Envelope.from_fields(fields or {})) for entry_id, fields in entries]
+
+    async def pending(self, group: str | None = None, key: str | None = None) -> int:
+        summary = await self.redis.xpending(key or self.key, group or self.group)
+        return int(summary["pending"])
+
+    async def group_info(self, group: str | None = None) -> dict[str, Any]:
+        for info in await self.redis.xinfo_groups(self.key):
+            if info["name"] == (group or self.group):
+                return dict(info)
+        raise AssertionError("no such group")
+
+    async def consumers_of_group(self) -> dict[str, int]:
+        infos = await self.redis.xinfo_consumers(self.key, self.group)
+        return {str(info["name"]): int(info["pending"]) for info in infos}
+
+    async def read(self, group: str, consumer: str, count: int | None = None) -> list[str]:
+        """XREADGROUP ``>`` as a bare consumer that never acknowledges; returns entry ids."""
+        response: Any = await self.redis.xreadgroup(group, consumer, {self.key: ">"}, count=count)
+        return [str(entry_id) for _, entries in response or [] for entry_id, _ in entries]
+
+    async def add(self, envelope: Envelope) -> str:
+        """XADD an envelope by hand (a duplicate, or one nobody published)."""
+        return str(await self.redis.xadd(self.key, {"envelope": envelope.to_json()}))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await list_dead_letters(self.redis, prefix=self.prefix)
+
+    async def close(self) -> None:
+        for component in reversed(self.started):
+            await component.stop()
+
+
+@pytest.fixture
+async def h(
+    database: Database,
+    redis: Redis,
+    redis_url: str,
+    outbox_table: Table,
+    inbox_table: Table,
+    effects_table: Table,
+    bus_settings: ServiceSettings,
+) -> AsyncIterator[Harness]:
+    harness = Harness(
+        database, redis, redis_url, outbox_table, inbox_table, effects_table, bus_settings
+    )
+    yield harness
+    await harness.close()
+
+
+# -- outbox ---------------------------------------------------------------------------------
+
+
+async def test_outbox_row_and_state_change_commit_together(h: Harness) -> None:
+    bind_outbox(h.database, h.outbox, source="bustest", stream_prefix=h.prefix)
+    async with h.database.transaction() as session:
+        await session.execute(h.effects.insert().values(key="k1"))
+        envelope = await bus.publish(session, Ping(key="k1"))
+
+    async with h.database.session() as session:
+        row = (await session.execute(select(h.outbox))).one()
+    assert await h.effect_count("k1") == 1
+    assert row.message_id == envelope.id
+    assert row.stream == h.key
+    assert Envelope.model_validate(row.envelope) == envelope
+    assert envelope.source == "bustest"
+
+
+async def test_rollback_publishes_nothing(h: Harness) -> None:
+    relay = await h.start_relay()
+    bind_outbox(h.database, h.outbox, source="bustest", stream_prefix=h.prefix)
+
+    async def change_then_fail() -> None:
+        async with h.database.transaction() as session:
+            await session.execute(h.effects.insert().values(key="k1"))
+            await bus.publish(session, Ping(key="k1"))
+            raise RuntimeError("business rule says no")
+
+    with pytest.raises(RuntimeError, match="business rule"):
+        await change_then_fail()
+
+    assert await relay.flush() == 0
+    assert await h.effect_count() == 0
+    assert await h.outbox_count() == 0
+    assert await h.redis.xlen(h.key) == 0
+
+
+async def test_publishing_without_an_outbox_fails_loudly(h: Harness) -> None:
+    with pytest.raises(bus.OutboxNotBound):
+        async with h.database.transaction() as session:
+            await bus.publish(session, Ping(key="k1"))
+
+
+async def test_fast_path_publishes_within_100ms_of_commit(h: Harness) -> None:
+    # The sweeper would take 30 s: only the commit listener can be this fast.
+    await h.start_relay(outbox_sweep_interval_seconds=30)
+    await h.publish(Ping(key="warm-up"))  # also lets the relay's start-up sweep finish
+    await eventually(lambda: _xlen_is(h, 1), what="warm-up message")
+
+    await h.publish(Ping(key="measured"))
+    elapsed = await eventually(lambda: _xlen_is(h, 2), within=2, what="fast path")
+
+    assert elapsed < 0.1, f"published {elapsed * 1000:.1f} ms after commit"
+    assert await h.outbox_count() == 0
+
+
+async def _xlen_is(h: Harness, n: int) -> bool:
+    return int(await h.redis.xlen(h.key)) == n
+
+
+async def test_outbox_rows_survive_a_crash_before_publish(h: Harness) -> None:
+    # A process commits, then dies before its relay sends anything.
+    OutboxRelay(h.database, h.redis, h.outbox, settings=h.settings)  # bound, never started
+    [envelope] = await h.publish(Ping(key="k1"))
+    assert await h.outbox_count() == 1
+    assert await h.redis.xlen(h.key) == 0
+
+    relay = await h.start_relay()  # any later process of the service
+
+    await eventually(lambda: _xlen_is(h, 1), what="the left-behind row")
+    assert await relay.flush() == 0
+    assert [sent.id for _, sent in await h.stream()] == [envelope.id]
+    assert await h.outbox_count() == 0
+
+
+async def test_relay_stop_flushes_what_was_committed(h: Harness) -> None:
+    relay = await h.start_relay(outbox_sweep_interval_seconds=30)
+    await h.publish(Ping(key="warm-up"))
+    await eventually(lambda: _xlen_is(h, 1), what="warm-up message")
+    # A commit outside Database.transaction() does not wake the relay.
+    async with h.database.session() as session:
+        await bus.publish(session, Ping(key="quiet"))
+        await session.commit()
+
+    await relay.stop()
+
+    assert [sent.payload["key"] for _, sent in await h.stream()] == ["warm-up", "quiet"]
+    assert not relay.running
+
+
+async def test_relay_publishes_in_commit_order_and_counts_metrics(h: Harness) -> None:
+    before = sample("bus_messages_published_total", stream=h.key, type=Ping.TYPE)
+    envelopes = await h.send(*(Ping(key=f"k{i}") for i in range(120)))  # > one batch
+
+    assert [sent.id for _, sent in await h.stream()] == [e.id for e in envelopes]
+    after = sample("bus_messages_published_total", stream=h.key, type=Ping.TYPE)
+    assert after - before == 120
+
+
+# -- consuming ------------------------------------------------------------------------------
+
+
+async def test_consumer_handles_published_messages_once_and_acks(h: Harness) -> None:
+    await h.start_relay()
+    await h.start_consumer({Ping: h.recorder()})
+    handled_before = sample("bus_messages_handled_total", group=h.group, type=Ping.TYPE)
+
+    await h.publish(*(Ping(key=f"k{i}") for i in range(20)))
+
+    await eventually(lambda: _effects_are(h, 20), what="20 effects")
+    await eventually(lambda: _pending_is(h, 0), what="all acked")
+    handled = sample("bus_messages_handled_total", group=h.group, type=Ping.TYPE)
+    assert handled - handled_before == 20
+    assert sample("bus_handle_latency_seconds_count", group=h.group, type=Ping.TYPE) >= 20
+
+
+async def _effects_are(h: Harness, n: int, key: str | None = None) -> bool:
+    return await h.effect_count(key) == n
+
+
+async def _pending_is(h: Harness, n: int, group: str | None = None) -> bool:
+    return await h.pending(group) == n
+
+
+async def test_redelivery_has_no_second_effect(h: Harness) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    [envelope] = await h.send(Ping(key="once"))
+    await eventually(lambda: _effects_are(h, 1), what="first delivery")
+
+    # The same envelope again, as after a relay crash between XADD and its commit.
+    duplicate_id = await h.add(envelope)
+
+    await eventually(lambda: _delivered_through(h, str(duplicate_id)), what="duplicate read")
+    await eventually(lambda: _pending_is(h, 0), what="duplicate acked")
+    assert await h.effect_count("once") == 1
+
+
+async def _delivered_through(h: Harness, entry_id: str) -> bool:
+    return str((await h.group_info())["last-delivered-id"]) == entry_id
+
+
+async def test_an_effect_committed_but_not_acked_is_not_repeated(h: Harness) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    [envelope] = await h.send(Ping(key="k1"))
+    await h.read(h.group, "dead-1")
+    # dead-1 ran the handler and committed, then died before XACK.
+    async with h.database.transaction() as session:
+        assert await bus.inbox.record(session, h.inbox, envelope.id, h.group)
+        await session.execute(h.effects.insert().values(key="k1"))
+
+    await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=50)
+
+    await eventually(lambda: _pending_is(h, 0), what="reclaimed and acked")
+    assert await h.effect_count("k1") == 1
+
+
+async def test_dead_consumers_pending_entries_are_reclaimed(h: Harness) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    await h.send(*(Ping(key=f"k{i}") for i in range(3)))
+    assert len(await h.read(h.group, "dead-1")) == 3  # dead-1 read them and will never acknowledge
+    assert await h.consumers_of_group() == {"dead-1": 3}
+
+    await h.start_consumer({Ping: h.recorder()}, name="live-1", bus_reclaim_idle_ms=100)
+
+    await eventually(lambda: _effects_are(h, 3), what="reclaimed entries handled")
+    await eventually(lambda: _pending_is(h, 0), what="reclaimed entries acked")
+    assert (await h.consumers_of_group())["dead-1"] == 0
+
+
+async def test_idle_consumer_is_deleted_only_after_its_pending_entries_are_claimed(
+    h: Harness,
+) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    await h.send(Ping(key="k1"), Ping(key="k2"))
+    await h.read(h.group, "dead-1", 10)
+    janitor = h.consumer({Ping: h.recorder()}, name="janitor", bus_consumer_delete_idle_ms=1)
+    await eventually(lambda: _idle_at_least(h, "dead-1", 5), what="dead-1 idle")
+
+    assert await janitor.delete_idle_consumers(h.key) == []  # dead-1 still holds 2 entries
+    assert await h.consumers_of_group() == {"dead-1": 2}
+
+    await h.start_consumer(
+        {Ping: h.recorder()}, bus_reclaim_idle_ms=50, bus_consumer_delete_idle_ms=1
+    )
+
+    await eventually(lambda: _effects_are(h, 2), what="dead-1's entries handled")
+    await eventually(lambda: _consumer_gone(h, "dead-1"), what="dead-1 deleted")
+
+
+async def _idle_at_least(h: Harness, name: str, milliseconds: int) -> bool:
+    infos = await h.redis.xinfo_consumers(h.key, h.group)
+    return any(info["name"] == name and int(info["idle"]) >= milliseconds for info in infos)
+
+
+async def _consumer_gone(h: Harness, name: str) -> bool:
+    return name not in await h.consumers_of_group()
+
+
+async def test_restart_rereads_its_own_pending_entries_first(h: Harness) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    await h.send(*(Ping(key=f"old-{i}") for i in range(3)))
+    # live-1 read these, then its process died before handling them.
+    await h.read(h.group, "live-1", 10)
+    await h.send(Ping(key="new-0"), Ping(key="new-1"))
+    seen: list[str] = []
+
+    # Same consumer name after the restart; no reclaim could pick them up in time.
+    await h.start_consumer({Ping: h.recorder(seen)}, name="live-1", bus_concurrency=1)
+
+    await eventually(lambda: _effects_are(h, 5), what="all five handled")
+    assert seen == ["old-0", "old-1", "old-2", "new-0", "new-1"]
+    await eventually(lambda: _pending_is(h, 0), what="all acked")
+
+
+async def test_entries_of_unhandled_types_are_acked_and_skipped(h: Harness) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    other = Envelope.wrap(Pong(key="x"), source="elsewhere").model_copy(
+        update={"type": "bustest.SomethingElse"}
+    )
+    entry_id = await h.add(other)
+
+    await eventually(lambda: _delivered_through(h, str(entry_id)), what="entry read")
+    await eventually(lambda: _pending_is(h, 0), what="entry acked")
+    assert await h.effect_count() == 0
+    assert await h.dead_letters() == []
+
+
+async def test_handler_sets_log_context_and_replies_inherit_the_ids(h: Harness) -> None:
+    await h.start_relay()
+    context: list[tuple[str | None, str | None]] = []
+
+    async def reply(session: AsyncSession, envelope: Envelope, message: Ping) -> None:
+        context.append((correlation_id_var.get(), event_id_var.get()))
+        await bus.publish(session, Pong(key=message.key))
+
+    await h.start_consumer({Ping: reply})
+    [ping] = await h.publish(Ping(key="k1"), correlation_id="order-saga-1")
+    replies = stream_key(h.prefix, Pong.STREAM)
+
+    await eventually(lambda: _xlen_is_key(h, replies, 1), what="the reply")
+    [(_, pong)] = await h.stream(replies)
+    assert context == [("order-saga-1", str(ping.id))]
+    assert (pong.correlation_id, pong.causation_id) == ("order-saga-1", str(ping.id))
+    assert correlation_id_var.get() is None  # the handler's context did not leak
+
+
+async def _xlen_is_key(h: Harness, key: str, n: int) -> bool:
+    return int(await h.redis.xlen(key)) == n
+
+
+async def test_consumer_recreates_its_group_when_the_stream_is_deleted(h: Harness) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    await h.send(Ping(key="before"))
+    await eventually(lambda: _effects_are(h, 1), what="first message")
+
+    await h.redis.delete(h.key)  # an operator's mistake; the relay recreates the stream
+    await h.send(Ping(key="after"))
+
+    await eventually(lambda: _effects_are(h, 1, "after"), what="message after the deletion")
+
+
+async def test_a_batch_is_handled_concurrently(h: Harness) -> None:
+    running = 0
+    peak = 0
+    all_started = asyncio.Event()
+
+    async def slow(session: AsyncSession, _: Envelope, message: Ping) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if peak == 4:
+            all_started.set()
+        try:
+            async with asyncio.timeout(2):
+                await all_started.wait()
+        finally:
+            running -= 1
+        await session.execute(h.effects.insert().values(key=message.key))
+
+    await h.start_consumer({Ping: slow}, bus_concurrency=4)
+    await h.send(*(Ping(key=f"k{i}") for i in range(8)))
+
+    await eventually(lambda: _effects_are(h, 8), what="all handled")
+    assert peak == 4  # four at once: concurrent, and never more than bus_concurrency
+
+
+async def test_graceful_stop_lets_an_in_flight_handler_finish(h: Harness) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(session: AsyncSession, _: Envelope, message: Ping) -> None:
+        started.set()
+        await release.wait()
+        await session.execute(h.effects.insert().values(key=message.key))
+
+    consumer = await h.start_consumer({Ping: slow})
+    await h.send(Ping(key="k1"))
+    await eventually(_flag(started), what="handler started")
+
+    stopping = asyncio.create_task(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=0.2)
+    assert not done, "stop() returned while a handler was still running"
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+
+    assert await h.effect_count("k1") == 1
+    assert await h.pending() == 0
+    assert not consumer.running
+
+
+def _flag(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
+    async def is_set() -> bool:
+        return event.is_set()
+
+    return is_set
+
+
+async def test_consumer_refuses_a_block_longer_than_the_socket_timeout(h: Harness) -> None:
+    with pytest.raises(ValueError, match="bus_block_ms"):
+        h.consumer({Ping: h.recorder()}, bus_block_ms=5_000, redis_timeout_seconds=2.0)
+
+
+async def test_gauges_report_lag_and_pending(h: Harness) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    await h.send(*(Ping(key=f"k{i}") for i in range(5)))
+    await h.read(h.group, "dead-1", 2)
+    consumer = h.consumer({Ping: h.recorder()})
+
+    await consumer.update_gauges(h.key)
+
+    assert sample("bus_consumer_lag", stream=h.key, group=h.group) == 3
+    assert sample("bus_consumer_pending", stream=h.key, group=h.group) == 2
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+async def test_a_poison_message_is_dead_lettered_then_listed_and_replayed(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixed = False
+    attempts: list[str] = []
+
+    async def fragile(session: AsyncSession, _: Envelope, message: Ping) -> None:
+        attempts.append(message.key)
+        if message.key == "poison" and not fixed:
+            raise RuntimeError("boom: cannot digest this one")
+        await session.execute(h.effects.insert().values(key=message.key))
+
+    await h.start_consumer({Ping: fragile}, bus_reclaim_idle_ms=30, bus_max_attempts=3)
+    [poison, _] = await h.send(Ping(key="poison"), Ping(key="fine"))
+
+    await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
+    [letter] = await h.dead_letters()
+    assert (letter.stream, letter.group, letter.type) == (h.key, h.group, Ping.TYPE)
+    assert letter.attempts == 3
+    assert attempts.count("poison") == 3
+    assert "RuntimeError: boom: cannot digest this one" in letter.error
+    assert Envelope.from_json(letter.envelope).id == poison.id
+    assert await h.effect_count("fine") == 1
+    assert await h.effect_count("poison") == 0
+    await eventually(lambda: _pending_is(h, 0), what="the poison acked after dead-lettering")
+    assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 3
+    assert sample("bus_messages_dead_lettered_total", group=h.group, type=Ping.TYPE) == 1
+
+    # The operator looks...
+    capsys.readouterr()
+    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "list"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[:5] == [letter.id, h.key, h.group, Ping.TYPE, "3"]
+    assert line.endswith("RuntimeError: boom: cannot digest this one")
+
+    # ...fixes the bug, and replays.
+    fixed = True
+    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", letter.id]) == 0
+    assert f"replayed {letter.id}" in capsys.readouterr().out
+
+    await eventually(lambda: _effects_are(h, 1, "poison"), what="the replayed message handled")
+    assert await h.dead_letters() == []
+    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", letter.id]) == 1
+
+
+async def _dead_letters_are(h: Harness, n: int) -> bool:
+    return len(await h.dead_letters()) == n
+
+
+async def test_a_message_whose_handler_never_returns_is_dead_lettered_by_delivery_count(
+    h: Harness,
+) -> None:
+    await ensure_group(h.redis, h.key, h.group)
+    [envelope] = await h.send(Ping(key="k1"))
+    # Three consumers in turn took it and died mid-handling (each delivery counts).
+    await h.read(h.group, "dead-1")
+    for name in ("dead-2", "dead-3"):
+        await h.redis.xclaim(h.key, h.group, name, 0, [(await h.stream())[0][0]])
+    await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=30, bus_max_attempts=3)
+
+    await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
+    [letter] = await h.dead_letters()
+    assert letter.attempts == 3
+    assert "gave up after 3 deliveries" in letter.error
+    assert Envelope.from_json(letter.envelope).id == envelope.id
+    assert await h.effect_count() == 0
+    await eventually(lambda: _pending_is(h, 0), what="acked after dead-lettering")
+
+
+async def test_malformed_entries_go_straight_to_dead_letters(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    await h.redis.xadd(h.key, {"envelope": "{not json"})
+    await h.redis.xadd(h.key, {"something": "else"})
+    bad_payload = Envelope.wrap(Ping(key="x"), source="t").model_copy(update={"payload": {}})
+    await h.add(bad_payload)
+
+    await eventually(lambda: _dead_letters_are(h, 3), what="three dead letters")
+    letters = await h.dead_letters()
+    assert [letter.attempts for letter in letters] == [1, 1, 1]
+    assert "undecodable envelope" in letters[0].error
+    assert "undecodable envelope" in letters[1].error
+    assert "invalid payload" in letters[2].error
+    await eventually(lambda: _pending_is(h, 0), what="malformed entries acked")
+
+    # Replaying them all puts them back; still malformed, they come back as dead letters.
+    capsys.readouterr()
+    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", "--all"]) == 0
+    assert "replayed 3" in capsys.readouterr().out
+    await eventually(lambda: _delivered_count(h, 6), what="replayed entries read")
+    await eventually(lambda: _dead_letters_are(h, 3), what="dead-lettered again")
+
+
+async def _delivered_count(h: Harness, n: int) -> bool:
+    return int((await h.group_info())["entries-read"]) == n
+
+
+async def test_the_deadletters_module_runs_as_a_command(h: Harness) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    await h.redis.xadd(h.key, {"envelope": "{not json"})
+    await eventually(lambda: _dead_letters_are(h, 1), what="a dead letter")
+    [letter] = await h.dead_letters()
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "common.bus.deadletters",
+        "--prefix",
+        h.prefix,
+        "list",
+        "--limit",
+        "5",
+        env={**os.environ, "BUS_REDIS_URL": h.redis_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 0
+    assert out.decode().startswith(f"{letter.id}\t{h.key}\t{h.group}\t?\t1\tundecodable")
+
+
+# -- trimming -------------------------------------------------------------------------------
+
+
+async def test_trimming_never_drops_unacknowledged_entries(h: Harness) -> None:
+    await ensure_group(h.redis, h.key, "slow")
+    await h.start_consumer({Ping: h.recorder()}, group="fast")
+    await h.send(*(Ping(key=f"k{i}") for i in range(10)))
+    ids = [entry_id for entry_id, _ in await h.stream()]
+    await eventually(lambda: _pending_is(h, 0, "fast"), what="fast group done")
+    await eventually(lambda: _effects_are(h, 10), what="fast group done")
+    await h.read("slow", "slow-1", 3)  # slow: 3 pending
+    trimmer = StreamTrimmer(h.redis, [h.key], settings=h.settings)
+
+    assert await trimmer.trim(h.key) == 0  # the slow group still needs them all
+    await h.redis.xack(h.key, "slow", ids[0], ids[1])
+    assert await trimmer.trim(h.key) == 2  # only what every group acknowledged
+    assert [entry_id for entry_id, _ in await h.stream()] == ids[2:]
+
+    assert await h.read("slow", "slow-1") == ids[3:]
+    await h.redis.xack(h.key, "slow", *ids[2:])
+    assert await trimmer.trim(h.key) == 8  # now every group is done with every entry
+    assert await h.redis.xlen(h.key) == 0
+
+
+async def test_trimming_keeps_the_minimum_retention(h: Harness) -> None:
+    await h.start_consumer({Ping: h.recorder()})
+    await h.send(*(Ping(key=f"k{i}") for i in range(10)))
+    await eventually(lambda: _pending_is(h, 0), what="all acked")
+    await eventually(lambda: _effects_are(h, 10), what="all handled")
+
+    by_count = StreamTrimmer(h.redis, [h.key], settings=h.with_settings(stream_min_retention=4))
+    by_age = StreamTrimmer(
+        h.redis, [h.key], settings=h.with_settings(stream_min_retention_seconds=3600)
+    )
+
+    assert await by_age.trim(h.key) == 0
+    assert await by_count.trim(h.key) == 6
+    assert await h.redis.xlen(h.key) == 4
+
+
+async def test_a_stream_nobody_consumes_yet_is_not_trimmed(h: Harness) -> None:
+    await h.send(Ping(key="k1"))
+    trimmer = StreamTrimmer(h.redis, [h.key, h.prefix + "missing"], settings=h.settings)
+
+    assert await trimmer.trim_all() == {h.key: 0, h.prefix + "missing": 0}
+    assert await h.redis.xlen(h.key) == 1
