@@ -19,7 +19,7 @@ PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger(__name__)
 
 
-class Problem(Exception):  # noqa: N818 - it is the RFC's name for the thing
+class Problem(Exception):
     """An expected failure with an HTTP status and a human-readable detail."""
 
     status: int = 400

@@ -28,6 +28,7 @@ from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
 from common.settings import ServiceSettings
+from common.tracing import configure_tracing, instrument_app
 
 logger = logging.getLogger("common.http")
 
@@ -185,7 +186,6 @@ def create_service_app(
 
     @asynccontextmanager
     async def shared_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.service_name, settings.log_level)
         app.state.settings = settings
         app.state.db = Database(create_engine(settings))
         app.state.redis = create_redis(settings)
@@ -207,6 +207,7 @@ def create_service_app(
     app = FastAPI(title=title, lifespan=shared_lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    instrument_app(app)
     app.include_router(probes_router())
     for router in routers:
         app.include_router(router)
@@ -214,8 +215,13 @@ def create_service_app(
 
 
 def serve(app_factory: str, settings: ServiceSettings) -> None:
-    """Run an API with uvicorn; SIGTERM lets in-flight requests finish first."""
+    """Run an API with uvicorn; SIGTERM lets in-flight requests finish first.
+
+    Process-wide concerns (logging, tracing) are set up here, at the entry point, not in the
+    app factory: tests build many apps in one process.
+    """
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
     uvicorn.run(
         app_factory,
         factory=True,

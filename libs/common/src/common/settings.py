@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     bus_reclaim_interval_seconds: float = Field(default=5.0, gt=0)
     bus_consumer_delete_idle_ms: int = Field(default=3_600_000, ge=0)  # 0: never delete
     bus_shutdown_timeout_seconds: float = Field(default=20.0, gt=0)  # in-flight handlers' grace
+    # Handled message ids are kept this long (far beyond any redelivery), then pruned.
+    inbox_retention_hours: float = Field(default=7 * 24, gt=0)
+    inbox_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)

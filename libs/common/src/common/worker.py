@@ -34,11 +34,13 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import Table
 
+from common.bus import inbox
 from common.bus.consumer import Consumer
 from common.bus.outbox import OutboxRelay
 from common.bus.periodic import Periodic
@@ -47,6 +49,7 @@ from common.db import Database, create_engine
 from common.logging import configure_logging
 from common.redis import create_redis
 from common.settings import ServiceSettings
+from common.tracing import configure_tracing
 
 logger = logging.getLogger("common.worker")
 
@@ -83,6 +86,7 @@ def run_worker(
 ) -> None:
     """Run a worker until SIGTERM/SIGINT, then shut down gracefully and return (exit 0)."""
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -117,8 +121,17 @@ async def serve_worker(
     trimmer = StreamTrimmer(
         redis, [key for consumer in bus_consumers for key in consumer.streams], settings=settings
     )
+    inbox_tables = {
+        consumer.inbox_table.fullname: consumer.inbox_table for consumer in bus_consumers
+    }
     background = [
         Periodic("trim-streams", settings.stream_trim_interval_seconds, trimmer.trim_all),
+        *(
+            Periodic(
+                f"prune-{name}", settings.inbox_prune_interval_seconds, _pruner(table, context)
+            )
+            for name, table in inbox_tables.items()
+        ),
         *(Periodic(timer.name, timer.interval_seconds, _bind(timer, context)) for timer in timers),
     ]
 
@@ -154,6 +167,19 @@ async def serve_worker(
         await redis.aclose()
         await database.dispose()
         logger.info("worker stopped")
+
+
+def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None]]:
+    """Keep the inbox from growing for ever: forget what was handled long ago."""
+    retention = timedelta(hours=context.settings.inbox_retention_hours)
+
+    async def prune() -> None:
+        async with context.database.transaction() as session:
+            removed = await inbox.prune(session, table, older_than=retention)
+        if removed:
+            logger.info("inbox pruned", extra={"table": table.fullname, "removed": removed})
+
+    return prune
 
 
 def _bind(timer: Timer, context: WorkerContext) -> Callable[[], Awaitable[None]]:

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import Table, func, select
@@ -727,3 +731,35 @@ async def test_a_stream_nobody_consumes_yet_is_not_trimmed(h: Harness) -> None:
 
     assert await trimmer.trim_all() == {h.key: 0, h.prefix + "missing": 0}
     assert await h.redis.xlen(h.key) == 1
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """An SDK tracer provider exporting to memory (the global one can be set only once)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+async def test_one_trace_spans_the_publisher_and_the_consumer(
+    h: Harness, spans: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("POST /orders") as request_span:
+        [envelope] = await h.send(Ping(key="traced"))
+    assert "traceparent" in envelope.trace
+
+    await h.start_consumer({Ping: h.recorder()})
+    await eventually(lambda: _effects_are(h, 1), what="handled")
+
+    handled = [s for s in spans.get_finished_spans() if s.name == "handle bustest.Ping"]
+    assert len(handled) == 1
+    request = request_span.get_span_context()
+    assert handled[0].context.trace_id == request.trace_id
+    assert handled[0].parent is not None
+    assert handled[0].parent.span_id == request.span_id

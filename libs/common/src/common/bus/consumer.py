@@ -46,6 +46,7 @@ from common.contracts import Message
 from common.db import Database
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
+from common.tracing import message_span
 
 logger = logging.getLogger("common.bus.consumer")
 
@@ -331,10 +332,28 @@ class Consumer:
 
         correlation_token = correlation_id_var.set(envelope.correlation_id)
         event_token = event_id_var.set(str(envelope.id))
+        started = time.perf_counter()
         try:
-            async with self.database.transaction() as session:
-                if await inbox.record(session, self.inbox_table, envelope.id, self.group):
-                    await route.handler(session, envelope, message)
+            with message_span(
+                f"handle {envelope.type}",
+                envelope.trace,
+                **{"messaging.consumer.group.name": self.group},
+            ):
+                async with self.database.transaction() as session:
+                    first_time = await inbox.record(
+                        session, self.inbox_table, envelope.id, self.group
+                    )
+                    if first_time:
+                        await route.handler(session, envelope, message)
+            logger.info(
+                "message handled" if first_time else "duplicate message skipped",
+                extra={
+                    "group": self.group,
+                    "type": envelope.type,
+                    "attempt": deliveries,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
         except Exception as exc:
             metrics.FAILED.labels(self.group, envelope.type).inc()
             error = f"{type(exc).__name__}: {exc}"

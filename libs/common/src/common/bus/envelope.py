@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from common.contracts import MESSAGE_TYPES, Message
+from common.tracing import current_context_carrier
 
 ENVELOPE_FIELD = "envelope"
 
@@ -44,7 +45,7 @@ class Envelope(BaseModel):
     causation_id: str | None = None
     schema_version: int = 1
     payload: dict[str, Any]
-    trace: dict[str, str] = Field(default_factory=dict)  # later: W3C traceparent
+    trace: dict[str, str] = Field(default_factory=dict)  # W3C traceparent (common.tracing)
 
     @field_validator("occurred_at")
     @classmethod
@@ -74,6 +75,7 @@ class Envelope(BaseModel):
             causation_id=causation_id,
             schema_version=message.SCHEMA_VERSION,
             payload=message.model_dump(mode="json"),
+            trace=current_context_carrier(),
         )
 
     def parse(self, cls: builtins.type[M]) -> M:
