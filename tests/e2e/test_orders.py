@@ -36,6 +36,7 @@ async def notifications_of(stack: Stack, customer: Customer) -> list[dict[str, A
 
 async def test_an_order_within_credit_is_approved_and_notified(stack: Stack):
     customer = await sign_up(stack, credit_limit_cents=10_000)
+    assert await available_credit(stack, customer) == 10_000  # now in the read cache
     placed = await place(stack, customer, 1_500, 2_500)
     assert placed["status"] == "PENDING"
     assert placed["total_cents"] == 4_000

@@ -72,6 +72,10 @@ class UserCache:
             self._pending.add(task)
             task.add_done_callback(self._finished)
 
+    async def drain(self) -> None:
+        """Wait for the invalidations scheduled so far (tests; a graceful stop)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
     def _finished(self, task: "asyncio.Task[None]") -> None:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
