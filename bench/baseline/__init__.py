@@ -1,0 +1,1 @@
+"""The read-path baseline: the plainest FastAPI + asyncpg app reading the same rows."""
