@@ -21,6 +21,7 @@ if [[ $STACK == e2e ]]; then
     export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
   done
   export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-8}
+  export NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true  # tests/e2e's webhook receivers: 127.0.0.1
 elif [[ $STACK == bench ]]; then
   # `bench/run.sh`: production settings except rate limits raised out of the way (still
   # checked, so their Redis round trip is measured) and logging at WARNING (one access-log

@@ -1,16 +1,37 @@
 """The notifications API: app factory and the ``notifications-api`` entry point."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from common.http import create_service_app, serve
+from notifications.live import LiveHub, on_shutdown_signal
 from notifications.models import outbox
 from notifications.router import router
 from notifications.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The process's one pub/sub connection, shared by every stream it serves.
+        hub = LiveHub(app.state.redis, queue_size=settings.stream_queue_size)
+        app.state.live_hub = hub
+        await hub.start()
+        # Streams never end by themselves, and uvicorn runs the lifespan's shutdown only
+        # after every response has ended: so they end when the signal arrives.
+        restore_signals = on_shutdown_signal(hub.shutdown)
+        try:
+            yield
+        finally:
+            restore_signals()
+            await hub.stop()
+
     return create_service_app(
-        settings or Settings(), title="notifications", routers=[router], outbox_table=outbox
+        settings, title="notifications", routers=[router], outbox_table=outbox, lifespan=lifespan
     )
 
 

@@ -2,13 +2,23 @@
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, delete, extract, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifications.models import Notification
+from notifications.models import Notification, Webhook, WebhookAttempt, WebhookDelivery
+
+CursorKey = tuple[datetime, uuid.UUID]
+
+# pg_advisory_xact_lock(namespace, key): the two-int form, so these locks never collide with
+# another schema's single-bigint ones. "NOTI" in ASCII.
+_LOCK_NAMESPACE = 0x4E4F5449
+
+
+# -- notifications -------------------------------------------------------------------------
 
 
 async def list_notifications(
@@ -16,8 +26,9 @@ async def list_notifications(
     user_id: uuid.UUID,
     *,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
+    after: CursorKey | None,
 ) -> Sequence[Notification]:
+    """Newest first, strictly older than ``after``."""
     statement = select(Notification).where(Notification.user_id == user_id)
     if after is not None:
         statement = statement.where(tuple_(Notification.created_at, Notification.id) < after)
@@ -25,8 +36,52 @@ async def list_notifications(
     return (await session.execute(statement.limit(limit))).scalars().all()
 
 
-async def insert_notification(session: AsyncSession, notification: Notification) -> Notification:
-    """Insert unless one with the same dedup key exists; either way return the stored one."""
+async def notifications_since(
+    session: AsyncSession, user_id: uuid.UUID, *, after: CursorKey, limit: int
+) -> Sequence[Notification]:
+    """Oldest first, strictly newer than ``after``: what a stream has not sent yet."""
+    statement = (
+        select(Notification)
+        .where(
+            Notification.user_id == user_id,
+            tuple_(Notification.created_at, Notification.id) > after,
+        )
+        .order_by(Notification.created_at, Notification.id)
+        .limit(limit)
+    )
+    return (await session.execute(statement)).scalars().all()
+
+
+async def latest_notification_key(session: AsyncSession, user_id: uuid.UUID) -> CursorKey | None:
+    statement = (
+        select(Notification.created_at, Notification.id)
+        .where(Notification.user_id == user_id)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(1)
+    )
+    row = (await session.execute(statement)).first()
+    return (row.created_at, row.id) if row is not None else None
+
+
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Serialise the transactions that record notifications for one user, until commit.
+
+    With ``created_at = clock_timestamp()`` taken under this lock, a user's notifications
+    commit in ``(created_at, id)`` order, which is what lets a stream resume from a cursor
+    without missing a notification that committed after a newer-looking one.
+    """
+    key = int.from_bytes(user_id.bytes[:4], "big", signed=True)
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+        {"namespace": _LOCK_NAMESPACE, "key": key},
+    )
+
+
+async def insert_notification(
+    session: AsyncSession, notification: Notification
+) -> tuple[Notification, bool]:
+    """Insert unless one with the same dedup key exists. Returns the stored notification and
+    whether this call inserted it."""
     statement = (
         insert(Notification)
         .values(
@@ -35,11 +90,244 @@ async def insert_notification(session: AsyncSession, notification: Notification)
             kind=notification.kind,
             order_id=notification.order_id,
             dedup_key=notification.dedup_key,
+            created_at=func.clock_timestamp(),
         )
         .on_conflict_do_nothing(index_elements=[Notification.dedup_key])
+        .returning(Notification)
     )
-    await session.execute(statement)
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is not None:
+        return inserted, True
     stored = await session.execute(
         select(Notification).where(Notification.dedup_key == notification.dedup_key)
     )
-    return stored.scalar_one()
+    return stored.scalar_one(), False
+
+
+async def enqueue_deliveries(session: AsyncSession, notification: Notification) -> int:
+    """One pending delivery of ``notification`` per webhook of its user; how many."""
+    source = select(
+        func.gen_random_uuid(), Webhook.id, literal(notification.id, WebhookDelivery.id.type)
+    ).where(Webhook.user_id == notification.user_id)
+    statement = (
+        insert(WebhookDelivery)
+        .from_select(["id", "webhook_id", "notification_id"], source)
+        .on_conflict_do_nothing(index_elements=["webhook_id", "notification_id"])
+    )
+    result = await session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+async def count_webhooks(session: AsyncSession, user_id: uuid.UUID) -> int:
+    statement = select(func.count()).select_from(Webhook).where(Webhook.user_id == user_id)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def insert_webhook(session: AsyncSession, webhook: Webhook) -> Webhook:
+    session.add(webhook)
+    await session.flush()
+    await session.refresh(webhook)
+    return webhook
+
+
+async def list_webhooks(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, after: CursorKey | None
+) -> Sequence[Webhook]:
+    statement = select(Webhook).where(Webhook.user_id == user_id)
+    if after is not None:
+        statement = statement.where(tuple_(Webhook.created_at, Webhook.id) < after)
+    statement = statement.order_by(Webhook.created_at.desc(), Webhook.id.desc()).limit(limit)
+    return (await session.execute(statement)).scalars().all()
+
+
+async def get_webhook(
+    session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID
+) -> Webhook | None:
+    statement = select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == user_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def delete_webhook(session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID) -> bool:
+    """Delete the webhook (its deliveries and attempts go with it); False if not the user's."""
+    statement = (
+        delete(Webhook)
+        .where(Webhook.id == webhook_id, Webhook.user_id == user_id)
+        .returning(Webhook.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def list_attempts(
+    session: AsyncSession, webhook_id: uuid.UUID, *, limit: int, after: CursorKey | None
+) -> Sequence[WebhookAttempt]:
+    statement = select(WebhookAttempt).where(WebhookAttempt.webhook_id == webhook_id)
+    if after is not None:
+        statement = statement.where(tuple_(WebhookAttempt.at, WebhookAttempt.id) < after)
+    statement = statement.order_by(WebhookAttempt.at.desc(), WebhookAttempt.id.desc())
+    return (await session.execute(statement.limit(limit))).scalars().all()
+
+
+# -- the delivery queue --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A leased delivery and everything needed to attempt it."""
+
+    id: uuid.UUID
+    claim_id: uuid.UUID
+    attempts: int  # made before this one
+    webhook_id: uuid.UUID
+    url: str
+    secret: str
+    notification_id: uuid.UUID
+    user_id: uuid.UUID
+    kind: str
+    order_id: uuid.UUID | None
+    created_at: datetime
+
+
+async def claim_due_deliveries(
+    session: AsyncSession, *, limit: int, lease_seconds: float
+) -> list[ClaimedDelivery]:
+    """Lease up to ``limit`` due deliveries, oldest due first, skipping rows another worker
+    has locked: ``next_attempt_at`` moves past the lease, so none is claimed twice at once,
+    and a worker that dies mid-attempt leaves the row due again when the lease ends."""
+    due = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.attempts,
+            Webhook.id.label("webhook_id"),
+            Webhook.url,
+            Webhook.secret,
+            Notification.id.label("notification_id"),
+            Notification.user_id,
+            Notification.kind,
+            Notification.order_id,
+            Notification.created_at,
+        )
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .join(Notification, Notification.id == WebhookDelivery.notification_id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= func.now())
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=WebhookDelivery)
+    )
+    rows = (await session.execute(due)).all()
+    if not rows:
+        return []
+    claim_id = uuid.uuid4()
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_([row.id for row in rows]))
+        .values(
+            claim_id=claim_id,
+            next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
+            updated_at=func.now(),
+        )
+    )
+    return [
+        ClaimedDelivery(
+            id=row.id,
+            claim_id=claim_id,
+            attempts=row.attempts,
+            webhook_id=row.webhook_id,
+            url=row.url,
+            secret=row.secret,
+            notification_id=row.notification_id,
+            user_id=row.user_id,
+            kind=row.kind,
+            order_id=row.order_id,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def defer_delivery(
+    session: AsyncSession, delivery: ClaimedDelivery, *, seconds: float
+) -> None:
+    """Give the lease back without an attempt: due again in ``seconds``."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery.id, WebhookDelivery.claim_id == delivery.claim_id)
+        .values(
+            claim_id=None,
+            next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds),
+            updated_at=func.now(),
+        )
+    )
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery: ClaimedDelivery,
+    *,
+    at: datetime,
+    status_code: int | None,
+    error: str | None,
+    outcome: str,
+    duration_ms: float,
+    retry_in_seconds: float | None,
+) -> WebhookAttempt | None:
+    """Store an attempt and move the delivery on (succeeded, failed, or due again later).
+
+    Only the holder of the current lease records: returns None (nothing written) when the
+    lease was lost or the webhook was deleted meanwhile, else the stored attempt.
+    """
+    status = {"succeeded": "succeeded", "gave_up": "failed"}.get(outcome, "pending")
+    next_attempt_at = (
+        func.now() + func.make_interval(0, 0, 0, 0, 0, 0, retry_in_seconds)
+        if retry_in_seconds is not None
+        else None
+    )
+    updated = (
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                and_(
+                    WebhookDelivery.id == delivery.id,
+                    WebhookDelivery.claim_id == delivery.claim_id,
+                    WebhookDelivery.status == "pending",
+                )
+            )
+            .values(
+                status=status,
+                attempts=delivery.attempts + 1,
+                claim_id=None,
+                next_attempt_at=next_attempt_at,
+                updated_at=func.now(),
+            )
+            .returning(WebhookDelivery.next_attempt_at)
+        )
+    ).first()
+    if updated is None:
+        return None
+    attempt = WebhookAttempt(
+        id=uuid.uuid4(),
+        delivery_id=delivery.id,
+        webhook_id=delivery.webhook_id,
+        notification_id=delivery.notification_id,
+        attempt=delivery.attempts + 1,
+        at=at,
+        status_code=status_code,
+        error=error,
+        outcome=outcome,
+        duration_ms=duration_ms,
+        next_attempt_at=updated.next_attempt_at,
+    )
+    session.add(attempt)
+    await session.flush()
+    return attempt
+
+
+async def seconds_until_next_due(session: AsyncSession) -> float | None:
+    """How long until the earliest pending delivery is due (<= 0: now); None: none pending."""
+    statement = select(
+        extract("epoch", func.min(WebhookDelivery.next_attempt_at) - func.now())
+    ).where(WebhookDelivery.status == "pending")
+    value = (await session.execute(statement)).scalar_one_or_none()
+    return float(value) if value is not None else None

@@ -1,15 +1,41 @@
 """HTTP routes of the notifications service: parse, call the service, shape the response."""
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
-from common.http import DatabaseDep
-from common.pagination import Cursor, Limit, Page
-from common.ratelimit import READ_LIMIT
+from common.errors import Problem
+from common.http import DatabaseDep, RedisDep
+from common.pagination import Cursor, Limit, Page, decode_cursor
+from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from notifications import service
-from notifications.schemas import NotificationOut
+from notifications.live import LiveHub, NotificationStream
+from notifications.schemas import NotificationOut, WebhookAttemptOut, WebhookCreate, WebhookOut
+from notifications.settings import Settings
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=200,
+        description="The id of the last event received: the stream resumes after it.",
+    ),
+]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _hub(request: Request) -> LiveHub:
+    hub: LiveHub = request.app.state.live_hub
+    return hub
 
 
 @router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
@@ -18,3 +44,103 @@ async def list_notifications(
 ) -> Page[NotificationOut]:
     async with db.session() as session:
         return await service.list_notifications(session, caller.id, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    dependencies=[READ_LIMIT],
+    summary="Server-sent events of the caller's new notifications",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_notifications(
+    request: Request,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    redis: RedisDep,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """``event: notification`` with the notification as ``data`` and a resumable ``id``;
+    a comment line every heartbeat. Reconnect with ``Last-Event-ID`` to miss nothing."""
+    after = None
+    if last_event_id:
+        try:
+            after = decode_cursor(last_event_id)
+        except Problem as exc:
+            raise Problem(
+                "Last-Event-ID is not an event id of this stream.",
+                status=400,
+                errors=[{"field": "Last-Event-ID", "in": "header", "message": "invalid id"}],
+            ) from exc
+    settings = _settings(request)
+    hub = _hub(request)
+    if not await hub.ready(settings.redis_timeout_seconds):
+        raise Problem(
+            "The live stream is unavailable right now; retry shortly.",
+            status=503,
+            headers={"Retry-After": "2"},
+        )
+    stream = NotificationStream(
+        hub=hub, db=db, redis=redis, user=caller, after=after, settings=settings
+    )
+    return StreamingResponse(
+        stream.events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/webhooks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookOut,
+    dependencies=[WRITE_LIMIT],
+)
+async def create_webhook(
+    body: WebhookCreate, request: Request, response: Response, caller: CurrentUser, db: DatabaseDep
+) -> WebhookOut:
+    settings = _settings(request)
+    await service.check_webhook_target(body.url, settings)
+    async with db.transaction() as session:
+        webhook = await service.create_webhook(session, settings, caller.id, body)
+    response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
+    return webhook
+
+
+@router.get("/webhooks", response_model=Page[WebhookOut], dependencies=[READ_LIMIT])
+async def list_webhooks(
+    caller: CurrentUser, db: DatabaseDep, limit: Limit = 20, cursor: Cursor = None
+) -> Page[WebhookOut]:
+    async with db.session() as session:
+        return await service.list_webhooks(session, caller.id, limit=limit, cursor=cursor)
+
+
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[WRITE_LIMIT],
+)
+async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
+    async with db.transaction() as session:
+        await service.delete_webhook(session, caller.id, webhook_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/webhooks/{webhook_id}/deliveries",
+    response_model=Page[WebhookAttemptOut],
+    dependencies=[READ_LIMIT],
+)
+async def list_deliveries(
+    webhook_id: uuid.UUID,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Page[WebhookAttemptOut]:
+    """Every attempt of every delivery to the webhook, newest first."""
+    async with db.session() as session:
+        return await service.list_attempts(
+            session, caller.id, webhook_id, limit=limit, cursor=cursor
+        )

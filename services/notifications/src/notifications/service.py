@@ -1,15 +1,27 @@
 """Business rules of the notifications service. Functions take a session; they never commit."""
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import bus
 from common.contracts import NotificationRecorded
+from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, decode_cursor, encode_cursor
-from notifications import repository
-from notifications.models import Notification
-from notifications.schemas import NotificationOut
+from notifications import deliveries, live, repository, webhooks
+from notifications.models import Notification, Webhook
+from notifications.schemas import (
+    NotificationOut,
+    WebhookAttemptOut,
+    WebhookCreate,
+    WebhookOut,
+)
+from notifications.settings import Settings
+
+
+def _next_cursor(rows: list[tuple[datetime, uuid.UUID]], more: bool) -> str | None:
+    return encode_cursor(*rows[-1]) if more and rows else None
 
 
 async def list_notifications(
@@ -18,27 +30,35 @@ async def list_notifications(
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_notifications(session, user_id, limit=limit + 1, after=after)
     page = rows[:limit]
-    next_cursor = (
-        encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit and page else None
-    )
     return Page[NotificationOut](
-        items=[NotificationOut.model_validate(n) for n in page], next_cursor=next_cursor
+        items=[NotificationOut.model_validate(n) for n in page],
+        next_cursor=_next_cursor([(n.created_at, n.id) for n in page], len(rows) > limit),
     )
 
 
 async def record(
     session: AsyncSession, *, user_id: uuid.UUID, kind: str, order_id: uuid.UUID | None
 ) -> Notification:
-    """Store the notification once, whatever the redeliveries (unique dedup key)."""
+    """Store the notification once, whatever the redeliveries (unique dedup key).
+
+    A new one is also queued for each of the user's webhooks and PUBLISHed to the user's
+    live streams, both only if this unit of work commits.
+    """
     subject = order_id or user_id
-    notification = Notification(
+    candidate = Notification(
         id=uuid.uuid4(),
         user_id=user_id,
         kind=kind,
         order_id=order_id,
         dedup_key=f"{kind}:{subject}",
     )
-    return await repository.insert_notification(session, notification)
+    await repository.lock_user(session, user_id)
+    notification, created = await repository.insert_notification(session, candidate)
+    if created:
+        if await repository.enqueue_deliveries(session, notification):
+            deliveries.mark_enqueued(session)
+        live.mark_recorded(session, notification)
+    return notification
 
 
 async def record_order_outcome(
@@ -51,4 +71,79 @@ async def record_order_outcome(
         NotificationRecorded(
             notification_id=notification.id, order_id=order_id, user_id=user_id, kind=kind
         ),
+    )
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def _url_problem(reason: str) -> Problem:
+    return Problem(
+        f"Invalid request: url ({reason}).",
+        status=422,
+        errors=[{"field": "url", "in": "body", "message": reason, "type": "url_refused"}],
+    )
+
+
+async def check_webhook_target(url: str, settings: Settings) -> None:
+    """Refuse (422 naming ``url``) a URL that is not http(s) or whose host does not resolve
+    to public addresses only (unless private targets are allowed)."""
+    try:
+        await webhooks.resolve(
+            url,
+            dns_timeout=settings.webhook_dns_timeout_seconds,
+            allow_private=settings.webhook_allow_private_targets,
+        )
+    except webhooks.TargetRefused as exc:
+        raise _url_problem(str(exc)) from exc
+
+
+async def create_webhook(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: WebhookCreate
+) -> WebhookOut:
+    """Call :func:`check_webhook_target` first (DNS; outside any transaction)."""
+    await repository.lock_user(session, user_id)  # concurrent creations respect the limit
+    if await repository.count_webhooks(session, user_id) >= settings.webhook_max_per_user:
+        raise Conflict(
+            f"A user can register at most {settings.webhook_max_per_user} webhooks;"
+            " delete one first."
+        )
+    webhook = Webhook(id=uuid.uuid4(), user_id=user_id, url=body.url, secret=body.secret)
+    return WebhookOut.model_validate(await repository.insert_webhook(session, webhook))
+
+
+async def list_webhooks(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> Page[WebhookOut]:
+    after = decode_cursor(cursor) if cursor else None
+    rows = await repository.list_webhooks(session, user_id, limit=limit + 1, after=after)
+    page = rows[:limit]
+    return Page[WebhookOut](
+        items=[WebhookOut.model_validate(w) for w in page],
+        next_cursor=_next_cursor([(w.created_at, w.id) for w in page], len(rows) > limit),
+    )
+
+
+async def delete_webhook(session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+    if not await repository.delete_webhook(session, user_id, webhook_id):
+        raise NotFound("No such webhook.")
+
+
+async def list_attempts(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Page[WebhookAttemptOut]:
+    """Every attempt of every delivery to the user's webhook, newest first."""
+    if await repository.get_webhook(session, user_id, webhook_id) is None:
+        raise NotFound("No such webhook.")
+    after = decode_cursor(cursor) if cursor else None
+    rows = await repository.list_attempts(session, webhook_id, limit=limit + 1, after=after)
+    page = rows[:limit]
+    return Page[WebhookAttemptOut](
+        items=[WebhookAttemptOut.model_validate(a) for a in page],
+        next_cursor=_next_cursor([(a.at, a.id) for a in page], len(rows) > limit),
     )

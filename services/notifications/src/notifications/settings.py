@@ -1,5 +1,6 @@
 """Notifications service settings: environment variables prefixed ``NOTIFICATIONS_``."""
 
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -11,3 +12,30 @@ class Settings(ServiceSettings):
     service_name: str = "notifications"
     port: int = 8003
     worker_port: int = 9003
+
+    # The live stream (GET /notifications/stream).
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)  # a comment line this often
+    stream_queue_size: int = Field(default=64, ge=1)  # live events buffered per client
+    # A connected stream re-reads Postgres this often even without a live event, so a PUBLISH
+    # lost to a Redis blip delays a notification by at most this much. 0: only on events.
+    stream_resync_seconds: float = Field(default=60.0, ge=0)
+    stream_retry_ms: int = Field(default=2_000, ge=0)  # the reconnect delay told to clients
+
+    # Webhooks: registration, delivery, retries and the per-endpoint circuit breaker.
+    webhook_allow_private_targets: bool = False  # loopback/private/link-local URLs (tests)
+    webhook_max_per_user: int = Field(default=10, ge=1)
+    webhook_dns_timeout_seconds: float = Field(default=2.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)  # one POST, connect to response
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_base_seconds: float = Field(default=1.0, gt=0)  # full jitter, doubling
+    webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    webhook_breaker_failure_threshold: int = Field(default=5, ge=1)  # consecutive failures
+    webhook_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)  # open -> half-open
+    webhook_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)  # sweep for due retries
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> "Settings":
+        if self.webhook_backoff_max_seconds < self.webhook_backoff_base_seconds:
+            raise ValueError("webhook_backoff_max_seconds must be >= webhook_backoff_base_seconds")
+        return self

@@ -1,0 +1,270 @@
+"""The webhook delivery worker: claims due deliveries from Postgres and POSTs them.
+
+Queue: the ``webhook_deliveries`` table. Rows are inserted in the transaction that records
+the notification, so a crash never loses one, and leased by any worker with ``FOR UPDATE
+SKIP LOCKED`` in ``next_attempt_at`` order (see ``repository.claim_due_deliveries``), so a
+restart loses nothing: a lease of a dead worker simply runs out.
+
+Wake-up: notifications are recorded by this same worker process (its bus consumers), so a
+commit listener wakes the dispatcher in-process the moment a unit of work that enqueued
+deliveries commits; no Redis round trip is needed for that. Otherwise the dispatcher sleeps
+until the earliest ``next_attempt_at`` (retries, deferrals, other workers' leftovers), at most
+``webhook_poll_interval_seconds``.
+
+Each attempt: circuit breaker (open: the delivery waits, no attempt is counted), DNS check of
+the target (private addresses refused unless allowed), the signed POST with a timeout, then
+the breaker and the delivery's row are updated. Failures are retried with exponential
+backoff and full jitter up to ``webhook_max_attempts``; a success is final, so a receiver
+gets each delivery successfully once (``Webhook-Id`` lets it drop the rare duplicate after a
+crash between its 2xx and our commit).
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+import httpx
+from prometheus_client import Counter, Histogram
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import Database
+from notifications import repository, webhooks
+from notifications.breaker import CircuitBreaker
+from notifications.repository import ClaimedDelivery
+from notifications.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "notifications_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (deferred: breaker open, no attempt made)",
+    ["outcome"],
+)
+DELIVERY_DURATION = Histogram(
+    "notifications_webhook_delivery_duration_seconds",
+    "Time of one webhook attempt (DNS check and POST)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+_ENQUEUED_KEY = "notifications.deliveries.enqueued"
+MIN_SLEEP_SECONDS = 0.005
+LEASE_MARGIN_SECONDS = 10.0
+
+
+def mark_enqueued(session: AsyncSession) -> None:
+    """Have the dispatcher woken once this unit of work commits."""
+    session.info[_ENQUEUED_KEY] = True
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2 ** (attempt - 1))]."""
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 62))
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+class Dispatcher:
+    """Runs in the notifications worker until ``stop`` is set; then finishes in-flight work."""
+
+    def __init__(self, database: Database, redis: Redis, settings: Settings) -> None:
+        self.database = database
+        self.settings = settings
+        attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
+        self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
+        self.breaker = CircuitBreaker(
+            redis,
+            failure_threshold=settings.webhook_breaker_failure_threshold,
+            cooldown_seconds=settings.webhook_breaker_cooldown_seconds,
+            probe_lease_seconds=self.lease_seconds,
+            probe_wait_seconds=min(1.0, settings.webhook_breaker_cooldown_seconds),
+        )
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def on_commit(self, session: AsyncSession) -> None:
+        if session.info.get(_ENQUEUED_KEY):
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.database.add_commit_listener(self.on_commit)
+        limits = httpx.Limits(max_connections=self.settings.webhook_concurrency)
+        try:
+            async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+                while not stop.is_set():
+                    try:
+                        claimed = await self._claim()
+                        for delivery in claimed:
+                            self._start(client, delivery)
+                        if not claimed or self._full():
+                            await self._sleep(stop)
+                    except Exception:
+                        logger.exception("webhook dispatcher pass failed; retrying")
+                        await self._pause(stop, self.settings.webhook_poll_interval_seconds)
+                await self._finish_in_flight()
+        finally:
+            self.database.remove_commit_listener(self.on_commit)
+
+    def _full(self) -> bool:
+        return len(self._in_flight) >= self.settings.webhook_concurrency
+
+    async def _claim(self) -> list[ClaimedDelivery]:
+        room = self.settings.webhook_concurrency - len(self._in_flight)
+        if room <= 0:
+            return []
+        self._wake.clear()
+        async with self.database.transaction() as session:
+            return await repository.claim_due_deliveries(
+                session, limit=room, lease_seconds=self.lease_seconds
+            )
+
+    def _start(self, client: httpx.AsyncClient, delivery: ClaimedDelivery) -> None:
+        task = asyncio.create_task(self._deliver_logged(client, delivery))
+        self._in_flight.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._in_flight.discard(done)
+            self._wake.set()  # room for more
+
+        task.add_done_callback(finished)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until woken, until the earliest pending delivery is due, or the poll interval."""
+        if self._wake.is_set() and not self._full():
+            return
+        timeout = self.settings.webhook_poll_interval_seconds
+        if not self._full():
+            async with self.database.session() as session:
+                due_in = await repository.seconds_until_next_due(session)
+            if due_in is not None:
+                timeout = max(MIN_SLEEP_SECONDS, min(timeout, due_in))
+        stop_waiter = asyncio.ensure_future(stop.wait())
+        wake_waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                {stop_waiter, wake_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop_waiter.cancel()
+            wake_waiter.cancel()
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+
+    async def _finish_in_flight(self) -> None:
+        """Shutdown: let attempts in progress end (each is bounded by its timeouts)."""
+        if not self._in_flight:
+            return
+        _, unfinished = await asyncio.wait(
+            set(self._in_flight), timeout=self.lease_seconds - LEASE_MARGIN_SECONDS + 1
+        )
+        for task in unfinished:
+            task.cancel()  # the lease runs out and another worker retries it
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _deliver_logged(self, client: httpx.AsyncClient, delivery: ClaimedDelivery) -> None:
+        try:
+            await self.deliver(client, delivery)
+        except Exception:
+            # Redis or Postgres trouble: the lease runs out and the delivery is retried.
+            logger.exception("webhook delivery failed", extra={"delivery_id": str(delivery.id)})
+
+    async def deliver(self, client: httpx.AsyncClient, delivery: ClaimedDelivery) -> None:
+        settings = self.settings
+        admission = await self.breaker.admit(delivery.url)
+        if not admission.allowed:
+            async with self.database.transaction() as session:
+                await repository.defer_delivery(session, delivery, seconds=admission.retry_in)
+            DELIVERIES.labels("deferred").inc()
+            return
+
+        attempt = delivery.attempts + 1
+        at = datetime.now(UTC)
+        started = time.perf_counter()
+        result = await self._attempt(client, delivery, attempt)
+        elapsed = time.perf_counter() - started
+        await self.breaker.record(
+            delivery.url, success=result.ok, probe_token=admission.probe_token
+        )
+
+        if result.ok:
+            outcome, retry_in = "succeeded", None
+        elif attempt >= settings.webhook_max_attempts:
+            outcome, retry_in = "gave_up", None
+        else:
+            outcome = "retrying"
+            retry_in = backoff_seconds(
+                attempt,
+                base=settings.webhook_backoff_base_seconds,
+                cap=settings.webhook_backoff_max_seconds,
+            )
+        async with self.database.transaction() as session:
+            stored = await repository.record_attempt(
+                session,
+                delivery,
+                at=at,
+                status_code=result.status_code,
+                error=result.error,
+                outcome=outcome,
+                duration_ms=round(elapsed * 1000, 2),
+                retry_in_seconds=retry_in,
+            )
+        if stored is None:
+            logger.warning(
+                "webhook attempt not recorded: lease lost or webhook deleted",
+                extra={"delivery_id": str(delivery.id)},
+            )
+            return
+        DELIVERIES.labels(outcome).inc()
+        DELIVERY_DURATION.observe(elapsed)
+        log = logger.info if result.ok else logger.warning
+        log(
+            "webhook attempt",
+            extra={
+                "delivery_id": str(delivery.id),
+                "webhook_id": str(delivery.webhook_id),
+                "notification_id": str(delivery.notification_id),
+                "attempt": attempt,
+                "outcome": outcome,
+                "status_code": result.status_code,
+                "error": result.error,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: ClaimedDelivery, attempt: int
+    ) -> webhooks.PostResult:
+        settings = self.settings
+        try:
+            target = await webhooks.resolve(
+                delivery.url,
+                dns_timeout=settings.webhook_dns_timeout_seconds,
+                allow_private=settings.webhook_allow_private_targets,
+            )
+        except webhooks.TargetRefused as exc:
+            return webhooks.PostResult(None, f"target refused: {exc}")
+        body = webhooks.body_of(
+            notification_id=delivery.notification_id,
+            kind=delivery.kind,
+            order_id=delivery.order_id,
+            user_id=delivery.user_id,
+            created_at=delivery.created_at,
+        )
+        headers = webhooks.signed_headers(
+            delivery_id=delivery.id, attempt=attempt, secret=delivery.secret, body=body
+        )
+        return await webhooks.post(
+            client,
+            target,
+            body=body,
+            headers=headers,
+            total_timeout=settings.webhook_timeout_seconds,
+        )

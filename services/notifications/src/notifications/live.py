@@ -1,0 +1,400 @@
+"""Live notifications: PUBLISH after commit, one pub/sub connection per API, server-sent events.
+
+Publishing (worker): ``service.record`` marks each new notification on the unit of work's
+session; :class:`LivePublisher`, a commit listener, PUBLISHes them once the transaction has
+committed (never for a rolled-back one), on ``notifications:live:<redis db>:<user id>``.
+Pub/sub ignores database numbers, hence the db in the name: stacks sharing a Redis server
+(dev, e2e, tests) stay apart.
+
+Fan-out (API): :class:`LiveHub` holds the process's one pub/sub connection, PSUBSCRIBEd to
+every user's channel, and hands each message to the :class:`Subscription` of every stream of
+that user in this process. Handing over never blocks: a subscription is a bounded buffer,
+and one that overflows is flagged for a resync from Postgres instead of blocking the hub.
+
+Streams (:class:`NotificationStream`): what a client receives always comes from Postgres,
+read in ``(created_at, id)`` order after the last event it was sent; a live message only says
+"there is something newer than X". Because a user's notifications commit in that order (see
+``repository.lock_user``), this gives no gaps and no duplicates: the stream subscribes
+first, then replays from ``Last-Event-ID``, then skips live messages at or below what it has
+sent. Out-of-order PUBLISHes, a hub reconnect (every stream resyncs) or a slow client
+(overflow -> resync) cannot lose or repeat an event. Event ``id``: the opaque cursor of
+``common.pagination`` over ``(created_at, id)``.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.auth import AuthenticatedUser, session_key
+from common.db import Database
+from common.pagination import encode_cursor
+from notifications import repository
+from notifications.models import Notification
+from notifications.repository import CursorKey
+from notifications.schemas import NotificationOut
+from notifications.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STREAM_CLIENTS = Gauge("notifications_stream_clients", "Open notification streams")
+STREAM_EVENTS = Counter("notifications_stream_events_total", "Notifications sent on streams")
+STREAM_RESYNCS = Counter(
+    "notifications_stream_resyncs_total",
+    "Streams re-read from Postgres without a live event, by reason",
+    ["reason"],
+)
+LIVE_PUBLISHED = Counter(
+    "notifications_live_published_total", "Notifications PUBLISHed after commit, by result",
+    ["result"],
+)  # fmt: skip
+
+_RECORDED_KEY = "notifications.live.recorded"
+ORIGIN: CursorKey = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+REPLAY_BATCH = 100
+
+
+def channel_prefix(redis: Redis) -> str:
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    return f"notifications:live:{db}:"
+
+
+def live_payload(notification: Notification) -> dict[str, Any]:
+    return {
+        **NotificationOut.model_validate(notification).model_dump(mode="json"),
+        "user_id": str(notification.user_id),
+    }
+
+
+def mark_recorded(session: AsyncSession, notification: Notification) -> None:
+    """Have ``notification`` PUBLISHed once this unit of work commits."""
+    session.info.setdefault(_RECORDED_KEY, []).append(live_payload(notification))
+
+
+class LivePublisher:
+    """Commit listener (``Database.add_commit_listener``) of the processes that record."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.prefix = channel_prefix(redis)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def on_commit(self, session: AsyncSession) -> None:
+        recorded: list[dict[str, Any]] = session.info.pop(_RECORDED_KEY, [])
+        if recorded:
+            task = asyncio.create_task(self.publish(recorded))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def publish(self, payloads: list[dict[str, Any]]) -> None:
+        """Best effort (streams also resync now and then): two tries, then a log line."""
+        for attempt in (1, 2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for payload in payloads:
+                        pipe.publish(self.prefix + payload["user_id"], json.dumps(payload))
+                    await pipe.execute()
+            except Exception:
+                if attempt == 2:
+                    LIVE_PUBLISHED.labels("failed").inc(len(payloads))
+                    logger.exception("live PUBLISH failed; streams catch up on their resync")
+                    return
+                await asyncio.sleep(0.05)
+            else:
+                LIVE_PUBLISHED.labels("published").inc(len(payloads))
+                return
+
+    async def drain(self) -> None:
+        """Wait for the PUBLISHes already scheduled (shutdown, tests)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+class Subscription:
+    """One stream's inbox in the hub: a bounded buffer of "newer than" keys, never blocking."""
+
+    def __init__(self, user_id: uuid.UUID, limit: int) -> None:
+        self.user_id = user_id
+        self.limit = limit
+        self.closed = False
+        self._keys: deque[CursorKey] = deque()
+        self._resync: str | None = None
+        self._wake = asyncio.Event()
+
+    def offer(self, key: CursorKey) -> None:
+        if len(self._keys) >= self.limit:
+            self.request_resync("overflow")  # the client is slow: re-read, never block
+        else:
+            self._keys.append(key)
+            self._wake.set()
+
+    def request_resync(self, reason: str) -> None:
+        self._resync = self._resync or reason
+        self._keys.clear()
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
+
+    def take(self) -> tuple[list[CursorKey], str | None]:
+        keys, reason = list(self._keys), self._resync
+        self._keys.clear()
+        self._resync = None
+        self._wake.clear()
+        return keys, reason
+
+
+class LiveHub:
+    """The API process's one pub/sub connection and its in-process fan-out."""
+
+    def __init__(self, redis: Redis, *, queue_size: int, reconnect_seconds: float = 1.0) -> None:
+        self.redis = redis
+        self.queue_size = queue_size
+        self.reconnect_seconds = reconnect_seconds
+        self.prefix = channel_prefix(redis)
+        self.closing = False
+        self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
+        self._ready = asyncio.Event()
+        self._subscribed_once = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.closing = False
+        self._task = asyncio.create_task(self._run(), name="live-hub")
+
+    def shutdown(self) -> None:
+        """End every stream now (a SIGTERM: clients reconnect elsewhere and resume)."""
+        self.closing = True
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                subscription.close()
+
+    async def stop(self) -> None:
+        self.shutdown()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def ready(self, within: float) -> bool:
+        """True once the pattern subscription is confirmed (False after ``within`` s)."""
+        if self._ready.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._ready.wait()
+        return self._ready.is_set()
+
+    def subscribe(self, user_id: uuid.UUID) -> Subscription:
+        subscription = Subscription(user_id, self.queue_size)
+        if self.closing:
+            subscription.close()
+        self._subscriptions.setdefault(user_id, set()).add(subscription)
+        STREAM_CLIENTS.inc()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscriptions = self._subscriptions.get(subscription.user_id)
+        if subscriptions is None or subscription not in subscriptions:
+            return
+        subscriptions.discard(subscription)
+        if not subscriptions:
+            del self._subscriptions[subscription.user_id]
+        STREAM_CLIENTS.dec()
+
+    @property
+    def connected_streams(self) -> int:
+        return sum(len(s) for s in self._subscriptions.values())
+
+    async def _run(self) -> None:
+        while not self.closing:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.psubscribe(self.prefix + "*")
+                while not self.closing:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("live pub/sub connection lost; reconnecting", exc_info=True)
+                self._ready.clear()
+                await asyncio.sleep(self.reconnect_seconds)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "psubscribe":
+            if self._subscribed_once:
+                # (Re)subscribed after a disconnect: whatever was published meanwhile never
+                # reached us, so every stream re-reads Postgres.
+                for subscriptions in self._subscriptions.values():
+                    for subscription in subscriptions:
+                        subscription.request_resync("reconnect")
+            self._subscribed_once = True
+            self._ready.set()
+            return
+        if message["type"] != "pmessage":
+            return
+        try:
+            payload = json.loads(message["data"])
+            user_id = uuid.UUID(payload["user_id"])
+            key = (datetime.fromisoformat(payload["created_at"]), uuid.UUID(payload["id"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning(
+                "undecodable live message ignored", extra={"channel": message["channel"]}
+            )
+            return
+        for subscription in self._subscriptions.get(user_id, ()):
+            subscription.offer(key)
+
+
+def on_shutdown_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (in the event loop) when SIGTERM/SIGINT arrives, then let the
+    server's own handler run. Returns the function that undoes it.
+
+    Uvicorn waits for open responses before running the lifespan's shutdown, and a stream
+    never ends by itself, so the signal itself is the moment to end them. Only in the main
+    thread, and only over a Python-level handler (uvicorn's); otherwise a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        previous[signum](signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(signum)
+        if callable(current):
+            previous[signum] = current
+            signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, original in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, original)
+
+    return restore
+
+
+def _event(notification: Notification) -> bytes:
+    cursor = encode_cursor(notification.created_at, notification.id)
+    data = NotificationOut.model_validate(notification).model_dump_json()
+    return f"id: {cursor}\nevent: notification\ndata: {data}\n\n".encode()
+
+
+class NotificationStream:
+    """One client's ``text/event-stream``: replay after ``after``, then live."""
+
+    def __init__(
+        self,
+        *,
+        hub: LiveHub,
+        db: Database,
+        redis: Redis,
+        user: AuthenticatedUser,
+        after: CursorKey | None,
+        settings: Settings,
+    ) -> None:
+        self.hub = hub
+        self.db = db
+        self.redis = redis
+        self.user = user
+        self.sent = after  # the (created_at, id) of the last event the client has
+        self.settings = settings
+
+    async def events(self) -> AsyncIterator[bytes]:
+        # Subscribe before anything is read from Postgres, so nothing committed from here on
+        # can fall between the replay and the live part.
+        subscription = self.hub.subscribe(self.user.id)
+        try:
+            preamble = f"retry: {self.settings.stream_retry_ms}\n"
+            if self.sent is None:
+                # A fresh stream starts at the newest existing notification; its id is sent
+                # at once, so even a client that disconnects before any event resumes there.
+                async with self.db.session() as session:
+                    latest = await repository.latest_notification_key(session, self.user.id)
+                self.sent = latest or ORIGIN
+                preamble += f"id: {encode_cursor(*self.sent)}\n"
+            yield (preamble + ": connected\n\n").encode()
+            async for chunk in self._catch_up():
+                yield chunk
+            async for chunk in self._live(subscription):
+                yield chunk
+        finally:
+            self.hub.unsubscribe(subscription)
+
+    async def _live(self, subscription: Subscription) -> AsyncIterator[bytes]:
+        heartbeat = self.settings.stream_heartbeat_seconds
+        resync_every = self.settings.stream_resync_seconds
+        next_heartbeat = time.monotonic() + heartbeat
+        last_read = time.monotonic()
+        while True:
+            await subscription.wait(next_heartbeat - time.monotonic())
+            if subscription.closed or self.hub.closing:
+                return
+            keys, resync = subscription.take()
+            assert self.sent is not None
+            if resync is not None:
+                STREAM_RESYNCS.labels(resync).inc()
+            if resync is not None or any(key > self.sent for key in keys):
+                async for chunk in self._catch_up():
+                    yield chunk
+                last_read = time.monotonic()
+            if time.monotonic() >= next_heartbeat:
+                if not await self._session_alive():
+                    return  # logged out: the token stops working here too
+                if resync_every and time.monotonic() - last_read >= resync_every:
+                    STREAM_RESYNCS.labels("periodic").inc()
+                    async for chunk in self._catch_up():
+                        yield chunk
+                    last_read = time.monotonic()
+                yield b": heartbeat\n\n"
+                next_heartbeat = time.monotonic() + heartbeat
+
+    async def _catch_up(self) -> AsyncIterator[bytes]:
+        """Every notification after the last one sent, oldest first, in batches."""
+        while True:
+            assert self.sent is not None
+            async with self.db.session() as session:
+                batch = await repository.notifications_since(
+                    session, self.user.id, after=self.sent, limit=REPLAY_BATCH
+                )
+            for notification in batch:
+                self.sent = (notification.created_at, notification.id)
+                STREAM_EVENTS.inc()
+                yield _event(notification)
+            if len(batch) < REPLAY_BATCH:
+                return
+
+    async def _session_alive(self) -> bool:
+        try:
+            return bool(await self.redis.exists(session_key(self.user.token_hash)))
+        except Exception:
+            logger.warning("session check failed; the stream stays open", exc_info=True)
+            return True

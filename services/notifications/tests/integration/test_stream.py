@@ -1,0 +1,193 @@
+"""GET /notifications/stream: live server-sent events, resumable with Last-Event-ID."""
+
+import asyncio
+import uuid
+from datetime import datetime
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from common.auth import hash_token, session_key
+from common.pagination import decode_cursor, encode_cursor
+from notifications import service
+
+from ..conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_notification_recorded_after_subscribing_arrives_on_the_stream(
+    open_stream, new_user, record
+):
+    user = await new_user()
+    async with open_stream(user) as stream:
+        opening = await stream.block()
+        assert opening.retry == 100
+        assert "connected" in opening.comments
+        assert opening.id is not None  # resumable from the very start
+
+        recorded = await record(user.id, "order_approved")
+        event = await stream.event(within=2)
+
+    assert event.event == "notification"
+    assert event.id == encode_cursor(recorded.created_at, recorded.id)
+    body = event.json
+    assert datetime.fromisoformat(body.pop("created_at")) == recorded.created_at
+    assert body == {
+        "id": str(recorded.id),
+        "kind": "order_approved",
+        "order_id": str(recorded.order_id),
+        "read": False,
+    }
+
+
+async def test_reconnect_with_last_event_id_replays_what_was_missed_exactly_once(
+    open_stream, new_user, record
+):
+    user = await new_user()
+    async with open_stream(user) as stream:
+        await stream.block()
+        first = await record(user.id)
+        seen = await stream.event(within=2)
+        assert seen.json["id"] == str(first.id)
+
+    missed = [await record(user.id) for _ in range(3)]  # while disconnected
+
+    async with open_stream(user, last_event_id=seen.id) as stream:
+        await stream.block()  # retry + connected
+        replayed = [await stream.event(within=2) for _ in missed]
+        live = await record(user.id)
+        after = await stream.heartbeat(within=3)  # every event up to a quiet moment
+        after += await stream.heartbeat(within=3)
+
+    assert [e.json["id"] for e in replayed] == [str(n.id) for n in missed]
+    assert [e.json["id"] for e in after] == [str(live.id)]  # no duplicate, nothing missing
+
+
+async def test_the_opening_id_resumes_a_stream_that_saw_no_event(open_stream, new_user, record):
+    user = await new_user()
+    earlier = await record(user.id)
+    async with open_stream(user) as stream:
+        opening = await stream.block()
+    assert opening.id == encode_cursor(earlier.created_at, earlier.id)
+
+    missed = await record(user.id)
+    async with open_stream(user, last_event_id=opening.id) as stream:
+        await stream.block()
+        event = await stream.event(within=2)
+    assert event.json["id"] == str(missed.id)
+
+
+async def test_another_users_notifications_never_appear(open_stream, new_user, record):
+    user, other = await new_user(), await new_user()
+    async with open_stream(user) as stream:
+        await stream.block()
+        for _ in range(3):
+            await record(other.id)
+        mine = await record(user.id)
+        events = await stream.heartbeat(within=3)
+        events += await stream.heartbeat(within=3)
+    assert [e.json["id"] for e in events] == [str(mine.id)]
+
+
+async def test_concurrent_notifications_of_one_user_arrive_once_each_in_cursor_order(
+    open_stream, new_user, record
+):
+    user = await new_user()
+    async with open_stream(user) as stream:
+        opening = await stream.block()
+        recorded = await asyncio.gather(*(record(user.id) for _ in range(20)))
+        events = [await stream.event(within=3) for _ in recorded]
+        events += await stream.heartbeat(within=3)
+        events += await stream.heartbeat(within=3)
+
+    assert sorted(e.json["id"] for e in events) == sorted(str(n.id) for n in recorded)
+    cursors = [decode_cursor(e.id) for e in events if e.id]
+    assert cursors == sorted(cursors)
+    assert opening.id is not None
+    assert cursors[0] > decode_cursor(opening.id)
+
+
+async def test_heartbeats_are_comment_lines(open_stream, new_user):
+    user = await new_user()
+    async with open_stream(user) as stream:
+        await stream.block()
+        assert await stream.heartbeat(within=2) == []
+
+
+async def test_a_revoked_token_ends_the_stream_at_the_next_heartbeat(open_stream, new_user, redis):
+    user = await new_user()
+    async with open_stream(user) as stream:
+        await stream.block()
+        await redis.delete(session_key(hash_token(user.token)))  # logged out
+        assert await stream.ended(within=5)  # the server ends the response
+
+
+async def test_the_stream_needs_a_token(client: httpx.AsyncClient):
+    response = await client.get("/notifications/stream")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_malformed_last_event_id_is_400_naming_the_header(client, new_user):
+    user = await new_user()
+    response = await client.get(
+        "/notifications/stream", headers={**user.auth, "Last-Event-ID": "not-a-cursor!"}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "Last-Event-ID"
+
+
+async def test_streams_end_cleanly_on_shutdown(
+    notifications_settings, serve_api, open_stream, new_user, record
+):
+    user = await new_user()
+    async with (
+        serve_api(notifications_settings) as own_api,
+        open_stream(user, base_url=own_api.url) as stream,
+    ):
+        await stream.block()
+        own_api.app.state.live_hub.shutdown()  # what SIGTERM does
+        assert await stream.ended(within=5)
+
+
+async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
+    open_stream, new_user, record, database
+):
+    """T1 records and stays open; T2 records for the same user. If T2 could commit first
+    with a later cursor, a stream that sent T2 would never send T1. The user lock makes T2
+    wait for T1, so the cursor order is the commit order."""
+    user = await new_user()
+
+    async def waiting_on_the_user_lock() -> bool:
+        async with database.session() as session:
+            waiting = await session.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND NOT granted AND classid = :namespace AND objsubid = 2"
+                    " AND database = (SELECT oid FROM pg_database"
+                    "                 WHERE datname = current_database())"
+                ),
+                {"namespace": 0x4E4F5449},
+            )
+            return bool(waiting.scalar_one())
+
+    async with open_stream(user) as stream:
+        await stream.block()
+        async with database.transaction() as session:
+            slow = await service.record(
+                session, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
+            )
+            fast_task = asyncio.create_task(record(user.id))
+
+            async def fast_is_blocked_or_done() -> bool:
+                return fast_task.done() or await waiting_on_the_user_lock()
+
+            await eventually(fast_is_blocked_or_done, within=5)
+            # Without the lock, T2 has committed and its event is out before T1 commits.
+            early = [await stream.event(within=2)] if fast_task.done() else []
+        fast = await fast_task
+        events = early + [await stream.event(within=2) for _ in range(2 - len(early))]
+
+    assert [e.json["id"] for e in events] == [str(slow.id), str(fast.id)]

@@ -1,0 +1,161 @@
+"""POST/GET/DELETE /notifications/webhooks and .../deliveries: the HTTP contract."""
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from common.testing.plugin import asgi_client
+from notifications.main import create_app
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cret-with-16+chars"
+
+
+def problem_fields(response: httpx.Response, status: int) -> set[str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    return {error["field"] for error in body.get("errors", [])}
+
+
+async def test_register_list_and_delete_a_webhook(client, new_user, clean_webhooks):
+    user = await new_user()
+    created = await client.post(
+        "/notifications/webhooks",
+        json={"url": "http://127.0.0.1:9/hooks", "secret": SECRET},
+        headers=user.auth,
+    )
+    assert created.status_code == 201, created.text
+    webhook = created.json()
+    assert set(webhook) == {"id", "url", "created_at"}  # the secret is write-only
+    assert SECRET not in created.text
+    assert created.headers["location"] == f"/notifications/webhooks/{webhook['id']}"
+
+    second = await client.post(
+        "/notifications/webhooks",
+        json={"url": "https://127.0.0.1:9/other", "secret": SECRET},
+        headers=user.auth,
+    )
+    assert second.status_code == 201
+    first_page = await client.get("/notifications/webhooks?limit=1", headers=user.auth)
+    assert first_page.status_code == 200
+    assert [w["id"] for w in first_page.json()["items"]] == [second.json()["id"]]  # newest first
+    assert SECRET not in first_page.text
+    next_page = await client.get(
+        "/notifications/webhooks",
+        params={"limit": 1, "cursor": first_page.json()["next_cursor"]},
+        headers=user.auth,
+    )
+    assert [w["id"] for w in next_page.json()["items"]] == [webhook["id"]]
+    assert next_page.json()["next_cursor"] is None
+
+    deleted = await client.delete(f"/notifications/webhooks/{webhook['id']}", headers=user.auth)
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    listed = await client.get("/notifications/webhooks", headers=user.auth)
+    assert [w["id"] for w in listed.json()["items"]] == [second.json()["id"]]
+    again = await client.delete(f"/notifications/webhooks/{webhook['id']}", headers=user.auth)
+    assert problem_fields(again, 404) == set()
+
+
+async def test_another_users_webhook_is_404(client, new_user, clean_webhooks):
+    owner, stranger = await new_user(), await new_user()
+    created = await client.post(
+        "/notifications/webhooks",
+        json={"url": "http://127.0.0.1:9/hooks", "secret": SECRET},
+        headers=owner.auth,
+    )
+    webhook_id = created.json()["id"]
+
+    listed = await client.get("/notifications/webhooks", headers=stranger.auth)
+    assert listed.json()["items"] == []
+    deliveries = await client.get(
+        f"/notifications/webhooks/{webhook_id}/deliveries", headers=stranger.auth
+    )
+    problem_fields(deliveries, 404)
+    deleted = await client.delete(f"/notifications/webhooks/{webhook_id}", headers=stranger.auth)
+    problem_fields(deleted, 404)
+    unknown = await client.get(
+        f"/notifications/webhooks/{uuid.uuid4()}/deliveries", headers=owner.auth
+    )
+    problem_fields(unknown, 404)
+    still = await client.get(f"/notifications/webhooks/{webhook_id}/deliveries", headers=owner.auth)
+    assert still.status_code == 200
+    assert still.json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "http://127.0.0.1:9/hooks", "secret": "x" * 15}, "secret"),
+        ({"url": "http://127.0.0.1:9/hooks", "secret": "x" * 257}, "secret"),
+        ({"url": "ftp://127.0.0.1/hooks", "secret": SECRET}, "url"),
+        ({"url": "file:///etc/passwd", "secret": SECRET}, "url"),
+        ({"url": "http://user:pw@127.0.0.1/hooks", "secret": SECRET}, "url"),
+        ({"url": "not a url", "secret": SECRET}, "url"),
+        ({"url": "http://", "secret": SECRET}, "url"),
+        ({"secret": SECRET}, "url"),
+    ],
+)
+async def test_invalid_webhooks_are_422_naming_the_field(client, new_user, body, field):
+    user = await new_user()
+    response = await client.post("/notifications/webhooks", json=body, headers=user.auth)
+    assert problem_fields(response, 422) == {field}
+
+
+async def test_webhooks_need_a_token(client):
+    response = await client.post(
+        "/notifications/webhooks", json={"url": "http://127.0.0.1:9/", "secret": SECRET}
+    )
+    problem_fields(response, 401)
+    problem_fields(await client.get("/notifications/webhooks"), 401)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hooks",
+        "http://localhost:8080/hooks",
+        "https://10.1.2.3/hooks",
+        "http://192.168.0.10/hooks",
+        "http://172.16.5.4/hooks",
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata: link-local
+        "http://100.64.0.1/hooks",  # carrier-grade NAT
+        "http://[::1]/hooks",
+        "http://[fe80::1]/hooks",
+        "http://[::ffff:127.0.0.1]/hooks",
+        "http://0.0.0.0/hooks",
+        "http://does-not-resolve.invalid/hooks",
+    ],
+)
+async def test_private_loopback_and_link_local_targets_are_refused_unless_allowed(
+    notifications_settings, new_user, url
+):
+    settings = notifications_settings.model_copy(update={"webhook_allow_private_targets": False})
+    user = await new_user()
+    async with asgi_client(create_app(settings)) as strict:
+        response = await strict.post(
+            "/notifications/webhooks", json={"url": url, "secret": SECRET}, headers=user.auth
+        )
+    assert problem_fields(response, 422) == {"url"}
+    assert "url" in response.json()["detail"]
+
+
+async def test_a_user_has_a_bounded_number_of_webhooks(notifications_settings, new_user):
+    settings = notifications_settings.model_copy(update={"webhook_max_per_user": 2})
+    user = await new_user()
+    async with asgi_client(create_app(settings)) as limited:
+        statuses = [
+            (
+                await limited.post(
+                    "/notifications/webhooks",
+                    json={"url": f"http://127.0.0.1:9/{n}", "secret": SECRET},
+                    headers=user.auth,
+                )
+            ).status_code
+            for n in range(3)
+        ]
+    assert statuses == [201, 201, 409]

@@ -1,0 +1,230 @@
+"""Notifications over HTTP: the live stream (server-sent events) and signed webhooks.
+
+The webhook receiver runs in this test process on 127.0.0.1, so the stack must allow
+loopback targets (`scripts/stack.sh` sets NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_TARGETS for
+its e2e stack); against a stack that refuses them, the webhook test is skipped.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Customer, Stack, eventually, place, settled, sign_up
+
+SECRET = "e2e-webhook-secret-0123456789"
+
+
+@dataclass
+class Event:
+    id: str | None = None
+    event: str | None = None
+    data: str = ""
+    comments: list[str] = field(default_factory=list)
+    received_at: float = 0.0  # time.time() when its last line arrived
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class Stream:
+    """A ``text/event-stream`` read block by block (a block ends with a blank line)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def block(self, within: float) -> Event:
+        block, data = Event(), list[str]()
+        async with asyncio.timeout(within):
+            while True:
+                line = await anext(self._lines)
+                if line == "":
+                    if data or block.id is not None or block.comments:
+                        block.data, block.received_at = "\n".join(data), time.time()
+                        return block
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "":
+                    block.comments.append(value)
+                elif name == "id":
+                    block.id = value
+                elif name == "event":
+                    block.event = value
+                elif name == "data":
+                    data.append(value)
+
+    async def events_until(self, kind: str, within: float = 20.0) -> list[Event]:
+        """The ``notification`` events up to the first of this kind (heartbeats skipped)."""
+        deadline = time.monotonic() + within
+        events = []
+        while True:
+            block = await self.block(max(0.01, deadline - time.monotonic()))
+            if block.event == "notification":
+                events.append(block)
+                if block.json["kind"] == kind:
+                    return events
+
+    async def notification(self, kind: str, within: float = 20.0) -> Event:
+        """The next ``notification`` event of this kind (others and heartbeats skipped)."""
+        return (await self.events_until(kind, within))[-1]
+
+
+@contextlib.asynccontextmanager
+async def stream_of(
+    stack: Stack, customer: Customer, last_event_id: str | None = None
+) -> AsyncIterator[Stream]:
+    headers = dict(customer.auth)
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    async with stack.notifications.stream(
+        "GET", "/notifications/stream", headers=headers, timeout=httpx.Timeout(10, read=None)
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = Stream(response)
+        opening = await stream.block(within=10)
+        assert "connected" in opening.comments  # subscribed: from here nothing is missed
+        yield stream
+
+
+async def test_the_stream_delivers_the_orders_notification_within_a_second_and_resumes(
+    stack: Stack,
+):
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    async with stream_of(stack, customer) as stream:
+        placed = await place(stack, customer, 1_000)
+        approved_event = await stream.notification("order_approved")
+    order = await settled(stack, customer, placed["id"])
+
+    assert order["status"] == "APPROVED"
+    assert approved_event.json["order_id"] == placed["id"]
+    outcome_at = datetime.fromisoformat(order["updated_at"]).timestamp()
+    lag = approved_event.received_at - outcome_at
+    assert lag < 1.0, f"the notification reached the stream {lag:.3f} s after APPROVED"
+
+    # Disconnected: the cancellation's notification is recorded meanwhile.
+    cancelled = await stack.orders.post(f"/orders/{placed['id']}/cancel", headers=customer.auth)
+    assert cancelled.status_code == 202, cancelled.text
+    assert (await settled(stack, customer, placed["id"]))["status"] == "CANCELLED"
+
+    async def listed_kinds() -> list[str]:
+        response = await stack.notifications.get("/notifications", headers=customer.auth)
+        return [n["kind"] for n in response.json()["items"]]
+
+    await eventually(listed_kinds, lambda kinds: "order_cancelled" in kinds)
+
+    async with stream_of(stack, customer, last_event_id=approved_event.id) as resumed:
+        replayed = await resumed.events_until("order_cancelled")
+
+    assert replayed[-1].json["order_id"] == placed["id"]  # the one missed...
+    assert all(e.json["kind"] != "order_approved" for e in replayed)  # ...not the one seen
+
+
+@dataclass
+class Hit:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that answers 204 to every POST."""
+
+    def __init__(self) -> None:
+        self.hits: list[Hit] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> "Receiver":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readline()  # request line
+            headers: dict[str, str] = {}
+            while (line := (await reader.readline()).decode().strip()) != "":
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.hits.append(Hit(headers, body))
+            writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def signature_is_valid(secret: str, hit: Hit) -> bool:
+    timestamp = hit.headers["webhook-timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + hit.body, hashlib.sha256)
+    return hmac.compare_digest(hit.headers["webhook-signature"], f"v1={expected.hexdigest()}")
+
+
+async def test_a_webhook_receives_a_signed_order_approved_delivery(stack: Stack):
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    async with Receiver() as receiver:
+        registered = await stack.notifications.post(
+            "/notifications/webhooks",
+            json={"url": f"http://127.0.0.1:{receiver.port}/shop", "secret": SECRET},
+            headers=customer.auth,
+        )
+        if registered.status_code == 422:
+            pytest.skip("this stack refuses loopback webhook targets: " + registered.text)
+        assert registered.status_code == 201, registered.text
+        webhook = registered.json()
+        assert "secret" not in webhook
+
+        placed = await place(stack, customer, 2_500)
+        assert (await settled(stack, customer, placed["id"]))["status"] == "APPROVED"
+
+        def approved() -> list[Hit]:
+            return [h for h in receiver.hits if h.json["kind"] == "order_approved"]
+
+        async def hits() -> list[Hit]:
+            return approved()
+
+        [hit] = await eventually(hits, bool)
+
+    assert signature_is_valid(SECRET, hit)
+    assert hit.json["order_id"] == placed["id"]
+    assert hit.json["user_id"] == customer.id
+    assert set(hit.json) == {"id", "kind", "order_id", "user_id", "created_at"}
+
+    async def attempts() -> list[dict[str, Any]]:
+        response = await stack.notifications.get(
+            f"/notifications/webhooks/{webhook['id']}/deliveries", headers=customer.auth
+        )
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return [a for a in items if a["delivery_id"] == hit.headers["webhook-id"]]
+
+    [attempt] = await eventually(attempts, bool)
+    assert attempt["notification_id"] == hit.json["id"]
+    assert attempt["attempt"] == 1
+    assert attempt["status_code"] == 204
+    assert attempt["outcome"] == "succeeded"
+    assert attempt["next_attempt_at"] is None
