@@ -74,6 +74,7 @@ async def test_notifications_worker_stopped_then_started_delivers_each_notice_on
         return Counter(n["kind"] for n in items if n["kind"] != "welcome")
 
     await eventually(outcome_kinds, lambda kinds: kinds == expected, timeout=30)
+
     async def saga_states() -> set[str]:
         sagas = [
             await stack.orders.get(f"/orders/{o['id']}/saga", headers=customer.auth) for o in placed

@@ -8,6 +8,7 @@ and stable while new rows arrive.
 import base64
 import binascii
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from common.errors import Problem
 
 ItemT = TypeVar("ItemT")
+RowT = TypeVar("RowT")
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1..100)")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
@@ -43,3 +45,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             status=400,
             errors=[{"field": "cursor", "in": "query", "message": "invalid cursor"}],
         ) from exc
+
+
+def build_page(
+    rows: Sequence[RowT],
+    limit: int,
+    *,
+    item: Callable[[RowT], ItemT],
+    key: Callable[[RowT], tuple[datetime, uuid.UUID]],
+) -> Page[ItemT]:
+    """A page from rows fetched with ``limit + 1``: the extra row only says "there is more".
+
+    ``key`` gives a row's ``(timestamp, id)``, the order the list is sorted by.
+    """
+    page = rows[:limit]
+    more = len(rows) > limit and bool(page)
+    return Page[ItemT](
+        items=[item(row) for row in page],
+        next_cursor=encode_cursor(*key(page[-1])) if more else None,
+    )

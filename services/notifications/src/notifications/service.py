@@ -1,14 +1,13 @@
 """Business rules of the notifications service. Functions take a session; they never commit."""
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import bus
 from common.contracts import NotificationRecorded
 from common.errors import Conflict, NotFound, Problem
-from common.pagination import Page, decode_cursor, encode_cursor
+from common.pagination import Page, build_page, decode_cursor
 from notifications import deliveries, live, repository, webhooks
 from notifications.models import Notification, Webhook
 from notifications.schemas import (
@@ -20,19 +19,13 @@ from notifications.schemas import (
 from notifications.settings import Settings
 
 
-def _next_cursor(rows: list[tuple[datetime, uuid.UUID]], more: bool) -> str | None:
-    return encode_cursor(*rows[-1]) if more and rows else None
-
-
 async def list_notifications(
     session: AsyncSession, user_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> Page[NotificationOut]:
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_notifications(session, user_id, limit=limit + 1, after=after)
-    page = rows[:limit]
-    return Page[NotificationOut](
-        items=[NotificationOut.model_validate(n) for n in page],
-        next_cursor=_next_cursor([(n.created_at, n.id) for n in page], len(rows) > limit),
+    return build_page(
+        rows, limit, item=NotificationOut.model_validate, key=lambda n: (n.created_at, n.id)
     )
 
 
@@ -117,10 +110,8 @@ async def list_webhooks(
 ) -> Page[WebhookOut]:
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_webhooks(session, user_id, limit=limit + 1, after=after)
-    page = rows[:limit]
-    return Page[WebhookOut](
-        items=[WebhookOut.model_validate(w) for w in page],
-        next_cursor=_next_cursor([(w.created_at, w.id) for w in page], len(rows) > limit),
+    return build_page(
+        rows, limit, item=WebhookOut.model_validate, key=lambda w: (w.created_at, w.id)
     )
 
 
@@ -142,8 +133,6 @@ async def list_attempts(
         raise NotFound("No such webhook.")
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_attempts(session, webhook_id, limit=limit + 1, after=after)
-    page = rows[:limit]
-    return Page[WebhookAttemptOut](
-        items=[WebhookAttemptOut.model_validate(a) for a in page],
-        next_cursor=_next_cursor([(a.at, a.id) for a in page], len(rows) > limit),
+    return build_page(
+        rows, limit, item=WebhookAttemptOut.model_validate, key=lambda a: (a.at, a.id)
     )

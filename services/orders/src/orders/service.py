@@ -26,7 +26,7 @@ from common.contracts import (
 )
 from common.errors import Conflict, NotFound, Problem
 from common.logging import correlation_id_var
-from common.pagination import Page, decode_cursor, encode_cursor
+from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
 from orders.models import Order, Saga, SagaStep
 from orders.saga import Action, Decision, OrderStatus, SagaState
@@ -121,11 +121,7 @@ async def list_orders(
     rows = await repository.list_orders(
         session, user_id, status=status, limit=limit + 1, after=after
     )
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit and page else None
-    )
-    return Page[OrderOut](items=[OrderOut.model_validate(o) for o in page], next_cursor=next_cursor)
+    return build_page(rows, limit, item=OrderOut.model_validate, key=lambda o: (o.created_at, o.id))
 
 
 async def get_saga(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID) -> SagaOut:
