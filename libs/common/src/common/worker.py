@@ -32,9 +32,10 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -75,6 +76,9 @@ class Timer:
 
 
 ConsumersFactory = Callable[[WorkerContext], Sequence[Consumer]]
+# A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
+# it must return soon after ``stop`` is set.
+LongRunning = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run_worker(
@@ -83,6 +87,7 @@ def run_worker(
     consumers: ConsumersFactory,
     outbox_table: Table | None = None,
     timers: Sequence[Timer] = (),
+    long_running: Sequence[LongRunning] = (),
 ) -> None:
     """Run a worker until SIGTERM/SIGINT, then shut down gracefully and return (exit 0)."""
     configure_logging(settings.service_name, settings.log_level)
@@ -94,7 +99,12 @@ def run_worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await serve_worker(
-            settings, consumers=consumers, outbox_table=outbox_table, timers=timers, stop=stop
+            settings,
+            consumers=consumers,
+            outbox_table=outbox_table,
+            timers=timers,
+            long_running=long_running,
+            stop=stop,
         )
 
     asyncio.run(main())
@@ -107,6 +117,7 @@ async def serve_worker(
     stop: asyncio.Event,
     outbox_table: Table | None = None,
     timers: Sequence[Timer] = (),
+    long_running: Sequence[LongRunning] = (),
 ) -> None:
     """The worker's body, until ``stop`` is set (``run_worker`` sets it on a signal)."""
     database = Database(create_engine(settings))
@@ -135,10 +146,13 @@ async def serve_worker(
         *(Periodic(timer.name, timer.interval_seconds, _bind(timer, context)) for timer in timers),
     ]
 
+    components: list[asyncio.Task[None]] = []
+
     def healthy() -> bool:
         return (
             all(consumer.running for consumer in bus_consumers)
             and all(task.running for task in background)
+            and not any(component.done() for component in components)
             and (relay is None or relay.running)
         )
 
@@ -150,6 +164,7 @@ async def serve_worker(
             await consumer.start()
         for task in background:
             task.start()
+        components.extend(asyncio.create_task(run(context, stop)) for run in long_running)
         await health.start()
         logger.info(
             "worker started",
@@ -161,6 +176,7 @@ async def serve_worker(
         await asyncio.gather(*(consumer.stop() for consumer in bus_consumers))
         grace = settings.bus_shutdown_timeout_seconds
         await asyncio.gather(*(task.stop(grace) for task in background))
+        await asyncio.gather(*components, return_exceptions=True)
         if relay is not None:
             await relay.stop()
         await health.close()

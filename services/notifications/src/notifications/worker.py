@@ -4,17 +4,16 @@
 * after each commit, the new notifications are PUBLISHed to the live streams
   (``live.LivePublisher``) and the webhook dispatcher is woken;
 * the webhook dispatcher (``deliveries.Dispatcher``) POSTs queued deliveries, with retries
-  and a circuit breaker per endpoint. It runs as a worker timer whose run lasts until
-  shutdown, so the worker's health check covers it; on SIGTERM it finishes the attempts in
-  flight while the consumers finish their messages.
+  and a circuit breaker per endpoint. It runs for the worker's whole life (the worker's
+  health check covers it); on SIGTERM it finishes the attempts in flight while the
+  consumers finish their messages.
 """
 
 import asyncio
-import signal
+from collections.abc import Callable
 
 from common.bus import Consumer
-from common.logging import configure_logging
-from common.worker import Timer, WorkerContext, serve_worker
+from common.worker import LongRunning, WorkerContext, run_worker, serve_worker
 from notifications.consumers import HANDLERS
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
@@ -22,9 +21,7 @@ from notifications.models import inbox, outbox
 from notifications.settings import Settings
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """The worker until ``stop`` is set (``run`` sets it on SIGTERM/SIGINT; tests directly)."""
-
+def _consumers(settings: Settings) -> Callable[[WorkerContext], list[Consumer]]:
     def consumers(context: WorkerContext) -> list[Consumer]:
         # Registered before any consumer starts: nothing recorded goes unpublished.
         publisher = LivePublisher(context.redis)
@@ -40,29 +37,32 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             )
         ]
 
-    async def deliver_webhooks(context: WorkerContext) -> None:
+    return consumers
+
+
+def _webhook_dispatcher(settings: Settings) -> LongRunning:
+    async def deliver_webhooks(context: WorkerContext, stop: asyncio.Event) -> None:
         await Dispatcher(context.database, context.redis, settings).run(stop)
 
+    return deliver_webhooks
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """The worker until ``stop`` is set (tests call this directly)."""
     await serve_worker(
         settings,
-        consumers=consumers,
+        consumers=_consumers(settings),
         stop=stop,
         outbox_table=outbox,
-        timers=[
-            Timer("webhook-deliveries", settings.webhook_poll_interval_seconds, deliver_webhooks)
-        ],
+        long_running=[_webhook_dispatcher(settings)],
     )
 
 
 def run() -> None:
     settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(main())
+    run_worker(
+        settings,
+        consumers=_consumers(settings),
+        outbox_table=outbox,
+        long_running=[_webhook_dispatcher(settings)],
+    )
