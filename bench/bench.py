@@ -4,7 +4,7 @@ Runs against the stack `bench/run.sh` brings up (``STACK=bench``: its own ports,
 ``app_bench`` and Redis DB, rate limits raised, logging at WARNING). What is measured and
 how is in bench/README.md. Every load is bounded in count and time and goes to loopback.
 
-    python -m bench.bench [--rates 50,100,200,300,400] [--profile orders-worker] ...
+    python -m bench.bench [--rates 50,75,100,150,200,300,400] [--profile orders-worker] ...
 """
 
 import argparse
@@ -76,6 +76,7 @@ class Config:
     results_dir: Path
     profile: str | None
     profile_rate: float
+    parts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--read-seconds", type=float, default=10.0, help="one wrk run")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2, help="wrk runs per target, alternated")
-    parser.add_argument("--rates", default=env("BENCH_RATES", "50,100,200,300,400"))
+    parser.add_argument("--rates", default=env("BENCH_RATES", "50,75,100,150,200,300,400"))
     parser.add_argument("--step-seconds", type=float, default=10.0, help="one saga step")
     parser.add_argument("--users", type=int, default=100, help="users placing orders")
     parser.add_argument("--settle-seconds", type=float, default=15.0)
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--profile", default=env("BENCH_PROFILE") or None, choices=PROCESSES)
     parser.add_argument(
-        "--profile-rate", type=float, default=float(env("BENCH_PROFILE_RATE", "300"))
+        "--profile-rate", type=float, default=float(env("BENCH_PROFILE_RATE", "100"))
+    )
+    parser.add_argument(
+        "--only", choices=("read", "saga"), help="measure one part (memory is always reported)"
     )
     args = parser.parse_args(argv)
     return Config(
@@ -132,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         results_dir=args.results_dir,
         profile=args.profile,
         profile_rate=args.profile_rate,
+        parts=(args.only,) if args.only else ("read", "saga"),
     )
 
 
@@ -139,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def stack_pids(config: Config) -> dict[str, int]:
-    """The pid of each of the six processes, from the bench stack's supervisord."""
+    """The pid of each of the six processes that runs, from the bench stack's supervisord."""
     pids = {}
     for name in PROCESSES:
         result = subprocess.run(  # noqa: S603 - our own venv's supervisorctl, fixed arguments
@@ -156,7 +161,8 @@ def stack_pids(config: Config) -> dict[str, int]:
         )
         pid = result.stdout.strip()
         if not pid.isdigit() or pid == "0":
-            raise SystemExit(f"{name} is not running in the bench stack ({pid!r})")
+            log(f"WARNING: {name} is not running in the bench stack")
+            continue
         pids[name] = int(pid)
         if procs.children(int(pid)):
             log(f"note: {name} (pid {pid}) has child processes; only its own memory is counted")
@@ -258,8 +264,13 @@ async def same_answer(client: httpx.AsyncClient, config: Config, user: BenchUser
 
 
 async def read_path(
-    config: Config, client: httpx.AsyncClient, user: BenchUser, cpu_groups: procs.PidGroups
+    config: Config,
+    client: httpx.AsyncClient,
+    user: BenchUser,
+    cpu_groups: procs.PidGroups,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
+    profile: dict[str, Any] | None = None
     baseline = await start_baseline(config, client)
     try:
         await same_answer(client, config, user)
@@ -274,6 +285,11 @@ async def read_path(
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for round_number in range(1, config.rounds + 1):
             for name, url in targets.items():
+                profiler = None
+                if config.profile == "users-api" and name == "service" and round_number == 1:
+                    profiler = await profile_start(
+                        config, pids["users-api"], config.read_seconds - 1
+                    )
                 before, started = procs.CpuSnapshot.take(groups), time.monotonic()
                 result = await wrk.run(
                     url,
@@ -284,6 +300,9 @@ async def read_path(
                 cpu = procs.CpuSnapshot.take(groups).percent_since(
                     before, time.monotonic() - started
                 )
+                if profiler is not None:
+                    await asyncio.wait_for(profiler.wait(), timeout=60)
+                    profile = profile_report(config, "read path, service round 1")
                 runs[name].append(
                     {
                         "requests_per_second": result.requests_per_second,
@@ -323,6 +342,7 @@ async def read_path(
         "service": service,
         "baseline": base,
         "ratio": service["requests_per_second"] / base["requests_per_second"],
+        **({"profile": profile} if profile else {}),
     }
 
 
@@ -481,8 +501,12 @@ async def probe_saga(client: httpx.AsyncClient, config: Config, user: BenchUser)
     return None
 
 
+def profile_path(config: Config) -> Path:
+    return config.run_dir / f"profile-{config.profile}.txt"
+
+
 async def profile_start(config: Config, pid: int, seconds: float) -> asyncio.subprocess.Process:
-    output = config.run_dir / f"profile-{config.profile}.txt"
+    output = profile_path(config)
     command = ["py-spy"] if shutil.which("py-spy") else ["uvx", "py-spy"]
     return await asyncio.create_subprocess_exec(
         *command,
@@ -510,6 +534,13 @@ def _module(frame: str) -> str:
     """``func (sqlalchemy/orm/session.py:12)`` -> ``sqlalchemy``; stdlib files keep their name."""
     location = frame.rpartition("(")[2].rstrip(")")
     return location.split(":")[0].split("/")[0] or "?"
+
+
+def profile_report(config: Config, during: str) -> dict[str, Any]:
+    path = profile_path(config)
+    if not path.exists():
+        return {"process": config.profile, "during": during, "error": "py-spy wrote nothing"}
+    return {"process": config.profile, "during": during, "file": str(path), **profile_top(path)}
 
 
 def profile_top(path: Path, limit: int = 12) -> dict[str, Any]:
@@ -635,11 +666,7 @@ async def saga_step(
         "problems": problems,
     }
     if profiler is not None:
-        step["profile"] = {
-            "process": config.profile,
-            "file": str(config.run_dir / f"profile-{config.profile}.txt"),
-            **profile_top(config.run_dir / f"profile-{config.profile}.txt"),
-        }
+        step["profile"] = profile_report(config, f"saga at {rate:g} orders/s")
     return step
 
 
@@ -707,7 +734,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     saga_report = report.get("saga", {})
-    if saga_report.get("measured"):
+    if not saga_report:
+        pass
+    elif saga_report.get("measured"):
         best = saga_report["max_sustained_per_second"]
         rows.append(
             {
@@ -737,15 +766,19 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {"target": "order saga", "value": "not measured", "ok": False},
         )
-    rss = report["rss"]
-    worst = max(rss.items(), key=lambda item: item[1]["peak_hwm_mib"])
-    rows.append(
-        {
-            "target": f"every process < {TARGET_RSS_MIB:g} MiB RSS",
-            "value": f"{worst[1]['peak_hwm_mib']:.0f} MiB ({worst[0]})",
-            "ok": all(entry["peak_hwm_mib"] < TARGET_RSS_MIB for entry in rss.values()),
-        }
-    )
+    rss = {name: entry for name, entry in report["rss"].items() if not entry.get("not_running")}
+    missing = len(report["rss"]) - len(rss)
+    if rss:
+        worst = max(rss.items(), key=lambda item: item[1]["peak_hwm_mib"])
+        rows.append(
+            {
+                "target": f"every process < {TARGET_RSS_MIB:g} MiB RSS",
+                "value": f"{worst[1]['peak_hwm_mib']:.0f} MiB ({worst[0]})"
+                + (f", {missing} not running" if missing else ""),
+                "ok": not missing
+                and all(entry["peak_hwm_mib"] < TARGET_RSS_MIB for entry in rss.values()),
+            }
+        )
     return rows
 
 
@@ -852,18 +885,19 @@ def render(report: dict[str, Any]) -> str:
         ):
             if counts:
                 lines.append(f"  {label}: " + ", ".join(f"{key} {n}" for key, n in counts.items()))
-        for step in saga_report["steps"]:
-            if "profile" in step:
-                profile = step["profile"]
-                lines += [
-                    "",
-                    f"py-spy of {profile['process']} at {step['offered_per_second']:g}/s"
-                    f" ({profile['busy_samples']} busy samples, {profile['file']}):",
-                    "  by module: "
-                    + ", ".join(f"{module} {share:.0f}%" for module, share in profile["by_module"]),
-                    "  top own time:",
-                ]
-                lines += [f"  {share:5.1f}%  {frame}" for frame, share in profile["self"]]
+    profiles = [read["profile"]] if read and "profile" in read else []
+    profiles += [step["profile"] for step in saga_report.get("steps", []) if "profile" in step]
+    for profile in profiles:
+        lines += ["", f"py-spy of {profile['process']}, {profile['during']}:"]
+        if "error" in profile:
+            lines.append(f"  {profile['error']}")
+            continue
+        lines += [
+            f"  {profile['busy_samples']} busy samples ({profile['file']}); by module: "
+            + ", ".join(f"{module} {share:.0f}%" for module, share in profile["by_module"]),
+            "  top own time:",
+        ]
+        lines += [f"  {share:5.1f}%  {frame}" for frame, share in profile["self"]]
     lines += [
         "",
         f"Peak memory, MiB (VmHWM: the process's lifetime peak; then the highest VmRSS sampled"
@@ -871,10 +905,13 @@ def render(report: dict[str, Any]) -> str:
         f"  {'process':22} {'VmHWM':>7} " + " ".join(f"{phase:>8}" for phase in PHASES),
     ]
     for name, entry in report["rss"].items():
+        if entry.get("not_running"):
+            lines.append(f"  {name:22} not running")
+            continue
         by_phase = entry["max_rss_mib_by_phase"]
         lines.append(
             f"  {name:22} {entry['peak_hwm_mib']:7.1f} "
-            + " ".join(f"{by_phase.get(phase, 0.0):8.1f}" for phase in PHASES)
+            + " ".join(f"{fmt(by_phase.get(phase)):>8}" for phase in PHASES)
         )
     errors = report.get("stack_errors", {})
     if errors:
@@ -940,10 +977,12 @@ async def main_async(config: Config) -> int:
         log(f"creating {config.users} users with sessions")
         memory.enter("sign-up")
         users = await create_users(client, config)
-        memory.enter("read")
-        report["read_path"] = await read_path(config, client, users[0], cpu_groups)
-        memory.enter("saga")
-        report["saga"] = await saga(config, client, pool, redis, users, cpu_groups, pids)
+        if "read" in config.parts:
+            memory.enter("read")
+            report["read_path"] = await read_path(config, client, users[0], cpu_groups, pids)
+        if "saga" in config.parts:
+            memory.enter("saga")
+            report["saga"] = await saga(config, client, pool, redis, users, cpu_groups, pids)
     await memory.stop()
     report["stack_errors"] = stacklogs.errors_since(config.run_dir / "logs", log_start)
     report["rss_samples"] = memory.samples
@@ -957,6 +996,8 @@ async def main_async(config: Config) -> int:
         }
         for name, pid in pids.items()
     }
+    for name in PROCESSES:
+        report["rss"].setdefault(name, {"pid": None, "not_running": True})
     report["targets"] = targets(report)
     report["meta"]["wall_seconds"] = round(time.monotonic() - STARTED, 1)
     print(render(report), flush=True)
