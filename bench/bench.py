@@ -517,6 +517,7 @@ async def profile_start(config: Config, pid: int, seconds: float) -> asyncio.sub
         str(math.ceil(seconds)),
         "--rate",
         "100",
+        "--gil",
         "--nonblocking",
         "--format",
         "raw",
@@ -543,29 +544,38 @@ def profile_report(config: Config, during: str) -> dict[str, Any]:
     return {"process": config.profile, "during": during, "file": str(path), **profile_top(path)}
 
 
-def profile_top(path: Path, limit: int = 12) -> dict[str, Any]:
-    """Where a process spent its time, from py-spy's collapsed stacks (``--format raw``).
+PROJECT_MODULES = frozenset({"common", "users", "orders", "notifications"})
 
-    Samples of a thread waiting (an idle thread-pool worker, the event loop's epoll wait)
-    are left out, so the shares are of the time the process was busy. ``by_module`` groups
-    the frame that was running by its top-level package: asyncio (with uvloop's C loop,
-    where socket I/O shows up), sqlalchemy, asyncpg, redis, fastapi, the service's own...
+
+def profile_top(path: Path, limit: int = 12) -> dict[str, Any]:
+    """Where a process spent its CPU, from py-spy's collapsed stacks (``--gil --format raw``).
+
+    Only the thread holding the GIL is sampled, so the shares are of the time the process
+    ran Python (or C holding the GIL: uvloop's socket I/O, asyncpg's protocol), not of time
+    spent waiting. Reported: the running frame's top-level package (``by_module``), the
+    functions with the most own time (``self``) and the project's own functions with the
+    most inclusive time (``project``: which handler or query path costs most).
     """
     own: dict[str, int] = {}
     modules: dict[str, int] = {}
+    project: dict[str, int] = {}
     total = idle = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        leaf = stack.split(";")[-1]
+        frames = stack.split(";")
+        leaf = frames[-1]
         if leaf.startswith(IDLE_LEAVES):
             idle += count
             continue
         total += count
         own[leaf] = own.get(leaf, 0) + count
         modules[_module(leaf)] = modules.get(_module(leaf), 0) + count
+        for frame in set(frames):
+            if _module(frame) in PROJECT_MODULES:
+                project[frame] = project.get(frame, 0) + count
 
     def top(table: dict[str, int], n: int) -> list[tuple[str, float]]:
         ranked = sorted(table.items(), key=lambda item: item[1], reverse=True)[:n]
@@ -576,6 +586,7 @@ def profile_top(path: Path, limit: int = 12) -> dict[str, Any]:
         "idle_samples": idle,
         "by_module": top(modules, 10),
         "self": top(own, limit),
+        "project": top(project, limit),
     }
 
 
@@ -893,11 +904,13 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {profile['error']}")
             continue
         lines += [
-            f"  {profile['busy_samples']} busy samples ({profile['file']}); by module: "
+            f"  {profile['busy_samples']} samples holding the GIL ({profile['file']}); by module: "
             + ", ".join(f"{module} {share:.0f}%" for module, share in profile["by_module"]),
             "  top own time:",
         ]
         lines += [f"  {share:5.1f}%  {frame}" for frame, share in profile["self"]]
+        lines.append("  the project's functions, inclusive:")
+        lines += [f"  {share:5.1f}%  {frame}" for frame, share in profile["project"]]
     lines += [
         "",
         f"Peak memory, MiB (VmHWM: the process's lifetime peak; then the highest VmRSS sampled"
