@@ -179,6 +179,30 @@ def machine_quiet_check() -> dict[str, Any]:
     return {"cpu_busy_percent_before": round(busy, 1), "loadavg_1m_before": load1}
 
 
+async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
+    """Can Postgres take every connection the stack may open? (6 pools of size + overflow)."""
+    limit = int(await pool.fetchval("SHOW max_connections"))
+    in_use = int(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND datname IS DISTINCT FROM current_database()"
+        )
+    )
+    may_open = 0
+    for service in SERVICES:
+        prefix = service.upper()
+        size = int(os.environ.get(f"{prefix}_DB_POOL_SIZE", "10"))
+        overflow = int(os.environ.get(f"{prefix}_DB_MAX_OVERFLOW", "10"))
+        may_open += 2 * (size + overflow)  # an API and a worker
+    if in_use + may_open > limit:
+        log(
+            f"WARNING: the stack's pools may open up to {may_open} Postgres connections and"
+            f" other databases use {in_use}, over max_connections {limit}: under overload,"
+            " expect 'too many clients' errors"
+        )
+    return {"max_connections": limit, "others_in_use": in_use, "stack_pools_may_open": may_open}
+
+
 async def create_users(client: httpx.AsyncClient, config: Config) -> list[BenchUser]:
     """Many users with big credit limits (every order is approved), each with a session."""
     run_id = uuid.uuid4().hex[:8]
@@ -987,6 +1011,7 @@ async def main_async(config: Config) -> int:
         asyncpg.create_pool(config.dsn, min_size=1, max_size=2) as pool,
         Redis.from_url(config.redis_url) as redis,
     ):
+        report["meta"]["postgres"] = await postgres_headroom(pool)
         log(f"creating {config.users} users with sessions")
         memory.enter("sign-up")
         users = await create_users(client, config)
