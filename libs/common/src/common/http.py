@@ -113,12 +113,14 @@ class RequestContextMiddleware:
             correlation_id_var.reset(correlation_token)
 
 
-def get_database(request: Request) -> Database:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
+# pool, a thread hop per request for what is an attribute lookup.
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.db
     return database
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 

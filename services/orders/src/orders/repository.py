@@ -11,8 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from orders.models import Order, Saga, SagaStep
 
 
-async def insert_order(session: AsyncSession, order: Order) -> bool:
-    """Insert unless the user already used this idempotency key; False when they did."""
+async def insert_order(session: AsyncSession, order: Order) -> Order | None:
+    """Insert unless the user already used this idempotency key (then None).
+
+    One round trip: the inserted row comes back (RETURNING) as a loaded ORM object.
+    """
     statement = (
         insert(Order)
         .values(
@@ -28,9 +31,9 @@ async def insert_order(session: AsyncSession, order: Order) -> bool:
             index_elements=[Order.user_id, Order.idempotency_key],
             index_where=Order.idempotency_key.is_not(None),
         )
-        .returning(Order.id)
+        .returning(Order)
     )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    return (await session.scalars(statement)).one_or_none()
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -65,6 +68,17 @@ async def list_orders(
 
 async def get_saga(session: AsyncSession, order_id: uuid.UUID) -> Saga | None:
     return await session.get(Saga, order_id)
+
+
+async def get_order_and_saga(
+    session: AsyncSession, order_id: uuid.UUID
+) -> tuple[Order, Saga] | None:
+    """The order and its saga in one round trip (every saga event needs both)."""
+    statement = (
+        select(Order, Saga).join(Saga, Saga.order_id == Order.id).where(Order.id == order_id)
+    )
+    row = (await session.execute(statement)).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 async def list_steps(session: AsyncSession, order_id: uuid.UUID) -> Sequence[SagaStep]:

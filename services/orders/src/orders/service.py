@@ -84,7 +84,8 @@ async def place_order(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
-    if not await repository.insert_order(session, order):
+    created = await repository.insert_order(session, order)
+    if created is None:
         assert idempotency_key is not None  # only the key's unique index can conflict
         existing = await repository.get_order_by_key(session, user_id, idempotency_key)
         assert existing is not None
@@ -92,8 +93,6 @@ async def place_order(
             raise Conflict("This Idempotency-Key was already used with a different request body.")
         return OrderOut.model_validate(existing), False
 
-    created = await repository.get_order(session, order.id)
-    assert created is not None
     instance = Saga(
         order_id=created.id,
         state=SagaState.AWAITING_CREDIT,
@@ -101,8 +100,6 @@ async def place_order(
     )
     session.add(instance)
     await _apply(session, settings, created, instance, saga.start())
-    await session.flush()
-    await session.refresh(created)
     return OrderOut.model_validate(created), True
 
 
@@ -163,11 +160,11 @@ async def handle_event(
     for _ in range(CONFLICT_RETRIES):
         try:
             async with session.begin_nested():
-                order = await repository.get_order(session, order_id)
-                instance = await repository.get_saga(session, order_id)
-                if order is None or instance is None:
+                found = await repository.get_order_and_saga(session, order_id)
+                if found is None:
                     logger.warning("saga event for an unknown order", extra={"order_id": order_id})
                     return None
+                order, instance = found
                 if isinstance(event, saga.DeadlinePassed) and not _is_overdue(instance):
                     return None  # a reply or another timer moved it on meanwhile
                 decision = saga.decide(

@@ -1,0 +1,178 @@
+"""The saga's persistence: one transaction per step, idempotency, optimistic locking, deadlines."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from common.db import Database
+from common.errors import Conflict
+from orders import repository, saga, service
+from orders.models import Order, Saga, SagaStep, outbox
+from orders.schemas import OrderCreate, OrderItem
+from orders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def order_of(*prices: int) -> OrderCreate:
+    return OrderCreate(
+        items=[OrderItem(sku="sku", quantity=1, unit_price_cents=price) for price in prices]
+    )
+
+
+async def outbox_types(db: Database, order_id: uuid.UUID) -> list[str]:
+    async with db.session() as session:
+        envelopes = (await session.execute(select(outbox.c.envelope))).scalars().all()
+    return [e["type"] for e in envelopes if e["payload"].get("order_id") == str(order_id)]
+
+
+async def state_of(db: Database, order_id: uuid.UUID) -> dict[str, Any]:
+    async with db.session() as session:
+        order = await service.get_order(session, (await owner(db, order_id)), order_id)
+        instance = await session.get(Saga, order_id)
+        steps = (
+            await session.scalars(
+                select(SagaStep).where(SagaStep.order_id == order_id).order_by(SagaStep.id)
+            )
+        ).all()
+    assert instance is not None
+    return {
+        "status": order.status,
+        "reason": order.rejection_reason,
+        "state": instance.state,
+        "version": instance.version,
+        "steps": [f"{s.name}:{s.status}" for s in steps],
+    }
+
+
+async def owner(db: Database, order_id: uuid.UUID) -> uuid.UUID:
+    async with db.session() as session:
+        order = await session.get(Order, order_id)
+        assert order is not None
+        return order.user_id
+
+
+async def place(db: Database, settings: Settings, *prices: int, key: str | None = None) -> Any:
+    async with db.transaction() as session:
+        order, created = await service.place_order(
+            session, settings, uuid.uuid4(), order_of(*prices), key
+        )
+    assert created
+    return order
+
+
+async def test_placing_an_order_commits_order_saga_and_command_together(
+    orders_db: Database, orders_settings: Settings
+):
+    order = await place(orders_db, orders_settings, 300, 200)
+
+    assert order.status == "PENDING"
+    assert order.total_cents == 500
+    assert await outbox_types(orders_db, order.id) == ["users.ReserveCredit"]
+    state = await state_of(orders_db, order.id)
+    assert state["state"] == "awaiting_credit"
+    assert state["steps"] == ["reserve_credit:started"]
+
+
+async def test_a_failed_unit_of_work_leaves_no_order_and_no_command(
+    orders_db: Database, orders_settings: Settings
+):
+    placed: list[Any] = []
+
+    async def place_then_fail() -> None:
+        async with orders_db.transaction() as session:
+            order, _ = await service.place_order(
+                session, orders_settings, uuid.uuid4(), order_of(1), None
+            )
+            placed.append(order)
+            raise RuntimeError("the request failed after placing")
+
+    with pytest.raises(RuntimeError):
+        await place_then_fail()
+    [order] = placed
+    assert await outbox_types(orders_db, order.id) == []
+    async with orders_db.session() as session:
+        assert await session.get(Order, order.id) is None
+
+
+async def test_the_same_idempotency_key_and_body_return_the_first_order(
+    orders_db: Database, orders_settings: Settings
+):
+    user_id = uuid.uuid4()
+    results = []
+    for _ in range(2):
+        async with orders_db.transaction() as session:
+            results.append(
+                await service.place_order(session, orders_settings, user_id, order_of(5), "k-1")
+            )
+    (first, created), (again, created_again) = results
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    assert await outbox_types(orders_db, first.id) == ["users.ReserveCredit"]  # sent once
+
+    with pytest.raises(Conflict):
+        async with orders_db.transaction() as session:
+            await service.place_order(session, orders_settings, user_id, order_of(6), "k-1")
+
+
+async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
+    orders_db: Database, orders_settings: Settings
+):
+    order = await place(orders_db, orders_settings, 100)
+    async with orders_db.transaction() as slow:
+        # `slow` read the saga (version 1)...
+        assert (await repository.get_order_and_saga(slow, order.id)) is not None
+        # ...while another process approved the order and committed (version 2).
+        async with orders_db.transaction() as fast:
+            await service.handle_event(fast, orders_settings, order.id, saga.CreditReserved())
+        # `slow` now cancels from its stale view: the UPDATE matches no row at version 1,
+        # the attempt rolls back to its savepoint, re-reads and decides on the fresh state.
+        decision = await service.handle_event(
+            slow, orders_settings, order.id, saga.CancelRequested()
+        )
+
+    assert decision is not None
+    assert decision.steps[0].detail == "was APPROVED"  # decided on the fresh state
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"], state["version"]) == (
+        "CANCELLING",
+        "awaiting_release",
+        3,
+    )
+    assert await outbox_types(orders_db, order.id) == [
+        "users.ReserveCredit",
+        "orders.OrderApproved",
+        "users.ReleaseCredit",
+    ]
+
+
+async def test_a_deadline_only_fires_once_it_has_passed(
+    orders_db: Database, orders_settings: Settings
+):
+    order = await place(orders_db, orders_settings, 100)
+    async with orders_db.transaction() as session:
+        early = await service.handle_event(
+            session, orders_settings, order.id, saga.DeadlinePassed()
+        )
+    assert early is None
+
+    async with orders_db.transaction() as session:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await session.execute(
+            update(Saga).where(Saga.order_id == order.id).values(deadline_at=past)
+        )
+    async with orders_db.session() as session:
+        assert order.id in await service.overdue_saga_ids(session)
+    async with orders_db.transaction() as session:
+        await service.handle_event(session, orders_settings, order.id, saga.DeadlinePassed())
+
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["reason"]) == ("REJECTED", "timeout")
+    assert await outbox_types(orders_db, order.id) == [
+        "users.ReserveCredit",
+        "users.ReleaseCredit",
+        "orders.OrderRejected",
+    ]
