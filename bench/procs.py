@@ -101,7 +101,8 @@ class CpuSnapshot:
         """Percent of one core per group over the interval, plus ``other`` (the rest of the
         machine's busy time, also of one core) and ``machine`` (percent of all cores).
 
-        A process that started in between counts whole; one that ended in between is lost.
+        A process that started in between counts whole. One that ended in between counts
+        up to its last sighting, when the snapshot comes from a :class:`CpuTracker`.
         """
         usage = {}
         for name, pids in self.groups.items():
@@ -114,6 +115,58 @@ class CpuSnapshot:
         total = self.machine_total - earlier.machine_total
         usage["machine"] = 100 * busy / total if total else 0.0
         return usage
+
+
+class CpuTracker:
+    """Polls the groups' CPU time in the background, remembering processes that exit.
+
+    Postgres forks a backend per new connection; under overload a pool's overflow
+    connections come and go within seconds, and their CPU would otherwise be lost to
+    ``other``. Polled every ``interval`` seconds, a backend is missed only if it lives
+    shorter than that.
+    """
+
+    def __init__(self, groups: PidGroups, interval: float = 0.25) -> None:
+        self.groups = groups
+        self.interval = interval
+        self.seen: dict[str, dict[int, float]] = {name: {} for name in groups}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, name: str, resolve: Callable[[], list[int]]) -> None:
+        self.groups[name] = resolve
+        self.seen.setdefault(name, {})
+
+    def remove(self, name: str) -> None:
+        self.groups.pop(name, None)
+        self.seen.pop(name, None)
+
+    def poll(self) -> None:
+        for name, resolve in self.groups.items():
+            seen = self.seen.setdefault(name, {})
+            for pid in resolve():
+                used = cpu_seconds(pid)
+                if used is not None:
+                    seen[pid] = used
+
+    def take(self) -> CpuSnapshot:
+        self.poll()
+        busy, total = machine_cpu()
+        groups = {name: dict(seen) for name, seen in self.seen.items()}
+        return CpuSnapshot(groups=groups, machine_busy=busy, machine_total=total)
+
+    async def _run(self) -> None:
+        while True:
+            self.poll()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 @dataclass
