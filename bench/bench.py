@@ -892,17 +892,21 @@ def render(report: dict[str, Any]) -> str:
                 f" commands; {step['pg_sessions_opened']:.0f} Postgres sessions opened"
             )
         lines.append("  CPU % of one core during each step:")
-        names = [*PROCESSES, "postgres", "redis", "other", "machine"]
-        lines.append("    " + f"{'offered/s':>9} " + " ".join(f"{name:>12}" for name in names))
+        names = [*PROCESSES, "postgres", "redis", "irq", "other", "machine"]
+        short = {
+            name: name.replace("notifications", "notif").replace("worker", "wkr") for name in names
+        }
+        lines.append("    " + f"{'offered/s':>9} " + " ".join(f"{short[n]:>10}" for n in names))
         for step in saga_report["steps"]:
             lines.append(
                 "    "
                 + f"{step['offered_per_second']:9g} "
-                + " ".join(f"{step['cpu_percent'].get(name, 0.0):12.0f}" for name in names)
+                + " ".join(f"{step['cpu_percent'].get(name, 0.0):10.0f}" for name in names)
             )
         lines.append(
-            "    (postgres: every backend on the machine; other: the load generator and anything"
-            " else running; machine: % of all cores)"
+            "    (postgres: every backend on the machine; irq: kernel interrupt time, mostly"
+            " loopback TCP; other: the load generator and anything else; machine: % of all"
+            " cores)"
         )
         bus = saga_report["bus"]
         lines += [
