@@ -667,7 +667,7 @@ async def saga_step(
     if len(approved) < len(rows):
         problems.append(f"{len(rows) - len(approved)} not APPROVED")
     if completed_per_second < KEEP_UP_SHARE * rate:
-        problems.append(f"fell behind ({completed_per_second / rate:.0%})")
+        problems.append(f"fell behind ({completed_per_second / rate:.1%})")
     if not approved or latency["p99"] >= SUSTAIN_P99_MS:
         problems.append(f"p99 >= {SUSTAIN_P99_MS:g} ms")
     step: dict[str, Any] = {
@@ -892,7 +892,7 @@ def render(report: dict[str, Any]) -> str:
                 f" commands; {step['pg_sessions_opened']:.0f} Postgres sessions opened"
             )
         lines.append("  CPU % of one core during each step:")
-        names = [*PROCESSES, "postgres", "redis", "irq", "other", "machine"]
+        names = [*PROCESSES, "postgres", "redis", "bench", "irq", "other", "machine"]
         short = {
             name: name.replace("notifications", "notif").replace("worker", "wkr") for name in names
         }
@@ -904,9 +904,9 @@ def render(report: dict[str, Any]) -> str:
                 + " ".join(f"{step['cpu_percent'].get(name, 0.0):10.0f}" for name in names)
             )
         lines.append(
-            "    (postgres: every backend on the machine; irq: kernel interrupt time, mostly"
-            " loopback TCP; other: the load generator and anything else; machine: % of all"
-            " cores)"
+            "    (postgres: every backend on the machine; bench: this benchmark and its load"
+            " generator; irq: kernel interrupt time, mostly loopback TCP; other: anything else;"
+            " machine: % of all cores)"
         )
         bus = saga_report["bus"]
         lines += [
@@ -995,6 +995,8 @@ async def main_async(config: Config) -> int:
     cpu_groups: procs.PidGroups = {name: procs.fixed(pid) for name, pid in pids.items()}
     cpu_groups["postgres"] = procs.named("postgres")  # every database's backends
     cpu_groups["redis"] = procs.named("redis-server")
+    # This process and its children: the load generator, wrk, py-spy.
+    cpu_groups["bench"] = lambda: [os.getpid(), *procs.children(os.getpid())]
     cpu = procs.CpuTracker(cpu_groups)
     cpu.start()
     log_start = stacklogs.offsets(config.run_dir / "logs", PROCESSES)
