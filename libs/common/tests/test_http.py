@@ -8,7 +8,7 @@ import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from common.http import create_service_app
+from common.http import DatabaseDep, create_service_app
 from common.settings import ServiceSettings
 from common.testing.plugin import asgi_client
 
@@ -101,3 +101,21 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     await client.post("/things", json={"count": 1})
     metrics = (await client.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/things",status="200"}' in metrics
+
+
+async def test_an_unreachable_database_is_a_503_problem_not_a_500(redis_url: str):
+    down = APIRouter()
+
+    @down.get("/needs-db")
+    async def needs_db(db: DatabaseDep) -> dict[str, str]:
+        await db.ping()
+        return {"ok": "yes"}
+
+    settings = ServiceSettings(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis_url=redis_url
+    )
+    async with asgi_client(create_service_app(settings, title="t", routers=[down])) as client:
+        response = await client.get("/needs-db")
+    body = problem(response, 503)
+    assert response.headers["retry-after"] == "1"
+    assert "Traceback" not in body["detail"]

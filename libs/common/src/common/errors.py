@@ -13,6 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -137,6 +141,29 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Postgres or Redis unreachable, or every pooled connection busy past db_pool_timeout_seconds.
+UNAVAILABLE = (
+    ConnectionError,  # refused or reset before a driver could wrap it (asyncpg connect)
+    TimeoutError,
+    SQLAlchemyTimeoutError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A dependency is down or saturated: a 503 the client may retry, never a 500."""
+    logger.warning("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)})
+    return problem_response(
+        503,
+        "The service is overloaded or its database is unreachable; retry shortly.",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
     return problem_response(
@@ -148,4 +175,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -18,8 +18,10 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "service"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # Six processes share one Postgres (max_connections 100 by default): 6 x (8 + 4) = 72.
+    # A small fixed pool beats a large overflow, whose connections open and close under load.
+    db_pool_size: int = Field(default=8, ge=1, le=200)
+    db_max_overflow: int = Field(default=4, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -37,7 +39,7 @@ class ServiceSettings(BaseSettings):
     bus_stream_prefix: str = "bus:"  # every bus key starts with it: "bus:users.events"
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=64, ge=1, le=10_000)
-    bus_concurrency: int = Field(default=16, ge=1, le=1_000)
+    bus_concurrency: int = Field(default=8, ge=1, le=1_000)  # at most the pool's connections
     bus_max_attempts: int = Field(default=5, ge=1)  # deliveries before the dead-letter stream
     bus_reclaim_idle_ms: int = Field(default=15_000, ge=1)  # pending this long: retry/reclaim
     bus_reclaim_interval_seconds: float = Field(default=5.0, gt=0)

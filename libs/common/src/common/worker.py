@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import Table
@@ -107,7 +108,8 @@ def run_worker(
             stop=stop,
         )
 
-    asyncio.run(main())
+    # uvloop, as uvicorn uses for the APIs: the stock loop cost workers ~a quarter of their CPU.
+    uvloop.run(main())
 
 
 async def serve_worker(
