@@ -220,6 +220,6 @@ case "$(mode):$command" in
   local:stop)     ctl stop "${1:?NAME=<process>}" ;;  # graceful: SIGTERM, in-flight work finishes
   local:urls)     urls ;;
   *:check-invariants) "$VENV/bin/python" scripts/check_invariants.py "$DATABASE_URL" ;;
-  *:dead-letters) "$VENV/bin/python" -m common.bus.deadletters --redis-url "$REDIS_URL" "$@" ;;
+  *:dead-letters) "$VENV/bin/python" -m common.bus --redis-url "$REDIS_URL" "$@" ;;
   *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|dead-letters list|replay|urls" ;;
 esac

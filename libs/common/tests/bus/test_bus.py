@@ -670,7 +670,7 @@ async def test_the_deadletters_module_runs_as_a_command(h: Harness) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "common.bus.deadletters",
+        "common.bus",
         "--prefix",
         h.prefix,
         "list",

@@ -5,8 +5,8 @@ even be decoded) is copied to ``bus:dead-letters`` with where it came from and w
 then acknowledged in its group, atomically: never silently dropped. Operators look and
 replay::
 
-    python -m common.bus.deadletters list [--limit N]
-    python -m common.bus.deadletters replay <dead-letter-id> | --all
+    python -m common.bus list [--limit N]        (make dead-letters)
+    python -m common.bus replay <dead-letter-id> | --all   (make replay-dead-letters)
 
 Replay re-adds the original envelope to its original stream and removes the dead letter.
 The inbox makes replaying an already-handled message harmless. Redis is ``BUS_REDIS_URL``
@@ -138,7 +138,7 @@ async def replay_all(redis: Redis, *, prefix: str, batch: int = 100) -> list[str
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m common.bus.deadletters", description="List and replay dead letters."
+        prog="python -m common.bus", description="List and replay dead letters."
     )
     parser.add_argument("--redis-url", default=os.environ.get("BUS_REDIS_URL"))
     parser.add_argument("--prefix", default=os.environ.get("BUS_STREAM_PREFIX", "bus:"))
@@ -182,6 +182,3 @@ async def cli(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(cli(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())
