@@ -100,6 +100,7 @@ class RequestContextMiddleware:
                 labels = (scope["method"], route, str(status))
                 HTTP_REQUESTS.labels(*labels).inc()
                 HTTP_LATENCY.labels(*labels).observe(elapsed)
+            if path not in PROBE_PATHS and logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "request",
                     extra={

@@ -40,21 +40,24 @@ class UserCache:
         self.ttl_seconds = ttl_seconds
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def get(self, user_id: uuid.UUID) -> tuple[UserOut | None, str]:
-        """The cached view (None on a miss) and the generation to store a fresh one under."""
+    async def get(self, user_id: uuid.UUID) -> tuple[str | None, str]:
+        """The cached view as JSON (None on a miss) and the generation to store a fresh one
+        under. JSON text, not a model: a hit is served as it is, unparsed."""
         cached, generation = await self.redis.mget(_view_key(user_id), _generation_key(user_id))
         generation = str(generation or "0")
         if cached:
             stored_generation, _, view = str(cached).partition("|")
             if stored_generation == generation:
                 CACHE_REQUESTS.labels("hit").inc()
-                return UserOut.model_validate_json(view), generation
+                return view, generation
         CACHE_REQUESTS.labels("miss").inc()
         return None, generation
 
-    async def put(self, view: UserOut, generation: str) -> None:
-        value = f"{generation}|{view.model_dump_json()}"
-        await self.redis.set(_view_key(view.id), value, ex=self.ttl_seconds)
+    async def put(self, view: UserOut, generation: str) -> str:
+        """Cache the view; returns its JSON."""
+        view_json = view.model_dump_json()
+        await self.redis.set(_view_key(view.id), f"{generation}|{view_json}", ex=self.ttl_seconds)
+        return view_json
 
     async def invalidate(self, *user_ids: uuid.UUID) -> None:
         """Bump the generations: every entry cached before this becomes a miss."""

@@ -65,13 +65,16 @@ async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# response_model documents the shape; the body is the cached JSON, sent as it is.
 @router.get("/me", response_model=UserOut, dependencies=[READ_LIMIT])
-async def me(request: Request, caller: CurrentUser, db: DatabaseDep) -> UserOut:
-    return await service.get_visible_user(db, _cache(request), caller.id, caller.id)
+async def me(request: Request, caller: CurrentUser, db: DatabaseDep) -> Response:
+    view = await service.get_visible_user_json(db, _cache(request), caller.id, caller.id)
+    return Response(view, media_type="application/json")
 
 
 @router.get("/{user_id}", response_model=UserOut, dependencies=[READ_LIMIT])
 async def get_user(
     user_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
-) -> UserOut:
-    return await service.get_visible_user(db, _cache(request), caller.id, user_id)
+) -> Response:
+    view = await service.get_visible_user_json(db, _cache(request), caller.id, user_id)
+    return Response(view, media_type="application/json")
