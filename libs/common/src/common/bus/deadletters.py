@@ -181,4 +181,3 @@ async def cli(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(cli(argv))
-
