@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,10 +43,11 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 
 from common.bus import inbox
-from common.bus.consumer import Consumer
+from common.bus.consumer import Consumer, Handler
 from common.bus.outbox import OutboxRelay
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
+from common.contracts import Message
 from common.db import Database, create_engine
 from common.logging import configure_logging
 from common.redis import create_redis
@@ -77,6 +78,26 @@ class Timer:
 
 
 ConsumersFactory = Callable[[WorkerContext], Sequence[Consumer]]
+
+
+def bus_consumer(
+    context: WorkerContext,
+    *,
+    group: str,
+    handlers: Mapping[type[Message], Handler],
+    inbox_table: Table,
+) -> Consumer:
+    """A service's consumer group on the worker's own clients and settings."""
+    return Consumer(
+        context.database,
+        context.redis,
+        group=group,
+        handlers=handlers,
+        inbox_table=inbox_table,
+        settings=context.settings,
+    )
+
+
 # A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
 # it must return soon after ``stop`` is set.
 LongRunning = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]

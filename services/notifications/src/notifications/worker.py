@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 from common.bus import Consumer
-from common.worker import LongRunning, WorkerContext, run_worker, serve_worker
+from common.worker import LongRunning, WorkerContext, bus_consumer, run_worker, serve_worker
 from notifications.consumers import HANDLERS
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
@@ -26,16 +26,7 @@ def _consumers(settings: Settings) -> Callable[[WorkerContext], list[Consumer]]:
         # Registered before any consumer starts: nothing recorded goes unpublished.
         publisher = LivePublisher(context.redis)
         context.database.add_commit_listener(publisher.on_commit)
-        return [
-            Consumer(
-                context.database,
-                context.redis,
-                group="notifications",
-                handlers=HANDLERS,
-                inbox_table=inbox,
-                settings=settings,
-            )
-        ]
+        return [bus_consumer(context, group="notifications", handlers=HANDLERS, inbox_table=inbox)]
 
     return consumers
 

@@ -8,7 +8,7 @@ found by the timer on its first run.
 import logging
 
 from common.bus import Consumer
-from common.worker import Timer, WorkerContext, run_worker
+from common.worker import Timer, WorkerContext, bus_consumer, run_worker
 from orders import saga, service
 from orders.consumers import handlers
 from orders.models import inbox, outbox
@@ -22,14 +22,7 @@ def run() -> None:
 
     def consumers(context: WorkerContext) -> list[Consumer]:
         return [
-            Consumer(
-                context.database,
-                context.redis,
-                group="orders",
-                handlers=handlers(settings),
-                inbox_table=inbox,
-                settings=settings,
-            )
+            bus_consumer(context, group="orders", handlers=handlers(settings), inbox_table=inbox)
         ]
 
     async def expire_overdue_sagas(context: WorkerContext) -> None:
