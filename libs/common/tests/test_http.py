@@ -55,8 +55,14 @@ async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient):
     problem(await client.delete("/things"), 405)
 
 
-async def test_unexpected_error_is_a_500_problem_without_internals(client: httpx.AsyncClient):
-    response = await client.get("/boom")
+async def test_unexpected_error_is_a_500_problem_without_internals(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+):
+    response = await client.get("/boom", headers={"X-Request-ID": "req-500"})
+    assert response.headers["x-request-id"] == "req-500"
+    [logged] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    # The traceback in the log can be found by the request id.
+    assert getattr(logged, "request_id", None) == "req-500"
     body = problem(response, 500)
     assert "hunter2" not in response.text
     assert "Traceback" not in response.text

@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_SCOPE_KEY = "common.request_ids"  # (request id, correlation id), set by common.http
 logger = logging.getLogger(__name__)
 
 
@@ -165,9 +166,22 @@ async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error", extra={"path": request.url.path})
+    """The last resort. It runs outside the request middleware, so the request's ids come
+    from the scope: the traceback in the log and the response still carry them."""
+    request_id, correlation_id = request.scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
+    logger.exception(
+        "unhandled error",
+        extra={
+            "path": request.url.path,
+            "request_id": request_id,
+            "correlation_id": correlation_id,
+        },
+    )
     return problem_response(
-        500, "An unexpected error occurred; it has been logged.", instance=request.url.path
+        500,
+        "An unexpected error occurred; it has been logged.",
+        instance=request.url.path,
+        headers={"X-Request-ID": request_id} if request_id else None,
     )
 
 

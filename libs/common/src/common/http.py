@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.bus import OutboxRelay
 from common.db import Database, create_engine
-from common.errors import install_error_handlers, problem_response
+from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
@@ -74,6 +74,9 @@ class RequestContextMiddleware:
         headers = dict(scope["headers"])
         request_id = _incoming_id(headers.get(REQUEST_ID_HEADER.encode())) or uuid.uuid4().hex
         correlation_id = _incoming_id(headers.get(CORRELATION_ID_HEADER.encode())) or request_id
+        # Also kept in the scope: the 500 handler runs outside this middleware (Starlette's
+        # ServerErrorMiddleware is outermost), after the context variables are reset.
+        scope[REQUEST_ID_SCOPE_KEY] = (request_id, correlation_id)
         request_token = request_id_var.set(request_id)
         correlation_token = correlation_id_var.set(correlation_id)
         status = 500
