@@ -35,6 +35,14 @@ elif [[ $STACK == bench ]]; then
 else
   PORT_BASE=${PORT_BASE:-8000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-9000}
   DB_NAME=${DB_NAME:-app} REDIS_DB=${REDIS_DB:-0}
+  # A developer's stack: every client is 127.0.0.1, so per-address limits would throttle a
+  # test suite run against it. Ten times the production defaults; any of them can be set.
+  for prefix in USERS ORDERS NOTIFICATIONS; do
+    for group_limit in AUTH=300/minute READ=12000/minute WRITE=3000/minute; do
+      variable="${prefix}_RATE_LIMIT_${group_limit%%=*}"
+      export "$variable=${!variable:-${group_limit#*=}}"
+    done
+  done
 fi
 PG_HOST=${PG_HOST:-127.0.0.1} PG_PORT=${PG_PORT:-5432} PG_USER=${PG_USER:-postgres}
 REDIS_HOST=${REDIS_HOST:-127.0.0.1} REDIS_PORT=${REDIS_PORT:-6379}
