@@ -44,11 +44,6 @@ def text(value: Any) -> str:
     return str(value)
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
 async def ensure_group(redis: Redis, key: str, group: str) -> None:
     """Create ``group`` on ``key`` reading from the start (``0``); the stream too if needed.
 
