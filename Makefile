@@ -4,10 +4,20 @@ SHELL := /bin/bash
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
-E2E_ENV := STACK=e2e MODE=local USERS_URL=http://127.0.0.1:18001 \
-	ORDERS_URL=http://127.0.0.1:18002 NOTIFICATIONS_URL=http://127.0.0.1:18003 \
-	USERS_WORKER_URL=http://127.0.0.1:19001 ORDERS_WORKER_URL=http://127.0.0.1:19002 \
-	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:19003
+# make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
+# E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
+E2E_PORT_BASE ?= 18000
+E2E_WORKER_PORT_BASE ?= 19000
+E2E_DB_NAME ?= app_e2e
+E2E_REDIS_DB ?= 14
+E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2E_WORKER_PORT_BASE) \
+	DB_NAME=$(E2E_DB_NAME) REDIS_DB=$(E2E_REDIS_DB) \
+	USERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+1))) \
+	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+2))) \
+	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+3))) \
+	USERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+1))) \
+	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+2))) \
+	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench
