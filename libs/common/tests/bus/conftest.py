@@ -17,6 +17,8 @@ from common.bus import add_inbox_table, add_outbox_table
 from common.db import Database, create_engine, schema_metadata
 from common.settings import ServiceSettings
 
+from .harness import Harness
+
 SCHEMA = "bustest"
 metadata = schema_metadata(SCHEMA)
 outbox = add_outbox_table(metadata)
@@ -96,3 +98,20 @@ def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
         stream_min_retention=0,
         stream_min_retention_seconds=0,
     )
+
+
+@pytest.fixture
+async def h(
+    database: Database,
+    redis: Redis,
+    redis_url: str,
+    outbox_table: Table,
+    inbox_table: Table,
+    effects_table: Table,
+    bus_settings: ServiceSettings,
+) -> AsyncIterator[Harness]:
+    harness = Harness(
+        database, redis, redis_url, outbox_table, inbox_table, effects_table, bus_settings
+    )
+    yield harness
+    await harness.close()
