@@ -96,6 +96,7 @@ async def place_order(
     instance = Saga(
         order_id=created.id,
         state=SagaState.AWAITING_CREDIT,
+        attempt=0,
         correlation_id=correlation_id_var.get() or str(created.id),
     )
     session.add(instance)
@@ -172,6 +173,8 @@ async def handle_event(
                     OrderStatus(order.status),
                     order.rejection_reason,
                     event,
+                    attempt=instance.attempt,
+                    max_resends=settings.saga_max_resends,
                 )
                 await _apply(session, settings, order, instance, decision)
             return decision
@@ -184,12 +187,15 @@ def _is_overdue(instance: Saga) -> bool:
     return instance.deadline_at is not None and instance.deadline_at <= datetime.now(UTC)
 
 
-def _timeout(settings: Settings, state: SagaState) -> float:
-    return {
+def _timeout(settings: Settings, state: SagaState, attempt: int) -> float:
+    """How long to wait: the state's timeout, stretched by each re-send (capped)."""
+    base = {
         SagaState.AWAITING_CREDIT: settings.saga_credit_timeout_seconds,
         SagaState.AWAITING_RELEASE: settings.saga_release_timeout_seconds,
+        SagaState.COMPENSATING: settings.saga_release_timeout_seconds,
         SagaState.AWAITING_NOTIFICATION: settings.saga_notification_timeout_seconds,
     }[state]
+    return min(base * settings.saga_resend_backoff**attempt, settings.saga_max_timeout_seconds)
 
 
 def _message(action: Action, order: Order) -> Message:
@@ -221,10 +227,11 @@ async def _apply(
     order.status = decision.order_status
     order.rejection_reason = decision.rejection_reason
     instance.state = decision.state
+    instance.attempt = decision.attempt
     if decision.state is SagaState.SETTLED:
         instance.deadline_at = None
     elif decision.restart_deadline:
-        seconds = _timeout(settings, decision.state)
+        seconds = _timeout(settings, decision.state, decision.attempt)
         instance.deadline_at = datetime.now(UTC) + timedelta(seconds=seconds)
     session.add_all(
         SagaStep(order_id=order.id, name=step.name, status=step.status, detail=step.detail)

@@ -149,30 +149,66 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
     ]
 
 
-async def test_a_deadline_only_fires_once_it_has_passed(
-    orders_db: Database, orders_settings: Settings
-):
-    order = await place(orders_db, orders_settings, 100)
-    async with orders_db.transaction() as session:
-        early = await service.handle_event(
-            session, orders_settings, order.id, saga.DeadlinePassed()
-        )
-    assert early is None
-
-    async with orders_db.transaction() as session:
+async def expire(db: Database, order_id: uuid.UUID) -> None:
+    """Move the saga's deadline into the past, as time would."""
+    async with db.transaction() as session:
         past = datetime.now(UTC) - timedelta(seconds=1)
         await session.execute(
-            update(Saga).where(Saga.order_id == order.id).values(deadline_at=past)
+            update(Saga).where(Saga.order_id == order_id).values(deadline_at=past)
         )
+
+
+async def deadline_of(db: Database, order_id: uuid.UUID) -> tuple[int, float]:
+    """The saga's attempt and how many seconds are left until its deadline."""
+    async with db.session() as session:
+        instance = await session.get(Saga, order_id)
+        assert instance is not None
+        assert instance.deadline_at is not None
+        return instance.attempt, (instance.deadline_at - datetime.now(UTC)).total_seconds()
+
+
+async def test_a_deadline_only_fires_once_it_has_passed_and_first_resends(
+    orders_db: Database, orders_settings: Settings
+):
+    settings = orders_settings.model_copy(update={"saga_max_resends": 1})
+    order = await place(orders_db, settings, 100)
+    async with orders_db.transaction() as session:
+        early = await service.handle_event(session, settings, order.id, saga.DeadlinePassed())
+    assert early is None
+
+    await expire(orders_db, order.id)
     async with orders_db.session() as session:
         assert order.id in await service.overdue_saga_ids(session)
     async with orders_db.transaction() as session:
-        await service.handle_event(session, orders_settings, order.id, saga.DeadlinePassed())
+        await service.handle_event(session, settings, order.id, saga.DeadlinePassed())
 
+    # Sent again, with a deadline twice as long; still pending.
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"]) == ("PENDING", "awaiting_credit")
+    attempt, seconds_left = await deadline_of(orders_db, order.id)
+    assert attempt == 1
+    assert settings.saga_credit_timeout_seconds * 1.5 < seconds_left
+    assert await outbox_types(orders_db, order.id) == ["users.ReserveCredit"] * 2
+
+    # Re-sends spent: rejected, and compensated until the release is confirmed.
+    await expire(orders_db, order.id)
+    async with orders_db.transaction() as session:
+        await service.handle_event(session, settings, order.id, saga.DeadlinePassed())
     state = await state_of(orders_db, order.id)
     assert (state["status"], state["reason"]) == ("REJECTED", "timeout")
+    assert state["state"] == "compensating"
+    await expire(orders_db, order.id)
+    async with orders_db.transaction() as session:
+        await service.handle_event(session, settings, order.id, saga.DeadlinePassed())
+    async with orders_db.transaction() as session:
+        await service.handle_event(session, settings, order.id, saga.CreditReleased())
+
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"]) == ("REJECTED", "awaiting_notification")
     assert await outbox_types(orders_db, order.id) == [
         "users.ReserveCredit",
+        "users.ReserveCredit",
+        "users.ReleaseCredit",
         "users.ReleaseCredit",
         "orders.OrderRejected",
     ]

@@ -1,6 +1,7 @@
 """Business rules of the users service. Functions take a session; they never commit."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,11 +41,39 @@ async def register(session: AsyncSession, passwords: Passwords, data: UserCreate
     )
     if not await repository.insert_user(session, user):
         raise Conflict(f"A user with email {user.email} already exists.")
-    await bus.publish(session, UserRegistered(user_id=user.id, email=user.email, name=user.name))
+    await _announce_registration(session, user)
     created = await repository.get_user(session, user.id)
     assert created is not None
     await session.refresh(created)
     return await user_view(session, created)
+
+
+async def _announce_registration(session: AsyncSession, user: User) -> None:
+    await bus.publish(session, UserRegistered(user_id=user.id, email=user.email, name=user.name))
+
+
+async def welcome_recorded(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Notifications stored the welcome: stop announcing the registration."""
+    await repository.mark_welcomed(session, user_id)
+
+
+async def announce_unwelcomed_again(
+    session: AsyncSession, timeout_seconds: float, limit: int = 200
+) -> int:
+    """Announce UserRegistered again for users still without a confirmed welcome.
+
+    The same promise the order saga keeps for its outcomes: an announcement lost with
+    Redis's data is sent again until notifications confirms it (its dedup key makes the
+    welcome exactly one). Returns how many were announced again.
+    """
+    now = datetime.now(UTC)
+    users = await repository.claim_unwelcomed(
+        session, now - timedelta(seconds=timeout_seconds), limit
+    )
+    for user in users:
+        user.welcome_sent_at = now
+        await _announce_registration(session, user)
+    return len(users)
 
 
 async def login(

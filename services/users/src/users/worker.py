@@ -1,7 +1,9 @@
-"""The ``users-worker`` entry point: credit commands from the order saga."""
+"""The ``users-worker`` entry point: credit commands from the order saga, and the timer that
+announces registrations again until their welcome notification is confirmed."""
 
 from common.bus import Consumer
-from common.worker import WorkerContext, bus_consumer, run_worker
+from common.worker import Timer, WorkerContext, bus_consumer, run_worker
+from users import service
 from users.cache import UserCache
 from users.consumers import HANDLERS
 from users.models import inbox, outbox
@@ -17,4 +19,17 @@ def run() -> None:
         context.database.add_commit_listener(cache.on_commit)
         return [bus_consumer(context, group="users", handlers=HANDLERS, inbox_table=inbox)]
 
-    run_worker(settings, consumers=consumers, outbox_table=outbox)
+    async def announce_unwelcomed_again(context: WorkerContext) -> None:
+        async with context.database.transaction() as session:
+            await service.announce_unwelcomed_again(session, settings.welcome_timeout_seconds)
+
+    run_worker(
+        settings,
+        consumers=consumers,
+        outbox_table=outbox,
+        timers=[
+            Timer(
+                "welcome-again", settings.welcome_timer_interval_seconds, announce_unwelcomed_again
+            )
+        ],
+    )
