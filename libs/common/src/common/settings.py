@@ -53,6 +53,9 @@ class ServiceSettings(BaseSettings):
     inbox_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    # Rows are sent from memory right after their commit; the sweeper takes only rows older
+    # than this (their process died before sending, or Redis was down then).
+    outbox_sweep_grace_seconds: float = Field(default=5.0, ge=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)
     stream_min_retention: int = Field(default=1_000, ge=0)  # newest entries always kept
     stream_min_retention_seconds: float = Field(default=600.0, ge=0)  # younger always kept

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import BigInteger, Column, String, Table, text
 
-from common.bus import add_inbox_table, add_outbox_table
+from common.bus import Outbox, add_inbox_table, add_outbox_table
 from common.db import Database, create_engine, schema_metadata
 from common.settings import ServiceSettings
 
@@ -44,13 +44,14 @@ async def bus_database(database_url: str, redis_url: str) -> AsyncIterator[Datab
 
 
 @pytest.fixture
-async def database(bus_database: Database) -> AsyncIterator[Database]:
-    """The session's Database with empty bus tables and no outbox bound yet."""
-    async with bus_database.transaction() as session:
-        await session.execute(text(f"TRUNCATE {SCHEMA}.outbox, {SCHEMA}.inbox, {SCHEMA}.effects"))
-    bus_database.session_info.clear()
-    yield bus_database
-    bus_database.session_info.clear()
+async def database(bus_database: Database, redis: Redis, bus_settings: ServiceSettings) -> Database:
+    """A Database on the session's engine, with empty bus tables and the test's outbox (not
+    running: what is published stays in the table until a test runs or flushes it)."""
+    async with bus_database.transaction() as uow:
+        await uow.session.execute(
+            text(f"TRUNCATE {SCHEMA}.outbox, {SCHEMA}.inbox, {SCHEMA}.effects")
+        )
+    return Database(bus_database.engine, outbox=Outbox(redis, outbox, settings=bus_settings))
 
 
 @pytest.fixture(scope="session")

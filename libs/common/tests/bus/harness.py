@@ -10,21 +10,18 @@ from typing import Any, ClassVar
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import Table, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import bus
 from common.bus import (
     Consumer,
     DeadLetter,
     Envelope,
     Handler,
-    OutboxRelay,
-    bind_outbox,
+    Outbox,
     list_dead_letters,
     stream_key,
 )
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.settings import ServiceSettings
 
 
@@ -74,7 +71,7 @@ class Harness:
     effects: Table
     settings: ServiceSettings
     group: str = field(default_factory=lambda: f"g-{uuid.uuid4().hex[:8]}")
-    started: list[Consumer | OutboxRelay] = field(default_factory=list)
+    started: list[Consumer | Outbox] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -87,13 +84,13 @@ class Harness:
     def with_settings(self, **changes: Any) -> ServiceSettings:
         return self.settings.model_copy(update=changes)
 
-    async def start_relay(self, **changes: Any) -> OutboxRelay:
-        relay = OutboxRelay(
-            self.database, self.redis, self.outbox, settings=self.with_settings(**changes)
-        )
-        relay.start()
-        self.started.append(relay)
-        return relay
+    async def start_outbox(self, **changes: Any) -> Outbox:
+        """Run the test's outbox (what the API lifespan and the worker do)."""
+        outbox = Outbox(self.redis, self.outbox, settings=self.with_settings(**changes))
+        self.database.outbox = outbox
+        outbox.start(self.database)
+        self.started.append(outbox)
+        return outbox
 
     def consumer(
         self,
@@ -124,23 +121,21 @@ class Harness:
     async def publish(
         self, *messages: Message, correlation_id: str | None = None
     ) -> list[Envelope]:
-        """Commit messages to the outbox (sent by whatever relay runs, if any)."""
-        bind_outbox(self.database, self.outbox, source="bustest", stream_prefix=self.prefix)
-        async with self.database.transaction() as session:
-            return [
-                await bus.publish(session, message, correlation_id=correlation_id)
-                for message in messages
-            ]
+        """Commit messages to the outbox (sent at once if the outbox runs, else they stay)."""
+        async with self.database.transaction() as uow:
+            return [uow.publish(message, correlation_id=correlation_id) for message in messages]
 
     async def send(self, *messages: Message) -> list[Envelope]:
-        """Publish and flush to the stream right away, without a running relay."""
+        """Publish and flush to the stream right away, without a running outbox."""
         envelopes = await self.publish(*messages)
-        await OutboxRelay(self.database, self.redis, self.outbox, settings=self.settings).flush()
+        flusher = Outbox(self.redis, self.outbox, settings=self.settings)
+        flusher.start(self.database)
+        await flusher.stop()  # its final pass sends every row, whatever its age
         return envelopes
 
     def recorder(self, seen: list[str] | None = None) -> Handler:
-        async def handle(session: AsyncSession, _: Envelope, message: Ping) -> None:
-            await session.execute(self.effects.insert().values(key=message.key))
+        async def handle(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+            await uow.session.execute(self.effects.insert().values(key=message.key))
             if seen is not None:
                 seen.append(message.key)
 

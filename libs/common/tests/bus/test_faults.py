@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Consumer, Envelope, StreamTrimmer, ensure_group, stream_key
 from common.contracts import UserRegistered, groups_reading
-from common.db import Database, create_engine
+from common.db import Database, UnitOfWork, create_engine
 from common.testing.proxy import TcpProxy
 
 from .harness import Harness, Ping, eventually, sample
@@ -41,11 +40,11 @@ async def test_a_failing_handler_is_retried_in_process_not_at_the_next_reclaim(
 ) -> None:
     failures_left = {"flaky": 2}
 
-    async def flaky(session: AsyncSession, _: Envelope, message: Ping) -> None:
+    async def flaky(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
         if failures_left.get(message.key, 0) > 0:
             failures_left[message.key] -= 1
             raise RuntimeError("transient")
-        await session.execute(h.effects.insert().values(key=message.key))
+        await uow.session.execute(h.effects.insert().values(key=message.key))
 
     # Reclaim would come back only after a minute: handling within seconds proves the retry.
     await h.start_consumer({Ping: flaky}, bus_reclaim_idle_ms=60_000, bus_max_attempts=3)

@@ -101,8 +101,8 @@ async def create_webhook(
 ) -> WebhookOut:
     settings = _settings(request)
     await service.check_webhook_target(body.url, settings)
-    async with db.transaction() as session:
-        webhook = await service.create_webhook(session, settings, caller.id, body)
+    async with db.transaction() as uow:
+        webhook = await service.create_webhook(uow.session, settings, caller.id, body)
     response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
     return webhook
 
@@ -122,8 +122,8 @@ async def list_webhooks(
     dependencies=[WRITE_LIMIT],
 )
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
-    async with db.transaction() as session:
-        await service.delete_webhook(session, caller.id, webhook_id)
+    async with db.transaction() as uow:
+        await service.delete_webhook(uow.session, caller.id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -328,8 +328,8 @@ async def test_a_delivery_leased_by_a_crashed_worker_is_delivered_when_the_lease
     receiver = await receivers()
     await register(client, user, receiver.url)
     notification = await record(user.id)
-    async with database.transaction() as session:  # a worker claims it, then dies
-        [claimed] = await repository.claim_due_deliveries(session, limit=10, lease_seconds=0.5)
+    async with database.transaction() as uow:  # a worker claims it, then dies
+        [claimed] = await repository.claim_due_deliveries(uow.session, limit=10, lease_seconds=0.5)
     assert claimed.notification_id == notification.id
 
     started = time.monotonic()

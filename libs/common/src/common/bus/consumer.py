@@ -43,7 +43,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import inbox, metrics
 from common.bus.deadletters import dead_letter
@@ -51,7 +50,7 @@ from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.periodic import Periodic
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 from common.tracing import message_span
@@ -59,11 +58,12 @@ from common.unavailable import is_unavailable
 
 logger = logging.getLogger("common.bus.consumer")
 
-Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
-"""``handler(session, envelope, message)``: the message is the typed contract model.
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+"""``handler(uow, envelope, message)``: the message is the typed contract model.
 
 It runs inside the unit of work that also records the message in the inbox; it must not
-commit. Whatever it publishes with ``bus.publish`` inherits the message's correlation id.
+commit. Whatever it publishes with ``uow.publish`` continues the message's conversation
+(its correlation id, caused by its id).
 """
 
 Entry = tuple[str, dict[str, str]]
@@ -424,12 +424,12 @@ class Consumer:
                 envelope.trace,
                 **{"messaging.consumer.group.name": self.group},
             ):
-                async with self.database.transaction() as session:
+                async with self.database.transaction() as uow:
                     first_time = await inbox.record(
-                        session, self.inbox_table, envelope.id, self.group
+                        uow.session, self.inbox_table, envelope.id, self.group
                     )
                     if first_time:
-                        await route.handler(session, envelope, message)
+                        await route.handler(uow, envelope, message)
             logger.info(
                 "message handled" if first_time else "duplicate message skipped",
                 extra={
