@@ -75,6 +75,18 @@ class CancelRequested:
     pass
 
 
+@dataclass(frozen=True)
+class RetryRequested:
+    """An operator asks to send the current step's command again now (orders.admin_service)."""
+
+
+@dataclass(frozen=True)
+class CompensateRequested:
+    """An operator gives up on a saga waiting for credit: reject it and release the credit."""
+
+    reason: str = "operator"
+
+
 Event = (
     CreditReserved
     | CreditRejected
@@ -82,6 +94,8 @@ Event = (
     | NotificationRecorded
     | DeadlinePassed
     | CancelRequested
+    | RetryRequested
+    | CompensateRequested
 )
 
 
@@ -107,6 +121,10 @@ class Decision:
 
 class NotCancellable(Exception):
     """Only PENDING and APPROVED orders can be cancelled."""
+
+
+class OperatorActionRefused(Exception):
+    """An operator's retry or compensation makes no sense in the saga's state (a 409)."""
 
 
 TIMEOUT_REASON = "timeout"
@@ -158,6 +176,44 @@ def _cancel(state: SagaState, status: OrderStatus) -> Decision:
     )
 
 
+# What a re-send asks for in each waiting state: the step's name and the command to send again.
+RETRIED_STEP = {
+    SagaState.AWAITING_CREDIT: ("reserve_credit", Action.RESERVE_CREDIT),
+    SagaState.AWAITING_RELEASE: ("release_credit", Action.RELEASE_CREDIT),
+    SagaState.AWAITING_NOTIFICATION: ("notify", Action.ANNOUNCE_OUTCOME),
+}
+
+
+def _operator_retry(state: SagaState, status: OrderStatus, reason: str | None) -> Decision:
+    """Send the current step's command again (every command is idempotent per order)."""
+    if state not in RETRIED_STEP:
+        raise OperatorActionRefused(f"The saga is {state}: there is no step to retry.")
+    name, action = RETRIED_STEP[state]
+    return Decision(
+        state=state,
+        order_status=status,
+        rejection_reason=reason,
+        steps=(Step(name, "retried", "operator"),),
+        actions=(action,),
+        restart_deadline=True,
+    )
+
+
+def _operator_compensate(state: SagaState, status: OrderStatus, why: str) -> Decision:
+    """Reject an order still waiting for credit and release whatever may have been held."""
+    if state is not SagaState.AWAITING_CREDIT or status is not OrderStatus.PENDING:
+        raise OperatorActionRefused(
+            f"Only a PENDING order awaiting credit can be compensated; this one is {status} "
+            f"and its saga {state}."
+        )
+    return _announce(
+        OrderStatus.REJECTED,
+        Step("reserve_credit", "compensated", why),
+        rejection_reason=why,
+        compensate=True,
+    )
+
+
 def decide(state: SagaState, status: OrderStatus, reason: str | None, event: Event) -> Decision:
     """The transition table of the saga, flat on purpose: one place to read every rule.
 
@@ -165,6 +221,10 @@ def decide(state: SagaState, status: OrderStatus, reason: str | None, event: Eve
     Anything not listed is recorded in the history and otherwise ignored.
     """
     match event:
+        case RetryRequested():
+            return _operator_retry(state, status, reason)
+        case CompensateRequested(reason=why):
+            return _operator_compensate(state, status, why)
         case CancelRequested():
             return _cancel(state, status)
 
