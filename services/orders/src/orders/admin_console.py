@@ -407,7 +407,7 @@ LANE_HEIGHT = 34
 TOP = 24
 LEFT = 130
 WIDTH = 760
-RIGHT = WIDTH - 20
+RIGHT = WIDTH - 40
 FAILED_STATUSES = frozenset({"failed", "timed_out", "compensated"})
 
 
@@ -419,6 +419,13 @@ def _seconds_label(seconds: float) -> str:
     if seconds < 7200:
         return f"+{seconds / 60:.1f} min"
     return f"+{seconds / 3600:.1f} h"
+
+
+def _point_kind(status: str, detail: str | None, kind: str) -> str:
+    """The colour of a step: the operator's hand first, then failures, then its kind."""
+    if detail == "operator":
+        return "operator"
+    return "failed" if status in FAILED_STATUSES else kind
 
 
 def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
@@ -444,7 +451,7 @@ def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
         Point(
             x=x_of(step.at),
             y=lanes[step.name],
-            kind="failed" if step.status in FAILED_STATUSES else step.kind,
+            kind=_point_kind(step.status, step.detail, step.kind),
             label=(
                 f"{step.name} {step.status}{f' ({step.detail})' if step.detail else ''} "
                 f"at {step.at.isoformat(timespec='milliseconds')}, "
