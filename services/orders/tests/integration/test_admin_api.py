@@ -18,6 +18,7 @@ from common.bus.envelope import Envelope
 from common.bus.streams import stream_key
 from common.contracts import ReserveCredit
 from common.db import Database
+from common.logging import event_id_var
 from common.testing.plugin import asgi_client
 from orders import saga, service
 from orders.main import create_app
@@ -223,8 +224,13 @@ async def test_the_timeline_shows_steps_message_ids_deadline_and_late_replies(
 ):
     order_id = await place(orders_db, orders_settings)
     await time_out(orders_db, orders_settings, order_id)
-    async with orders_db.transaction() as session:  # the credit reply comes after all
-        await service.handle_event(session, orders_settings, order_id, saga.CreditReserved())
+    reply_id = str(uuid.uuid4())
+    token = event_id_var.set(reply_id)  # as the consumer sets it while handling the reply
+    try:
+        async with orders_db.transaction() as session:  # the credit reply comes after all
+            await service.handle_event(session, orders_settings, order_id, saga.CreditReserved())
+    finally:
+        event_id_var.reset(token)
 
     response = await client.get(f"/admin/sagas/{order_id}", headers=OPERATOR)
     assert response.status_code == 200
@@ -238,6 +244,7 @@ async def test_the_timeline_shows_steps_message_ids_deadline_and_late_replies(
     ]
     assert all(uuid.UUID(s["message_id"]) for s in timeline["steps"])
     assert timeline["late_replies"] == 1
+    assert [s["cause_id"] for s in timeline["steps"]] == [None, None, None, reply_id]
     assert timeline["steps"][-1]["kind"] == "late_reply"
     assert timeline["deadline_at"] is not None
     assert (timeline["order_status"], timeline["rejection_reason"]) == ("REJECTED", "timeout")
