@@ -20,7 +20,7 @@ E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench
+	replay-dead-letters operator-token events test lint typecheck unit e2e e2e-stack k8s-check bench
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ dead-letters: sync ## list the bus's dead letters
 
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
+
+operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
+	@$(RUN) python scripts/operator_token.py $(NAME)
 
 events: sync ## regenerate the event catalogue docs/events.md from the code
 	@$(RUN) python scripts/event_catalogue.py

@@ -88,6 +88,18 @@ class CancelRequested:
     pass
 
 
+@dataclass(frozen=True)
+class RetryRequested:
+    """An operator asks to send the current step's command again now (orders.admin_service)."""
+
+
+@dataclass(frozen=True)
+class CompensateRequested:
+    """An operator gives up on a saga waiting for credit: reject it and release the credit."""
+
+    reason: str = "operator"
+
+
 Event = (
     CreditReserved
     | CreditRejected
@@ -95,6 +107,8 @@ Event = (
     | NotificationRecorded
     | DeadlinePassed
     | CancelRequested
+    | RetryRequested
+    | CompensateRequested
 )
 
 
@@ -122,6 +136,10 @@ class Decision:
 
 class NotCancellable(Exception):
     """Only PENDING and APPROVED orders can be cancelled."""
+
+
+class OperatorActionRefused(Exception):
+    """An operator's retry or compensation makes no sense in the saga's state (a 409)."""
 
 
 TIMEOUT_REASON = "timeout"
@@ -152,6 +170,19 @@ def _announce(status: OrderStatus, step: Step, *, rejection_reason: str | None =
 
 def _unchanged(state: SagaState, status: OrderStatus, reason: str | None, step: Step) -> Decision:
     return Decision(state=state, order_status=status, rejection_reason=reason, steps=(step,))
+
+
+def _compensate(step: Step, reason: str) -> Decision:
+    """Reject a pending order. The reservation may yet happen, so release it whatever comes,
+    and wait until the release is confirmed before announcing the rejection."""
+    return Decision(
+        state=SagaState.COMPENSATING,
+        order_status=OrderStatus.REJECTED,
+        rejection_reason=reason,
+        steps=(step, Step("release_credit", "started")),
+        actions=(Action.RELEASE_CREDIT,),
+        restart_deadline=True,
+    )
 
 
 def _resend(
@@ -186,6 +217,40 @@ def _cancel(state: SagaState, status: OrderStatus) -> Decision:
     )
 
 
+# What a re-send asks for in each waiting state: the step's name and the command to send again.
+RETRIED_STEP = {
+    SagaState.AWAITING_CREDIT: ("reserve_credit", Action.RESERVE_CREDIT),
+    SagaState.AWAITING_RELEASE: ("release_credit", Action.RELEASE_CREDIT),
+    SagaState.COMPENSATING: ("release_credit", Action.RELEASE_CREDIT),
+    SagaState.AWAITING_NOTIFICATION: ("notify", Action.ANNOUNCE_OUTCOME),
+}
+
+
+def _operator_retry(state: SagaState, status: OrderStatus, reason: str | None) -> Decision:
+    """Send the current step's command again (every command is idempotent per order)."""
+    if state not in RETRIED_STEP:
+        raise OperatorActionRefused(f"The saga is {state}: there is no step to retry.")
+    name, action = RETRIED_STEP[state]
+    return Decision(
+        state=state,
+        order_status=status,
+        rejection_reason=reason,
+        steps=(Step(name, "retried", "operator"),),
+        actions=(action,),
+        restart_deadline=True,
+    )
+
+
+def _operator_compensate(state: SagaState, status: OrderStatus, why: str) -> Decision:
+    """Reject an order still waiting for credit and release whatever may have been held."""
+    if state is not SagaState.AWAITING_CREDIT or status is not OrderStatus.PENDING:
+        raise OperatorActionRefused(
+            f"Only a PENDING order awaiting credit can be compensated; this one is {status} "
+            f"and its saga {state}."
+        )
+    return _compensate(Step("reserve_credit", "compensated", why), why)
+
+
 def decide(
     state: SagaState,
     status: OrderStatus,
@@ -203,6 +268,10 @@ def decide(
     history and otherwise ignored.
     """
     match event:
+        case RetryRequested():
+            return _operator_retry(state, status, reason)
+        case CompensateRequested(reason=why):
+            return _operator_compensate(state, status, why)
         case CancelRequested():
             return _cancel(state, status)
 
@@ -250,16 +319,8 @@ def decide(
         case DeadlinePassed() if state is SagaState.AWAITING_CREDIT and attempt < max_resends:
             return _resend(state, status, reason, attempt, "reserve_credit", Action.RESERVE_CREDIT)
         case DeadlinePassed() if state is SagaState.AWAITING_CREDIT:
-            # Re-sends spent: compensate. The reservation may yet happen, so release it
-            # whatever comes, and wait until the release is confirmed.
-            return Decision(
-                state=SagaState.COMPENSATING,
-                order_status=OrderStatus.REJECTED,
-                rejection_reason=TIMEOUT_REASON,
-                steps=(Step("reserve_credit", "timed_out"), Step("release_credit", "started")),
-                actions=(Action.RELEASE_CREDIT,),
-                restart_deadline=True,
-            )
+            # Re-sends spent: compensate.
+            return _compensate(Step("reserve_credit", "timed_out"), TIMEOUT_REASON)
         case DeadlinePassed() if state in (SagaState.AWAITING_RELEASE, SagaState.COMPENSATING):
             # The order cannot go back; ask again (ReleaseCredit is idempotent) until it is done.
             return _resend(state, status, reason, attempt, "release_credit", Action.RELEASE_CREDIT)

@@ -26,7 +26,7 @@ from common.contracts import (
 )
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
-from common.logging import correlation_id_var
+from common.logging import correlation_id_var, event_id_var
 from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
 from orders.models import Order, Saga, SagaStep
@@ -221,6 +221,27 @@ def _message(action: Action, order: Order) -> Message:
     raise AssertionError(f"no message for {action} on a {order.status} order")
 
 
+# The step each action's message belongs to on the timeline.
+ACTION_STEP = {
+    Action.RESERVE_CREDIT: "reserve_credit",
+    Action.RELEASE_CREDIT: "release_credit",
+    Action.ANNOUNCE_OUTCOME: "notify",
+}
+
+
+def _record_message(
+    steps: list[SagaStep], action: Action, message_id: uuid.UUID, message_type: str
+) -> None:
+    """Note a sent message's id on its step (or the decision's first free step)."""
+    free = [step for step in steps if step.message_id is None]
+    named = [step for step in free if step.name == ACTION_STEP[action]]
+    if not free:
+        return
+    target = named[0] if named else free[0]
+    target.message_id = message_id
+    target.message_type = message_type
+
+
 async def _apply(
     uow: UnitOfWork, settings: Settings, order: Order, instance: Saga, decision: Decision
 ) -> None:
@@ -235,12 +256,21 @@ async def _apply(
     elif decision.restart_deadline:
         seconds = _timeout(settings, decision.state, decision.attempt)
         instance.deadline_at = datetime.now(UTC) + timedelta(seconds=seconds)
-    uow.session.add_all(
-        SagaStep(order_id=order.id, name=step.name, status=step.status, detail=step.detail)
+    cause_id = event_id_var.get()  # the reply being handled, if any (the operator's timeline)
+    steps = [
+        SagaStep(
+            order_id=order.id,
+            name=step.name,
+            status=step.status,
+            detail=step.detail,
+            cause_id=cause_id,
+        )
         for step in decision.steps
-    )
+    ]
+    uow.session.add_all(steps)
     for action in decision.actions:
-        uow.publish(_message(action, order), correlation_id=instance.correlation_id)
+        envelope = uow.publish(_message(action, order), correlation_id=instance.correlation_id)
+        _record_message(steps, action, envelope.id, envelope.type)
     await uow.session.flush()
     if reached_outcome:
         result = decision.order_status.lower()
@@ -260,3 +290,30 @@ async def _apply(
 
 async def overdue_saga_ids(session: AsyncSession, limit: int = 200) -> list[uuid.UUID]:
     return list(await repository.overdue_saga_ids(session, datetime.now(UTC), limit))
+
+
+# -- operator actions (orders.admin_service calls these) --------------------------------------
+
+
+async def _operator_event(
+    uow: UnitOfWork, settings: Settings, order_id: uuid.UUID, event: saga.Event
+) -> Decision:
+    try:
+        decision = await handle_event(uow, settings, order_id, event)
+    except saga.OperatorActionRefused as exc:
+        raise Conflict(str(exc)) from exc
+    if decision is None:
+        raise NotFound(f"Order {order_id} not found.")
+    return decision
+
+
+async def retry_step(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Decision:
+    """Send the current step's command again now and restart its deadline (409 when settled)."""
+    return await _operator_event(uow, settings, order_id, saga.RetryRequested())
+
+
+async def force_compensation(
+    uow: UnitOfWork, settings: Settings, order_id: uuid.UUID, reason: str = "operator"
+) -> Decision:
+    """Reject an order awaiting credit and release its credit (409 in any other state)."""
+    return await _operator_event(uow, settings, order_id, saga.CompensateRequested(reason))

@@ -6,13 +6,16 @@ from orders.saga import (
     TIMEOUT_REASON,
     Action,
     CancelRequested,
+    CompensateRequested,
     CreditRejected,
     CreditReleased,
     CreditReserved,
     DeadlinePassed,
     NotCancellable,
     NotificationRecorded,
+    OperatorActionRefused,
     OrderStatus,
+    RetryRequested,
     SagaState,
     Step,
     decide,
@@ -211,3 +214,65 @@ def test_cancel_racing_a_late_reservation_releases_exactly_once_per_cause():
     assert cancelling.actions == (Action.RELEASE_CREDIT,)
     assert late.actions == ()
     assert released.order_status is O.CANCELLED
+
+
+# -- operator actions (orders.admin_service) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "step", "action"),
+    [
+        (S.AWAITING_CREDIT, O.PENDING, "reserve_credit", Action.RESERVE_CREDIT),
+        (S.AWAITING_RELEASE, O.CANCELLING, "release_credit", Action.RELEASE_CREDIT),
+        (S.AWAITING_NOTIFICATION, O.APPROVED, "notify", Action.ANNOUNCE_OUTCOME),
+        (S.AWAITING_NOTIFICATION, O.REJECTED, "notify", Action.ANNOUNCE_OUTCOME),
+    ],
+)
+def test_an_operator_retry_resends_the_current_step_and_restarts_its_deadline(
+    state: S, status: O, step: str, action: Action
+):
+    decision = decide(state, status, "why", RetryRequested())
+    assert (decision.state, decision.order_status, decision.rejection_reason) == (
+        state,
+        status,
+        "why",
+    )
+    assert decision.actions == (action,)
+    assert decision.steps == (Step(step, "retried", "operator"),)
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize("status", [O.APPROVED, O.REJECTED, O.CANCELLED])
+def test_a_settled_saga_has_nothing_to_retry(status: O):
+    with pytest.raises(OperatorActionRefused):
+        decide(S.SETTLED, status, None, RetryRequested())
+
+
+def test_an_operator_compensation_rejects_and_releases_the_credit():
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CompensateRequested())
+    assert (decision.state, decision.order_status, decision.rejection_reason) == (
+        S.COMPENSATING,
+        O.REJECTED,
+        "operator",
+    )
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert decision.steps == (
+        Step("reserve_credit", "compensated", "operator"),
+        Step("release_credit", "started"),
+    )
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.AWAITING_NOTIFICATION, O.APPROVED),
+        (S.AWAITING_NOTIFICATION, O.REJECTED),
+        (S.AWAITING_RELEASE, O.CANCELLING),
+        (S.SETTLED, O.APPROVED),
+        (S.SETTLED, O.CANCELLED),
+    ],
+)
+def test_compensation_is_refused_once_credit_is_no_longer_awaited(state: S, status: O):
+    with pytest.raises(OperatorActionRefused):
+        decide(state, status, None, CompensateRequested())
