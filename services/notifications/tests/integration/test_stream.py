@@ -160,34 +160,42 @@ async def test_streams_per_user_are_capped_across_the_api_and_a_closed_one_frees
 ):
     settings = notifications_settings.model_copy(update={"stream_max_per_user": 2})
     user, other = await new_user(), await new_user()
-    async with serve_api(settings) as own_api, serve_api(settings) as replica:
-        async with httpx.AsyncClient(timeout=10) as http:
+    async with (
+        serve_api(settings) as own_api,
+        serve_api(settings) as replica,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
 
-            async def third_attempt(base_url: str) -> httpx.Response:
-                return await http.get(f"{base_url}/notifications/stream", headers=user.auth)
+        async def third_attempt(base_url: str) -> httpx.Response:
+            """The answer's head only (read whole, a 200 stream would never end)."""
+            url = f"{base_url}/notifications/stream"
+            async with http.stream("GET", url, headers=user.auth) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                return response
 
-            async with (
-                open_stream(user, base_url=own_api.url) as one,
-                open_stream(user, base_url=replica.url) as two,  # counted across replicas
-            ):
-                await one.block()
-                await two.block()
-                refused = await third_attempt(own_api.url)
-                assert refused.status_code == 429
-                assert refused.headers["content-type"].startswith("application/problem+json")
-                assert int(refused.headers["retry-after"]) >= 1
-                assert "2" in refused.json()["detail"]
-                assert (await third_attempt(replica.url)).status_code == 429
-                async with open_stream(other, base_url=own_api.url) as others:
-                    await others.block()  # another user is not affected
+        async with (
+            open_stream(user, base_url=own_api.url) as one,
+            open_stream(user, base_url=replica.url) as two,  # counted across replicas
+        ):
+            await one.block()
+            await two.block()
+            refused = await third_attempt(own_api.url)
+            assert refused.status_code == 429
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "2" in refused.json()["detail"]
+            assert (await third_attempt(replica.url)).status_code == 429
+            async with open_stream(other, base_url=own_api.url) as others:
+                await others.block()  # another user is not affected
 
-            async def a_slot_is_free() -> bool:
-                async with http.stream(
-                    "GET", f"{own_api.url}/notifications/stream", headers=user.auth
-                ) as response:
-                    return response.status_code == 200
+        async def a_slot_is_free() -> bool:
+            async with http.stream(
+                "GET", f"{own_api.url}/notifications/stream", headers=user.auth
+            ) as response:
+                return response.status_code == 200
 
-            await eventually(a_slot_is_free, within=5)
+        await eventually(a_slot_is_free, within=5)
 
 
 async def test_the_slot_of_a_stream_never_closed_expires_with_its_lease(redis):

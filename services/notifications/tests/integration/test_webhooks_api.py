@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from sqlalchemy import text
 
 from common.testing.plugin import asgi_client

@@ -14,10 +14,9 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifications import secretbox, webhooks
-from notifications.secretbox import SecretBox, SecretUnreadable
 from notifications.deliveries import backoff_seconds
+from notifications.secretbox import SecretBox, SecretUnreadable
 from notifications.settings import Settings
-
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the specification's example secret
 
