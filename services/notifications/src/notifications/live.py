@@ -48,10 +48,9 @@ from typing import Any
 import anyio
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.auth import AuthenticatedUser, revocation_channel, session_key
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
 from notifications import repository
 from notifications.models import Notification
@@ -79,7 +78,6 @@ LIVE_PUBLISHED = Counter(
     ["result"],
 )  # fmt: skip
 
-_RECORDED_KEY = "notifications.live.recorded"
 ORIGIN: CursorKey = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 REPLAY_BATCH = 100
 
@@ -96,25 +94,17 @@ def live_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-def mark_recorded(session: AsyncSession, notification: Notification) -> None:
-    """Have ``notification`` PUBLISHed once this unit of work commits."""
-    session.info.setdefault(_RECORDED_KEY, []).append(live_payload(notification))
-
-
 class LivePublisher:
-    """Commit listener (``Database.add_commit_listener``) of the processes that record."""
+    """PUBLISHes new notifications to their users' live streams, after their commit."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.prefix = channel_prefix(redis)
-        self._pending: set[asyncio.Task[None]] = set()
 
-    def on_commit(self, session: AsyncSession) -> None:
-        recorded: list[dict[str, Any]] = session.info.pop(_RECORDED_KEY, [])
-        if recorded:
-            task = asyncio.create_task(self.publish(recorded))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+    def publish_after_commit(self, uow: UnitOfWork, notification: Notification) -> None:
+        """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back)."""
+        payload = live_payload(notification)
+        uow.after_commit(lambda: self.publish([payload]))
 
     async def publish(self, payloads: list[dict[str, Any]]) -> None:
         """Best effort (streams also resync now and then): two tries, then a log line."""
@@ -133,11 +123,6 @@ class LivePublisher:
             else:
                 LIVE_PUBLISHED.labels("published").inc(len(payloads))
                 return
-
-    async def drain(self) -> None:
-        """Wait for the PUBLISHes already scheduled (shutdown, tests)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
 
 
 class Subscription:

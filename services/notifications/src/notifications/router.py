@@ -144,8 +144,8 @@ async def create_webhook(
     (``whsec_...``): the only time it is shown."""
     settings = _settings(request)
     await service.check_webhook_target(body.url, settings)
-    async with db.transaction() as session:
-        webhook = await service.create_webhook(session, settings, box, caller.id, body)
+    async with db.transaction() as uow:
+        webhook = await service.create_webhook(uow.session, settings, box, caller.id, body)
     response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
     response.headers["Cache-Control"] = "no-store"
     return webhook
@@ -166,9 +166,9 @@ async def rotate_webhook_secret(
 ) -> WebhookWithSecret:
     """A new secret, shown once. Until ``previous_secret_expires_at`` deliveries carry two
     signatures (new and old), so the receiver can switch to the new secret without a gap."""
-    async with db.transaction() as session:
+    async with db.transaction() as uow:
         webhook = await service.rotate_webhook_secret(
-            session, _settings(request), box, caller.id, webhook_id
+            uow.session, _settings(request), box, caller.id, webhook_id
         )
     response.headers["Cache-Control"] = "no-store"
     return webhook
@@ -189,8 +189,8 @@ async def list_webhooks(
     dependencies=[WRITE_LIMIT],
 )
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
-    async with db.transaction() as session:
-        await service.delete_webhook(session, caller.id, webhook_id)
+    async with db.transaction() as uow:
+        await service.delete_webhook(uow.session, caller.id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

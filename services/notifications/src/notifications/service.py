@@ -1,15 +1,18 @@
 """Business rules of the notifications service. Functions take a session; they never commit."""
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import bus
 from common.contracts import NotificationRecorded
+from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
-from notifications import deliveries, live, repository, webhooks
+from notifications import repository, webhooks
+from notifications.live import LivePublisher
 from notifications.models import Notification, Webhook
 from notifications.schemas import (
     NotificationOut,
@@ -32,14 +35,29 @@ async def list_notifications(
     )
 
 
+@dataclass(frozen=True)
+class Fanout:
+    """Where a new notification goes once its unit of work commits: the user's live
+    streams, and the webhook dispatcher (woken when deliveries were queued)."""
+
+    live: LivePublisher
+    wake_dispatcher: Callable[[], None]
+
+
 async def record(
-    session: AsyncSession, *, user_id: uuid.UUID, kind: str, order_id: uuid.UUID | None
+    uow: UnitOfWork,
+    fanout: Fanout,
+    *,
+    user_id: uuid.UUID,
+    kind: str,
+    order_id: uuid.UUID | None,
 ) -> Notification:
     """Store the notification once, whatever the redeliveries (unique dedup key).
 
     A new one is also queued for each of the user's webhooks and PUBLISHed to the user's
     live streams, both only if this unit of work commits.
     """
+    session = uow.session
     subject = order_id or user_id
     candidate = Notification(
         id=uuid.uuid4(),
@@ -52,21 +70,26 @@ async def record(
     notification, created = await repository.insert_notification(session, candidate)
     if created:
         if await repository.enqueue_deliveries(session, notification):
-            deliveries.mark_enqueued(session)
-        live.mark_recorded(session, notification)
+            uow.after_commit(fanout.wake_dispatcher)
+        fanout.live.publish_after_commit(uow, notification)
     return notification
 
 
-async def record_order_outcome(
-    session: AsyncSession, *, user_id: uuid.UUID, kind: str, order_id: uuid.UUID
+async def record_and_confirm(
+    uow: UnitOfWork,
+    fanout: Fanout,
+    *,
+    user_id: uuid.UUID,
+    kind: str,
+    order_id: uuid.UUID | None,
 ) -> None:
-    """Record the outcome's notification and tell the saga it is recorded."""
-    notification = await record(session, user_id=user_id, kind=kind, order_id=order_id)
-    await bus.publish(
-        session,
+    """Record the notification and confirm it (NotificationRecorded), every time it is asked:
+    the saga (an outcome) or the users service (a welcome) announces again until confirmed."""
+    notification = await record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
+    uow.publish(
         NotificationRecorded(
             notification_id=notification.id, order_id=order_id, user_id=user_id, kind=kind
-        ),
+        )
     )
 
 

@@ -245,7 +245,7 @@ async def test_streams_end_cleanly_on_shutdown(
 
 
 async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
-    open_stream, new_user, record, database
+    open_stream, new_user, record, database, fanout
 ):
     """T1 records and stays open; T2 records for the same user. If T2 could commit first
     with a later cursor, a stream that sent T2 would never send T1. The user lock makes T2
@@ -267,9 +267,9 @@ async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
 
     async with open_stream(user) as stream:
         await stream.block()
-        async with database.transaction() as session:
+        async with database.transaction() as uow:
             slow = await service.record(
-                session, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
+                uow, fanout, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
             )
             fast_task = asyncio.create_task(record(user.id))
 

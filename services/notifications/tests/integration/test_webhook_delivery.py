@@ -331,8 +331,8 @@ async def test_a_delivery_leased_by_a_crashed_worker_is_delivered_when_the_lease
     receiver = await receivers()
     await register(client, user, receiver.url)
     notification = await record(user.id)
-    async with database.transaction() as session:  # a worker claims it, then dies
-        [claimed] = await repository.claim_due_deliveries(session, limit=10, lease_seconds=0.5)
+    async with database.transaction() as uow:  # a worker claims it, then dies
+        [claimed] = await repository.claim_due_deliveries(uow.session, limit=10, lease_seconds=0.5)
     assert claimed.notification_id == notification.id
 
     started = time.monotonic()
@@ -395,8 +395,8 @@ async def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_o
         assert len(on_old.hits[0].headers["webhook-signature"].split(" ")) == 1
 
         # The grace period ends (moved into the past rather than waited for).
-        async with database.transaction() as session:
-            await session.execute(
+        async with database.transaction() as uow:
+            await uow.session.execute(
                 update(Webhook)
                 .where(Webhook.id == uuid.UUID(second["id"]))
                 .values(previous_secret_expires_at=func.now() - timedelta(seconds=1))

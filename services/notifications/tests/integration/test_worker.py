@@ -8,7 +8,8 @@ import pytest
 
 from common.bus import Envelope, stream_key
 from common.contracts import Message, NotificationRecorded, OrderApproved, UserRegistered
-from notifications.worker import serve
+from common.worker import serve_worker
+from notifications.worker import spec
 
 from ..conftest import eventually, free_port, signature_is_valid
 
@@ -36,7 +37,7 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
         await redis.xadd(stream_key(prefix, message.STREAM), envelope.to_fields())
 
     stop = asyncio.Event()
-    worker = asyncio.create_task(serve(settings, stop))
+    worker = asyncio.create_task(serve_worker(settings, spec(settings), stop))
     try:
         async with open_stream(user) as stream:
             await stream.block()

@@ -86,5 +86,5 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
 async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:
-    async with db.transaction() as session:
-        return await service.cancel_order(session, _settings(request), caller.id, order_id)
+    async with db.transaction() as uow:
+        return await service.cancel_order(uow, _settings(request), caller.id, order_id)
