@@ -11,8 +11,6 @@
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
 import time
@@ -28,6 +26,7 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.auth import create_session
 from common.bus import Outbox
@@ -342,19 +341,24 @@ class Hit:
 
 
 def signature_is_valid(secret: str, hit: Hit) -> bool:
-    """What a receiver does: recompute the HMAC over ``timestamp + "." + body``."""
-    timestamp = hit.headers["webhook-timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + hit.body, hashlib.sha256)
-    scheme, _, received = hit.headers["webhook-signature"].partition("=")
-    return scheme == "v1" and hmac.compare_digest(expected.hexdigest(), received)
+    """What a receiver does: verify with the Standard Webhooks reference library."""
+    try:
+        Webhook(secret).verify(hit.body, hit.headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1: ``answer(n)`` is the status of the n-th hit (1-based)."""
+    """A webhook endpoint on 127.0.0.1: ``answer(n)`` is the status of the n-th hit (1-based).
+
+    With ``secret`` set it behaves like a production receiver: a request that does not verify
+    with the Standard Webhooks reference library under that secret is answered 401."""
 
     def __init__(self, answer: Callable[[int], int] = lambda _: 200, port: int = 0) -> None:
         self.answer = answer
         self.port = port
+        self.secret: str | None = None
         self.hits: list[Hit] = []
         self._server: asyncio.Server | None = None
 
@@ -385,7 +389,10 @@ class Receiver:
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             status = self.answer(len(self.hits) + 1)
-            self.hits.append(Hit(method, path, headers, body, status))
+            hit = Hit(method, path, headers, body, status)
+            if self.secret is not None and not signature_is_valid(self.secret, hit):
+                hit.status = status = 401
+            self.hits.append(hit)
             writer.write(
                 f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )

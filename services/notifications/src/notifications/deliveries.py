@@ -12,7 +12,9 @@ until the earliest ``next_attempt_at`` (retries, deferrals, other workers' lefto
 ``webhook_poll_interval_seconds``.
 
 Each attempt: circuit breaker (open: the delivery waits, no attempt is counted), DNS check of
-the target (private addresses refused unless allowed), the signed POST with a timeout, then
+the target (private addresses refused unless allowed), the secrets decrypted (the current
+one, and the previous one during a rotation's grace period: two signatures), the signed POST
+(Standard Webhooks) with a timeout, then
 the breaker and the delivery's row are updated. Failures are retried with exponential
 backoff and full jitter up to ``webhook_max_attempts``; a success is final, so a receiver
 gets each delivery successfully once (``Webhook-Id`` lets it drop the rare duplicate after a
@@ -34,6 +36,7 @@ from common.db import Database
 from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
 from notifications.repository import ClaimedDelivery
+from notifications.secretbox import SecretBox, SecretUnreadable
 from notifications.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -69,10 +72,12 @@ class Dispatcher:
         settings: Settings,
         *,
         wake: asyncio.Event | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         """``wake``: set it to have queued deliveries claimed now (after a commit queued some)."""
         self.database = database
         self.settings = settings
+        self.box = box or SecretBox.from_setting(settings.webhook_secret_key)
         attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
         self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
         self.breaker = CircuitBreaker(
@@ -251,8 +256,13 @@ class Dispatcher:
             user_id=delivery.user_id,
             created_at=delivery.created_at,
         )
+        try:
+            secrets = [self.box.decrypt(c) for c in delivery.secret_ciphertexts]
+        except SecretUnreadable as exc:
+            logger.error(str(exc), extra={"webhook_id": str(delivery.webhook_id)})
+            return webhooks.PostResult(None, f"not signed: {exc}")
         headers = webhooks.signed_headers(
-            delivery_id=delivery.id, attempt=attempt, secret=delivery.secret, body=body
+            delivery_id=delivery.id, attempt=attempt, secrets=secrets, body=body
         )
         return await webhooks.post(
             client,

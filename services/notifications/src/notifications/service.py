@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +19,9 @@ from notifications.schemas import (
     WebhookAttemptOut,
     WebhookCreate,
     WebhookOut,
+    WebhookWithSecret,
 )
+from notifications.secretbox import SecretBox
 from notifications.settings import Settings
 
 
@@ -115,17 +118,57 @@ async def check_webhook_target(url: str, settings: Settings) -> None:
 
 
 async def create_webhook(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: WebhookCreate
-) -> WebhookOut:
-    """Call :func:`check_webhook_target` first (DNS; outside any transaction)."""
+    session: AsyncSession,
+    settings: Settings,
+    box: SecretBox,
+    user_id: uuid.UUID,
+    body: WebhookCreate,
+) -> WebhookWithSecret:
+    """Call :func:`check_webhook_target` first (DNS; outside any transaction). The answer is
+    the only place the generated secret ever appears in clear."""
     await repository.lock_user(session, user_id)  # concurrent creations respect the limit
     if await repository.count_webhooks(session, user_id) >= settings.webhook_max_per_user:
         raise Conflict(
             f"A user can register at most {settings.webhook_max_per_user} webhooks;"
             " delete one first."
         )
-    webhook = Webhook(id=uuid.uuid4(), user_id=user_id, url=body.url, secret=body.secret)
-    return WebhookOut.model_validate(await repository.insert_webhook(session, webhook))
+    secret = webhooks.new_secret()
+    webhook = Webhook(
+        id=uuid.uuid4(), user_id=user_id, url=body.url, secret_ciphertext=box.encrypt(secret)
+    )
+    stored = await repository.insert_webhook(session, webhook)
+    return _with_secret(stored, secret)
+
+
+async def rotate_webhook_secret(
+    session: AsyncSession,
+    settings: Settings,
+    box: SecretBox,
+    user_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+) -> WebhookWithSecret:
+    """A new secret signs every delivery from now on; the current one keeps signing too
+    (a second signature) for the grace period, so the receiver can switch without a gap.
+    Rotating again within the grace period ends the older secret's grace at once."""
+    webhook = await repository.get_webhook(session, user_id, webhook_id, for_update=True)
+    if webhook is None:
+        raise NotFound("No such webhook.")
+    secret = webhooks.new_secret()
+    grace = settings.webhook_secret_rotation_grace_seconds
+    if grace > 0:
+        webhook.previous_secret_ciphertext = webhook.secret_ciphertext
+        webhook.previous_secret_expires_at = datetime.now(UTC) + timedelta(seconds=grace)
+    else:
+        webhook.previous_secret_ciphertext = None
+        webhook.previous_secret_expires_at = None
+    webhook.secret_ciphertext = box.encrypt(secret)
+    await session.flush()
+    return _with_secret(webhook, secret)
+
+
+def _with_secret(webhook: Webhook, secret: str) -> WebhookWithSecret:
+    shown = WebhookOut.model_validate(webhook)
+    return WebhookWithSecret(**shown.model_dump(), secret=secret)
 
 
 async def list_webhooks(

@@ -43,9 +43,9 @@ async def place_order(
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    async with db.transaction() as session:
+    async with db.transaction() as uow:
         order, _created = await service.place_order(
-            session, _settings(request), caller.id, body, idempotency_key
+            uow.session, _settings(request), caller.id, body, idempotency_key
         )
     response.headers["Location"] = f"/orders/{order.id}"
     return order
