@@ -45,7 +45,7 @@ async def place_order(
 ) -> OrderOut:
     async with db.transaction() as uow:
         order, _created = await service.place_order(
-            uow.session, _settings(request), caller.id, body, idempotency_key
+            uow, _settings(request), caller.id, body, idempotency_key
         )
     response.headers["Location"] = f"/orders/{order.id}"
     return order
