@@ -13,15 +13,19 @@ from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from common.errors import Problem
+from common.types import Text
 
 ItemT = TypeVar("ItemT")
 RowT = TypeVar("RowT")
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1..100)")]
-Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
+Cursor = Annotated[
+    Annotated[Text, StringConstraints(max_length=200)] | None,
+    Query(description="next_cursor of the last page"),
+]
 
 
 class Page(BaseModel, Generic[ItemT]):
