@@ -6,12 +6,26 @@ Before the constrained text type, a NUL in ``name`` reached PostgreSQL, which re
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from common.testing.plugin import asgi_client
+from users.main import create_app
+from users.settings import Settings
+
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def users_client(users_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of its own without rate limits: these requests must not eat the auth budget
+    (30/minute per address) the other users tests share."""
+    settings = users_settings.model_copy(update={"rate_limit_enabled": False})
+    async with asgi_client(create_app(settings)) as client:
+        yield client
 
 
 def new_user(**overrides: Any) -> dict[str, Any]:
