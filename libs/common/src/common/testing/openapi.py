@@ -18,6 +18,7 @@ reads a private attribute pytest removed. Driving hypothesis directly needs none
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,7 +31,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import BaseSchema
 
 PROPERTY_SETTINGS = settings(
-    max_examples=int(os.environ.get("PROPERTY_MAX_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("PROPERTY_MAX_EXAMPLES", "100")),
     deadline=None,  # the first request of an operation pays for connections: no timing here
     derandomize=True,
     database=None,
@@ -61,20 +62,29 @@ def assert_no_server_error(case: Case[Any], headers: Mapping[str, str]) -> None:
     )
 
 
-def assert_no_server_errors(schema: BaseSchema, headers: Mapping[str, str]) -> int:
-    """Every operation, positive and negative cases; returns how many operations ran."""
+@dataclass
+class Tally:
+    """What a run covered, so a test can check it really ran (and say so in its report)."""
+
+    operations: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+def assert_no_server_errors(schema: BaseSchema, headers: Mapping[str, str]) -> Tally:
+    """Every operation, positive and negative cases."""
     failures: list[str] = []
-    operations = 0
+    tally = Tally()
     for result in schema.get_all_operations():
         if isinstance(result, Err):
             raise result.err()  # the document itself is broken: that is a failure too
         operation = result.ok()
-        operations += 1
+        tally.operations.append(operation.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @PROPERTY_SETTINGS
             @given(case=operation.as_strategy(generation_mode=mode))
             def no_server_error(case: Case[Any]) -> None:
+                tally.requests += 1
                 assert_no_server_error(case, headers)
 
             try:
@@ -83,6 +93,6 @@ def assert_no_server_errors(schema: BaseSchema, headers: Mapping[str, str]) -> i
                 pass  # nothing to get wrong (no parameters, no body): no negative case exists
             except Exception as failure:  # an assertion, or the app's own exception (a 500)
                 failures.append(f"[{mode.value}] {operation.label}: {failure!r}"[:3000])
-    assert operations > 0, "the document has no operation"
+    assert tally.operations, "the document has no operation"
     assert not failures, "\n\n".join(failures)
-    return operations
+    return tally
