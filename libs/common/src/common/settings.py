@@ -5,10 +5,12 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix`` (``
 settings of all three without collisions.
 """
 
+import ipaddress
 import socket
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -67,3 +69,16 @@ class ServiceSettings(BaseSettings):
     rate_limit_auth: str = "30/minute"
     rate_limit_read: str = "1200/minute"
     rate_limit_write: str = "300/minute"
+    # Peers whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated in the
+    # environment: "10.244.0.0/16,192.0.2.7"): the ingress controller's. None by default, so
+    # the client address is the TCP peer's and a forged header changes nothing.
+    trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
