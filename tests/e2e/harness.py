@@ -343,6 +343,18 @@ class Client:
         if response.status_code not in (202, 409):
             self.figures.violation(f"cancel answered {response.status_code}: {response.text}")
 
+    async def browse(self, shopper: Shopper, turn: int) -> None:
+        """What a customer reads between orders, so every API carries load: one read a turn."""
+        service, path = (
+            ("users", "/users/me"),
+            ("orders", "/orders"),
+            ("notifications", "/notifications"),
+        )[turn % 3]
+        try:
+            await self.call(service, "GET", path, shopper=shopper, params={"limit": 5})
+        except GaveUp as exc:
+            self.figures.violation(f"read failed: {exc}")
+
     async def pages(self, service: str, path: str, shopper: Shopper) -> list[dict[str, Any]]:
         """Every item of a paginated list endpoint."""
         items: list[dict[str, Any]] = []
@@ -425,6 +437,7 @@ async def burst(
             await progress.tick()
             if cancel_every and number % cancel_every == 0:
                 await client.cancel(order)
+            await client.browse(shopper, number)
         return placed
 
     per_shopper = await asyncio.gather(*(one(i, s) for i, s in enumerate(shoppers)))
