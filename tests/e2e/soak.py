@@ -153,6 +153,7 @@ async def soak(seconds: float, every: float, outage_seconds: float, seed: int) -
     crowd = Crowd()
     downtime = Downtime()
     until = time.monotonic() + seconds
+    figures.dead_letters = await harness.count_dead_letters()
     async with Client(figures, downtime) as client:
 
         async def newcomers() -> None:
