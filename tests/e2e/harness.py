@@ -733,7 +733,9 @@ async def verify(
     await check_notifications(client, shoppers, finals)
     await check_invariants(figures, {s.id for s in shoppers} | {p.id for p in placed})
     dead_letters = await count_dead_letters()
-    if dead_letters is not None and figures.dead_letters is not None:
+    if dead_letters is None:
+        figures.dead_letters = None
+    elif figures.dead_letters is not None:
         # A Redis restart empties the stream: then everything on it now is new.
         added = dead_letters - figures.dead_letters
         figures.dead_letters = added if added >= 0 else dead_letters
