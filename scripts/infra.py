@@ -349,10 +349,12 @@ def down(infra: Infra) -> None:
     state_file(infra.stack).unlink(missing_ok=True)
 
 
-def _terminate_on_sigterm() -> None:
-    """SIGTERM (CI cancelling the job) unwinds like Ctrl-C, so ``run`` still cleans up."""
+def _on_sigterm(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (CI cancelling the job) is passed on to ``child``, then unwinds like Ctrl-C."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -360,7 +362,6 @@ def _terminate_on_sigterm() -> None:
 
 def run(stack: str, port_base: int, db_name: str, redis_db: int, command: list[str]) -> int:
     """``up``, then ``command`` with the servers' coordinates in its env, then ``down``."""
-    _terminate_on_sigterm()
     infra = up(stack, port_base)
     print(
         f"infra: Postgres on 127.0.0.1:{infra.pg_port}, Redis on 127.0.0.1:{infra.redis_port}"
@@ -371,6 +372,7 @@ def run(stack: str, port_base: int, db_name: str, redis_db: int, command: list[s
         child = subprocess.Popen(  # noqa: S603 - the caller's command, on purpose
             command, env={**os.environ, **infra.env(db_name, redis_db)}
         )
+        _on_sigterm(child)
         while True:
             try:
                 return child.wait()
