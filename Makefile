@@ -33,7 +33,8 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench soak
+	replay-dead-letters operator-token events test lint typecheck unit e2e e2e-stack k8s-check bench \
+	soak
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -74,6 +75,9 @@ dead-letters: sync ## list the bus's dead letters
 
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
+
+operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
+	@$(RUN) python scripts/operator_token.py $(NAME)
 
 events: sync ## regenerate the event catalogue docs/events.md from the code
 	@$(RUN) python scripts/event_catalogue.py

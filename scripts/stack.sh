@@ -21,9 +21,16 @@ if [[ $STACK == e2e || $STACK == soak ]]; then
     export "${prefix}_RATE_LIMIT_AUTH=100000/minute" "${prefix}_RATE_LIMIT_READ=100000/minute"
     export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
   done
-  export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-8}
-  export ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS=${ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS:-8}
-  export ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS=${ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS:-10}
+  # Deadlines short enough that drills settle in seconds: a lost command is re-sent after
+  # 4 s, then 6 s, then 9 s, and only then is the order rejected; releases and
+  # announcements are re-sent every 5 s (growing) until answered.
+  export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-4}
+  export ORDERS_SAGA_MAX_RESENDS=${ORDERS_SAGA_MAX_RESENDS:-2}
+  export ORDERS_SAGA_RESEND_BACKOFF=${ORDERS_SAGA_RESEND_BACKOFF:-1.5}
+  export ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS=${ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS:-5}
+  export ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS=${ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS:-5}
+  export USERS_WELCOME_TIMEOUT_SECONDS=${USERS_WELCOME_TIMEOUT_SECONDS:-5}
+  export USERS_WELCOME_TIMER_INTERVAL_SECONDS=${USERS_WELCOME_TIMER_INTERVAL_SECONDS:-1}
   export NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true  # tests/e2e's webhook receivers: 127.0.0.1
 elif [[ $STACK == bench ]]; then
   # `bench/run.sh`: production settings except rate limits raised out of the way (still

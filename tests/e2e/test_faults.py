@@ -7,6 +7,7 @@ test_drills.py; these pin down single, timed situations.
 """
 
 from collections import Counter
+from typing import Any
 
 from .conftest import Stack, check_invariants, eventually, place, settled, sign_up
 from .test_orders import available_credit, notifications_of
@@ -70,13 +71,27 @@ async def test_a_reply_after_the_deadline_is_compensated(stack: Stack):
     stack.control("kill", "users-worker")
     try:
         placed = await place(stack, customer, 2_500)
-        order = await settled(stack, customer, placed["id"], timeout=60)
+
+        # ReserveCredit is sent again at each deadline; only then is the order rejected,
+        # and its compensation waits for a CreditReleased nobody can send yet.
+        async def fetch() -> dict[str, Any]:
+            order = await stack.orders.get(f"/orders/{placed['id']}", headers=customer.auth)
+            saga = await stack.orders.get(f"/orders/{placed['id']}/saga", headers=customer.auth)
+            return {**order.json(), "saga": saga.json()}
+
+        order = await eventually(fetch, lambda o: o["status"] != "PENDING", timeout=60)
         assert (order["status"], order["rejection_reason"]) == ("REJECTED", "timeout")
+        assert order["saga"]["state"] == "compensating"
+        resent = [s for s in order["saga"]["steps"] if s["status"] == "resent"]
+        assert len(resent) >= 1
     finally:
         stack.control("start", "users-worker")
 
     # The users worker now handles ReserveCredit late, then the compensating ReleaseCredit:
-    # whichever order they run in, no credit stays held for a rejected order.
+    # whichever order they run in, no credit stays held for a rejected order, and the
+    # saga settles once the release is confirmed and the rejection announced.
+    await settled(stack, customer, placed["id"], timeout=60)
+
     async def state() -> tuple[int, list[str]]:
         saga = await stack.orders.get(f"/orders/{placed['id']}/saga", headers=customer.auth)
         steps = [f"{s['name']}:{s['status']}" for s in saga.json()["steps"]]

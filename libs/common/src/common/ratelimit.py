@@ -22,6 +22,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from common.auth import optional_user
 from common.errors import Problem
+from common.redis import retry_options
 from common.settings import ServiceSettings
 
 
@@ -45,6 +46,7 @@ class RateLimiter:
             implementation="redispy",
             key_prefix="ratelimit",
             socket_timeout=settings.redis_timeout_seconds,
+            **retry_options(),  # the first check after a Redis restart must not fail
         )
         return cls(
             strategy=SlidingWindowCounterRateLimiter(storage),

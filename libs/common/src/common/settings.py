@@ -40,7 +40,10 @@ class ServiceSettings(BaseSettings):
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=64, ge=1, le=10_000)
     bus_concurrency: int = Field(default=8, ge=1, le=1_000)  # at most the pool's connections
-    bus_max_attempts: int = Field(default=5, ge=1)  # deliveries before the dead-letter stream
+    bus_max_attempts: int = Field(default=5, ge=1)  # handler failures before dead-lettering
+    bus_retry_base_seconds: float = Field(default=0.05, gt=0)  # first in-process retry delay
+    bus_retry_max_seconds: float = Field(default=2.0, gt=0)  # retry delays double up to this
+    bus_pause_max_seconds: float = Field(default=5.0, gt=0)  # outage probes back off to this
     bus_reclaim_idle_ms: int = Field(default=15_000, ge=1)  # pending this long: retry/reclaim
     bus_reclaim_interval_seconds: float = Field(default=5.0, gt=0)
     bus_consumer_delete_idle_ms: int = Field(default=3_600_000, ge=0)  # 0: never delete
@@ -50,6 +53,9 @@ class ServiceSettings(BaseSettings):
     inbox_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    # Rows are sent from memory right after their commit; the sweeper takes only rows older
+    # than this (their process died before sending, or Redis was down then).
+    outbox_sweep_grace_seconds: float = Field(default=5.0, ge=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)
     stream_min_retention: int = Field(default=1_000, ge=0)  # newest entries always kept
     stream_min_retention_seconds: float = Field(default=600.0, ge=0)  # younger always kept

@@ -43,9 +43,9 @@ async def place_order(
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    async with db.transaction() as session:
+    async with db.transaction() as uow:
         order, _created = await service.place_order(
-            session, _settings(request), caller.id, body, idempotency_key
+            uow, _settings(request), caller.id, body, idempotency_key
         )
     response.headers["Location"] = f"/orders/{order.id}"
     return order
@@ -86,5 +86,5 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
 async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:
-    async with db.transaction() as session:
-        return await service.cancel_order(session, _settings(request), caller.id, order_id)
+    async with db.transaction() as uow:
+        return await service.cancel_order(uow, _settings(request), caller.id, order_id)

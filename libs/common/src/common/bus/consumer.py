@@ -6,12 +6,19 @@ are designed out here, once, for every service:
 * A restarted consumer first re-reads its own pending entries (``XREADGROUP ... 0``), then
   new ones (``>``); otherwise what it had read before dying would wait for a reclaim.
 * An entry is acknowledged only after the handler's transaction committed; a handler error
-  leaves it pending, to be retried once it has been idle ``bus_reclaim_idle_ms``.
-* Pending entries idle that long, of any consumer of the group (dead pods, or our own failed
-  ones) are reclaimed with ``XAUTOCLAIM``; every delivery bumps the entry's delivery count.
-* An entry delivered more than ``bus_max_attempts`` times, or failing on its last allowed
-  attempt, goes to the dead-letter stream, then is acknowledged (atomically). An entry that
-  cannot be decoded goes there at once. Nothing is dropped silently.
+  never acknowledges it.
+* A handler that raises is retried at once, in-process, with exponential backoff and jitter
+  (``bus_retry_base_seconds`` doubling up to ``bus_retry_max_seconds``); after
+  ``bus_max_attempts`` failures the entry goes to the dead-letter stream, then is
+  acknowledged (atomically). An entry that cannot be decoded goes there at once. Nothing is
+  dropped silently.
+* Postgres or Redis being unreachable is not the handler's failure: consumption pauses, one
+  probe pings both with backoff (up to ``bus_pause_max_seconds``), and every entry in hand is
+  tried again once they answer. Nothing is counted, so a long outage dead-letters nothing.
+* Pending entries idle ``bus_reclaim_idle_ms``, of any consumer of the group (dead pods), are
+  reclaimed with ``XAUTOCLAIM``, batch after batch while batches come back full. An entry
+  delivered more than ``bus_max_attempts`` times without an outcome (its handler may crash
+  the process) is dead-lettered.
 * Consumer names are stable per process slot (``settings.consumer_name``, the pod name); a
   consumer of the group idle for ``bus_consumer_delete_idle_ms`` is deleted, but only by a
   script that checks, atomically, that it has no pending entries left (deleting a consumer
@@ -26,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +43,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import inbox, metrics
 from common.bus.deadletters import dead_letter
@@ -43,18 +50,20 @@ from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.periodic import Periodic
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 from common.tracing import message_span
+from common.unavailable import is_unavailable
 
 logger = logging.getLogger("common.bus.consumer")
 
-Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
-"""``handler(session, envelope, message)``: the message is the typed contract model.
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+"""``handler(uow, envelope, message)``: the message is the typed contract model.
 
 It runs inside the unit of work that also records the message in the inbox; it must not
-commit. Whatever it publishes with ``bus.publish`` inherits the message's correlation id.
+commit. Whatever it publishes with ``uow.publish`` continues the message's conversation
+(its correlation id, caused by its id).
 """
 
 Entry = tuple[str, dict[str, str]]
@@ -68,6 +77,19 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then retu
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+
+class _HandlerFailed(Exception):
+    """The handler itself raised: one attempt toward the dead-letter stream."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _jittered(seconds: float) -> float:
+    """Between half and all of ``seconds``, so that retries of many entries spread out."""
+    return seconds / 2 + random.uniform(0, seconds / 2)  # noqa: S311 - not for security
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,9 @@ class Consumer:
         self.reclaim_idle_ms = settings.bus_reclaim_idle_ms
         self.delete_idle_ms = settings.bus_consumer_delete_idle_ms
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
+        self.retry_base_seconds = settings.bus_retry_base_seconds
+        self.retry_max_seconds = settings.bus_retry_max_seconds
+        self.pause_max_seconds = settings.bus_pause_max_seconds
         self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
         self._semaphore = asyncio.Semaphore(self.concurrency)
@@ -118,6 +143,9 @@ class Consumer:
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
         self._delete_script = redis.register_script(_DELETE_IDLE_CONSUMER)
         self._stopping = asyncio.Event()
+        self._dependencies_up = asyncio.Event()
+        self._dependencies_up.set()
+        self._probe: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._housekeeping = Periodic(
             f"bus-housekeeping:{group}",
@@ -151,6 +179,9 @@ class Consumer:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+        probe, self._probe = self._probe, None
+        if probe is not None:  # it returns as soon as it sees the stop
+            await asyncio.gather(probe, return_exceptions=True)
         tasks = list(self._in_flight.values())
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=self.shutdown_timeout_seconds)
@@ -181,6 +212,7 @@ class Consumer:
     async def _read_loop(self) -> None:
         own_pending_done = False
         while not self._stopping.is_set():
+            await self._dependencies_up.wait()
             try:
                 if not own_pending_done:
                     await self._read_own_pending()
@@ -192,6 +224,9 @@ class Consumer:
                     logger.warning("consumer group or stream vanished; recreating it")
                     if await self._recreate_groups():
                         continue
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
                 logger.exception("bus read failed; retrying", extra={"group": self.group})
                 await self._pause(self.block_ms / 1000)
 
@@ -273,19 +308,68 @@ class Consumer:
     async def _process(
         self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
     ) -> None:
+        """Handle one entry until it is acknowledged, dead-lettered, or we stop.
+
+        The one place where ack, retry and dead-lettering are decided:
+
+        * the handler raised: retried here, in-process, with exponential backoff and jitter;
+          after ``bus_max_attempts`` failures the entry goes to the dead-letter stream;
+        * Postgres or Redis is unreachable (before, inside or after the handler): not an
+          attempt. Consumption pauses (:meth:`_pause_for_dependencies`) and the entry is
+          tried again once both answer, however long the outage;
+        * stopping: the entry stays pending; this consumer re-reads it when it restarts
+          (or another one reclaims it).
+        """
+        ident = (key, entry_id)
         async with self._semaphore:
-            try:
-                await self._handle(key, entry_id, fields, deliveries)
-            except Exception:
-                # Redis or Postgres trouble around the handler: the entry stays pending.
-                logger.exception(
-                    "bus entry not processed; it stays pending",
-                    extra={"stream": key, "group": self.group, "entry_id": entry_id},
-                )
+            failures = 0
+            while not self._stopping.is_set():
+                await self._dependencies_up.wait()
+                if self._stopping.is_set():
+                    return
+                try:
+                    if failures and deliveries - 1 + failures >= self.max_attempts:
+                        await self._give_up(key, entry_id, fields, deliveries - 1 + failures)
+                    else:
+                        await self._handle(key, entry_id, fields, deliveries)
+                    return
+                except _HandlerFailed as failed:
+                    failures += 1
+                    self._remember_error(ident, failed.error)
+                    if deliveries - 1 + failures < self.max_attempts:
+                        await self._pause(_jittered(self._retry_delay(failures)))
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        await self._pause_for_dependencies(exc)
+                        continue
+                    logger.exception(
+                        "bus entry not processed; it stays pending",
+                        extra={"stream": key, "group": self.group, "entry_id": entry_id},
+                    )
+                    return
+
+    def _retry_delay(self, failures: int) -> float:
+        return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (failures - 1))
+
+    async def _give_up(
+        self, key: str, entry_id: str, fields: dict[str, str], attempts: int
+    ) -> None:
+        """Move an entry whose handler kept failing to the dead-letter stream."""
+        envelope = Envelope.from_fields(fields)
+        error = self._last_errors.get((key, entry_id), "no error recorded")
+        await self._dead_letter(
+            key,
+            entry_id,
+            envelope.type,
+            attempts,
+            f"gave up after {attempts} attempts; last error: {error}",
+            envelope.to_json(),
+        )
 
     async def _handle(
         self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
     ) -> None:
+        """One attempt. Raises :class:`_HandlerFailed` when the handler itself failed."""
         if not fields:
             # Only an entry deleted from the stream while pending reads back without fields.
             logger.warning("pending entry no longer in the stream", extra={"entry_id": entry_id})
@@ -307,6 +391,7 @@ class Consumer:
             return
         ident = (key, entry_id)
         if deliveries > self.max_attempts:
+            # Delivered this often without an outcome: its handler may crash the process.
             error = self._last_errors.pop(ident, "no error recorded: the handler never returned")
             await self._dead_letter(
                 key,
@@ -339,12 +424,12 @@ class Consumer:
                 envelope.trace,
                 **{"messaging.consumer.group.name": self.group},
             ):
-                async with self.database.transaction() as session:
+                async with self.database.transaction() as uow:
                     first_time = await inbox.record(
-                        session, self.inbox_table, envelope.id, self.group
+                        uow.session, self.inbox_table, envelope.id, self.group
                     )
                     if first_time:
-                        await route.handler(session, envelope, message)
+                        await route.handler(uow, envelope, message)
             logger.info(
                 "message handled" if first_time else "duplicate message skipped",
                 extra={
@@ -355,19 +440,14 @@ class Consumer:
                 },
             )
         except Exception as exc:
+            if is_unavailable(exc):
+                raise  # not the handler's fault: the caller pauses, nothing is counted
             metrics.FAILED.labels(self.group, envelope.type).inc()
-            error = f"{type(exc).__name__}: {exc}"
             logger.exception(
                 "handler failed",
                 extra={"group": self.group, "type": envelope.type, "attempt": deliveries},
             )
-            if deliveries >= self.max_attempts:
-                await self._dead_letter(
-                    key, entry_id, envelope.type, deliveries, error, envelope.to_json()
-                )
-            else:
-                self._remember_error(ident, error)
-            return
+            raise _HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             correlation_id_var.reset(correlation_token)
             event_id_var.reset(event_token)
@@ -378,6 +458,51 @@ class Consumer:
         metrics.HANDLE_LATENCY.labels(self.group, envelope.type).observe(
             max(0.0, time.time() - envelope.occurred_at.timestamp())
         )
+
+    # -- pausing while Postgres or Redis is down -------------------------------------------
+
+    async def _pause_for_dependencies(self, exc: BaseException) -> None:
+        """Stop reading and handling until Postgres and Redis answer again.
+
+        The first task to see the outage starts one probe (ping both, with exponential
+        backoff and jitter); every task waits for it. So an outage of minutes costs a few
+        pings, not one failed attempt per entry per cycle, and no entry is dead-lettered for
+        it.
+        """
+        if self._dependencies_up.is_set():
+            self._dependencies_up.clear()
+            metrics.CONSUMER_PAUSED.labels(self.group).set(1)
+            logger.warning(
+                "Postgres or Redis unavailable; consumption paused",
+                extra={"group": self.group, "error": repr(exc)},
+            )
+            self._probe = asyncio.create_task(
+                self._probe_until_up(), name=f"bus-probe:{self.group}"
+            )
+        await self._dependencies_up.wait()
+
+    async def _probe_until_up(self) -> None:
+        delay = self.retry_base_seconds
+        paused_at = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                await self._pause(_jittered(delay))
+                try:
+                    await self.database.ping()
+                    await self.redis.ping()
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        logger.exception("dependency probe failed", extra={"group": self.group})
+                    delay = min(delay * 2, self.pause_max_seconds)
+                    continue
+                logger.info(
+                    "Postgres and Redis answer; consumption resumed",
+                    extra={"group": self.group, "paused_s": round(time.monotonic() - paused_at, 2)},
+                )
+                return
+        finally:
+            metrics.CONSUMER_PAUSED.labels(self.group).set(0)
+            self._dependencies_up.set()  # also on stop, so that no task waits for ever
 
     def _remember_error(self, ident: tuple[str, str], error: str) -> None:
         """Kept for the dead letter, in case the last attempt is not a clean failure."""
@@ -423,9 +548,13 @@ class Consumer:
     # -- housekeeping -----------------------------------------------------------------------
 
     async def housekeep(self) -> None:
-        """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges."""
+        """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges.
+
+        Skipped while consumption is paused: a claim would only bump delivery counts of
+        entries nobody can handle yet.
+        """
         for key in self.streams:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._dependencies_up.is_set():
                 return
             try:
                 await self.reclaim(key)
@@ -435,25 +564,36 @@ class Consumer:
                 logger.exception("bus housekeeping failed", extra={"stream": key})
 
     async def reclaim(self, key: str) -> int:
-        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's)."""
-        response = await self.redis.xautoclaim(
-            key,
-            self.group,
-            self.consumer_name,
-            self.reclaim_idle_ms,
-            start_id=self._claim_cursors.get(key, "0-0"),
-            count=self.batch_size,
-        )
-        self._claim_cursors[key] = text(response[0])
-        entries = [
-            (text(entry_id), _fields(fields))
-            for entry_id, fields in response[1]
-            if entry_id is not None and (key, text(entry_id)) not in self._in_flight
-        ]
-        counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-        for entry_id, fields in entries:
-            self._dispatch(key, entry_id, fields, counts.get(entry_id, 2))
-        return len(entries)
+        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's).
+
+        Keeps claiming while batches come back full, so a backlog left by a dead consumer
+        is taken in one pass, not one batch every ``bus_reclaim_interval_seconds``.
+        """
+        claimed = 0
+        while not self._stopping.is_set():
+            await self._wait_for_capacity()
+            response = await self.redis.xautoclaim(
+                key,
+                self.group,
+                self.consumer_name,
+                self.reclaim_idle_ms,
+                start_id=self._claim_cursors.get(key, "0-0"),
+                count=self.batch_size,
+            )
+            cursor = text(response[0])
+            self._claim_cursors[key] = cursor
+            entries = [
+                (text(entry_id), _fields(fields))
+                for entry_id, fields in response[1]
+                if entry_id is not None and (key, text(entry_id)) not in self._in_flight
+            ]
+            counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
+            for entry_id, fields in entries:
+                self._dispatch(key, entry_id, fields, counts.get(entry_id, 2))
+            claimed += len(entries)
+            if len(response[1]) < self.batch_size or cursor == "0-0":
+                return claimed
+        return claimed
 
     async def delete_idle_consumers(self, key: str) -> list[str]:
         """Delete other consumers idle for ``bus_consumer_delete_idle_ms`` with nothing pending."""
