@@ -190,7 +190,7 @@ async def soak(seconds: float, every: float, outage_seconds: float, seed: int) -
         )
     print(
         f"soak: SSE streams opened {crowd.streams_opened}, events {crowd.stream_events},"
-        f" cut by a fault {crowd.streams_cut}"
+        f" ended by a dropped connection {crowd.streams_cut}"
     )
     return figures
 
