@@ -5,17 +5,18 @@
 # local processes under supervisord against Postgres and Redis on localhost. MODE=local or
 # MODE=docker forces one. STACK=e2e is the separate local stack `make test` brings up and
 # down (other ports, database and Redis DB), so it never disturbs a stack started by `make up`;
-# STACK=bench is the same for `bench/run.sh`.
+# STACK=soak is the same for `make soak`, STACK=bench for `bench/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 STACK=${STACK:-dev}
-if [[ $STACK == e2e ]]; then
+if [[ $STACK == e2e || $STACK == soak ]]; then
+  # `make test` and `make soak` (each on its own Postgres and Redis, see scripts/infra.py).
   PORT_BASE=${PORT_BASE:-18000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-19000}
-  DB_NAME=${DB_NAME:-app_e2e} REDIS_DB=${REDIS_DB:-14}
+  DB_NAME=${DB_NAME:-app_$STACK} REDIS_DB=${REDIS_DB:-14}
   # The suite signs up many users from one address (rate limits have their own tests), and
-  # its deadline drill should not wait the production 30 s.
+  # its deadline drills should not wait the production 30 to 60 s at every step.
   for prefix in USERS ORDERS NOTIFICATIONS; do
     export "${prefix}_RATE_LIMIT_AUTH=100000/minute" "${prefix}_RATE_LIMIT_READ=100000/minute"
     export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
