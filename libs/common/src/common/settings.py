@@ -41,8 +41,10 @@ class ServiceSettings(BaseSettings):
     bus_stream_prefix: str = "bus:"  # every bus key starts with it: "bus:users.events"
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
-    # Entries in flight at once (several batches: each holds one pooled connection).
+    # Entries in flight at once, in at most bus_batches_in_flight batches (each holds one
+    # pooled connection while it runs: keep it below db_pool_size).
     bus_concurrency: int = Field(default=64, ge=1, le=10_000)
+    bus_batches_in_flight: int = Field(default=4, ge=1, le=1_000)
     bus_max_attempts: int = Field(default=5, ge=1)  # handler failures before dead-lettering
     bus_retry_base_seconds: float = Field(default=0.05, gt=0)  # first in-process retry delay
     bus_retry_max_seconds: float = Field(default=2.0, gt=0)  # retry delays double up to this
