@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     # Rows are sent from memory right after their commit; the sweeper takes only rows older
     # than this (their process died before sending, or Redis was down then).
     outbox_sweep_grace_seconds: float = Field(default=5.0, ge=0)
+    # Sent rows are deleted this long after a commit, with every other commit's meanwhile:
+    # one DELETE (one transaction) for many. Keep it well below the sweep grace.
+    outbox_delete_delay_seconds: float = Field(default=0.5, ge=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)
     stream_min_retention: int = Field(default=1_000, ge=0)  # newest entries always kept
     stream_min_retention_seconds: float = Field(default=600.0, ge=0)  # younger always kept

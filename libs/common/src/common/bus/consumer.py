@@ -100,9 +100,24 @@ def _jittered(seconds: float) -> float:
 
 
 @dataclass(frozen=True)
+class Only:
+    """A handler for the messages of a type that ``wanted`` accepts; the others are
+    acknowledged as they are read, with no transaction (e.g. the users service wants only
+    the welcome's NotificationRecorded, not every order's)."""
+
+    wanted: Callable[[Any], bool]
+    handler: Handler
+
+
+Handlers = Mapping[type[Message], Handler | Only]
+"""A consumer group's handlers: message type -> handler (or :class:`Only` some of them)."""
+
+
+@dataclass(frozen=True)
 class _Route:
     message_type: type[Message]
     handler: Handler
+    wanted: Callable[[Any], bool] | None = None
 
 
 class Entry(NamedTuple):
@@ -136,7 +151,7 @@ class Consumer:
         redis: Redis,
         *,
         group: str,
-        handlers: Mapping[type[Message], Handler],
+        handlers: Handlers,
         inbox_table: Table,
         settings: ServiceSettings,
         consumer_name: str | None = None,
@@ -165,7 +180,12 @@ class Consumer:
         self.retry_base_seconds = settings.bus_retry_base_seconds
         self.retry_max_seconds = settings.bus_retry_max_seconds
         self.pause_max_seconds = settings.bus_pause_max_seconds
-        self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
+        self._routes = {
+            cls.TYPE: _Route(cls, handler.handler, handler.wanted)
+            if isinstance(handler, Only)
+            else _Route(cls, handler)
+            for cls, handler in handlers.items()
+        }
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
@@ -522,6 +542,9 @@ class Consumer:
                 f"invalid payload: {exc}",
                 envelope.to_json(),
             )
+            return None
+        if route.wanted is not None and not route.wanted(message):
+            await self.redis.xack(key, self.group, entry_id)  # not for this group's handler
             return None
         return _Ready(key, entry_id, deliveries, envelope, route, message)
 

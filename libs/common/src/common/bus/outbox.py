@@ -57,10 +57,6 @@ from common.settings import ServiceSettings
 
 logger = logging.getLogger("common.bus.outbox")
 
-# Sent rows are deleted this long after the first commit that woke the loop, together with
-# those of every commit meanwhile: one DELETE for many.
-DELETE_COALESCE_SECONDS = 0.05
-
 
 def add_outbox_table(metadata: MetaData) -> Table:
     """The ``outbox`` table in ``metadata``'s schema; call once in a service's models.py."""
@@ -130,6 +126,7 @@ class Outbox:
         self.batch_size = settings.outbox_batch_size
         self.sweep_interval_seconds = settings.outbox_sweep_interval_seconds
         self.sweep_grace = timedelta(seconds=settings.outbox_sweep_grace_seconds)
+        self.delete_delay_seconds = settings.outbox_delete_delay_seconds
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
         # The envelope goes in as the JSON text made once for XADD, cast by Postgres.
         self._insert = (
@@ -221,15 +218,16 @@ class Outbox:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        """Delete what was sent when woken (a little later, so that many commits' rows go in
-        one DELETE); sweep every ``outbox_sweep_interval_seconds``; a last full pass at stop."""
+        """Delete what was sent when woken, ``outbox_delete_delay_seconds`` later so that many
+        commits' rows go in one DELETE; sweep every ``outbox_sweep_interval_seconds``; a last
+        full pass at stop."""
         next_sweep = time.monotonic()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
                     await self._wake.wait()
                     if not self._stopping:
-                        await asyncio.sleep(DELETE_COALESCE_SECONDS)
+                        await asyncio.sleep(self.delete_delay_seconds)
             self._wake.clear()
             await self._logged(self.delete_sent())
             if time.monotonic() >= next_sweep:
