@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     worker_port: int = Field(default=9000, ge=1, le=65535)
+    # Requests one API process serves at once; beyond, a 503 with Retry-After (load shedding).
+    http_max_in_flight: int = Field(default=64, ge=1, le=100_000)
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     consumer_name: str = Field(default_factory=socket.gethostname)
