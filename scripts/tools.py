@@ -172,8 +172,10 @@ def version_file(dest: Path, tool: Tool) -> Path:
 def installed(tool: Tool, dest: Path) -> bool:
     """The pinned version is already in ``dest`` (a bumped pin fetches again)."""
     marker = version_file(dest, tool)
-    return (dest / tool.name).is_file() and marker.is_file() and marker.read_text().strip() == (
-        tool.version
+    return (
+        (dest / tool.name).is_file()
+        and marker.is_file()
+        and marker.read_text().strip() == (tool.version)
     )
 
 
@@ -186,7 +188,9 @@ def ensure(tool: Tool, dest: Path | None) -> None:
         return
     target = install(tool, dest)
     shown = target.relative_to(ROOT) if target.is_relative_to(ROOT) else target
-    print(f"==> fetched {tool.name} {tool.version} (PyPI {tool.project}=={tool.version}) into {shown}")
+    print(
+        f"==> fetched {tool.name} {tool.version} (PyPI {tool.project}=={tool.version}) into {shown}"
+    )
 
 
 def main() -> int:
