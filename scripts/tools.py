@@ -208,6 +208,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.version_info < (3, 11):
-        sys.exit("error: Python 3.11 or newer is needed (found %d.%d)" % sys.version_info[:2])
     sys.exit(main())

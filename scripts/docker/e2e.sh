@@ -40,6 +40,7 @@ finish() {
   exit "$status"
 }
 trap finish EXIT
+trap "exit 143" TERM INT  # so that `timeout` still brings the stack down
 
 export STACK=dev MODE=docker COMPOSE_FILE=$ROOT/deploy/compose.yaml:$ROOT/deploy/compose.e2e.yaml
 say "Bringing the compose stack up"
