@@ -78,7 +78,7 @@ compose_answers() {
   timeout 10 docker compose version >/dev/null 2>&1 && return 0
   printf 'note: a Docker engine answers, but `docker compose` (the compose v2 plugin) does not;
 ' >&2
-  printf '      starting local processes. Install the plugin (make docker-e2e does) for Docker mode.
+  printf '      using local processes. Install the plugin (make docker-e2e does) for Docker mode.
 ' >&2
   return 1
 }
