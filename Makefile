@@ -10,21 +10,35 @@ RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
 # make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
 # E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
+# It runs on its own Postgres and Redis (scripts/infra.py: ports E2E_PORT_BASE+32 and +79),
+# started for the run and removed after, so its drills can restart and empty them.
 E2E_PORT_BASE ?= 18000
 E2E_WORKER_PORT_BASE ?= 19000
 E2E_DB_NAME ?= app_e2e
 E2E_REDIS_DB ?= 14
-E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2E_WORKER_PORT_BASE) \
-	DB_NAME=$(E2E_DB_NAME) REDIS_DB=$(E2E_REDIS_DB) \
-	USERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+1))) \
-	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+2))) \
-	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+3))) \
-	USERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+1))) \
-	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+2))) \
-	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
+# make soak's private stack and infra: next to make test's (+50), so both can run at once.
+SOAK_SECONDS ?= 180
+SOAK_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+50)))
+SOAK_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+50)))
+# $(call stack_env,STACK,PORT_BASE,WORKER_PORT_BASE,DB_NAME,REDIS_DB): what stack.sh, infra.py
+# and the tests read to find one private stack.
+stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$(4) REDIS_DB=$(5) \
+	USERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+1))) \
+	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+2))) \
+	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(2)+3))) \
+	USERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+1))) \
+	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+2))) \
+	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+3)))
+E2E_ENV := $(call stack_env,e2e,$(E2E_PORT_BASE),$(E2E_WORKER_PORT_BASE),$(E2E_DB_NAME),$(E2E_REDIS_DB))
+SOAK_ENV := $(call stack_env,soak,$(SOAK_PORT_BASE),$(SOAK_WORKER_PORT_BASE),app_soak,$(E2E_REDIS_DB))
+INFRA := $(RUN) python scripts/infra.py
+# Inside `infra.py run`: the stack up, COMMAND, the stack down (even on failure), all before
+# the infra goes away.
+with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters events test lint typecheck unit e2e e2e-stack k8s-check bench \
+	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
+	k8s-check bench soak \
 	docker-e2e
 
 help: ## list the verbs
@@ -68,22 +82,38 @@ dead-letters: sync ## list the bus's dead letters
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
 
-events: sync ## regenerate the event catalogue docs/events.md from the code
+operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
+	@$(RUN) python scripts/operator_token.py $(NAME)
+
+events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) from the code
 	@$(RUN) python scripts/event_catalogue.py
+	@$(RUN) python scripts/asyncapi_document.py
 
 # --- checking it --------------------------------------------------------------------------
-test: lint typecheck unit k8s-check e2e-stack ## everything CI runs
+test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
-lint: sync ## ruff (lint + format check); the event catalogue is up to date
+lint: sync ## ruff (lint + format check); docs/events.md and docs/asyncapi.yaml are up to date
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) python scripts/event_catalogue.py --check
+	@$(RUN) python scripts/asyncapi_document.py --check
 
 typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
 	@$(RUN) pytest libs services
+
+# The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
+# folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
+ASYNCAPI_DIR := scripts/asyncapi
+$(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
+	@SCARF_ANALYTICS=false npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate docs/asyncapi.yaml with @asyncapi/parser
+	@node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+	@$(RUN) pytest -q tests/asyncapi
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
 	@$(TOOLS) kubectl
@@ -93,10 +123,13 @@ k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and 
 e2e: sync ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
 	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync ## a private stack up, tests/e2e, invariants, stack down (even on failure)
-	@$(E2E_ENV) $(STACK_SH) up
-	@trap '$(E2E_ENV) $(STACK_SH) down' EXIT; \
-	  $(E2E_ENV) $(RUN) pytest tests/e2e && $(E2E_ENV) $(STACK_SH) check-invariants
+e2e-stack: sync ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
+	@$(E2E_ENV) $(INFRA) run -- \
+	  $(call with_stack,$(RUN) pytest tests/e2e && $(STACK_SH) check-invariants)
+
+soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (SOAK_SECONDS=180)
+	@$(SOAK_ENV) $(INFRA) run -- \
+	  $(call with_stack,$(RUN) python -m tests.e2e.soak --seconds $(SOAK_SECONDS))
 
 docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
 	@bash scripts/docker/e2e.sh

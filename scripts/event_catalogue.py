@@ -1,8 +1,9 @@
 """Generate the event catalogue (docs/events.md) from the code (`make events`).
 
-Message types, producers, streams and payload schemas come from the contracts in
-``common.contracts``; consumers come from the handler maps the services' workers run. So the
-catalogue cannot drift from what runs: a test regenerates it and compares.
+Message types, producers, consumers, streams and payload schemas come from the contracts in
+``common.contracts``; each service's tests check that its worker handles exactly what the
+contracts say it consumes. So the catalogue cannot drift from what runs: lint regenerates it
+and compares.
 
 Usage: python scripts/event_catalogue.py [--check]   (--check: exit 1 if docs/events.md is stale)
 """
@@ -12,25 +13,17 @@ import sys
 from pathlib import Path
 
 from common.contracts import ALL_MESSAGES, Message
-from notifications.consumers import HANDLERS as NOTIFICATIONS_HANDLERS
-from orders.consumers import handlers as orders_handlers
-from orders.settings import Settings as OrdersSettings
-from users.consumers import HANDLERS as USERS_HANDLERS
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 
 
 def consumers_by_type() -> dict[str, list[str]]:
-    groups = {
-        "users": USERS_HANDLERS,
-        "orders": orders_handlers(OrdersSettings()),
-        "notifications": NOTIFICATIONS_HANDLERS,
-    }
-    found: dict[str, list[str]] = {}
-    for group, handlers in groups.items():
-        for message_type in handlers:
-            found.setdefault(message_type.TYPE, []).append(group)
-    return found
+    """Each message type's consumer groups, as its contract names them (``CONSUMERS``).
+
+    That they match what the services' workers handle is checked by each service's tests
+    (``common.testing.contracts.assert_handles_what_contracts_name``).
+    """
+    return {message.TYPE: list(message.CONSUMERS) for message in ALL_MESSAGES}
 
 
 def _kind(message: type[Message]) -> str:

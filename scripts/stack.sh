@@ -7,7 +7,8 @@
 # every other verb acts on that recorded stack, whatever has appeared on the machine since;
 # `down` removes the record. MODE=local or MODE=docker overrides both. STACK=e2e is the separate
 # local stack `make test` brings up and down (other ports, database and Redis DB), so it never
-# disturbs a stack started by `make up`; STACK=bench is the same for `bench/run.sh`.
+# disturbs a stack started by `make up`; STACK=soak is the same for `make soak`, STACK=bench
+# for `bench/run.sh`.
 # Docker mode: COMPOSE_FILE (colon-separated, default deploy/compose.yaml) adds override files
 # (`make docker-e2e` adds deploy/compose.e2e.yaml); VOLUMES=1 makes `down` drop the volumes.
 set -euo pipefail
@@ -15,16 +16,26 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 STACK=${STACK:-dev}
-if [[ $STACK == e2e ]]; then
+if [[ $STACK == e2e || $STACK == soak ]]; then
+  # `make test` and `make soak` (each on its own Postgres and Redis, see scripts/infra.py).
   PORT_BASE=${PORT_BASE:-18000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-19000}
-  DB_NAME=${DB_NAME:-app_e2e} REDIS_DB=${REDIS_DB:-14}
+  DB_NAME=${DB_NAME:-app_$STACK} REDIS_DB=${REDIS_DB:-14}
   # The suite signs up many users from one address (rate limits have their own tests), and
-  # its deadline drill should not wait the production 30 s.
+  # its deadline drills should not wait the production 30 to 60 s at every step.
   for prefix in USERS ORDERS NOTIFICATIONS; do
     export "${prefix}_RATE_LIMIT_AUTH=100000/minute" "${prefix}_RATE_LIMIT_READ=100000/minute"
     export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
   done
-  export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-8}
+  # Deadlines short enough that drills settle in seconds: a lost command is re-sent after
+  # 4 s, then 6 s, then 9 s, and only then is the order rejected; releases and
+  # announcements are re-sent every 5 s (growing) until answered.
+  export ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS=${ORDERS_SAGA_CREDIT_TIMEOUT_SECONDS:-4}
+  export ORDERS_SAGA_MAX_RESENDS=${ORDERS_SAGA_MAX_RESENDS:-2}
+  export ORDERS_SAGA_RESEND_BACKOFF=${ORDERS_SAGA_RESEND_BACKOFF:-1.5}
+  export ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS=${ORDERS_SAGA_RELEASE_TIMEOUT_SECONDS:-5}
+  export ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS=${ORDERS_SAGA_NOTIFICATION_TIMEOUT_SECONDS:-5}
+  export USERS_WELCOME_TIMEOUT_SECONDS=${USERS_WELCOME_TIMEOUT_SECONDS:-5}
+  export USERS_WELCOME_TIMER_INTERVAL_SECONDS=${USERS_WELCOME_TIMER_INTERVAL_SECONDS:-1}
   export NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_TARGETS=true  # tests/e2e's webhook receivers: 127.0.0.1
 elif [[ $STACK == bench ]]; then
   # `bench/run.sh`: production settings except rate limits raised out of the way (still
@@ -76,10 +87,8 @@ mode() {
 compose_answers() {
   timeout 10 docker info >/dev/null 2>&1 || return 1
   timeout 10 docker compose version >/dev/null 2>&1 && return 0
-  printf 'note: a Docker engine answers, but `docker compose` (the compose v2 plugin) does not;
-' >&2
-  printf '      using local processes. Install the plugin (make docker-e2e does) for Docker mode.
-' >&2
+  printf 'note: a Docker engine answers, but `docker compose` (the compose v2 plugin) does not;\n' >&2
+  printf '      using local processes. Install the plugin (make docker-e2e does) for Docker mode.\n' >&2
   return 1
 }
 

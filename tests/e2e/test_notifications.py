@@ -7,8 +7,6 @@ its e2e stack); against a stack that refuses them, the webhook test is skipped.
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from .conftest import Customer, Stack, eventually, place, settled, sign_up
 
-SECRET = "e2e-webhook-secret-0123456789"
+STREAM_CAP = 5  # NOTIFICATIONS_STREAM_MAX_PER_USER's default, which the e2e stack keeps
 
 
 @dataclass
@@ -78,6 +77,15 @@ class Stream:
     async def notification(self, kind: str, within: float = 20.0) -> Event:
         """The next ``notification`` event of this kind (others and heartbeats skipped)."""
         return (await self.events_until(kind, within))[-1]
+
+    async def ended(self, within: float) -> bool:
+        """True once the server ends the response (blocks before the end skipped)."""
+        deadline = time.monotonic() + within
+        try:
+            while True:
+                await self.block(max(0.01, deadline - time.monotonic()))
+        except StopAsyncIteration:
+            return True
 
 
 @contextlib.asynccontextmanager
@@ -179,9 +187,12 @@ class Receiver:
 
 
 def signature_is_valid(secret: str, hit: Hit) -> bool:
-    timestamp = hit.headers["webhook-timestamp"]
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + hit.body, hashlib.sha256)
-    return hmac.compare_digest(hit.headers["webhook-signature"], f"v1={expected.hexdigest()}")
+    """What a receiver does: verify with the Standard Webhooks reference library."""
+    try:
+        Webhook(secret).verify(hit.body, hit.headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 async def test_a_webhook_receives_a_signed_order_approved_delivery(stack: Stack):
@@ -189,30 +200,45 @@ async def test_a_webhook_receives_a_signed_order_approved_delivery(stack: Stack)
     async with Receiver() as receiver:
         registered = await stack.notifications.post(
             "/notifications/webhooks",
-            json={"url": f"http://127.0.0.1:{receiver.port}/shop", "secret": SECRET},
+            json={"url": f"http://127.0.0.1:{receiver.port}/shop"},
             headers=customer.auth,
         )
         if registered.status_code == 422:
             pytest.skip("this stack refuses loopback webhook targets: " + registered.text)
         assert registered.status_code == 201, registered.text
         webhook = registered.json()
-        assert "secret" not in webhook
+        old_secret = webhook["secret"]
+        assert old_secret.startswith("whsec_")
+        listed = await stack.notifications.get("/notifications/webhooks", headers=customer.auth)
+        assert "secret" not in listed.json()["items"][0]  # shown once, never listed
+
+        rotated = await stack.notifications.post(
+            f"/notifications/webhooks/{webhook['id']}/rotate-secret", headers=customer.auth
+        )
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["secret"]
+        assert new_secret != old_secret
 
         placed = await place(stack, customer, 2_500)
         assert (await settled(stack, customer, placed["id"]))["status"] == "APPROVED"
 
         def approved() -> list[Hit]:
-            return [h for h in receiver.hits if h.json["kind"] == "order_approved"]
+            return [h for h in receiver.hits if h.json["type"] == "notification.order_approved"]
 
         async def hits() -> list[Hit]:
             return approved()
 
         [hit] = await eventually(hits, bool)
 
-    assert signature_is_valid(SECRET, hit)
-    assert hit.json["order_id"] == placed["id"]
-    assert hit.json["user_id"] == customer.id
-    assert set(hit.json) == {"id", "kind", "order_id", "user_id", "created_at"}
+    # In the rotation's grace period: a receiver on either secret verifies it.
+    assert signature_is_valid(new_secret, hit)
+    assert signature_is_valid(old_secret, hit)
+    assert not signature_is_valid("whsec_" + "A" * 44, hit)
+    assert set(hit.json) == {"type", "timestamp", "data"}
+    data = hit.json["data"]
+    assert data["order_id"] == placed["id"]
+    assert data["user_id"] == customer.id
+    assert set(data) == {"id", "kind", "order_id", "user_id", "created_at"}
 
     async def attempts() -> list[dict[str, Any]]:
         response = await stack.notifications.get(
@@ -223,8 +249,32 @@ async def test_a_webhook_receives_a_signed_order_approved_delivery(stack: Stack)
         return [a for a in items if a["delivery_id"] == hit.headers["webhook-id"]]
 
     [attempt] = await eventually(attempts, bool)
-    assert attempt["notification_id"] == hit.json["id"]
+    assert attempt["notification_id"] == data["id"]
     assert attempt["attempt"] == 1
     assert attempt["status_code"] == 204
     assert attempt["outcome"] == "succeeded"
     assert attempt["next_attempt_at"] is None
+
+
+async def test_logging_out_ends_the_tokens_open_stream_at_once(stack: Stack):
+    """Well before the stream's next heartbeat (15 s), where the session is checked anyway."""
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    async with stream_of(stack, customer) as stream:
+        started = time.monotonic()
+        logout = await stack.users.delete("/users/sessions/current", headers=customer.auth)
+        assert logout.status_code == 204, logout.text
+        assert await stream.ended(within=5)
+        assert time.monotonic() - started < 5
+
+
+async def test_one_stream_past_the_per_user_cap_is_429(stack: Stack):
+    customer = await sign_up(stack, credit_limit_cents=10_000)
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(STREAM_CAP):
+            await streams.enter_async_context(stream_of(stack, customer))
+        async with stack.notifications.stream(
+            "GET", "/notifications/stream", headers=customer.auth
+        ) as refused:
+            assert refused.status_code == 429  # (a 200 is not read: it would never end)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert int(refused.headers["retry-after"]) >= 1

@@ -11,8 +11,6 @@
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
 import time
@@ -28,8 +26,10 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.auth import create_session
+from common.bus import Outbox
 from common.db import Database, create_engine
 from common.redis import create_redis
 from common.testing.plugin import migrate
@@ -37,7 +37,8 @@ from notifications import service
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
 from notifications.main import create_app
-from notifications.models import Notification
+from notifications.models import Notification, outbox
+from notifications.service import Fanout
 from notifications.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -100,27 +101,39 @@ async def redis(notifications_settings: Settings) -> AsyncIterator[Redis]:
 
 @pytest.fixture(scope="session")
 async def database(notifications_settings: Settings, redis: Redis) -> AsyncIterator[Database]:
-    """Records like the worker: its commit listener PUBLISHes new notifications."""
-    db = Database(create_engine(notifications_settings))
-    publisher = LivePublisher(redis)
-    db.add_commit_listener(publisher.on_commit)
+    """A Database with the notifications outbox (not running: published rows stay)."""
+    db = Database(
+        create_engine(notifications_settings),
+        outbox=Outbox(redis, outbox, settings=notifications_settings),
+    )
     yield db
-    await publisher.drain()
     await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def dispatcher_wake() -> asyncio.Event:
+    """Set after a commit that queued deliveries; the ``dispatcher`` fixture waits on it."""
+    return asyncio.Event()
+
+
+@pytest.fixture(scope="session")
+def fanout(redis: Redis, dispatcher_wake: asyncio.Event) -> Fanout:
+    """Records like the worker: new notifications PUBLISHed, the dispatcher woken."""
+    return Fanout(LivePublisher(redis), dispatcher_wake.set)
 
 
 RecordFn = Callable[..., Awaitable[Notification]]
 
 
 @pytest.fixture
-def record(database: Database) -> RecordFn:
+def record(database: Database, fanout: Fanout) -> RecordFn:
     async def record_one(
         user_id: uuid.UUID, kind: str = "order_approved", order_id: uuid.UUID | None = None
     ) -> Notification:
         if order_id is None and kind != "welcome":
             order_id = uuid.uuid4()
-        async with database.transaction() as session:
-            return await service.record(session, user_id=user_id, kind=kind, order_id=order_id)
+        async with database.transaction() as uow:
+            return await service.record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
 
     return record_one
 
@@ -328,19 +341,24 @@ class Hit:
 
 
 def signature_is_valid(secret: str, hit: Hit) -> bool:
-    """What a receiver does: recompute the HMAC over ``timestamp + "." + body``."""
-    timestamp = hit.headers["webhook-timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + hit.body, hashlib.sha256)
-    scheme, _, received = hit.headers["webhook-signature"].partition("=")
-    return scheme == "v1" and hmac.compare_digest(expected.hexdigest(), received)
+    """What a receiver does: verify with the Standard Webhooks reference library."""
+    try:
+        Webhook(secret).verify(hit.body, hit.headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1: ``answer(n)`` is the status of the n-th hit (1-based)."""
+    """A webhook endpoint on 127.0.0.1: ``answer(n)`` is the status of the n-th hit (1-based).
+
+    With ``secret`` set it behaves like a production receiver: a request that does not verify
+    with the Standard Webhooks reference library under that secret is answered 401."""
 
     def __init__(self, answer: Callable[[int], int] = lambda _: 200, port: int = 0) -> None:
         self.answer = answer
         self.port = port
+        self.secret: str | None = None
         self.hits: list[Hit] = []
         self._server: asyncio.Server | None = None
 
@@ -371,7 +389,10 @@ class Receiver:
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             status = self.answer(len(self.hits) + 1)
-            self.hits.append(Hit(method, path, headers, body, status))
+            hit = Hit(method, path, headers, body, status)
+            if self.secret is not None and not signature_is_valid(self.secret, hit):
+                hit.status = status = 401
+            self.hits.append(hit)
             writer.write(
                 f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )
@@ -404,8 +425,8 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
 @pytest.fixture
 async def clean_webhooks(database: Database) -> None:
     """No webhook (nor delivery) of an earlier test left for this test's dispatcher."""
-    async with database.transaction() as session:
-        await session.execute(text("TRUNCATE notifications.webhooks CASCADE"))
+    async with database.transaction() as uow:
+        await uow.session.execute(text("TRUNCATE notifications.webhooks CASCADE"))
 
 
 RunDispatcher = Callable[..., contextlib.AbstractAsyncContextManager[Dispatcher]]
@@ -413,12 +434,16 @@ RunDispatcher = Callable[..., contextlib.AbstractAsyncContextManager[Dispatcher]
 
 @pytest.fixture
 def dispatcher(
-    clean_webhooks: None, database: Database, redis: Redis, notifications_settings: Settings
+    clean_webhooks: None,
+    database: Database,
+    redis: Redis,
+    notifications_settings: Settings,
+    dispatcher_wake: asyncio.Event,
 ) -> RunDispatcher:
     @contextlib.asynccontextmanager
     async def running(**overrides: Any) -> AsyncIterator[Dispatcher]:
         settings = notifications_settings.model_copy(update=overrides)
-        instance = Dispatcher(database, redis, settings)
+        instance = Dispatcher(database, redis, settings, wake=dispatcher_wake)
         stop = asyncio.Event()
         task = asyncio.create_task(instance.run(stop))
         try:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from common.bus import bind_outbox
+from common.bus import Outbox
 from common.db import Database, create_engine
+from common.redis import create_redis
 from common.testing.plugin import migrate
 from orders.models import outbox
 from orders.settings import Settings
@@ -22,8 +23,11 @@ async def orders_settings(database_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 async def orders_db(orders_settings: Settings) -> AsyncIterator[Database]:
-    """A Database whose units of work write the orders outbox (no relay: rows stay)."""
-    database = Database(create_engine(orders_settings))
-    bind_outbox(database, outbox, source="orders", stream_prefix="test:")
+    """A Database whose units of work write the orders outbox (not running: rows stay)."""
+    redis = create_redis(orders_settings)
+    database = Database(
+        create_engine(orders_settings), outbox=Outbox(redis, outbox, settings=orders_settings)
+    )
     yield database
     await database.dispose()
+    await redis.aclose()

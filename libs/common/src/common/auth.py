@@ -3,7 +3,8 @@
 The users service issues a random token at login and stores ``session:<sha256(token)>``
 -> user id with a TTL. Only the hash is stored, so a Redis dump leaks no usable token.
 Every service resolves the caller with :func:`current_user`; logout deletes the key, so the
-token stops working everywhere at once.
+token stops working everywhere at once, and PUBLISHes the token's hash on
+:func:`revocation_channel`, so what a request checked once (an open event stream) ends too.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from common.errors import Unauthorized
 
 SESSION_KEY_PREFIX = "session:"
+REVOCATION_CHANNEL_PREFIX = "auth:revoked:"
 USER_SCOPE_KEY = "common.auth.user"
 
 
@@ -50,8 +52,20 @@ async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> Issue
     return IssuedSession(token=token, user_id=user_id, expires_at=expires_at)
 
 
+def revocation_channel(redis: Redis) -> str:
+    """Where logouts are announced (the token's hash). Pub/sub ignores database numbers, so the
+    channel names the client's: stacks sharing a Redis server (dev, e2e, tests) stay apart."""
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    return f"{REVOCATION_CHANNEL_PREFIX}{db}"
+
+
 async def revoke_session(redis: Redis, token_hash: str) -> None:
-    await redis.delete(session_key(token_hash))
+    """End the session: the key goes (every later request is a 401) and the revocation is
+    announced (long-lived responses of that token, such as event streams, end at once)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(session_key(token_hash))
+        pipe.publish(revocation_channel(redis), token_hash)
+        await pipe.execute()
 
 
 def _bearer_token(request: Request) -> str | None:

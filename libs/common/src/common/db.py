@@ -1,22 +1,29 @@
-"""PostgreSQL access: one pooled async engine per process and a unit of work.
+"""PostgreSQL access: one pooled async engine per process and a typed unit of work.
 
 Every service owns one Postgres schema. Its tables hang off a :class:`MetaData` built by
 :func:`schema_metadata`, which also fixes the constraint naming convention so that Alembic
 migrations get stable, predictable names.
 
-Business code never commits. A :class:`Database` hands out units of work
-(``async with db.transaction() as session``) that commit on success and roll back on error.
+Business code never commits. A :class:`Database` hands out units of work::
 
-Two small hooks let the event bus ride on units of work without business code noticing:
-``session_info`` (copied into every new session's ``info``: it is how ``bus.publish`` finds
-its outbox table) and commit listeners (called after a unit of work commits: they wake the
-outbox relay, so a message leaves within milliseconds of its transaction's commit).
+    async with db.transaction() as uow:
+        order = await repository.insert_order(uow.session, ...)
+        uow.publish(ReserveCredit(...))              # leaves only if this commits
+        uow.after_commit(lambda: cache.invalidate(user_id))
+
+:class:`UnitOfWork` is the one place where "this happens if and only if the transaction
+commits" lives: its messages are written to the service's outbox in the same transaction
+(one INSERT for all of them, just before COMMIT) and handed to the outbox to be sent right
+after it; its after-commit callbacks run once the commit succeeded. Using a unit of work
+after its transaction ended raises :class:`UnitOfWorkClosed`, and publishing through a
+Database that has no outbox raises :class:`NoOutbox`: both fail loudly, never silently drop.
 """
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
@@ -28,9 +35,15 @@ from sqlalchemy.ext.asyncio import (
 
 from common.settings import ServiceSettings
 
+if TYPE_CHECKING:  # the bus builds on this module, not the other way round
+    from common.bus.envelope import Envelope
+    from common.bus.outbox import Outgoing
+    from common.contracts import Message
+
 logger = logging.getLogger("common.db")
 
-CommitListener = Callable[[AsyncSession], None]
+AfterCommit = Callable[[], Awaitable[object] | object]
+"""Called once the transaction committed; a coroutine it returns is awaited."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -66,45 +79,152 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     )
 
 
-class Database:
-    """Owns the engine and hands out units of work."""
+class Outbox(Protocol):
+    """Where a unit of work's messages go (``common.bus.outbox.Outbox`` implements it)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-        # Copied into each new session's ``info``; e.g. the bus binds its outbox table here.
-        self.session_info: dict[str, Any] = {}
-        self._commit_listeners: list[CommitListener] = []
+    def prepare(
+        self, message: "Message", *, correlation_id: str | None, causation_id: str | None
+    ) -> "Outgoing":
+        """Wrap ``message`` for sending (its envelope and stream), this service its source."""
+        ...
 
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        """Call ``listener(session)`` after each unit of work of :meth:`transaction` commits.
+    async def write(self, session: AsyncSession, outgoing: Sequence["Outgoing"]) -> list[int]:
+        """Insert the messages' outbox rows in ``session``'s transaction; their row ids."""
+        ...
 
-        Listeners run in the committing task, after the commit, so they must be quick and
-        synchronous (set an event, not do I/O). An exception in one is logged and swallowed:
-        the transaction has committed, and its caller must not be told otherwise.
+    async def committed(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
+        """The rows' transaction committed: send them now (or leave them to the sweeper)."""
+        ...
+
+
+class NoOutbox(RuntimeError):
+    """``publish`` on a unit of work of a Database that has no outbox."""
+
+
+class UnitOfWorkClosed(RuntimeError):
+    """A unit of work used after its transaction ended (commit or rollback)."""
+
+
+class UnitOfWork:
+    """One transaction: its session, the messages it publishes, what runs after it commits."""
+
+    def __init__(self, session: AsyncSession, outbox: Outbox | None) -> None:
+        self._session: AsyncSession | None = session
+        self._outbox = outbox
+        self._outgoing: list[Outgoing] = []
+        self._after_commit: list[AfterCommit] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise UnitOfWorkClosed("this unit of work's transaction has ended")
+        return self._session
+
+    def publish(
+        self,
+        message: "Message",
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> "Envelope":
+        """Send ``message`` if, and only if, this unit of work commits.
+
+        Its ids default to the current context's (common.bus.outbox.envelope_for): what a
+        bus handler publishes continues the conversation of the message it handles.
         """
-        self._commit_listeners.append(listener)
+        self._check_open()
+        if self._outbox is None:
+            raise NoOutbox(
+                "this Database has no outbox: give it one (common.bus.Outbox) to publish"
+            )
+        outgoing = self._outbox.prepare(
+            message, correlation_id=correlation_id, causation_id=causation_id
+        )
+        self._outgoing.append(outgoing)
+        return outgoing.envelope
 
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        if listener in self._commit_listeners:
-            self._commit_listeners.remove(listener)
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once this unit of work committed (never if it rolls back).
+
+        Callbacks run in order in the committing task; an exception in one is logged and
+        swallowed: the transaction has committed, and its caller must not be told otherwise.
+        """
+        self._check_open()
+        self._after_commit.append(callback)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: if the block raises, its writes roll back, and what it
+        published or scheduled after commit is forgotten with them."""
+        published, scheduled = len(self._outgoing), len(self._after_commit)
+        try:
+            async with self.session.begin_nested():
+                yield
+        except BaseException:
+            del self._outgoing[published:]
+            del self._after_commit[scheduled:]
+            raise
+
+    @property
+    def published(self) -> tuple["Envelope", ...]:
+        return tuple(outgoing.envelope for outgoing in self._outgoing)
+
+    def _check_open(self) -> None:
+        if self._session is None:
+            raise UnitOfWorkClosed("this unit of work's transaction has ended")
+
+    async def _write_outbox(self) -> list[tuple[int, "Outgoing"]]:
+        if not self._outgoing or self._outbox is None:
+            return []
+        ids = await self._outbox.write(self.session, self._outgoing)
+        return list(zip(ids, self._outgoing, strict=True))
+
+    async def _committed(self, rows: list[tuple[int, "Outgoing"]]) -> None:
+        outbox = self._outbox
+        if rows and outbox is not None:
+            await _logged(lambda: outbox.committed(rows))
+        for callback in self._after_commit:
+            await _logged(callback)
+
+
+async def _logged(callback: AfterCommit) -> None:
+    try:
+        result = callback()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("after-commit callback failed")
+
+
+class Database:
+    """Owns the engine and hands out units of work.
+
+    ``outbox`` is where units of work write what they publish; a process that publishes
+    sets it once at start (``common.bus.Outbox`` does, for the API lifespan and the worker).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, outbox: Outbox | None = None) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self.outbox = outbox
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A unit of work: commit when the block succeeds, roll back when it raises."""
-        async with self.sessions(info=dict(self.session_info)) as session:
-            async with session.begin():
-                yield session
-            for listener in tuple(self._commit_listeners):
-                try:
-                    listener(session)
-                except Exception:
-                    logger.exception("commit listener failed")
+        async with self.sessions() as session:
+            uow = UnitOfWork(session, self.outbox)
+            try:
+                async with session.begin():
+                    yield uow
+                    rows = await uow._write_outbox()
+            finally:
+                uow._session = None
+            await uow._committed(rows)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only; nothing is committed."""
-        async with self.sessions(info=dict(self.session_info)) as session:
+        async with self.sessions() as session:
             yield session
 
     async def ping(self) -> None:

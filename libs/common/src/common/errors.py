@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.unavailable import is_overloaded
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_SCOPE_KEY = "common.request_ids"  # (request id, correlation id), set by common.http
@@ -142,19 +143,22 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# Postgres or Redis unreachable, or every pooled connection busy past db_pool_timeout_seconds.
-UNAVAILABLE = (
-    ConnectionError,  # refused or reset before a driver could wrap it (asyncpg connect)
-    TimeoutError,
-    SQLAlchemyTimeoutError,
-    OperationalError,
-    InterfaceError,
-    RedisConnectionError,
-    RedisTimeoutError,
+# Where a driver's error can surface. Each goes through one handler that answers 503 when the
+# error means "Postgres or Redis is unreachable, restarting or saturated" (common.unavailable)
+# and 500 otherwise. Handled here, inside the app, so no traceback escapes to the server and
+# the client's keep-alive connection stays usable.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    RedisError,
+    OSError,  # ConnectionError and TimeoutError among them
+    ExceptionGroup,
 )
 
 
-async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+def unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
     """A dependency is down or saturated: a 503 the client may retry, never a 500."""
     logger.warning("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)})
     return problem_response(
@@ -165,9 +169,17 @@ async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_driver_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_overloaded(exc):
+        return unavailable_response(request, exc)
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """The last resort. It runs outside the request middleware, so the request's ids come
     from the scope: the traceback in the log and the response still carry them."""
+    if is_overloaded(exc):  # raised outside the routes (a middleware), still a 503
+        return unavailable_response(request, exc)
     request_id, correlation_id = request.scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
     logger.exception(
         "unhandled error",
@@ -189,6 +201,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    for unavailable in UNAVAILABLE:
-        app.add_exception_handler(unavailable, _on_unavailable)
+    for driver_error in DRIVER_ERRORS:
+        app.add_exception_handler(driver_error, _on_driver_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.bus import OutboxRelay
+from common.bus import Outbox
 from common.db import Database, create_engine
 from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
@@ -184,25 +184,27 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app with the shared lifespan, errors, middleware and probes.
 
-    ``outbox_table``: the service's outbox; the app then runs an outbox relay, so what a
-    request publishes leaves right after its commit. ``lifespan`` is the service's own extra
-    start-up/shut-down, run inside the shared one (it can use ``app.state.db`` and
-    ``app.state.redis``).
+    ``outbox_table``: the service's outbox; the app's units of work then publish through
+    it (common.bus.Outbox), so what a request publishes leaves right after its commit.
+    ``lifespan`` is the service's own extra start-up/shut-down, run inside the shared one
+    (it can use ``app.state.db`` and ``app.state.redis``).
     """
 
     @asynccontextmanager
     async def shared_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.db = Database(create_engine(settings))
         app.state.redis = create_redis(settings)
+        outbox = (
+            Outbox(app.state.redis, outbox_table, settings=settings)
+            if outbox_table is not None
+            else None
+        )
+        app.state.db = Database(create_engine(settings), outbox=outbox)
         app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
             async with AsyncExitStack() as stack:
-                if outbox_table is not None:
-                    relay = OutboxRelay(
-                        app.state.db, app.state.redis, outbox_table, settings=settings
-                    )
-                    await stack.enter_async_context(relay)
+                if outbox is not None:
+                    await stack.enter_async_context(outbox.running(app.state.db))
                 if lifespan is not None:
                     await stack.enter_async_context(lifespan(app))
                 yield
@@ -235,7 +237,10 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # Off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default
+        # forwarded_allow_ips) and rewrite the peer. Whom to believe is one setting,
+        # trusted_proxies, applied in one place (common.ratelimit.client_address).
+        proxy_headers=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=30,
     )

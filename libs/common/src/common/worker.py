@@ -2,8 +2,9 @@
 
 A worker process holds one engine and one Redis client (like the API's lifespan) and runs:
 
-* the service's bus consumers (:class:`common.bus.Consumer`, usually one group per service),
-* the outbox relay, so messages its handlers publish leave right after each commit,
+* the service's consumer group (:class:`common.bus.Consumer`),
+* the service's outbox (:class:`common.bus.Outbox`): what its handlers publish leaves right
+  after each commit, and what a dead process left behind is swept up,
 * periodic timers (saga deadlines, inbox pruning...): each run guarded, so an exception is
   logged and the timer keeps going,
 * trimming of the streams its consumers read,
@@ -12,19 +13,21 @@ A worker process holds one engine and one Redis client (like the API's lifespan)
   ``GET /metrics`` (Prometheus text). No web framework for two routes.
 
 SIGTERM or SIGINT: stop reading, let in-flight handlers finish, stop timers, flush the
-outbox one last time, close Postgres and Redis, exit 0. A service's ``worker.py``::
+outbox one last time, close Postgres and Redis, exit 0. A service's ``worker.py`` declares
+its worker once, and both ``run()`` and the tests start that declaration::
+
+    def spec(settings: Settings) -> WorkerSpec:
+        return WorkerSpec(
+            group="orders",
+            handlers=lambda context: handlers(settings),
+            inbox_table=models.inbox,
+            outbox_table=models.outbox,
+            timers=[Timer("saga-deadlines", 0.5, expire_overdue_sagas)],
+        )
 
     def run() -> None:
         settings = Settings()
-        run_worker(
-            settings,
-            consumers=lambda ctx: [
-                Consumer(ctx.database, ctx.redis, group="users", handlers=HANDLERS,
-                         inbox_table=models.inbox, settings=settings)
-            ],
-            outbox_table=models.outbox,
-            timers=[Timer("expire-sagas", 1.0, expire_sagas)],
-        )
+        run_worker(settings, spec(settings))
 """
 
 import asyncio
@@ -44,7 +47,7 @@ from sqlalchemy import Table
 
 from common.bus import inbox
 from common.bus.consumer import Consumer, Handler
-from common.bus.outbox import OutboxRelay
+from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
 from common.contracts import Message
@@ -77,40 +80,30 @@ class Timer:
     run: Callable[[WorkerContext], Awaitable[None]]
 
 
-ConsumersFactory = Callable[[WorkerContext], Sequence[Consumer]]
-
-
-def bus_consumer(
-    context: WorkerContext,
-    *,
-    group: str,
-    handlers: Mapping[type[Message], Handler],
-    inbox_table: Table,
-) -> Consumer:
-    """A service's consumer group on the worker's own clients and settings."""
-    return Consumer(
-        context.database,
-        context.redis,
-        group=group,
-        handlers=handlers,
-        inbox_table=inbox_table,
-        settings=context.settings,
-    )
-
-
 # A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
 # it must return soon after ``stop`` is set.
 LongRunning = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
+HandlersFactory = Callable[[WorkerContext], Mapping[type[Message], Handler]]
 
 
-def run_worker(
-    settings: ServiceSettings,
-    *,
-    consumers: ConsumersFactory,
-    outbox_table: Table | None = None,
-    timers: Sequence[Timer] = (),
-    long_running: Sequence[LongRunning] = (),
-) -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a service's worker runs, declared once (``worker.py``'s ``spec()``).
+
+    ``run()`` and the tests start the same declaration, so a test of the worker tests what
+    production runs. ``handlers`` is a factory: handlers may need the worker's clients (a
+    cache, a publisher), which exist only once the worker runs.
+    """
+
+    group: str
+    handlers: HandlersFactory
+    inbox_table: Table
+    outbox_table: Table | None = None
+    timers: Sequence[Timer] = ()
+    long_running: Sequence[LongRunning] = ()
+
+
+def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
     """Run a worker until SIGTERM/SIGINT, then shut down gracefully and return (exit 0)."""
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
@@ -120,88 +113,69 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await serve_worker(
-            settings,
-            consumers=consumers,
-            outbox_table=outbox_table,
-            timers=timers,
-            long_running=long_running,
-            stop=stop,
-        )
+        await serve_worker(settings, spec, stop)
 
     # uvloop, as uvicorn uses for the APIs: the stock loop cost workers ~a quarter of their CPU.
     uvloop.run(main())
 
 
-async def serve_worker(
-    settings: ServiceSettings,
-    *,
-    consumers: ConsumersFactory,
-    stop: asyncio.Event,
-    outbox_table: Table | None = None,
-    timers: Sequence[Timer] = (),
-    long_running: Sequence[LongRunning] = (),
-) -> None:
+async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asyncio.Event) -> None:
     """The worker's body, until ``stop`` is set (``run_worker`` sets it on a signal)."""
-    database = Database(create_engine(settings))
     redis = create_redis(settings)
-    context = WorkerContext(settings, database, redis)
-    relay = (
-        OutboxRelay(database, redis, outbox_table, settings=settings)
-        if outbox_table is not None
+    outbox = (
+        Outbox(redis, spec.outbox_table, settings=settings)
+        if spec.outbox_table is not None
         else None
     )
-    bus_consumers = list(consumers(context))
-    trimmer = StreamTrimmer(
-        redis, [key for consumer in bus_consumers for key in consumer.streams], settings=settings
+    database = Database(create_engine(settings), outbox=outbox)
+    context = WorkerContext(settings, database, redis)
+    consumer = Consumer(
+        database,
+        redis,
+        group=spec.group,
+        handlers=spec.handlers(context),
+        inbox_table=spec.inbox_table,
+        settings=settings,
     )
-    inbox_tables = {
-        consumer.inbox_table.fullname: consumer.inbox_table for consumer in bus_consumers
-    }
+    trimmer = StreamTrimmer(redis, consumer.streams, settings=settings)
     background = [
         Periodic("trim-streams", settings.stream_trim_interval_seconds, trimmer.trim_all),
-        *(
-            Periodic(
-                f"prune-{name}", settings.inbox_prune_interval_seconds, _pruner(table, context)
-            )
-            for name, table in inbox_tables.items()
+        Periodic(
+            f"prune-{spec.inbox_table.fullname}",
+            settings.inbox_prune_interval_seconds,
+            _pruner(spec.inbox_table, context),
         ),
-        *(Periodic(timer.name, timer.interval_seconds, _bind(timer, context)) for timer in timers),
+        *(Periodic(t.name, t.interval_seconds, _bind(t, context)) for t in spec.timers),
     ]
-
     components: list[asyncio.Task[None]] = []
 
     def healthy() -> bool:
         return (
-            all(consumer.running for consumer in bus_consumers)
+            consumer.running
             and all(task.running for task in background)
             and not any(component.done() for component in components)
-            and (relay is None or relay.running)
+            and (outbox is None or outbox.alive)
         )
 
     health = HealthServer(settings.host, settings.worker_port, healthy)
     try:
-        if relay is not None:
-            relay.start()
-        for consumer in bus_consumers:
-            await consumer.start()
+        if outbox is not None:
+            outbox.start(database)
+        await consumer.start()
         for task in background:
             task.start()
-        components.extend(asyncio.create_task(run(context, stop)) for run in long_running)
+        components.extend(asyncio.create_task(run(context, stop)) for run in spec.long_running)
         await health.start()
-        logger.info(
-            "worker started",
-            extra={"groups": [c.group for c in bus_consumers], "port": settings.worker_port},
-        )
+        logger.info("worker started", extra={"group": spec.group, "port": settings.worker_port})
         await stop.wait()
         logger.info("worker stopping")
     finally:
-        await asyncio.gather(*(consumer.stop() for consumer in bus_consumers))
+        await consumer.stop()
         grace = settings.bus_shutdown_timeout_seconds
         await asyncio.gather(*(task.stop(grace) for task in background))
         await asyncio.gather(*components, return_exceptions=True)
-        if relay is not None:
-            await relay.stop()
+        if outbox is not None:
+            await outbox.stop()
         await health.close()
         await redis.aclose()
         await database.dispose()
@@ -213,8 +187,8 @@ def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None
     retention = timedelta(hours=context.settings.inbox_retention_hours)
 
     async def prune() -> None:
-        async with context.database.transaction() as session:
-            removed = await inbox.prune(session, table, older_than=retention)
+        async with context.database.transaction() as uow:
+            removed = await inbox.prune(uow.session, table, older_than=retention)
         if removed:
             logger.info("inbox pruned", extra={"table": table.fullname, "removed": removed})
 

@@ -13,9 +13,11 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import BigInteger, Column, String, Table, text
 
-from common.bus import add_inbox_table, add_outbox_table
+from common.bus import Outbox, add_inbox_table, add_outbox_table
 from common.db import Database, create_engine, schema_metadata
 from common.settings import ServiceSettings
+
+from .harness import Harness
 
 SCHEMA = "bustest"
 metadata = schema_metadata(SCHEMA)
@@ -42,13 +44,14 @@ async def bus_database(database_url: str, redis_url: str) -> AsyncIterator[Datab
 
 
 @pytest.fixture
-async def database(bus_database: Database) -> AsyncIterator[Database]:
-    """The session's Database with empty bus tables and no outbox bound yet."""
-    async with bus_database.transaction() as session:
-        await session.execute(text(f"TRUNCATE {SCHEMA}.outbox, {SCHEMA}.inbox, {SCHEMA}.effects"))
-    bus_database.session_info.clear()
-    yield bus_database
-    bus_database.session_info.clear()
+async def database(bus_database: Database, redis: Redis, bus_settings: ServiceSettings) -> Database:
+    """A Database on the session's engine, with empty bus tables and the test's outbox (not
+    running: what is published stays in the table until a test runs or flushes it)."""
+    async with bus_database.transaction() as uow:
+        await uow.session.execute(
+            text(f"TRUNCATE {SCHEMA}.outbox, {SCHEMA}.inbox, {SCHEMA}.effects")
+        )
+    return Database(bus_database.engine, outbox=Outbox(redis, outbox, settings=bus_settings))
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +99,20 @@ def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
         stream_min_retention=0,
         stream_min_retention_seconds=0,
     )
+
+
+@pytest.fixture
+async def h(
+    database: Database,
+    redis: Redis,
+    redis_url: str,
+    outbox_table: Table,
+    inbox_table: Table,
+    effects_table: Table,
+    bus_settings: ServiceSettings,
+) -> AsyncIterator[Harness]:
+    harness = Harness(
+        database, redis, redis_url, outbox_table, inbox_table, effects_table, bus_settings
+    )
+    yield harness
+    await harness.close()

@@ -8,20 +8,19 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import ClassVar
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import Table, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import bus
-from common.bus import Consumer, Envelope, bind_outbox, stream_key
+from common.bus import Envelope, Outbox, stream_key
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.settings import ServiceSettings
-from common.worker import Timer, WorkerContext, serve_worker
+from common.worker import Timer, WorkerContext, WorkerSpec, serve_worker
 
 pytestmark = pytest.mark.integration
 
@@ -84,41 +83,28 @@ async def test_worker_runs_consumers_relay_timers_and_probes(
         if timer_runs == 1:
             raise RuntimeError("the first run fails; the timer must keep going")
 
-    async def handle(session: AsyncSession, _: Envelope, message: WorkerPing) -> None:
-        await session.execute(effects_table.insert().values(key=message.key))
-        await bus.publish(session, WorkerPong(key=message.key))
+    async def handle(uow: UnitOfWork, _: Envelope, message: WorkerPing) -> None:
+        await uow.session.execute(effects_table.insert().values(key=message.key))
+        uow.publish(WorkerPong(key=message.key))
 
-    def consumers(context: WorkerContext) -> list[Consumer]:
-        handlers: dict[type[Message], bus.Handler] = {WorkerPing: handle}
-        return [
-            Consumer(
-                context.database,
-                context.redis,
-                group=group,
-                handlers=handlers,
-                inbox_table=inbox_table,
-                settings=settings,
-            )
-        ]
-
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        serve_worker(
-            settings,
-            consumers=consumers,
-            outbox_table=outbox_table,
-            timers=[Timer("flaky", 0.02, flaky_timer)],
-            stop=stop,
-        )
+    spec = WorkerSpec(
+        group=group,
+        handlers=lambda _: {WorkerPing: handle},
+        inbox_table=inbox_table,
+        outbox_table=outbox_table,
+        timers=[Timer("flaky", 0.02, flaky_timer)],
     )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve_worker(settings, spec, stop))
     try:
         await eventually(lambda: _answers(settings.worker_port, 200))
 
         # Another process of the service commits a message; the worker handles it and its
-        # reply leaves through the worker's own relay.
-        bind_outbox(database, outbox_table, source="api", stream_prefix=settings.bus_stream_prefix)
-        async with database.transaction() as session:
-            await bus.publish(session, WorkerPing(key="w1"))
+        # reply leaves through the worker's own outbox.
+        api_outbox = Outbox(redis, outbox_table, settings=settings)
+        api_database = Database(database.engine, outbox=api_outbox)
+        async with api_outbox.running(api_database), api_database.transaction() as uow:
+            uow.publish(WorkerPing(key="w1"))
         replies = stream_key(settings.bus_stream_prefix, WorkerPong.STREAM)
         await eventually(lambda: _xlen_is(redis, replies, 1))
 
@@ -152,33 +138,7 @@ async def _timer_ran(runs: Callable[[], int], n: int) -> bool:
     return runs() >= n
 
 
-WORKER_SCRIPT = """
-from common.bus import Consumer, add_inbox_table, add_outbox_table
-from common.contracts import Message
-from common.db import schema_metadata
-from common.settings import ServiceSettings
-from common.worker import run_worker
-from typing import ClassVar
-
-class Nothing(Message):
-    TYPE: ClassVar[str] = "bustest.Nothing"
-    STREAM: ClassVar[str] = "bustest.nothing"
-
-async def ignore(session, envelope, message):
-    pass
-
-metadata = schema_metadata("bustest")
-outbox, inbox = add_outbox_table(metadata), add_inbox_table(metadata)
-settings = ServiceSettings()
-run_worker(
-    settings,
-    consumers=lambda ctx: [Consumer(ctx.database, ctx.redis, group="signal-test",
-                                    handlers={Nothing: ignore}, inbox_table=inbox,
-                                    settings=settings)],
-    outbox_table=outbox,
-)
-print("clean exit")
-"""
+SIGNAL_WORKER = Path(__file__).with_name("signal_worker.py")
 
 
 async def test_run_worker_exits_0_on_sigterm(bus_settings: ServiceSettings) -> None:
@@ -194,7 +154,7 @@ async def test_run_worker_exits_0_on_sigterm(bus_settings: ServiceSettings) -> N
         "LOG_LEVEL": "WARNING",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WORKER_SCRIPT, env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, str(SIGNAL_WORKER), env=env, stdout=asyncio.subprocess.PIPE
     )
     try:
         await eventually(lambda: _answers(port, 200), within=30)

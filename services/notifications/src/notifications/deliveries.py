@@ -12,7 +12,9 @@ until the earliest ``next_attempt_at`` (retries, deferrals, other workers' lefto
 ``webhook_poll_interval_seconds``.
 
 Each attempt: circuit breaker (open: the delivery waits, no attempt is counted), DNS check of
-the target (private addresses refused unless allowed), the signed POST with a timeout, then
+the target (private addresses refused unless allowed), the secrets decrypted (the current
+one, and the previous one during a rotation's grace period: two signatures), the signed POST
+(Standard Webhooks) with a timeout, then
 the breaker and the delivery's row are updated. Failures are retried with exponential
 backoff and full jitter up to ``webhook_max_attempts``; a success is final, so a receiver
 gets each delivery successfully once (``Webhook-Id`` lets it drop the rare duplicate after a
@@ -29,12 +31,12 @@ from datetime import UTC, datetime
 import httpx
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
 from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
 from notifications.repository import ClaimedDelivery
+from notifications.secretbox import SecretBox, SecretUnreadable
 from notifications.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,14 +52,8 @@ DELIVERY_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-_ENQUEUED_KEY = "notifications.deliveries.enqueued"
 MIN_SLEEP_SECONDS = 0.005
 LEASE_MARGIN_SECONDS = 10.0
-
-
-def mark_enqueued(session: AsyncSession) -> None:
-    """Have the dispatcher woken once this unit of work commits."""
-    session.info[_ENQUEUED_KEY] = True
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -69,9 +65,19 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
 class Dispatcher:
     """Runs in the notifications worker until ``stop`` is set; then finishes in-flight work."""
 
-    def __init__(self, database: Database, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        redis: Redis,
+        settings: Settings,
+        *,
+        wake: asyncio.Event | None = None,
+        box: SecretBox | None = None,
+    ) -> None:
+        """``wake``: set it to have queued deliveries claimed now (after a commit queued some)."""
         self.database = database
         self.settings = settings
+        self.box = box or SecretBox.from_setting(settings.webhook_secret_key)
         attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
         self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
         self.breaker = CircuitBreaker(
@@ -81,34 +87,26 @@ class Dispatcher:
             probe_lease_seconds=self.lease_seconds,
             probe_wait_seconds=min(1.0, settings.webhook_breaker_cooldown_seconds),
         )
-        self._wake = asyncio.Event()
+        self._wake = wake or asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-
-    def on_commit(self, session: AsyncSession) -> None:
-        if session.info.get(_ENQUEUED_KEY):
-            self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.database.add_commit_listener(self.on_commit)
         limits = httpx.Limits(max_connections=self.settings.webhook_concurrency)
-        try:
-            async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
-                while not stop.is_set():
-                    try:
-                        claimed = await self._claim()
-                        for delivery in claimed:
-                            self._start(client, delivery)
-                        if not claimed or self._full():
-                            await self._sleep(stop)
-                    except Exception:
-                        logger.exception("webhook dispatcher pass failed; retrying")
-                        await self._pause(stop, self.settings.webhook_poll_interval_seconds)
-                await self._finish_in_flight()
-        finally:
-            self.database.remove_commit_listener(self.on_commit)
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+            while not stop.is_set():
+                try:
+                    claimed = await self._claim()
+                    for delivery in claimed:
+                        self._start(client, delivery)
+                    if not claimed or self._full():
+                        await self._sleep(stop)
+                except Exception:
+                    logger.exception("webhook dispatcher pass failed; retrying")
+                    await self._pause(stop, self.settings.webhook_poll_interval_seconds)
+            await self._finish_in_flight()
 
     def _full(self) -> bool:
         return len(self._in_flight) >= self.settings.webhook_concurrency
@@ -118,9 +116,9 @@ class Dispatcher:
         if room <= 0:
             return []
         self._wake.clear()
-        async with self.database.transaction() as session:
+        async with self.database.transaction() as uow:
             return await repository.claim_due_deliveries(
-                session, limit=room, lease_seconds=self.lease_seconds
+                uow.session, limit=room, lease_seconds=self.lease_seconds
             )
 
     def _start(self, client: httpx.AsyncClient, delivery: ClaimedDelivery) -> None:
@@ -180,8 +178,8 @@ class Dispatcher:
         settings = self.settings
         admission = await self.breaker.admit(delivery.url)
         if not admission.allowed:
-            async with self.database.transaction() as session:
-                await repository.defer_delivery(session, delivery, seconds=admission.retry_in)
+            async with self.database.transaction() as uow:
+                await repository.defer_delivery(uow.session, delivery, seconds=admission.retry_in)
             DELIVERIES.labels("deferred").inc()
             return
 
@@ -205,9 +203,9 @@ class Dispatcher:
                 base=settings.webhook_backoff_base_seconds,
                 cap=settings.webhook_backoff_max_seconds,
             )
-        async with self.database.transaction() as session:
+        async with self.database.transaction() as uow:
             stored = await repository.record_attempt(
-                session,
+                uow.session,
                 delivery,
                 at=at,
                 status_code=result.status_code,
@@ -258,8 +256,13 @@ class Dispatcher:
             user_id=delivery.user_id,
             created_at=delivery.created_at,
         )
+        try:
+            secrets = [self.box.decrypt(c) for c in delivery.secret_ciphertexts]
+        except SecretUnreadable as exc:
+            logger.error(str(exc), extra={"webhook_id": str(delivery.webhook_id)})
+            return webhooks.PostResult(None, f"not signed: {exc}")
         headers = webhooks.signed_headers(
-            delivery_id=delivery.id, attempt=attempt, secret=delivery.secret, body=body
+            delivery_id=delivery.id, attempt=attempt, secrets=secrets, body=body
         )
         return await webhooks.post(
             client,

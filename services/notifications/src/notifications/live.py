@@ -19,12 +19,22 @@ first, then replays from ``Last-Event-ID``, then skips live messages at or below
 sent. Out-of-order PUBLISHes, a hub reconnect (every stream resyncs) or a slow client
 (overflow -> resync) cannot lose or repeat an event. Event ``id``: the opaque cursor of
 ``common.pagination`` over ``(created_at, id)``.
+
+Logout: the hub also SUBSCRIBEs to ``common.auth.revocation_channel``; a token's hash there
+(published by the users service's logout) ends that token's streams in this process at once.
+A revocation missed while the hub reconnects is caught by the session check every stream
+makes at each heartbeat and after each reconnect.
+
+Cap (:class:`StreamSlots`): each open stream holds a slot in a Redis sorted set per user, so
+the cap holds across replicas. A slot is a lease renewed at every heartbeat: the slots of a
+process killed without closing its streams expire instead of blocking the user for ever.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -35,12 +45,12 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+import anyio
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.auth import AuthenticatedUser, session_key
-from common.db import Database
+from common.auth import AuthenticatedUser, revocation_channel, session_key
+from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
 from notifications import repository
 from notifications.models import Notification
@@ -57,12 +67,17 @@ STREAM_RESYNCS = Counter(
     "Streams re-read from Postgres without a live event, by reason",
     ["reason"],
 )
+STREAMS_REFUSED = Counter(
+    "notifications_stream_refused_total", "Streams refused: the user's open-stream cap reached"
+)
+STREAMS_REVOKED = Counter(
+    "notifications_stream_revoked_total", "Streams ended because their token was logged out"
+)
 LIVE_PUBLISHED = Counter(
     "notifications_live_published_total", "Notifications PUBLISHed after commit, by result",
     ["result"],
 )  # fmt: skip
 
-_RECORDED_KEY = "notifications.live.recorded"
 ORIGIN: CursorKey = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 REPLAY_BATCH = 100
 
@@ -79,25 +94,17 @@ def live_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-def mark_recorded(session: AsyncSession, notification: Notification) -> None:
-    """Have ``notification`` PUBLISHed once this unit of work commits."""
-    session.info.setdefault(_RECORDED_KEY, []).append(live_payload(notification))
-
-
 class LivePublisher:
-    """Commit listener (``Database.add_commit_listener``) of the processes that record."""
+    """PUBLISHes new notifications to their users' live streams, after their commit."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.prefix = channel_prefix(redis)
-        self._pending: set[asyncio.Task[None]] = set()
 
-    def on_commit(self, session: AsyncSession) -> None:
-        recorded: list[dict[str, Any]] = session.info.pop(_RECORDED_KEY, [])
-        if recorded:
-            task = asyncio.create_task(self.publish(recorded))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+    def publish_after_commit(self, uow: UnitOfWork, notification: Notification) -> None:
+        """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back)."""
+        payload = live_payload(notification)
+        uow.after_commit(lambda: self.publish([payload]))
 
     async def publish(self, payloads: list[dict[str, Any]]) -> None:
         """Best effort (streams also resync now and then): two tries, then a log line."""
@@ -117,17 +124,13 @@ class LivePublisher:
                 LIVE_PUBLISHED.labels("published").inc(len(payloads))
                 return
 
-    async def drain(self) -> None:
-        """Wait for the PUBLISHes already scheduled (shutdown, tests)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-
 
 class Subscription:
     """One stream's inbox in the hub: a bounded buffer of "newer than" keys, never blocking."""
 
-    def __init__(self, user_id: uuid.UUID, limit: int) -> None:
+    def __init__(self, user_id: uuid.UUID, limit: int, token_hash: str = "") -> None:
         self.user_id = user_id
+        self.token_hash = token_hash
         self.limit = limit
         self.closed = False
         self._keys: deque[CursorKey] = deque()
@@ -171,8 +174,10 @@ class LiveHub:
         self.queue_size = queue_size
         self.reconnect_seconds = reconnect_seconds
         self.prefix = channel_prefix(redis)
+        self.revocations = revocation_channel(redis)
         self.closing = False
         self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
+        self._by_token: dict[str, set[Subscription]] = {}
         self._ready = asyncio.Event()
         self._subscribed_once = False
         self._task: asyncio.Task[None] | None = None
@@ -205,11 +210,12 @@ class LiveHub:
                 await self._ready.wait()
         return self._ready.is_set()
 
-    def subscribe(self, user_id: uuid.UUID) -> Subscription:
-        subscription = Subscription(user_id, self.queue_size)
+    def subscribe(self, user_id: uuid.UUID, token_hash: str = "") -> Subscription:
+        subscription = Subscription(user_id, self.queue_size, token_hash)
         if self.closing:
             subscription.close()
         self._subscriptions.setdefault(user_id, set()).add(subscription)
+        self._by_token.setdefault(token_hash, set()).add(subscription)
         STREAM_CLIENTS.inc()
         return subscription
 
@@ -220,7 +226,18 @@ class LiveHub:
         subscriptions.discard(subscription)
         if not subscriptions:
             del self._subscriptions[subscription.user_id]
+        same_token = self._by_token.get(subscription.token_hash, set())
+        same_token.discard(subscription)
+        if not same_token:
+            self._by_token.pop(subscription.token_hash, None)
         STREAM_CLIENTS.dec()
+
+    def revoke(self, token_hash: str) -> None:
+        """The token was logged out: end its streams in this process now."""
+        for subscription in self._by_token.get(token_hash, ()):
+            if not subscription.closed:
+                STREAMS_REVOKED.inc()
+            subscription.close()
 
     @property
     def connected_streams(self) -> int:
@@ -230,6 +247,7 @@ class LiveHub:
         while not self.closing:
             pubsub = self.redis.pubsub()
             try:
+                await pubsub.subscribe(self.revocations)
                 await pubsub.psubscribe(self.prefix + "*")
                 while not self.closing:
                     message = await pubsub.get_message(timeout=1.0)
@@ -255,6 +273,10 @@ class LiveHub:
                         subscription.request_resync("reconnect")
             self._subscribed_once = True
             self._ready.set()
+            return
+        if message["type"] == "message":
+            if message["channel"] == self.revocations and message["data"]:
+                self.revoke(str(message["data"]))
             return
         if message["type"] != "pmessage":
             return
@@ -302,6 +324,72 @@ def on_shutdown_signal(callback: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
+# KEYS[1]: the user's slots (member: stream id, score: lease end in Redis's clock).
+# ARGV: cap, stream id, lease seconds. Returns 1 if the slot was taken, 0 if the cap is reached.
+_ACQUIRE_SLOT = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return 1
+"""
+# ARGV: stream id, lease seconds. Extends the lease (re-takes a slot lost to a Redis restart).
+_RENEW_SLOT = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
+return 1
+"""
+
+
+class StreamSlots:
+    """At most ``cap`` open streams per user, across every replica (a sorted set in Redis).
+
+    Scores are lease ends in Redis's own clock (``TIME`` in the scripts), so replicas with
+    skewed clocks agree; a slot not renewed within ``lease_seconds`` is free again.
+    """
+
+    KEY_PREFIX = "notifications:streams:"
+
+    def __init__(self, redis: Redis, *, cap: int, lease_seconds: float) -> None:
+        self.redis = redis
+        self.cap = cap
+        self.lease_seconds = lease_seconds
+
+    def key(self, user_id: uuid.UUID) -> str:
+        return f"{self.KEY_PREFIX}{user_id}"
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """When to try again: by then a crashed process's slot has certainly expired."""
+        return max(1, math.ceil(self.lease_seconds))
+
+    async def acquire(self, user_id: uuid.UUID, stream_id: str) -> bool:
+        taken = await self.redis.eval(
+            _ACQUIRE_SLOT, 1, self.key(user_id), self.cap, stream_id, self.lease_seconds
+        )
+        if not taken:
+            STREAMS_REFUSED.inc()
+        return bool(taken)
+
+    async def renew(self, user_id: uuid.UUID, stream_id: str) -> None:
+        await self.redis.eval(_RENEW_SLOT, 1, self.key(user_id), stream_id, self.lease_seconds)
+
+    async def release(self, user_id: uuid.UUID, stream_id: str) -> None:
+        """Best effort and shielded (it runs as a stream is torn down, maybe cancelled): a
+        release that fails leaves the slot to expire with its lease."""
+        with anyio.move_on_after(2, shield=True):
+            try:
+                await self.redis.zrem(self.key(user_id), stream_id)
+            except Exception:
+                logger.warning("stream slot not released; it expires", exc_info=True)
+
+
 def _event(notification: Notification) -> bytes:
     cursor = encode_cursor(notification.created_at, notification.id)
     data = NotificationOut.model_validate(notification).model_dump_json()
@@ -320,8 +408,12 @@ class NotificationStream:
         user: AuthenticatedUser,
         after: CursorKey | None,
         settings: Settings,
+        slots: StreamSlots | None = None,
+        slot_id: str = "",
     ) -> None:
         self.hub = hub
+        self.slots = slots
+        self.slot_id = slot_id
         self.db = db
         self.redis = redis
         self.user = user
@@ -331,7 +423,7 @@ class NotificationStream:
     async def events(self) -> AsyncIterator[bytes]:
         # Subscribe before anything is read from Postgres, so nothing committed from here on
         # can fall between the replay and the live part.
-        subscription = self.hub.subscribe(self.user.id)
+        subscription = self.hub.subscribe(self.user.id, self.user.token_hash)
         try:
             preamble = f"retry: {self.settings.stream_retry_ms}\n"
             if self.sent is None:
@@ -348,6 +440,8 @@ class NotificationStream:
                 yield chunk
         finally:
             self.hub.unsubscribe(subscription)
+            if self.slots is not None:
+                await self.slots.release(self.user.id, self.slot_id)
 
     async def _live(self, subscription: Subscription) -> AsyncIterator[bytes]:
         heartbeat = self.settings.stream_heartbeat_seconds
@@ -362,13 +456,17 @@ class NotificationStream:
             assert self.sent is not None
             if resync is not None:
                 STREAM_RESYNCS.labels(resync).inc()
+                # The hub reconnected: a logout announced meanwhile never reached it.
+                if resync == "reconnect" and not await self._session_alive():
+                    return
             if resync is not None or any(key > self.sent for key in keys):
                 async for chunk in self._catch_up():
                     yield chunk
                 last_read = time.monotonic()
             if time.monotonic() >= next_heartbeat:
                 if not await self._session_alive():
-                    return  # logged out: the token stops working here too
+                    return  # logged out (and the announcement missed): end here too
+                await self._renew_slot()
                 if resync_every and time.monotonic() - last_read >= resync_every:
                     STREAM_RESYNCS.labels("periodic").inc()
                     async for chunk in self._catch_up():
@@ -391,6 +489,14 @@ class NotificationStream:
                 yield _event(notification)
             if len(batch) < REPLAY_BATCH:
                 return
+
+    async def _renew_slot(self) -> None:
+        if self.slots is None:
+            return
+        try:
+            await self.slots.renew(self.user.id, self.slot_id)
+        except Exception:
+            logger.warning("stream slot not renewed; retried at the next heartbeat", exc_info=True)
 
     async def _session_alive(self) -> bool:
         try:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, extract, func, literal, select, text, tuple_, update
+from sqlalchemy import and_, case, delete, extract, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -144,9 +144,11 @@ async def list_webhooks(
 
 
 async def get_webhook(
-    session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID
+    session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID, *, for_update: bool = False
 ) -> Webhook | None:
     statement = select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == user_id)
+    if for_update:
+        statement = statement.with_for_update()
     return (await session.execute(statement)).scalar_one_or_none()
 
 
@@ -182,7 +184,8 @@ class ClaimedDelivery:
     attempts: int  # made before this one
     webhook_id: uuid.UUID
     url: str
-    secret: str
+    # Encrypted signing secrets: the current one, then the previous one while in its grace.
+    secret_ciphertexts: list[str]
     notification_id: uuid.UUID
     user_id: uuid.UUID
     kind: str
@@ -202,7 +205,14 @@ async def claim_due_deliveries(
             WebhookDelivery.attempts,
             Webhook.id.label("webhook_id"),
             Webhook.url,
-            Webhook.secret,
+            Webhook.secret_ciphertext,
+            case(
+                (
+                    Webhook.previous_secret_expires_at > func.now(),
+                    Webhook.previous_secret_ciphertext,
+                ),
+                else_=None,
+            ).label("previous_secret_ciphertext"),
             Notification.id.label("notification_id"),
             Notification.user_id,
             Notification.kind,
@@ -236,7 +246,9 @@ async def claim_due_deliveries(
             attempts=row.attempts,
             webhook_id=row.webhook_id,
             url=row.url,
-            secret=row.secret,
+            secret_ciphertexts=[
+                c for c in (row.secret_ciphertext, row.previous_secret_ciphertext) if c
+            ],
             notification_id=row.notification_id,
             user_id=row.user_id,
             kind=row.kind,

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
@@ -12,8 +12,15 @@ from common.http import DatabaseDep, RedisDep
 from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from notifications import service
-from notifications.live import LiveHub, NotificationStream
-from notifications.schemas import NotificationOut, WebhookAttemptOut, WebhookCreate, WebhookOut
+from notifications.live import LiveHub, NotificationStream, StreamSlots
+from notifications.schemas import (
+    NotificationOut,
+    WebhookAttemptOut,
+    WebhookCreate,
+    WebhookOut,
+    WebhookWithSecret,
+)
+from notifications.secretbox import SecretBox
 from notifications.settings import Settings
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
@@ -36,6 +43,14 @@ def _settings(request: Request) -> Settings:
 def _hub(request: Request) -> LiveHub:
     hub: LiveHub = request.app.state.live_hub
     return hub
+
+
+def _secret_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
 
 
 @router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
@@ -61,7 +76,10 @@ async def stream_notifications(
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """``event: notification`` with the notification as ``data`` and a resumable ``id``;
-    a comment line every heartbeat. Reconnect with ``Last-Event-ID`` to miss nothing."""
+    a comment line every heartbeat. Reconnect with ``Last-Event-ID`` to miss nothing.
+
+    At most ``stream_max_per_user`` open streams per user (429 with ``Retry-After`` beyond);
+    logging out (``DELETE /users/sessions/current``) ends the token's streams at once."""
     after = None
     if last_event_id:
         try:
@@ -80,8 +98,26 @@ async def stream_notifications(
             status=503,
             headers={"Retry-After": "2"},
         )
+    slots = StreamSlots(
+        redis, cap=settings.stream_max_per_user, lease_seconds=settings.stream_slot_lease_seconds
+    )
+    slot_id = uuid.uuid4().hex
+    if not await slots.acquire(caller.id, slot_id):
+        raise Problem(
+            f"At most {settings.stream_max_per_user} notification streams can be open at once"
+            " per user; close one first.",
+            status=429,
+            headers={"Retry-After": str(slots.retry_after_seconds)},
+        )
     stream = NotificationStream(
-        hub=hub, db=db, redis=redis, user=caller, after=after, settings=settings
+        hub=hub,
+        db=db,
+        redis=redis,
+        user=caller,
+        after=after,
+        settings=settings,
+        slots=slots,
+        slot_id=slot_id,
     )
     return StreamingResponse(
         stream.events(),
@@ -93,17 +129,48 @@ async def stream_notifications(
 @router.post(
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
-    response_model=WebhookOut,
+    response_model=WebhookWithSecret,
     dependencies=[WRITE_LIMIT],
 )
 async def create_webhook(
-    body: WebhookCreate, request: Request, response: Response, caller: CurrentUser, db: DatabaseDep
-) -> WebhookOut:
+    body: WebhookCreate,
+    request: Request,
+    response: Response,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    box: SecretBoxDep,
+) -> WebhookWithSecret:
+    """Register an endpoint. The answer carries its Standard Webhooks signing secret
+    (``whsec_...``): the only time it is shown."""
     settings = _settings(request)
     await service.check_webhook_target(body.url, settings)
-    async with db.transaction() as session:
-        webhook = await service.create_webhook(session, settings, caller.id, body)
+    async with db.transaction() as uow:
+        webhook = await service.create_webhook(uow.session, settings, box, caller.id, body)
     response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
+    response.headers["Cache-Control"] = "no-store"
+    return webhook
+
+
+@router.post(
+    "/webhooks/{webhook_id}/rotate-secret",
+    response_model=WebhookWithSecret,
+    dependencies=[WRITE_LIMIT],
+)
+async def rotate_webhook_secret(
+    webhook_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    box: SecretBoxDep,
+) -> WebhookWithSecret:
+    """A new secret, shown once. Until ``previous_secret_expires_at`` deliveries carry two
+    signatures (new and old), so the receiver can switch to the new secret without a gap."""
+    async with db.transaction() as uow:
+        webhook = await service.rotate_webhook_secret(
+            uow.session, _settings(request), box, caller.id, webhook_id
+        )
+    response.headers["Cache-Control"] = "no-store"
     return webhook
 
 
@@ -122,8 +189,8 @@ async def list_webhooks(
     dependencies=[WRITE_LIMIT],
 )
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
-    async with db.transaction() as session:
-        await service.delete_webhook(session, caller.id, webhook_id)
+    async with db.transaction() as uow:
+        await service.delete_webhook(uow.session, caller.id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

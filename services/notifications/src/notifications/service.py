@@ -1,21 +1,27 @@
 """Business rules of the notifications service. Functions take a session; they never commit."""
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import bus
 from common.contracts import NotificationRecorded
+from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
-from notifications import deliveries, live, repository, webhooks
+from notifications import repository, webhooks
+from notifications.live import LivePublisher
 from notifications.models import Notification, Webhook
 from notifications.schemas import (
     NotificationOut,
     WebhookAttemptOut,
     WebhookCreate,
     WebhookOut,
+    WebhookWithSecret,
 )
+from notifications.secretbox import SecretBox
 from notifications.settings import Settings
 
 
@@ -29,14 +35,29 @@ async def list_notifications(
     )
 
 
+@dataclass(frozen=True)
+class Fanout:
+    """Where a new notification goes once its unit of work commits: the user's live
+    streams, and the webhook dispatcher (woken when deliveries were queued)."""
+
+    live: LivePublisher
+    wake_dispatcher: Callable[[], None]
+
+
 async def record(
-    session: AsyncSession, *, user_id: uuid.UUID, kind: str, order_id: uuid.UUID | None
+    uow: UnitOfWork,
+    fanout: Fanout,
+    *,
+    user_id: uuid.UUID,
+    kind: str,
+    order_id: uuid.UUID | None,
 ) -> Notification:
     """Store the notification once, whatever the redeliveries (unique dedup key).
 
     A new one is also queued for each of the user's webhooks and PUBLISHed to the user's
     live streams, both only if this unit of work commits.
     """
+    session = uow.session
     subject = order_id or user_id
     candidate = Notification(
         id=uuid.uuid4(),
@@ -49,21 +70,26 @@ async def record(
     notification, created = await repository.insert_notification(session, candidate)
     if created:
         if await repository.enqueue_deliveries(session, notification):
-            deliveries.mark_enqueued(session)
-        live.mark_recorded(session, notification)
+            uow.after_commit(fanout.wake_dispatcher)
+        fanout.live.publish_after_commit(uow, notification)
     return notification
 
 
-async def record_order_outcome(
-    session: AsyncSession, *, user_id: uuid.UUID, kind: str, order_id: uuid.UUID
+async def record_and_confirm(
+    uow: UnitOfWork,
+    fanout: Fanout,
+    *,
+    user_id: uuid.UUID,
+    kind: str,
+    order_id: uuid.UUID | None,
 ) -> None:
-    """Record the outcome's notification and tell the saga it is recorded."""
-    notification = await record(session, user_id=user_id, kind=kind, order_id=order_id)
-    await bus.publish(
-        session,
+    """Record the notification and confirm it (NotificationRecorded), every time it is asked:
+    the saga (an outcome) or the users service (a welcome) announces again until confirmed."""
+    notification = await record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
+    uow.publish(
         NotificationRecorded(
             notification_id=notification.id, order_id=order_id, user_id=user_id, kind=kind
-        ),
+        )
     )
 
 
@@ -92,17 +118,57 @@ async def check_webhook_target(url: str, settings: Settings) -> None:
 
 
 async def create_webhook(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: WebhookCreate
-) -> WebhookOut:
-    """Call :func:`check_webhook_target` first (DNS; outside any transaction)."""
+    session: AsyncSession,
+    settings: Settings,
+    box: SecretBox,
+    user_id: uuid.UUID,
+    body: WebhookCreate,
+) -> WebhookWithSecret:
+    """Call :func:`check_webhook_target` first (DNS; outside any transaction). The answer is
+    the only place the generated secret ever appears in clear."""
     await repository.lock_user(session, user_id)  # concurrent creations respect the limit
     if await repository.count_webhooks(session, user_id) >= settings.webhook_max_per_user:
         raise Conflict(
             f"A user can register at most {settings.webhook_max_per_user} webhooks;"
             " delete one first."
         )
-    webhook = Webhook(id=uuid.uuid4(), user_id=user_id, url=body.url, secret=body.secret)
-    return WebhookOut.model_validate(await repository.insert_webhook(session, webhook))
+    secret = webhooks.new_secret()
+    webhook = Webhook(
+        id=uuid.uuid4(), user_id=user_id, url=body.url, secret_ciphertext=box.encrypt(secret)
+    )
+    stored = await repository.insert_webhook(session, webhook)
+    return _with_secret(stored, secret)
+
+
+async def rotate_webhook_secret(
+    session: AsyncSession,
+    settings: Settings,
+    box: SecretBox,
+    user_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+) -> WebhookWithSecret:
+    """A new secret signs every delivery from now on; the current one keeps signing too
+    (a second signature) for the grace period, so the receiver can switch without a gap.
+    Rotating again within the grace period ends the older secret's grace at once."""
+    webhook = await repository.get_webhook(session, user_id, webhook_id, for_update=True)
+    if webhook is None:
+        raise NotFound("No such webhook.")
+    secret = webhooks.new_secret()
+    grace = settings.webhook_secret_rotation_grace_seconds
+    if grace > 0:
+        webhook.previous_secret_ciphertext = webhook.secret_ciphertext
+        webhook.previous_secret_expires_at = datetime.now(UTC) + timedelta(seconds=grace)
+    else:
+        webhook.previous_secret_ciphertext = None
+        webhook.previous_secret_expires_at = None
+    webhook.secret_ciphertext = box.encrypt(secret)
+    await session.flush()
+    return _with_secret(webhook, secret)
+
+
+def _with_secret(webhook: Webhook, secret: str) -> WebhookWithSecret:
+    shown = WebhookOut.model_validate(webhook)
+    return WebhookWithSecret(**shown.model_dump(), secret=secret)
 
 
 async def list_webhooks(

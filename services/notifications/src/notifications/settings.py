@@ -1,6 +1,6 @@
 """Notifications service settings: environment variables prefixed ``NOTIFICATIONS_``."""
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -20,6 +20,11 @@ class Settings(ServiceSettings):
     # lost to a Redis blip delays a notification by at most this much. 0: only on events.
     stream_resync_seconds: float = Field(default=60.0, ge=0)
     stream_retry_ms: int = Field(default=2_000, ge=0)  # the reconnect delay told to clients
+    # Open streams per user across every replica (counted in Redis); one more is a 429.
+    stream_max_per_user: int = Field(default=5, ge=1)
+    # A stream's slot is a lease renewed at every heartbeat: a process that dies without
+    # closing its streams gives their slots back after this long (at least two heartbeats).
+    stream_slot_lease_seconds: float = Field(default=60.0, gt=0)
 
     # Webhooks: registration, delivery, retries and the per-endpoint circuit breaker.
     webhook_allow_private_targets: bool = False  # loopback/private/link-local URLs (tests)
@@ -33,9 +38,20 @@ class Settings(ServiceSettings):
     webhook_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)  # open -> half-open
     webhook_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
     webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)  # sweep for due retries
+    # Signing secrets are stored encrypted with this Fernet key (urlsafe base64 of 32 bytes:
+    # `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
+    # Several keys, comma-separated: the first encrypts, all decrypt (rotating this key).
+    # Unset: a fixed, public DEVELOPMENT key (secretbox.DEV_ONLY_KEY) and a warning; every
+    # deployment manifest sets it from a Secret.
+    webhook_secret_key: SecretStr | None = None
+    # After POST .../rotate-secret the old secret still signs deliveries (a second signature
+    # in webhook-signature) this long, so receivers can switch without losing one.
+    webhook_secret_rotation_grace_seconds: float = Field(default=24 * 3600, ge=0)
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> "Settings":
         if self.webhook_backoff_max_seconds < self.webhook_backoff_base_seconds:
             raise ValueError("webhook_backoff_max_seconds must be >= webhook_backoff_base_seconds")
+        if self.stream_slot_lease_seconds < 2 * self.stream_heartbeat_seconds:
+            raise ValueError("stream_slot_lease_seconds must be >= 2 x stream_heartbeat_seconds")
         return self

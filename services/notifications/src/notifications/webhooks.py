@@ -1,22 +1,30 @@
-"""Webhook mechanics without I/O policy: target checks, the signed request, the POST itself.
+"""Webhook mechanics without I/O policy: target checks, secrets, the signed request, the POST.
 
 Targets: only ``http``/``https`` URLs without credentials, whose host resolves (DNS with a
 timeout) to public addresses only; loopback, private, link-local, CGNAT, multicast and
-reserved addresses are refused unless ``webhook_allow_private_targets`` is set. The check runs
-at registration and again before every attempt (DNS can change), and the request then goes
-to the address that was checked (the URL's host is kept in ``Host`` and in TLS SNI and
-certificate checks), so a rebinding DNS answer cannot slip a private address in between.
+reserved addresses are refused, and so is every IPv6 form that carries an IPv4 address
+(IPv4-mapped and -compatible, NAT64, 6to4, Teredo) unless the IPv4 inside is public and the
+form is one a real network uses (see :func:`is_public`), unless
+``webhook_allow_private_targets`` is set. The check runs at registration and again before
+every attempt (DNS can change), and the request then goes to the address that was checked
+(the URL's host is kept in ``Host`` and in TLS SNI and certificate checks), so a rebinding DNS
+answer cannot slip a private address in between.
 
-Signature (documented in the README): ``Webhook-Signature: v1=<hex HMAC-SHA256(secret,
-f"{Webhook-Timestamp}.{body}")>``, with ``Webhook-Id`` (the delivery id, stable across retries:
-receivers deduplicate on it) and ``Webhook-Timestamp`` (Unix seconds of this attempt).
+Signing follows the Standard Webhooks specification (https://www.standardwebhooks.com), so a
+receiver verifies with any of its libraries: the secret is ``whsec_<base64 of 32 random
+bytes>``; ``webhook-id`` is the delivery id (stable across retries: receivers deduplicate on
+it), ``webhook-timestamp`` the Unix seconds of this attempt, and ``webhook-signature`` is
+``v1,<base64 HMAC-SHA256(base64-decoded secret, f"{id}.{timestamp}.{body}")>``, several of
+them space-separated while a rotated-out secret is still in its grace period.
 """
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import ipaddress
 import json
+import secrets
 import socket
 import time
 import uuid
@@ -30,6 +38,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SCHEMES = frozenset({"http", "https"})
 SIGNATURE_VERSION = "v1"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+SECRET_BYTES = 32  # the specification asks for 24 to 64
 USER_AGENT = "shop-notifications-webhooks/1"
 MAX_ERROR_LENGTH = 500
 
@@ -56,11 +66,50 @@ def check_url(url: str) -> str:
     return url
 
 
-def is_public(address: IPAddress) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast..."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+# IPv6 ranges whose addresses carry an IPv4 address. Where the IPv4 decides where a packet
+# goes (a NAT64 gateway, a 6to4 or Teredo relay, a dual-stack socket), a private IPv4 inside
+# reaches a private host: "is the IPv6 address global?" is not the question to ask.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: any layout, site-local
+SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056, deprecated by RFC 7526
+TEREDO = ipaddress.IPv6Network("2001::/32")  # RFC 4380
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291, deprecated
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+# Forms refused whatever they carry: deprecated or site-local, no webhook needs them, and a
+# relay or gateway on the path decides where they really go.
+REFUSED_V6_NETWORKS = (NAT64_LOCAL_USE, SIX_TO_FOUR, TEREDO, IPV4_COMPATIBLE)
+
+
+def _v4_is_public(address: ipaddress.IPv4Address) -> bool:
     return address.is_global and not address.is_multicast
+
+
+def is_public(address: IPAddress) -> bool:
+    """Globally routable unicast: not loopback, private, link-local, CGNAT, multicast, reserved;
+    for IPv6, none of the forms that embed an IPv4 address, except IPv4-mapped and NAT64
+    well-known-prefix addresses of a public IPv4 (what DNS64 and dual-stack resolvers give)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return _v4_is_public(address)
+    if address in IPV4_MAPPED:
+        assert address.ipv4_mapped is not None
+        return _v4_is_public(address.ipv4_mapped)
+    if address in NAT64_WELL_KNOWN:
+        return _v4_is_public(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    if any(address in network for network in REFUSED_V6_NETWORKS):
+        return False
+    return address.is_global and not address.is_multicast
+
+
+def new_secret() -> str:
+    """A fresh signing secret, ``whsec_`` + base64 of 32 random bytes (shown to its owner once)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret: its base64 part, decoded (as the libraries do)."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
 
 
 @dataclass(frozen=True)
@@ -111,36 +160,58 @@ def body_of(
     user_id: uuid.UUID,
     created_at: datetime,
 ) -> bytes:
-    """The JSON body every delivery of a notification carries (the same on every retry)."""
+    """The JSON body every delivery of a notification carries (the same on every retry), in
+    the specification's recommended envelope: ``type``, ``timestamp`` and ``data`` (the
+    notification as ``GET /notifications`` shows it, plus ``user_id``)."""
+    created = created_at.isoformat()
     return json.dumps(
         {
-            "id": str(notification_id),
-            "kind": kind,
-            "order_id": str(order_id) if order_id else None,
-            "user_id": str(user_id),
-            "created_at": created_at.isoformat(),
+            "type": f"notification.{kind}",
+            "timestamp": created,
+            "data": {
+                "id": str(notification_id),
+                "kind": kind,
+                "order_id": str(order_id) if order_id else None,
+                "user_id": str(user_id),
+                "created_at": created,
+            },
         },
         separators=(",", ":"),
     ).encode()
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``v1=<hex>``: HMAC-SHA256 with the webhook's secret over ``"{timestamp}." + body``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
+def signature(secret: str, *, message_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256>`` over ``"{message_id}.{timestamp}." + body``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    mac = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(mac).decode('ascii')}"
 
 
 def signed_headers(
-    *, delivery_id: uuid.UUID, attempt: int, secret: str, body: bytes, timestamp: int | None = None
+    *,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    secrets: list[str],
+    body: bytes,
+    timestamp: int | None = None,
 ) -> dict[str, str]:
+    """The request's headers, one signature per secret (the current one first; a rotated-out
+    one still in its grace period after it), space-separated as the specification allows."""
+    if not secrets:
+        raise ValueError("a delivery needs at least one secret")
     timestamp = int(time.time()) if timestamp is None else timestamp
+    message_id = str(delivery_id)
+    signatures = [
+        signature(secret, message_id=message_id, timestamp=timestamp, body=body)
+        for secret in secrets
+    ]
     return {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Webhook-Id": str(delivery_id),
-        "Webhook-Timestamp": str(timestamp),
-        "Webhook-Signature": signature(secret, timestamp, body),
-        "Webhook-Attempt": str(attempt),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(signatures),
+        "webhook-attempt": str(attempt),  # not in the specification: informational only
     }
 
 
@@ -165,7 +236,7 @@ async def post(
     """POST to the checked address; the whole call (connect to status line) within
     ``total_timeout`` seconds. Redirects are not followed and the response body is not read."""
     url = target.url
-    request_headers = {**headers, "Host": url.netloc.decode("ascii")}
+    request_headers = {**headers, "host": url.netloc.decode("ascii")}
     extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
     try:
         async with asyncio.timeout(total_timeout):

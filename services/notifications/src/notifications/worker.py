@@ -1,59 +1,47 @@
 """The ``notifications-worker`` entry point.
 
-* bus consumers: order outcomes and sign-ups become notifications (``consumers.py``);
-* after each commit, the new notifications are PUBLISHed to the live streams
-  (``live.LivePublisher``) and the webhook dispatcher is woken;
+* bus consumer: order outcomes and sign-ups become notifications (``consumers.py``); once a
+  unit of work commits, its new notifications are PUBLISHed to the live streams and the
+  webhook dispatcher is woken (``service.Fanout``);
 * the webhook dispatcher (``deliveries.Dispatcher``) POSTs queued deliveries, with retries
   and a circuit breaker per endpoint. It runs for the worker's whole life (the worker's
   health check covers it); on SIGTERM it finishes the attempts in flight while the
-  consumers finish their messages.
+  consumer finishes its messages.
 """
 
 import asyncio
-from collections.abc import Callable
 
-from common.bus import Consumer
-from common.worker import LongRunning, WorkerContext, bus_consumer, run_worker, serve_worker
-from notifications.consumers import HANDLERS
+from common.bus import Handler
+from common.contracts import Message
+from common.worker import WorkerContext, WorkerSpec, run_worker
+from notifications.consumers import handlers
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
 from notifications.models import inbox, outbox
+from notifications.service import Fanout
 from notifications.settings import Settings
 
 
-def _consumers(settings: Settings) -> Callable[[WorkerContext], list[Consumer]]:
-    def consumers(context: WorkerContext) -> list[Consumer]:
-        # Registered before any consumer starts: nothing recorded goes unpublished.
-        publisher = LivePublisher(context.redis)
-        context.database.add_commit_listener(publisher.on_commit)
-        return [bus_consumer(context, group="notifications", handlers=HANDLERS, inbox_table=inbox)]
+def spec(settings: Settings) -> WorkerSpec:
+    """The notifications worker, declared once: ``run()`` and the tests start this."""
+    dispatcher_wake = asyncio.Event()
 
-    return consumers
+    def consumer_handlers(context: WorkerContext) -> dict[type[Message], Handler]:
+        return handlers(Fanout(LivePublisher(context.redis), dispatcher_wake.set))
 
-
-def _webhook_dispatcher(settings: Settings) -> LongRunning:
     async def deliver_webhooks(context: WorkerContext, stop: asyncio.Event) -> None:
-        await Dispatcher(context.database, context.redis, settings).run(stop)
+        dispatcher = Dispatcher(context.database, context.redis, settings, wake=dispatcher_wake)
+        await dispatcher.run(stop)
 
-    return deliver_webhooks
-
-
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """The worker until ``stop`` is set (tests call this directly)."""
-    await serve_worker(
-        settings,
-        consumers=_consumers(settings),
-        stop=stop,
+    return WorkerSpec(
+        group="notifications",
+        handlers=consumer_handlers,
+        inbox_table=inbox,
         outbox_table=outbox,
-        long_running=[_webhook_dispatcher(settings)],
+        long_running=[deliver_webhooks],
     )
 
 
 def run() -> None:
     settings = Settings()
-    run_worker(
-        settings,
-        consumers=_consumers(settings),
-        outbox_table=outbox,
-        long_running=[_webhook_dispatcher(settings)],
-    )
+    run_worker(settings, spec(settings))

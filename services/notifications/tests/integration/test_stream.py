@@ -1,6 +1,7 @@
 """GET /notifications/stream: live server-sent events, resumable with Last-Event-ID."""
 
 import asyncio
+import time
 import uuid
 from datetime import datetime
 
@@ -8,9 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from common.auth import hash_token, session_key
+from common.auth import create_session, hash_token, revoke_session, session_key
 from common.pagination import decode_cursor, encode_cursor
 from notifications import service
+from notifications.live import StreamSlots
 
 from ..conftest import eventually
 
@@ -116,12 +118,102 @@ async def test_heartbeats_are_comment_lines(open_stream, new_user):
         assert await stream.heartbeat(within=2) == []
 
 
-async def test_a_revoked_token_ends_the_stream_at_the_next_heartbeat(open_stream, new_user, redis):
+async def test_a_session_gone_without_announcement_ends_the_stream_at_the_next_heartbeat(
+    open_stream, new_user, redis
+):
+    """The fallback when a logout's PUBLISH is lost: the heartbeat's session check."""
     user = await new_user()
     async with open_stream(user) as stream:
         await stream.block()
-        await redis.delete(session_key(hash_token(user.token)))  # logged out
+        await redis.delete(session_key(hash_token(user.token)))  # expired, or PUBLISH lost
         assert await stream.ended(within=5)  # the server ends the response
+
+
+async def test_logout_ends_the_tokens_streams_at_once_and_no_other(
+    notifications_settings, serve_api, open_stream, new_user, record, redis
+):
+    """What ``DELETE /users/sessions/current`` calls. Heartbeats are 60 s apart here, so only
+    the revocation message can end the streams within the poll's few seconds."""
+    settings = notifications_settings.model_copy(update={"stream_heartbeat_seconds": 60.0})
+    user = await new_user()
+    other_session = await create_session(redis, user.id, 3600)  # the same user, another device
+    other_device = type(user)(user.id, other_session.token)
+    async with (
+        serve_api(settings) as own_api,
+        open_stream(user, base_url=own_api.url) as first,
+        open_stream(user, base_url=own_api.url) as second,
+        open_stream(other_device, base_url=own_api.url) as kept,
+    ):
+        for stream in (first, second, kept):
+            await stream.block()
+        started = time.monotonic()
+        await revoke_session(redis, hash_token(user.token))
+        assert await first.ended(within=3)
+        assert await second.ended(within=3)
+        assert time.monotonic() - started < settings.stream_heartbeat_seconds
+        notification = await record(user.id)  # the other device's stream is still live
+        assert (await kept.event(within=5)).json["id"] == str(notification.id)
+
+
+async def test_streams_per_user_are_capped_across_the_api_and_a_closed_one_frees_its_slot(
+    notifications_settings, serve_api, open_stream, new_user
+):
+    settings = notifications_settings.model_copy(update={"stream_max_per_user": 2})
+    user, other = await new_user(), await new_user()
+    async with (
+        serve_api(settings) as own_api,
+        serve_api(settings) as replica,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+
+        async def third_attempt(base_url: str) -> httpx.Response:
+            """The answer's head only (read whole, a 200 stream would never end)."""
+            url = f"{base_url}/notifications/stream"
+            async with http.stream("GET", url, headers=user.auth) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                return response
+
+        async with (
+            open_stream(user, base_url=own_api.url) as one,
+            open_stream(user, base_url=replica.url) as two,  # counted across replicas
+        ):
+            await one.block()
+            await two.block()
+            refused = await third_attempt(own_api.url)
+            assert refused.status_code == 429
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "2" in refused.json()["detail"]
+            assert (await third_attempt(replica.url)).status_code == 429
+            async with open_stream(other, base_url=own_api.url) as others:
+                await others.block()  # another user is not affected
+
+        async def a_slot_is_free() -> bool:
+            async with http.stream(
+                "GET", f"{own_api.url}/notifications/stream", headers=user.auth
+            ) as response:
+                return response.status_code == 200
+
+        await eventually(a_slot_is_free, within=5)
+
+
+async def test_the_slot_of_a_stream_never_closed_expires_with_its_lease(redis):
+    """A process killed mid-stream never releases; its slot's lease runs out."""
+    slots = StreamSlots(redis, cap=1, lease_seconds=0.3)
+    user_id = uuid.uuid4()
+    assert await slots.acquire(user_id, "crashed-process-stream")
+    assert not await slots.acquire(user_id, "new-stream")
+
+    async def taken() -> bool:
+        return await slots.acquire(user_id, "new-stream")
+
+    await eventually(taken, within=5)
+    await slots.renew(user_id, "new-stream")
+    assert not await slots.acquire(user_id, "third")
+    await slots.release(user_id, "new-stream")
+    assert await slots.acquire(user_id, "third")
+    assert 0 < await redis.pttl(slots.key(user_id)) <= 300
 
 
 async def test_the_stream_needs_a_token(client: httpx.AsyncClient):
@@ -153,7 +245,7 @@ async def test_streams_end_cleanly_on_shutdown(
 
 
 async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
-    open_stream, new_user, record, database
+    open_stream, new_user, record, database, fanout
 ):
     """T1 records and stays open; T2 records for the same user. If T2 could commit first
     with a later cursor, a stream that sent T2 would never send T1. The user lock makes T2
@@ -175,9 +267,9 @@ async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
 
     async with open_stream(user) as stream:
         await stream.block()
-        async with database.transaction() as session:
+        async with database.transaction() as uow:
             slow = await service.record(
-                session, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
+                uow, fanout, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
             )
             fast_task = asyncio.create_task(record(user.id))
 

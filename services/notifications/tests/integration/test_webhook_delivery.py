@@ -4,30 +4,28 @@ durable across restarts. Real receivers on 127.0.0.1; deadlines, never bare slee
 import asyncio
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import extract, func, select
+from sqlalchemy import extract, func, select, update
 
 from common.db import Database
-from notifications import repository
+from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
-from notifications.models import WebhookDelivery
+from notifications.models import Webhook, WebhookDelivery
 
 from ..conftest import Receiver, eventually, free_port, signature_is_valid
 
 pytestmark = pytest.mark.integration
 
-SECRET = "a-webhook-secret-0123456789"
 
-
-async def register(client, user, url: str, secret: str = SECRET) -> dict[str, Any]:
-    response = await client.post(
-        "/notifications/webhooks", json={"url": url, "secret": secret}, headers=user.auth
-    )
+async def register(client, user, url: str) -> dict[str, Any]:
+    """The webhook as created: with its secret, shown this once."""
+    response = await client.post("/notifications/webhooks", json={"url": url}, headers=user.auth)
     assert response.status_code == 201, response.text
     webhook: dict[str, Any] = response.json()
+    assert webhook["secret"].startswith("whsec_")
     return webhook
 
 
@@ -72,12 +70,15 @@ async def test_a_receiver_gets_a_correctly_signed_delivery(
     assert hit.method == "POST"
     assert hit.path == "/hooks"
     assert hit.headers["content-type"] == "application/json"
-    assert signature_is_valid(SECRET, hit)
-    assert not signature_is_valid("another-secret-of-16+", hit)
+    assert signature_is_valid(webhook["secret"], hit)
+    assert not signature_is_valid(webhooks.new_secret(), hit)
     assert abs(int(hit.headers["webhook-timestamp"]) - time.time()) < 60
     body = hit.json
-    assert datetime.fromisoformat(body.pop("created_at")) == notification.created_at
-    assert body == {
+    assert body["type"] == "notification.order_approved"
+    assert datetime.fromisoformat(body["timestamp"]) == notification.created_at
+    data = body["data"]
+    assert datetime.fromisoformat(data.pop("created_at")) == notification.created_at
+    assert data == {
         "id": str(notification.id),
         "kind": "order_approved",
         "order_id": str(notification.order_id),
@@ -99,8 +100,10 @@ async def test_every_kind_is_delivered_to_every_webhook_of_the_user(
 ):
     user, other = await new_user(), await new_user()
     first, second, others = await receivers(), await receivers(), await receivers()
-    await register(client, user, first.url)
-    await register(client, user, second.url)
+    secrets = {
+        first.port: (await register(client, user, first.url))["secret"],
+        second.port: (await register(client, user, second.url))["secret"],
+    }
     await register(client, other, others.url)
 
     async with dispatcher():
@@ -113,10 +116,10 @@ async def test_every_kind_is_delivered_to_every_webhook_of_the_user(
         await eventually(lambda: delivery_status_all_final(client, user), within=5)
 
     for receiver in (first, second):
-        assert sorted(hit.json["id"] for hit in receiver.hits) == sorted(
+        assert sorted(hit.json["data"]["id"] for hit in receiver.hits) == sorted(
             [str(welcome.id), str(cancelled.id)]
         )
-        assert all(signature_is_valid(SECRET, hit) for hit in receiver.hits)
+        assert all(signature_is_valid(secrets[receiver.port], hit) for hit in receiver.hits)
     assert others.hits == []
 
 
@@ -318,7 +321,7 @@ async def test_pending_deliveries_survive_a_worker_restart(
 
     async with dispatcher():
         await eventually(hits(receiver), within=5)
-    assert [hit.json["id"] for hit in receiver.hits] == [str(notification.id)]
+    assert [hit.json["data"]["id"] for hit in receiver.hits] == [str(notification.id)]
 
 
 async def test_a_delivery_leased_by_a_crashed_worker_is_delivered_when_the_lease_ends(
@@ -328,8 +331,8 @@ async def test_a_delivery_leased_by_a_crashed_worker_is_delivered_when_the_lease
     receiver = await receivers()
     await register(client, user, receiver.url)
     notification = await record(user.id)
-    async with database.transaction() as session:  # a worker claims it, then dies
-        [claimed] = await repository.claim_due_deliveries(session, limit=10, lease_seconds=0.5)
+    async with database.transaction() as uow:  # a worker claims it, then dies
+        [claimed] = await repository.claim_due_deliveries(uow.session, limit=10, lease_seconds=0.5)
     assert claimed.notification_id == notification.id
 
     started = time.monotonic()
@@ -351,3 +354,83 @@ async def test_deleting_a_webhook_drops_its_pending_deliveries(
     async with database.session() as session:
         count = await session.execute(select(func.count()).select_from(WebhookDelivery))
         assert count.scalar_one() == 0
+
+
+async def rotate(client, user, webhook: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(
+        f"/notifications/webhooks/{webhook['id']}/rotate-secret", headers=user.auth
+    )
+    assert response.status_code == 200, response.text
+    rotated: dict[str, Any] = response.json()
+    return rotated
+
+
+async def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_one(
+    client, new_user, record, receivers, dispatcher, database
+):
+    """Receivers that verify with the reference library: one still on the old secret, one
+    already on the new one, both accept every delivery of the grace period."""
+    user = await new_user()
+    on_old, on_new = await receivers(), await receivers()
+    first = await register(client, user, on_old.url)
+    second = await register(client, user, on_new.url)
+    on_old.secret = first["secret"]
+
+    rotated = await rotate(client, user, second)
+    assert rotated["id"] == second["id"]
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != second["secret"]
+    assert rotated["previous_secret_expires_at"] is not None
+    on_new.secret = rotated["secret"]
+
+    async with dispatcher():
+        in_grace = await record(user.id, "order_approved")
+        await eventually(hits(on_old), within=5)
+        await eventually(hits(on_new), within=5)
+        [hit] = on_new.hits
+        assert hit.status == 200  # verified with the new secret by the receiver itself
+        assert signature_is_valid(second["secret"], hit)  # and the old one still verifies
+        assert len(hit.headers["webhook-signature"].split(" ")) == 2
+        assert on_old.hits[0].status == 200
+        assert len(on_old.hits[0].headers["webhook-signature"].split(" ")) == 1
+
+        # The grace period ends (moved into the past rather than waited for).
+        async with database.transaction() as uow:
+            await uow.session.execute(
+                update(Webhook)
+                .where(Webhook.id == uuid.UUID(second["id"]))
+                .values(previous_secret_expires_at=func.now() - timedelta(seconds=1))
+            )
+        after_grace = await record(user.id, "order_cancelled")
+        await eventually(hits(on_new, 2), within=5)
+
+    last = on_new.hits[1]
+    assert last.json["data"]["id"] == str(after_grace.id)
+    assert last.status == 200
+    assert signature_is_valid(rotated["secret"], last)
+    assert not signature_is_valid(second["secret"], last)
+    assert len(last.headers["webhook-signature"].split(" ")) == 1
+    assert hit.json["data"]["id"] == str(in_grace.id)
+
+
+async def test_a_receiver_on_a_wrong_secret_refuses_and_the_delivery_is_retried(
+    client, new_user, record, receivers, dispatcher
+):
+    user = await new_user()
+    receiver = await receivers()
+    webhook = await register(client, user, receiver.url)
+    receiver.secret = webhooks.new_secret()  # not the webhook's: every delivery fails to verify
+
+    async with dispatcher(webhook_max_attempts=2):
+        await record(user.id, "welcome")
+        await eventually(hits(receiver, 2), within=5)
+        await eventually(lambda: gave_up(client, user, webhook), within=5)
+
+    assert [hit.status for hit in receiver.hits] == [401, 401]
+
+
+async def gave_up(client, user, webhook: dict[str, Any]) -> bool:
+    return [a["outcome"] for a in await attempts_of(client, user, webhook)] == [
+        "retrying",
+        "gave_up",
+    ]

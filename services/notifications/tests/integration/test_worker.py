@@ -8,13 +8,12 @@ import pytest
 
 from common.bus import Envelope, stream_key
 from common.contracts import Message, NotificationRecorded, OrderApproved, UserRegistered
-from notifications.worker import serve
+from common.worker import serve_worker
+from notifications.worker import spec
 
 from ..conftest import eventually, free_port, signature_is_valid
 
 pytestmark = pytest.mark.integration
-
-SECRET = "worker-test-secret-0123"
 
 
 async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
@@ -26,10 +25,11 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
     receiver = await receivers()
     registered = await client.post(
         "/notifications/webhooks",
-        json={"url": receiver.url, "secret": SECRET},
+        json={"url": receiver.url},
         headers=user.auth,
     )
     assert registered.status_code == 201
+    secret = registered.json()["secret"]
     order_id = uuid.uuid4()
 
     async def publish(message: Message) -> None:  # as the users and orders relays do
@@ -37,7 +37,7 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
         await redis.xadd(stream_key(prefix, message.STREAM), envelope.to_fields())
 
     stop = asyncio.Event()
-    worker = asyncio.create_task(serve(settings, stop))
+    worker = asyncio.create_task(serve_worker(settings, spec(settings), stop))
     try:
         async with open_stream(user) as stream:
             await stream.block()
@@ -65,8 +65,9 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
         await asyncio.wait_for(worker, 30)
 
     assert sorted(e.json["kind"] for e in events) == ["order_approved", "welcome"]
-    assert sorted(hit.json["kind"] for hit in receiver.hits) == ["order_approved", "welcome"]
-    assert all(signature_is_valid(SECRET, hit) for hit in receiver.hits)
-    approved = next(hit for hit in receiver.hits if hit.json["kind"] == "order_approved")
-    assert approved.json["order_id"] == str(order_id)
-    assert reply.payload["notification_id"] == approved.json["id"]
+    delivered = [hit.json["data"] for hit in receiver.hits]
+    assert sorted(d["kind"] for d in delivered) == ["order_approved", "welcome"]
+    assert all(signature_is_valid(secret, hit) for hit in receiver.hits)
+    approved = next(d for d in delivered if d["kind"] == "order_approved")
+    assert approved["order_id"] == str(order_id)
+    assert reply.payload["notification_id"] == approved["id"]

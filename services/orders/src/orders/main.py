@@ -3,15 +3,22 @@
 from fastapi import FastAPI
 
 from common.http import create_service_app, serve
+from orders import admin_console, admin_router
+from orders.admin_auth import LoginRequired, login_redirect
 from orders.models import outbox
 from orders.router import router
 from orders.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or Settings(), title="orders", routers=[router], outbox_table=outbox
+    app = create_service_app(
+        settings or Settings(),
+        title="orders",
+        routers=[router, admin_router.router, admin_console.router],
+        outbox_table=outbox,
     )
+    app.add_exception_handler(LoginRequired, login_redirect)
+    return app
 
 
 def run() -> None:

@@ -73,11 +73,14 @@ class Saga(Base):
         Index(
             "ix_sagas_deadline_at", "deadline_at", postgresql_where=text("deadline_at IS NOT NULL")
         ),
+        Index("ix_sagas_created_at_order_id", "created_at", "order_id"),  # the operator's list
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id"), primary_key=True)
     state: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer)
+    # Re-sends of what the saga waits for now (orders.saga): stretches the next deadline.
+    attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     correlation_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -100,6 +103,30 @@ class SagaStep(Base):
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # For the operator's timeline: the message this step sent (its envelope id and type), and
+    # the incoming message (a reply) whose handling made the step, where there was one.
+    message_id: Mapped[uuid.UUID | None]
+    message_type: Mapped[str | None] = mapped_column(String(64))
+    cause_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class OperatorAudit(Base):
+    """Every operator action (orders.admin_service): who, when, what, on what, and how it went.
+
+    Written in the same transaction as the action's effect when the effect is in Postgres
+    (retry, compensate); after the effect for a dead-letter redrive, whose effect is in Redis.
+    """
+
+    __tablename__ = "operator_audit"
+    __table_args__ = (Index("ix_operator_audit_at_id", "at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    operator: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
 # The bus's tables in this schema: messages waiting to be published, messages handled.

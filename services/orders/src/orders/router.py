@@ -4,11 +4,13 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import StringConstraints
 
 from common.auth import CurrentUser
 from common.http import DatabaseDep
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
+from common.types import Text
 from orders import service
 from orders.schemas import OrderCreate, OrderOut, SagaOut
 from orders.settings import Settings
@@ -17,11 +19,9 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 
 StatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
 IdempotencyKey = Annotated[
-    str | None,
+    Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None,
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
         description="Retry-safe creation: the same key and body return the same order.",
     ),
 ]
@@ -43,9 +43,9 @@ async def place_order(
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    async with db.transaction() as session:
+    async with db.transaction() as uow:
         order, _created = await service.place_order(
-            session, _settings(request), caller.id, body, idempotency_key
+            uow, _settings(request), caller.id, body, idempotency_key
         )
     response.headers["Location"] = f"/orders/{order.id}"
     return order
@@ -86,5 +86,5 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
 async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:
-    async with db.transaction() as session:
-        return await service.cancel_order(session, _settings(request), caller.id, order_id)
+    async with db.transaction() as uow:
+        return await service.cancel_order(uow, _settings(request), caller.id, order_id)

@@ -1,4 +1,5 @@
-"""Business rules of the orders service. Functions take a session; they never commit.
+"""Business rules of the orders service. Reads take a session, writes a unit of work; they
+never commit.
 
 Placing, cancelling and every saga reply go through the same path: load the order and its
 saga, ask :func:`orders.saga.decide`, then :func:`_apply` the decision (status, history,
@@ -15,7 +16,6 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from common import bus
 from common.contracts import (
     Message,
     OrderApproved,
@@ -24,8 +24,9 @@ from common.contracts import (
     ReleaseCredit,
     ReserveCredit,
 )
+from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
-from common.logging import correlation_id_var
+from common.logging import correlation_id_var, event_id_var
 from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
 from orders.models import Order, Saga, SagaStep
@@ -63,7 +64,7 @@ def _fingerprint(data: OrderCreate) -> str:
 
 
 async def place_order(
-    session: AsyncSession,
+    uow: UnitOfWork,
     settings: Settings,
     user_id: uuid.UUID,
     data: OrderCreate,
@@ -84,6 +85,7 @@ async def place_order(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
+    session = uow.session
     created = await repository.insert_order(session, order)
     if created is None:
         assert idempotency_key is not None  # only the key's unique index can conflict
@@ -96,10 +98,11 @@ async def place_order(
     instance = Saga(
         order_id=created.id,
         state=SagaState.AWAITING_CREDIT,
+        attempt=0,
         correlation_id=correlation_id_var.get() or str(created.id),
     )
     session.add(instance)
-    await _apply(session, settings, created, instance, saga.start())
+    await _apply(uow, settings, created, instance, saga.start())
     return OrderOut.model_validate(created), True
 
 
@@ -136,21 +139,21 @@ async def get_saga(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUI
 
 
 async def cancel_order(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, order_id: uuid.UUID
+    uow: UnitOfWork, settings: Settings, user_id: uuid.UUID, order_id: uuid.UUID
 ) -> OrderOut:
-    await get_order(session, user_id, order_id)
+    await get_order(uow.session, user_id, order_id)
     try:
-        await handle_event(session, settings, order_id, saga.CancelRequested())
+        await handle_event(uow, settings, order_id, saga.CancelRequested())
     except saga.NotCancellable as exc:
         raise Conflict(str(exc)) from exc
-    order = await repository.get_order(session, order_id)
+    order = await repository.get_order(uow.session, order_id)
     assert order is not None
-    await session.refresh(order)
+    await uow.session.refresh(order)
     return OrderOut.model_validate(order)
 
 
 async def handle_event(
-    session: AsyncSession, settings: Settings, order_id: uuid.UUID, event: saga.Event
+    uow: UnitOfWork, settings: Settings, order_id: uuid.UUID, event: saga.Event
 ) -> Decision | None:
     """Apply one saga event to an order; None when the order is unknown.
 
@@ -159,8 +162,8 @@ async def handle_event(
     """
     for _ in range(CONFLICT_RETRIES):
         try:
-            async with session.begin_nested():
-                found = await repository.get_order_and_saga(session, order_id)
+            async with uow.savepoint():
+                found = await repository.get_order_and_saga(uow.session, order_id)
                 if found is None:
                     logger.warning("saga event for an unknown order", extra={"order_id": order_id})
                     return None
@@ -172,11 +175,13 @@ async def handle_event(
                     OrderStatus(order.status),
                     order.rejection_reason,
                     event,
+                    attempt=instance.attempt,
+                    max_resends=settings.saga_max_resends,
                 )
-                await _apply(session, settings, order, instance, decision)
+                await _apply(uow, settings, order, instance, decision)
             return decision
         except StaleDataError:
-            session.expire_all()
+            uow.session.expire_all()
     raise SagaBusy(f"Order {order_id} is changing right now; try again.")
 
 
@@ -184,12 +189,15 @@ def _is_overdue(instance: Saga) -> bool:
     return instance.deadline_at is not None and instance.deadline_at <= datetime.now(UTC)
 
 
-def _timeout(settings: Settings, state: SagaState) -> float:
-    return {
+def _timeout(settings: Settings, state: SagaState, attempt: int) -> float:
+    """How long to wait: the state's timeout, stretched by each re-send (capped)."""
+    base = {
         SagaState.AWAITING_CREDIT: settings.saga_credit_timeout_seconds,
         SagaState.AWAITING_RELEASE: settings.saga_release_timeout_seconds,
+        SagaState.COMPENSATING: settings.saga_release_timeout_seconds,
         SagaState.AWAITING_NOTIFICATION: settings.saga_notification_timeout_seconds,
     }[state]
+    return min(base * settings.saga_resend_backoff**attempt, settings.saga_max_timeout_seconds)
 
 
 def _message(action: Action, order: Order) -> Message:
@@ -213,26 +221,57 @@ def _message(action: Action, order: Order) -> Message:
     raise AssertionError(f"no message for {action} on a {order.status} order")
 
 
+# The step each action's message belongs to on the timeline.
+ACTION_STEP = {
+    Action.RESERVE_CREDIT: "reserve_credit",
+    Action.RELEASE_CREDIT: "release_credit",
+    Action.ANNOUNCE_OUTCOME: "notify",
+}
+
+
+def _record_message(
+    steps: list[SagaStep], action: Action, message_id: uuid.UUID, message_type: str
+) -> None:
+    """Note a sent message's id on its step (or the decision's first free step)."""
+    free = [step for step in steps if step.message_id is None]
+    named = [step for step in free if step.name == ACTION_STEP[action]]
+    if not free:
+        return
+    target = named[0] if named else free[0]
+    target.message_id = message_id
+    target.message_type = message_type
+
+
 async def _apply(
-    session: AsyncSession, settings: Settings, order: Order, instance: Saga, decision: Decision
+    uow: UnitOfWork, settings: Settings, order: Order, instance: Saga, decision: Decision
 ) -> None:
     """Write a decision: order status, saga state and deadline, history, outgoing messages."""
     reached_outcome = decision.order_status in OUTCOMES and order.status != decision.order_status
     order.status = decision.order_status
     order.rejection_reason = decision.rejection_reason
     instance.state = decision.state
+    instance.attempt = decision.attempt
     if decision.state is SagaState.SETTLED:
         instance.deadline_at = None
     elif decision.restart_deadline:
-        seconds = _timeout(settings, decision.state)
+        seconds = _timeout(settings, decision.state, decision.attempt)
         instance.deadline_at = datetime.now(UTC) + timedelta(seconds=seconds)
-    session.add_all(
-        SagaStep(order_id=order.id, name=step.name, status=step.status, detail=step.detail)
+    cause_id = event_id_var.get()  # the reply being handled, if any (the operator's timeline)
+    steps = [
+        SagaStep(
+            order_id=order.id,
+            name=step.name,
+            status=step.status,
+            detail=step.detail,
+            cause_id=cause_id,
+        )
         for step in decision.steps
-    )
+    ]
+    uow.session.add_all(steps)
     for action in decision.actions:
-        await bus.publish(session, _message(action, order), correlation_id=instance.correlation_id)
-    await session.flush()
+        envelope = uow.publish(_message(action, order), correlation_id=instance.correlation_id)
+        _record_message(steps, action, envelope.id, envelope.type)
+    await uow.session.flush()
     if reached_outcome:
         result = decision.order_status.lower()
         SAGA_OUTCOMES.labels(result, decision.rejection_reason or "").inc()
@@ -251,3 +290,30 @@ async def _apply(
 
 async def overdue_saga_ids(session: AsyncSession, limit: int = 200) -> list[uuid.UUID]:
     return list(await repository.overdue_saga_ids(session, datetime.now(UTC), limit))
+
+
+# -- operator actions (orders.admin_service calls these) --------------------------------------
+
+
+async def _operator_event(
+    uow: UnitOfWork, settings: Settings, order_id: uuid.UUID, event: saga.Event
+) -> Decision:
+    try:
+        decision = await handle_event(uow, settings, order_id, event)
+    except saga.OperatorActionRefused as exc:
+        raise Conflict(str(exc)) from exc
+    if decision is None:
+        raise NotFound(f"Order {order_id} not found.")
+    return decision
+
+
+async def retry_step(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Decision:
+    """Send the current step's command again now and restart its deadline (409 when settled)."""
+    return await _operator_event(uow, settings, order_id, saga.RetryRequested())
+
+
+async def force_compensation(
+    uow: UnitOfWork, settings: Settings, order_id: uuid.UUID, reason: str = "operator"
+) -> Decision:
+    """Reject an order awaiting credit and release its credit (409 in any other state)."""
+    return await _operator_event(uow, settings, order_id, saga.CompensateRequested(reason))

@@ -56,9 +56,9 @@ async def owner(db: Database, order_id: uuid.UUID) -> uuid.UUID:
 
 
 async def place(db: Database, settings: Settings, *prices: int, key: str | None = None) -> Any:
-    async with db.transaction() as session:
+    async with db.transaction() as uow:
         order, created = await service.place_order(
-            session, settings, uuid.uuid4(), order_of(*prices), key
+            uow, settings, uuid.uuid4(), order_of(*prices), key
         )
     assert created
     return order
@@ -83,9 +83,9 @@ async def test_a_failed_unit_of_work_leaves_no_order_and_no_command(
     placed: list[Any] = []
 
     async def place_then_fail() -> None:
-        async with orders_db.transaction() as session:
+        async with orders_db.transaction() as uow:
             order, _ = await service.place_order(
-                session, orders_settings, uuid.uuid4(), order_of(1), None
+                uow, orders_settings, uuid.uuid4(), order_of(1), None
             )
             placed.append(order)
             raise RuntimeError("the request failed after placing")
@@ -104,9 +104,9 @@ async def test_the_same_idempotency_key_and_body_return_the_first_order(
     user_id = uuid.uuid4()
     results = []
     for _ in range(2):
-        async with orders_db.transaction() as session:
+        async with orders_db.transaction() as uow:
             results.append(
-                await service.place_order(session, orders_settings, user_id, order_of(5), "k-1")
+                await service.place_order(uow, orders_settings, user_id, order_of(5), "k-1")
             )
     (first, created), (again, created_again) = results
     assert (created, created_again) == (True, False)
@@ -114,8 +114,8 @@ async def test_the_same_idempotency_key_and_body_return_the_first_order(
     assert await outbox_types(orders_db, first.id) == ["users.ReserveCredit"]  # sent once
 
     with pytest.raises(Conflict):
-        async with orders_db.transaction() as session:
-            await service.place_order(session, orders_settings, user_id, order_of(6), "k-1")
+        async with orders_db.transaction() as uow:
+            await service.place_order(uow, orders_settings, user_id, order_of(6), "k-1")
 
 
 async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
@@ -124,7 +124,7 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
     order = await place(orders_db, orders_settings, 100)
     async with orders_db.transaction() as slow:
         # `slow` read the saga (version 1)...
-        assert (await repository.get_order_and_saga(slow, order.id)) is not None
+        assert (await repository.get_order_and_saga(slow.session, order.id)) is not None
         # ...while another process approved the order and committed (version 2).
         async with orders_db.transaction() as fast:
             await service.handle_event(fast, orders_settings, order.id, saga.CreditReserved())
@@ -149,30 +149,66 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
     ]
 
 
-async def test_a_deadline_only_fires_once_it_has_passed(
+async def expire(db: Database, order_id: uuid.UUID) -> None:
+    """Move the saga's deadline into the past, as time would."""
+    async with db.transaction() as uow:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await uow.session.execute(
+            update(Saga).where(Saga.order_id == order_id).values(deadline_at=past)
+        )
+
+
+async def deadline_of(db: Database, order_id: uuid.UUID) -> tuple[int, float]:
+    """The saga's attempt and how many seconds are left until its deadline."""
+    async with db.session() as session:
+        instance = await session.get(Saga, order_id)
+        assert instance is not None
+        assert instance.deadline_at is not None
+        return instance.attempt, (instance.deadline_at - datetime.now(UTC)).total_seconds()
+
+
+async def test_a_deadline_only_fires_once_it_has_passed_and_first_resends(
     orders_db: Database, orders_settings: Settings
 ):
-    order = await place(orders_db, orders_settings, 100)
-    async with orders_db.transaction() as session:
-        early = await service.handle_event(
-            session, orders_settings, order.id, saga.DeadlinePassed()
-        )
+    settings = orders_settings.model_copy(update={"saga_max_resends": 1})
+    order = await place(orders_db, settings, 100)
+    async with orders_db.transaction() as uow:
+        early = await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
     assert early is None
 
-    async with orders_db.transaction() as session:
-        past = datetime.now(UTC) - timedelta(seconds=1)
-        await session.execute(
-            update(Saga).where(Saga.order_id == order.id).values(deadline_at=past)
-        )
+    await expire(orders_db, order.id)
     async with orders_db.session() as session:
         assert order.id in await service.overdue_saga_ids(session)
-    async with orders_db.transaction() as session:
-        await service.handle_event(session, orders_settings, order.id, saga.DeadlinePassed())
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
 
+    # Sent again, with a deadline twice as long; still pending.
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"]) == ("PENDING", "awaiting_credit")
+    attempt, seconds_left = await deadline_of(orders_db, order.id)
+    assert attempt == 1
+    assert settings.saga_credit_timeout_seconds * 1.5 < seconds_left
+    assert await outbox_types(orders_db, order.id) == ["users.ReserveCredit"] * 2
+
+    # Re-sends spent: rejected, and compensated until the release is confirmed.
+    await expire(orders_db, order.id)
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
     state = await state_of(orders_db, order.id)
     assert (state["status"], state["reason"]) == ("REJECTED", "timeout")
+    assert state["state"] == "compensating"
+    await expire(orders_db, order.id)
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, settings, order.id, saga.CreditReleased())
+
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"]) == ("REJECTED", "awaiting_notification")
     assert await outbox_types(orders_db, order.id) == [
         "users.ReserveCredit",
+        "users.ReserveCredit",
+        "users.ReleaseCredit",
         "users.ReleaseCredit",
         "orders.OrderRejected",
     ]

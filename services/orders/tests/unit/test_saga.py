@@ -6,13 +6,16 @@ from orders.saga import (
     TIMEOUT_REASON,
     Action,
     CancelRequested,
+    CompensateRequested,
     CreditRejected,
     CreditReleased,
     CreditReserved,
     DeadlinePassed,
     NotCancellable,
     NotificationRecorded,
+    OperatorActionRefused,
     OrderStatus,
+    RetryRequested,
     SagaState,
     Step,
     decide,
@@ -49,16 +52,49 @@ def test_credit_rejected_rejects_with_the_reason(reason: str):
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)  # nothing was reserved: no release
 
 
-def test_credit_timeout_rejects_and_compensates():
-    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, DeadlinePassed())
+@pytest.mark.parametrize("attempt", [0, 1, 2])
+def test_a_credit_deadline_first_sends_the_request_again(attempt: int):
+    """A ReserveCredit lost with Redis's data is no reason to reject a good order."""
+    decision = decide(
+        S.AWAITING_CREDIT, O.PENDING, None, DeadlinePassed(), attempt=attempt, max_resends=3
+    )
+    assert (decision.state, decision.order_status) == (S.AWAITING_CREDIT, O.PENDING)
+    assert decision.actions == (Action.RESERVE_CREDIT,)
+    assert decision.steps == (Step("reserve_credit", "resent", f"attempt {attempt + 1}"),)
+    assert (decision.attempt, decision.restart_deadline) == (attempt + 1, True)
+
+
+def test_credit_timeout_after_the_last_resend_rejects_and_compensates():
+    decision = decide(
+        S.AWAITING_CREDIT, O.PENDING, None, DeadlinePassed(), attempt=3, max_resends=3
+    )
     assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, TIMEOUT_REASON)
-    assert decision.actions == (Action.RELEASE_CREDIT, Action.ANNOUNCE_OUTCOME)
+    assert decision.state is S.COMPENSATING  # waits for the release to be confirmed
+    assert decision.actions == (Action.RELEASE_CREDIT,)
     assert decision.steps[0] == Step("reserve_credit", "timed_out")
+    assert (decision.attempt, decision.restart_deadline) == (0, True)
+
+
+def test_a_compensation_is_sent_again_at_every_deadline_until_confirmed():
+    decision = decide(S.COMPENSATING, O.REJECTED, TIMEOUT_REASON, DeadlinePassed(), attempt=7)
+    assert (decision.state, decision.order_status) == (S.COMPENSATING, O.REJECTED)
+    assert decision.rejection_reason == TIMEOUT_REASON
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert decision.attempt == 8
+
+
+def test_a_confirmed_compensation_announces_the_rejection():
+    decision = decide(S.COMPENSATING, O.REJECTED, TIMEOUT_REASON, CreditReleased())
+    assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.REJECTED)
+    assert decision.rejection_reason == TIMEOUT_REASON
+    assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
+    assert decision.steps[-1] == Step("notify", "started", "order_rejected")
 
 
 @pytest.mark.parametrize(
     ("state", "status"),
     [
+        (S.COMPENSATING, O.REJECTED),  # timed out, release in flight
         (S.AWAITING_NOTIFICATION, O.REJECTED),  # timed out, notice pending
         (S.SETTLED, O.REJECTED),
         (S.AWAITING_NOTIFICATION, O.CANCELLED),
@@ -123,7 +159,7 @@ def test_release_timeout_asks_again_and_never_goes_back():
     decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, DeadlinePassed())
     assert (decision.state, decision.order_status) == (S.AWAITING_RELEASE, O.CANCELLING)
     assert decision.actions == (Action.RELEASE_CREDIT,)
-    assert decision.restart_deadline
+    assert (decision.attempt, decision.restart_deadline) == (1, True)
 
 
 def test_credit_released_after_a_timeout_compensation_is_ignored():
@@ -156,10 +192,13 @@ def test_a_stale_notification_does_not_settle_a_cancel_in_flight():
     assert decision.state is S.AWAITING_RELEASE
 
 
-def test_notification_timeout_settles_without_failing_the_order():
-    decision = decide(S.AWAITING_NOTIFICATION, O.APPROVED, None, DeadlinePassed())
-    assert (decision.state, decision.order_status) == (S.SETTLED, O.APPROVED)
-    assert decision.steps == (Step("notify", "timed_out"),)
+def test_a_notification_deadline_announces_the_outcome_again():
+    """The outcome is re-announced until NotificationRecorded: every outcome gets its notice."""
+    decision = decide(S.AWAITING_NOTIFICATION, O.APPROVED, None, DeadlinePassed(), attempt=2)
+    assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.APPROVED)
+    assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
+    assert decision.steps == (Step("notify", "resent", "attempt 3"),)
+    assert decision.attempt == 3
 
 
 def test_a_deadline_on_a_settled_saga_is_ignored():
@@ -175,3 +214,65 @@ def test_cancel_racing_a_late_reservation_releases_exactly_once_per_cause():
     assert cancelling.actions == (Action.RELEASE_CREDIT,)
     assert late.actions == ()
     assert released.order_status is O.CANCELLED
+
+
+# -- operator actions (orders.admin_service) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "step", "action"),
+    [
+        (S.AWAITING_CREDIT, O.PENDING, "reserve_credit", Action.RESERVE_CREDIT),
+        (S.AWAITING_RELEASE, O.CANCELLING, "release_credit", Action.RELEASE_CREDIT),
+        (S.AWAITING_NOTIFICATION, O.APPROVED, "notify", Action.ANNOUNCE_OUTCOME),
+        (S.AWAITING_NOTIFICATION, O.REJECTED, "notify", Action.ANNOUNCE_OUTCOME),
+    ],
+)
+def test_an_operator_retry_resends_the_current_step_and_restarts_its_deadline(
+    state: S, status: O, step: str, action: Action
+):
+    decision = decide(state, status, "why", RetryRequested())
+    assert (decision.state, decision.order_status, decision.rejection_reason) == (
+        state,
+        status,
+        "why",
+    )
+    assert decision.actions == (action,)
+    assert decision.steps == (Step(step, "retried", "operator"),)
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize("status", [O.APPROVED, O.REJECTED, O.CANCELLED])
+def test_a_settled_saga_has_nothing_to_retry(status: O):
+    with pytest.raises(OperatorActionRefused):
+        decide(S.SETTLED, status, None, RetryRequested())
+
+
+def test_an_operator_compensation_rejects_and_releases_the_credit():
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CompensateRequested())
+    assert (decision.state, decision.order_status, decision.rejection_reason) == (
+        S.COMPENSATING,
+        O.REJECTED,
+        "operator",
+    )
+    assert decision.actions == (Action.RELEASE_CREDIT,)
+    assert decision.steps == (
+        Step("reserve_credit", "compensated", "operator"),
+        Step("release_credit", "started"),
+    )
+    assert decision.restart_deadline
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.AWAITING_NOTIFICATION, O.APPROVED),
+        (S.AWAITING_NOTIFICATION, O.REJECTED),
+        (S.AWAITING_RELEASE, O.CANCELLING),
+        (S.SETTLED, O.APPROVED),
+        (S.SETTLED, O.CANCELLED),
+    ],
+)
+def test_compensation_is_refused_once_credit_is_no_longer_awaited(state: S, status: O):
+    with pytest.raises(OperatorActionRefused):
+        decide(state, status, None, CompensateRequested())

@@ -8,18 +8,16 @@ can never leave a stale ``credit_available_cents`` visible. If a process dies be
 commit and the bump, the entry's TTL bounds the staleness.
 """
 
-import asyncio
 import logging
 import uuid
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.db import UnitOfWork
 from users.schemas import UserOut
 
 logger = logging.getLogger(__name__)
-_STALE_KEY = "users.cache.stale"
 
 CACHE_REQUESTS = Counter(
     "users_cache_requests_total", "User view cache lookups by result", ["result"]
@@ -38,7 +36,6 @@ class UserCache:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
-        self._pending: set[asyncio.Task[None]] = set()
 
     async def get(self, user_id: uuid.UUID) -> tuple[str | None, str]:
         """The cached view as JSON (None on a miss) and the generation to store a fresh one
@@ -66,27 +63,8 @@ class UserCache:
                 pipe.incr(_generation_key(user_id))
             await pipe.execute()
 
-    def on_commit(self, session: AsyncSession) -> None:
-        """Commit listener (see ``Database.add_commit_listener``): invalidate what the unit of
-        work marked stale. It runs after the commit, as the generation scheme requires."""
-        stale: set[uuid.UUID] = session.info.pop(_STALE_KEY, set())
-        if stale:
-            task = asyncio.create_task(self.invalidate(*stale))
-            self._pending.add(task)
-            task.add_done_callback(self._finished)
-
-    async def drain(self) -> None:
-        """Wait for the invalidations scheduled so far (tests; a graceful stop)."""
-        await asyncio.gather(*self._pending, return_exceptions=True)
-
-    def _finished(self, task: "asyncio.Task[None]") -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "cache invalidation failed; the TTL bounds staleness", exc_info=task.exception()
-            )
-
-
-def mark_stale(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Have the user's cached view invalidated once this unit of work commits."""
-    session.info.setdefault(_STALE_KEY, set()).add(user_id)
+    def invalidate_after_commit(self, uow: UnitOfWork, user_id: uuid.UUID) -> None:
+        """Invalidate the user's view once ``uow`` commits, as the generation scheme requires
+        (before the commit, a reader could cache the old row under the new generation). If
+        the invalidation fails, the entry's TTL bounds the staleness."""
+        uow.after_commit(lambda: self.invalidate(user_id))

@@ -9,9 +9,6 @@ import logging
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from common import bus
 from common.contracts import (
     CreditRejected,
     CreditReleased,
@@ -21,8 +18,9 @@ from common.contracts import (
     ReserveCredit,
 )
 from common.contracts.users import RejectionReason
+from common.db import UnitOfWork
 from users import repository
-from users.cache import mark_stale
+from users.cache import UserCache
 from users.models import CreditReservation
 
 logger = logging.getLogger(__name__)
@@ -49,7 +47,8 @@ def _answer(reservation: CreditReservation) -> Message:
     )
 
 
-async def reserve_credit(session: AsyncSession, command: ReserveCredit) -> Message:
+async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCredit) -> Message:
+    session = uow.session
     user = await repository.lock_user(session, command.user_id)
     if user is None:
         reply: Message = CreditRejected(
@@ -73,7 +72,7 @@ async def reserve_credit(session: AsyncSession, command: ReserveCredit) -> Messa
         )
         session.add(reservation)
         await session.flush()
-        mark_stale(session, user.id)
+        cache.invalidate_after_commit(uow, user.id)
         reply = _answer(reservation)
     logger.info(
         "credit reservation answered",
@@ -84,11 +83,12 @@ async def reserve_credit(session: AsyncSession, command: ReserveCredit) -> Messa
             "answer": reply.TYPE,
         },
     )
-    await bus.publish(session, reply)
+    uow.publish(reply)
     return reply
 
 
-async def release_credit(session: AsyncSession, command: ReleaseCredit) -> Message:
+async def release_credit(uow: UnitOfWork, cache: UserCache, command: ReleaseCredit) -> Message:
+    session = uow.session
     user = await repository.lock_user(session, command.user_id)
     existing = await repository.get_reservation(session, command.order_id)
     released_cents = 0
@@ -96,7 +96,7 @@ async def release_credit(session: AsyncSession, command: ReleaseCredit) -> Messa
         released_cents = existing.amount_cents
         existing.status = "released"
         existing.released_at = datetime.now(UTC)
-        mark_stale(session, existing.user_id)
+        cache.invalidate_after_commit(uow, existing.user_id)
     elif existing is None and user is not None:
         # Released before the reservation arrived: leave a tombstone so it never will.
         session.add(
@@ -120,5 +120,5 @@ async def release_credit(session: AsyncSession, command: ReleaseCredit) -> Messa
             "released_cents": released_cents,
         },
     )
-    await bus.publish(session, reply)
+    uow.publish(reply)
     return reply

@@ -19,6 +19,11 @@ class User(Base):
     __table_args__ = (
         CheckConstraint("credit_limit_cents >= 0", name="credit_limit_non_negative"),
         CheckConstraint("status IN ('active', 'inactive')", name="status_known"),
+        Index(
+            "ix_users_welcome_sent_at_unwelcomed",
+            "welcome_sent_at",
+            postgresql_where=text("welcomed_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -31,6 +36,12 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    # The welcome notification: UserRegistered is announced again (welcome_sent_at moves on)
+    # until notifications confirms it (welcomed_at), so a lost announcement is not lost.
+    welcome_sent_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    welcomed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CreditReservation(Base):

@@ -1,8 +1,10 @@
 """Every query of the users service."""
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,3 +54,27 @@ async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 async def get_reservation(session: AsyncSession, order_id: uuid.UUID) -> CreditReservation | None:
     statement = select(CreditReservation).where(CreditReservation.order_id == order_id)
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def mark_welcomed(session: AsyncSession, user_id: uuid.UUID) -> None:
+    statement = (
+        update(User)
+        .where(User.id == user_id, User.welcomed_at.is_(None))
+        .values(welcomed_at=func.now())
+    )
+    await session.execute(statement)
+
+
+async def claim_unwelcomed(
+    session: AsyncSession, sent_before: datetime, limit: int
+) -> Sequence[User]:
+    """Users whose welcome was announced before ``sent_before`` and never confirmed, locked
+    (SKIP LOCKED: every users worker can run the timer without announcing twice at once)."""
+    statement = (
+        select(User)
+        .where(User.welcomed_at.is_(None), User.welcome_sent_at < sent_before)
+        .order_by(User.welcome_sent_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.execute(statement)).scalars().all()

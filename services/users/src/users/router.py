@@ -31,8 +31,8 @@ def _cache(request: Request) -> UserCache:
 async def register(
     body: UserCreate, request: Request, response: Response, db: DatabaseDep
 ) -> UserOut:
-    async with db.transaction() as session:
-        user = await service.register(session, _passwords(request), body)
+    async with db.transaction() as uow:
+        user = await service.register(uow, _passwords(request), body)
     response.headers["Location"] = f"/users/{user.id}"
     return user
 

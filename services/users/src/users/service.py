@@ -1,14 +1,14 @@
 """Business rules of the users service. Functions take a session; they never commit."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import bus
 from common.auth import IssuedSession, create_session
 from common.contracts import UserRegistered
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.errors import Conflict, NotFound, Unauthorized
 from users import repository
 from users.cache import UserCache
@@ -30,7 +30,7 @@ async def user_view(session: AsyncSession, user: User) -> UserOut:
     )
 
 
-async def register(session: AsyncSession, passwords: Passwords, data: UserCreate) -> UserOut:
+async def register(uow: UnitOfWork, passwords: Passwords, data: UserCreate) -> UserOut:
     user = User(
         id=uuid.uuid4(),
         email=data.email.lower(),
@@ -38,13 +38,41 @@ async def register(session: AsyncSession, passwords: Passwords, data: UserCreate
         password_hash=await passwords.hash(data.password),
         credit_limit_cents=data.credit_limit_cents,
     )
-    if not await repository.insert_user(session, user):
+    if not await repository.insert_user(uow.session, user):
         raise Conflict(f"A user with email {user.email} already exists.")
-    await bus.publish(session, UserRegistered(user_id=user.id, email=user.email, name=user.name))
-    created = await repository.get_user(session, user.id)
+    _announce_registration(uow, user)
+    created = await repository.get_user(uow.session, user.id)
     assert created is not None
-    await session.refresh(created)
-    return await user_view(session, created)
+    await uow.session.refresh(created)
+    return await user_view(uow.session, created)
+
+
+def _announce_registration(uow: UnitOfWork, user: User) -> None:
+    uow.publish(UserRegistered(user_id=user.id, email=user.email, name=user.name))
+
+
+async def welcome_recorded(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    """Notifications stored the welcome: stop announcing the registration."""
+    await repository.mark_welcomed(uow.session, user_id)
+
+
+async def announce_unwelcomed_again(
+    uow: UnitOfWork, timeout_seconds: float, limit: int = 200
+) -> int:
+    """Announce UserRegistered again for users still without a confirmed welcome.
+
+    The same promise the order saga keeps for its outcomes: an announcement lost with
+    Redis's data is sent again until notifications confirms it (its dedup key makes the
+    welcome exactly one). Returns how many were announced again.
+    """
+    now = datetime.now(UTC)
+    users = await repository.claim_unwelcomed(
+        uow.session, now - timedelta(seconds=timeout_seconds), limit
+    )
+    for user in users:
+        user.welcome_sent_at = now
+        _announce_registration(uow, user)
+    return len(users)
 
 
 async def login(

@@ -18,3 +18,6 @@ class Settings(ServiceSettings):
     argon2_parallelism: int = Field(default=1, ge=1)
     # The user view cache; entries are also invalidated on every change (see users.cache).
     user_cache_ttl_seconds: int = Field(default=300, ge=1)
+    # UserRegistered is announced again after this long without a confirmed welcome.
+    welcome_timeout_seconds: float = Field(default=60.0, gt=0)
+    welcome_timer_interval_seconds: float = Field(default=5.0, gt=0)

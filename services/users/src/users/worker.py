@@ -1,20 +1,39 @@
-"""The ``users-worker`` entry point: credit commands from the order saga."""
+"""The ``users-worker`` entry point: credit commands from the order saga, and the timer that
+announces registrations again until their welcome notification is confirmed."""
 
-from common.bus import Consumer
-from common.worker import WorkerContext, bus_consumer, run_worker
+from common.bus import Handler
+from common.contracts import Message
+from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
+from users import service
 from users.cache import UserCache
-from users.consumers import HANDLERS
+from users.consumers import handlers
 from users.models import inbox, outbox
 from users.settings import Settings
 
 
+def spec(settings: Settings) -> WorkerSpec:
+    """The users worker, declared once: ``run()`` and the tests start this."""
+
+    def consumer_handlers(context: WorkerContext) -> dict[type[Message], Handler]:
+        return handlers(UserCache(context.redis, settings.user_cache_ttl_seconds))
+
+    async def announce_unwelcomed_again(context: WorkerContext) -> None:
+        async with context.database.transaction() as uow:
+            await service.announce_unwelcomed_again(uow, settings.welcome_timeout_seconds)
+
+    return WorkerSpec(
+        group="users",
+        handlers=consumer_handlers,
+        inbox_table=inbox,
+        outbox_table=outbox,
+        timers=[
+            Timer(
+                "welcome-again", settings.welcome_timer_interval_seconds, announce_unwelcomed_again
+            )
+        ],
+    )
+
+
 def run() -> None:
     settings = Settings()
-
-    def consumers(context: WorkerContext) -> list[Consumer]:
-        # Credit changes here must invalidate the API's cached user views.
-        cache = UserCache(context.redis, settings.user_cache_ttl_seconds)
-        context.database.add_commit_listener(cache.on_commit)
-        return [bus_consumer(context, group="users", handlers=HANDLERS, inbox_table=inbox)]
-
-    run_worker(settings, consumers=consumers, outbox_table=outbox)
+    run_worker(settings, spec(settings))

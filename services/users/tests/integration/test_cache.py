@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from common.bus import bind_outbox
+from common.bus import Outbox
 from common.contracts import ReleaseCredit, ReserveCredit
 from common.db import Database, create_engine
 from common.redis import create_redis
@@ -40,24 +40,24 @@ async def test_a_reservation_or_release_is_visible_at_once_despite_the_cache(
     assert await available() == 10_000  # hit
     assert (cache_lookups("miss") - misses, cache_lookups("hit") - hits) == (1, 1)
 
-    # What the users worker does: a unit of work with the cache's commit listener.
-    database = Database(create_engine(users_settings))
+    # What the users worker does: units of work that invalidate the view after commit.
     redis = create_redis(users_settings)
-    bind_outbox(database, outbox, source="users", stream_prefix="test:")
+    database = Database(
+        create_engine(users_settings), outbox=Outbox(redis, outbox, settings=users_settings)
+    )
     cache = UserCache(redis, users_settings.user_cache_ttl_seconds)
-    database.add_commit_listener(cache.on_commit)
     order_id = uuid.uuid4()
     try:
-        async with database.transaction() as session:
+        async with database.transaction() as uow:
             await credit.reserve_credit(
-                session, ReserveCredit(order_id=order_id, user_id=user_id, amount_cents=4_000)
+                uow, cache, ReserveCredit(order_id=order_id, user_id=user_id, amount_cents=4_000)
             )
-        await cache.drain()
         assert await available() == 6_000
 
-        async with database.transaction() as session:
-            await credit.release_credit(session, ReleaseCredit(order_id=order_id, user_id=user_id))
-        await cache.drain()
+        async with database.transaction() as uow:
+            await credit.release_credit(
+                uow, cache, ReleaseCredit(order_id=order_id, user_id=user_id)
+            )
         assert await available() == 10_000
     finally:
         await redis.aclose()

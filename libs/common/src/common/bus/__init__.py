@@ -3,9 +3,9 @@
 What a service uses:
 
 * models.py: ``outbox = add_outbox_table(Base.metadata)``, ``inbox = add_inbox_table(...)``
-* business code: ``await bus.publish(session, message)`` inside a unit of work
-* API lifespan: ``async with OutboxRelay(db, redis, outbox, settings=settings): yield``
-* worker.py: ``common.worker.run_worker(...)`` with a :class:`Consumer` per group
+* business code: ``uow.publish(message)`` inside a unit of work (``common.db.UnitOfWork``)
+* the API lifespan (common.http) and the worker runtime (common.worker) run the service's
+  :class:`Outbox`; ``worker.py`` declares the service's consumers (common.worker)
 
 See DESIGN.md section 3 for the guarantees and the traps this package designs out.
 """
@@ -14,14 +14,7 @@ from common.bus.consumer import Consumer, Handler
 from common.bus.deadletters import DeadLetter, list_dead_letters, replay
 from common.bus.envelope import Envelope, UnknownMessageType, WrongMessageType
 from common.bus.inbox import add_inbox_table
-from common.bus.outbox import (
-    OutboxNotBound,
-    OutboxRelay,
-    add_outbox_table,
-    bind_outbox,
-    envelope_for,
-    publish,
-)
+from common.bus.outbox import Outbox, Outgoing, add_outbox_table, envelope_for
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer, dead_letter_key, ensure_group, stream_key
 
@@ -30,20 +23,18 @@ __all__ = [
     "DeadLetter",
     "Envelope",
     "Handler",
-    "OutboxNotBound",
-    "OutboxRelay",
+    "Outbox",
+    "Outgoing",
     "Periodic",
     "StreamTrimmer",
     "UnknownMessageType",
     "WrongMessageType",
     "add_inbox_table",
     "add_outbox_table",
-    "bind_outbox",
     "dead_letter_key",
     "ensure_group",
     "envelope_for",
     "list_dead_letters",
-    "publish",
     "replay",
     "stream_key",
 ]

@@ -6,36 +6,50 @@ are designed out here, once, for every service:
 * A restarted consumer first re-reads its own pending entries (``XREADGROUP ... 0``), then
   new ones (``>``); otherwise what it had read before dying would wait for a reclaim.
 * An entry is acknowledged only after the handler's transaction committed; a handler error
-  leaves it pending, to be retried once it has been idle ``bus_reclaim_idle_ms``.
-* Pending entries idle that long, of any consumer of the group (dead pods, or our own failed
-  ones) are reclaimed with ``XAUTOCLAIM``; every delivery bumps the entry's delivery count.
-* An entry delivered more than ``bus_max_attempts`` times, or failing on its last allowed
-  attempt, goes to the dead-letter stream, then is acknowledged (atomically). An entry that
-  cannot be decoded goes there at once. Nothing is dropped silently.
+  never acknowledges it.
+* A handler that raises is retried at once, in-process, with exponential backoff and jitter
+  (``bus_retry_base_seconds`` doubling up to ``bus_retry_max_seconds``); after
+  ``bus_max_attempts`` failures the entry goes to the dead-letter stream, then is
+  acknowledged (atomically). An entry that cannot be decoded goes there at once. Nothing is
+  dropped silently.
+* Postgres or Redis being unreachable is not the handler's failure: consumption pauses, one
+  probe pings both with backoff (up to ``bus_pause_max_seconds``), and every entry in hand is
+  tried again once they answer. Nothing is counted, so a long outage dead-letters nothing.
+* Pending entries idle ``bus_reclaim_idle_ms``, of any consumer of the group (dead pods), are
+  reclaimed with ``XAUTOCLAIM``, batch after batch while batches come back full. An entry
+  delivered more than ``bus_max_attempts`` times without an outcome (its handler may crash
+  the process) is dead-lettered.
 * Consumer names are stable per process slot (``settings.consumer_name``, the pod name); a
   consumer of the group idle for ``bus_consumer_delete_idle_ms`` is deleted, but only by a
   script that checks, atomically, that it has no pending entries left (deleting a consumer
   deletes its pending list, which would lose those entries).
 * Blocking reads use ``BLOCK bus_block_ms``, below the client's socket timeout.
 
-Entries are handled concurrently, up to ``bus_concurrency`` at a time, so one slow handler
-does not hold up the stream; the order of handling is therefore not the stream order.
+Batches: the entries one XREADGROUP returns (up to ``bus_batch_size``) are handled together,
+in stream order, in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
+a busy consumer pays for a transaction per batch, not per message. A handler that raises
+fails only its batch's attempt: each entry is then handled alone. Several batches run
+concurrently, up to ``bus_concurrency`` entries in flight, so one slow handler does not hold
+up the stream. What holds: entries of one batch are handled in stream order; across batches
+(and replicas, and retries) there is no order, so handlers must not depend on one (the
+saga's transitions and the credit rules do not: they are keyed and idempotent per order).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import inbox, metrics
 from common.bus.deadletters import dead_letter
@@ -43,21 +57,23 @@ from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.periodic import Periodic
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 from common.tracing import message_span
+from common.unavailable import is_unavailable
 
 logger = logging.getLogger("common.bus.consumer")
 
-Handler = Callable[[AsyncSession, Envelope, Any], Awaitable[None]]
-"""``handler(session, envelope, message)``: the message is the typed contract model.
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+"""``handler(uow, envelope, message)``: the message is the typed contract model.
 
 It runs inside the unit of work that also records the message in the inbox; it must not
-commit. Whatever it publishes with ``bus.publish`` inherits the message's correlation id.
+commit. Whatever it publishes with ``uow.publish`` continues the message's conversation
+(its correlation id, caused by its id).
 """
 
-Entry = tuple[str, dict[str, str]]
+RawEntry = tuple[str, dict[str, str]]
 
 MAX_REMEMBERED_ERRORS = 10_000
 
@@ -70,10 +86,45 @@ return 1
 """
 
 
+class _HandlerFailed(Exception):
+    """The handler itself raised: one attempt toward the dead-letter stream."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _jittered(seconds: float) -> float:
+    """Between half and all of ``seconds``, so that retries of many entries spread out."""
+    return seconds / 2 + random.uniform(0, seconds / 2)  # noqa: S311 - not for security
+
+
 @dataclass(frozen=True)
 class _Route:
     message_type: type[Message]
     handler: Handler
+
+
+class Entry(NamedTuple):
+    """A stream entry as read, with how many times the group has had it delivered."""
+
+    key: str
+    entry_id: str
+    fields: dict[str, str]
+    deliveries: int
+
+
+@dataclass
+class _Ready:
+    """An entry decoded and routed, ready for its handler."""
+
+    key: str
+    entry_id: str
+    deliveries: int
+    envelope: Envelope
+    route: _Route
+    message: Message
+    duplicate: bool = False
 
 
 class Consumer:
@@ -110,14 +161,19 @@ class Consumer:
         self.reclaim_idle_ms = settings.bus_reclaim_idle_ms
         self.delete_idle_ms = settings.bus_consumer_delete_idle_ms
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
+        self.retry_base_seconds = settings.bus_retry_base_seconds
+        self.retry_max_seconds = settings.bus_retry_max_seconds
+        self.pause_max_seconds = settings.bus_pause_max_seconds
         self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
-        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
         self._delete_script = redis.register_script(_DELETE_IDLE_CONSUMER)
         self._stopping = asyncio.Event()
+        self._dependencies_up = asyncio.Event()
+        self._dependencies_up.set()
+        self._probe: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._housekeeping = Periodic(
             f"bus-housekeeping:{group}",
@@ -151,6 +207,9 @@ class Consumer:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+        probe, self._probe = self._probe, None
+        if probe is not None:  # it returns as soon as it sees the stop
+            await asyncio.gather(probe, return_exceptions=True)
         tasks = list(self._in_flight.values())
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=self.shutdown_timeout_seconds)
@@ -181,6 +240,7 @@ class Consumer:
     async def _read_loop(self) -> None:
         own_pending_done = False
         while not self._stopping.is_set():
+            await self._dependencies_up.wait()
             try:
                 if not own_pending_done:
                     await self._read_own_pending()
@@ -192,6 +252,9 @@ class Consumer:
                     logger.warning("consumer group or stream vanished; recreating it")
                     if await self._recreate_groups():
                         continue
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
                 logger.exception("bus read failed; retrying", extra={"group": self.group})
                 await self._pause(self.block_ms / 1000)
 
@@ -216,8 +279,9 @@ class Consumer:
                     continue
                 cursors[key] = entries[-1][0]
                 counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-                for entry_id, fields in entries:
-                    self._dispatch(key, entry_id, fields, counts.get(entry_id, 1))
+                self._dispatch(
+                    [Entry(key, e_id, fields, counts.get(e_id, 1)) for e_id, fields in entries]
+                )
 
     async def _read_new(self) -> None:
         await self._wait_for_capacity()
@@ -230,9 +294,13 @@ class Consumer:
             count=self._read_count(),
             block=self.block_ms,
         )
-        for key, entries in _stream_entries(response):
-            for entry_id, fields in entries:
-                self._dispatch(key, entry_id, fields, 1)
+        self._dispatch(
+            [
+                Entry(key, entry_id, fields, 1)
+                for key, entries in _stream_entries(response)
+                for entry_id, fields in entries
+            ]
+        )
 
     def _read_count(self) -> int:
         return max(1, min(self.batch_size, self.concurrency - len(self._in_flight)))
@@ -260,37 +328,146 @@ class Consumer:
                 counts[text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
-    def _dispatch(self, key: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
-        ident = (key, entry_id)
-        if ident in self._in_flight:
+    def _dispatch(self, entries: list[Entry]) -> None:
+        """Handle entries read together as one batch, in one task (one unit of work)."""
+        batch = [entry for entry in entries if (entry.key, entry.entry_id) not in self._in_flight]
+        if not batch:
             return
-        task = asyncio.create_task(self._process(key, entry_id, fields, deliveries))
-        self._in_flight[ident] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(ident, None))
+        task = asyncio.create_task(self._process(batch))
+        idents = [(entry.key, entry.entry_id) for entry in batch]
+        for ident in idents:
+            self._in_flight[ident] = task
+
+        def finished(_: "asyncio.Task[None]") -> None:
+            for ident in idents:
+                self._in_flight.pop(ident, None)
+
+        task.add_done_callback(finished)
 
     # -- handling ---------------------------------------------------------------------------
 
-    async def _process(
-        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
-    ) -> None:
-        async with self._semaphore:
-            try:
-                await self._handle(key, entry_id, fields, deliveries)
-            except Exception:
-                # Redis or Postgres trouble around the handler: the entry stays pending.
-                logger.exception(
-                    "bus entry not processed; it stays pending",
-                    extra={"stream": key, "group": self.group, "entry_id": entry_id},
-                )
+    async def _process(self, batch: list[Entry]) -> None:
+        """Handle a batch: the entries' handlers in one unit of work, one pipelined XACK.
 
-    async def _handle(
-        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
-    ) -> None:
+        The one place where ack, retry and dead-lettering are decided:
+
+        * entries that need no handler (a type this group ignores, undecodable, delivered
+          too often) are acknowledged or dead-lettered first, each on its own;
+        * the rest run together: one inbox INSERT, every handler, one COMMIT, one XACK per
+          stream. If a handler raises, nothing of the batch is committed, and each entry
+          is handled alone (:meth:`_handle_alone`), so one bad message never fails its
+          neighbours;
+        * Postgres or Redis unreachable is nobody's failure: consumption pauses
+          (:meth:`_pause_for_dependencies`) and the batch is tried again once both answer;
+        * stopping: the entries stay pending; this consumer re-reads them when it restarts
+          (or another one reclaims them).
+        """
+        ready = await self._prepare_all(batch)
+        if len(ready) == 1:
+            await self._handle_alone(ready[0])
+            return
+        while ready and not self._stopping.is_set():
+            await self._dependencies_up.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._attempt(ready)
+                return
+            except _HandlerFailed:
+                await asyncio.gather(*(self._handle_alone(item) for item in ready))
+                return
+            except Exception as exc:
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
+                self._log_unprocessed(batch, exc)
+                return
+
+    async def _prepare_all(self, batch: list[Entry]) -> list[_Ready]:
+        """Settle what needs no handler; the rest, ready to handle (each message once)."""
+        ready: list[_Ready] = []
+        seen: set[uuid.UUID] = set()
+        for entry in batch:
+            while not self._stopping.is_set():
+                await self._dependencies_up.wait()
+                try:
+                    item = await self._prepare(entry)
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        await self._pause_for_dependencies(exc)
+                        continue
+                    self._log_unprocessed([entry], exc)
+                    item = None
+                if item is not None:
+                    # The same message twice in one batch (a duplicate XADD): its second entry
+                    # is acknowledged with the first, the inbox would skip it anyway.
+                    item.duplicate = item.envelope.id in seen
+                    seen.add(item.envelope.id)
+                    ready.append(item)
+                break
+        return ready
+
+    async def _handle_alone(self, item: _Ready) -> None:
+        """Handle one entry until it is acknowledged, dead-lettered, or we stop: a handler
+        that raises is retried here, in-process, with exponential backoff and jitter; after
+        ``bus_max_attempts`` failures the entry goes to the dead-letter stream."""
+        ident = (item.key, item.entry_id)
+        failures = 0
+        while not self._stopping.is_set():
+            await self._dependencies_up.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                if failures and item.deliveries - 1 + failures >= self.max_attempts:
+                    await self._give_up(item, item.deliveries - 1 + failures)
+                else:
+                    await self._attempt([item])
+                return
+            except _HandlerFailed as failed:
+                failures += 1
+                self._remember_error(ident, failed.error)
+                if item.deliveries - 1 + failures < self.max_attempts:
+                    await self._pause(_jittered(self._retry_delay(failures)))
+            except Exception as exc:
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
+                self._log_unprocessed([Entry(item.key, item.entry_id, {}, item.deliveries)], exc)
+                return
+
+    def _retry_delay(self, failures: int) -> float:
+        return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (failures - 1))
+
+    def _log_unprocessed(self, entries: list[Entry], exc: BaseException) -> None:
+        logger.error(
+            "bus entries not processed; they stay pending",
+            exc_info=exc,
+            extra={
+                "group": self.group,
+                "entries": [f"{entry.key}/{entry.entry_id}" for entry in entries],
+            },
+        )
+
+    async def _give_up(self, item: _Ready, attempts: int) -> None:
+        """Move an entry whose handler kept failing to the dead-letter stream."""
+        error = self._last_errors.get((item.key, item.entry_id), "no error recorded")
+        await self._dead_letter(
+            item.key,
+            item.entry_id,
+            item.envelope.type,
+            attempts,
+            f"gave up after {attempts} attempts; last error: {error}",
+            item.envelope.to_json(),
+        )
+
+    async def _prepare(self, entry: Entry) -> "_Ready | None":
+        """Decode and route an entry; None when it was settled here (acked, dead-lettered)."""
+        key, entry_id, fields, deliveries = entry
         if not fields:
             # Only an entry deleted from the stream while pending reads back without fields.
             logger.warning("pending entry no longer in the stream", extra={"entry_id": entry_id})
             await self.redis.xack(key, self.group, entry_id)
-            return
+            return None
         try:
             envelope = Envelope.from_fields(fields)
         except ValueError as exc:
@@ -300,14 +477,16 @@ class Consumer:
             await self._dead_letter(
                 key, entry_id, "", deliveries, f"undecodable envelope: {exc}", text(raw)
             )
-            return
+            return None
         route = self._routes.get(envelope.type)
         if route is None:
             await self.redis.xack(key, self.group, entry_id)  # a type this group ignores
-            return
-        ident = (key, entry_id)
+            return None
         if deliveries > self.max_attempts:
-            error = self._last_errors.pop(ident, "no error recorded: the handler never returned")
+            # Delivered this often without an outcome: its handler may crash the process.
+            error = self._last_errors.pop(
+                (key, entry_id), "no error recorded: the handler never returned"
+            )
             await self._dead_letter(
                 key,
                 entry_id,
@@ -316,7 +495,7 @@ class Consumer:
                 f"gave up after {deliveries - 1} deliveries; last error: {error}",
                 envelope.to_json(),
             )
-            return
+            return None
         try:
             message = envelope.parse(route.message_type)
         except ValueError as exc:
@@ -328,56 +507,138 @@ class Consumer:
                 f"invalid payload: {exc}",
                 envelope.to_json(),
             )
-            return
+            return None
+        return _Ready(key, entry_id, deliveries, envelope, route, message)
 
+    async def _attempt(self, items: list[_Ready]) -> None:
+        """One unit of work for ``items``, then one XACK per stream.
+
+        Raises :class:`_HandlerFailed` when a handler itself failed (nothing is committed).
+        """
+        started = time.perf_counter()
+        async with self.database.transaction() as uow:
+            first_time = await inbox.record_many(
+                uow.session, self.inbox_table, [item.envelope.id for item in items], self.group
+            )
+            for item in items:
+                if item.envelope.id in first_time and not item.duplicate:
+                    await self._run_handler(uow, item)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        await self._ack(items)
+        now = time.time()
+        for item in items:
+            self._last_errors.pop((item.key, item.entry_id), None)
+            metrics.HANDLED.labels(self.group, item.envelope.type).inc()
+            metrics.HANDLE_LATENCY.labels(self.group, item.envelope.type).observe(
+                max(0.0, now - item.envelope.occurred_at.timestamp())
+            )
+            if logger.isEnabledFor(logging.INFO):
+                handled = item.envelope.id in first_time and not item.duplicate
+                logger.info(
+                    "message handled" if handled else "duplicate message skipped",
+                    extra={
+                        "group": self.group,
+                        "type": item.envelope.type,
+                        "attempt": item.deliveries,
+                        "batch": len(items),
+                        "duration_ms": elapsed_ms,
+                        "correlation_id": item.envelope.correlation_id,
+                        "event_id": str(item.envelope.id),
+                    },
+                )
+
+    async def _run_handler(self, uow: UnitOfWork, item: _Ready) -> None:
+        """One handler, with the message's ids in the logging context and its trace span."""
+        envelope = item.envelope
         correlation_token = correlation_id_var.set(envelope.correlation_id)
         event_token = event_id_var.set(str(envelope.id))
-        started = time.perf_counter()
         try:
             with message_span(
                 f"handle {envelope.type}",
                 envelope.trace,
                 **{"messaging.consumer.group.name": self.group},
             ):
-                async with self.database.transaction() as session:
-                    first_time = await inbox.record(
-                        session, self.inbox_table, envelope.id, self.group
-                    )
-                    if first_time:
-                        await route.handler(session, envelope, message)
-            logger.info(
-                "message handled" if first_time else "duplicate message skipped",
-                extra={
-                    "group": self.group,
-                    "type": envelope.type,
-                    "attempt": deliveries,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+                await item.route.handler(uow, envelope, item.message)
         except Exception as exc:
+            if is_unavailable(exc) and not await self._dependencies_answer():
+                raise  # not the handler's fault: the caller pauses, nothing is counted
             metrics.FAILED.labels(self.group, envelope.type).inc()
-            error = f"{type(exc).__name__}: {exc}"
             logger.exception(
                 "handler failed",
-                extra={"group": self.group, "type": envelope.type, "attempt": deliveries},
+                extra={"group": self.group, "type": envelope.type, "attempt": item.deliveries},
             )
-            if deliveries >= self.max_attempts:
-                await self._dead_letter(
-                    key, entry_id, envelope.type, deliveries, error, envelope.to_json()
-                )
-            else:
-                self._remember_error(ident, error)
-            return
+            raise _HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             correlation_id_var.reset(correlation_token)
             event_id_var.reset(event_token)
 
-        await self.redis.xack(key, self.group, entry_id)
-        self._last_errors.pop(ident, None)
-        metrics.HANDLED.labels(self.group, envelope.type).inc()
-        metrics.HANDLE_LATENCY.labels(self.group, envelope.type).observe(
-            max(0.0, time.time() - envelope.occurred_at.timestamp())
-        )
+    async def _ack(self, items: list[_Ready]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for item in items:
+            by_stream.setdefault(item.key, []).append(item.entry_id)
+        if len(by_stream) == 1:
+            [(key, entry_ids)] = by_stream.items()
+            await self.redis.xack(key, self.group, *entry_ids)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, entry_ids in by_stream.items():
+            pipe.xack(key, self.group, *entry_ids)
+        await pipe.execute()
+
+    # -- pausing while Postgres or Redis is down -------------------------------------------
+
+    async def _pause_for_dependencies(self, exc: BaseException) -> None:
+        """Stop reading and handling until Postgres and Redis answer again.
+
+        The first task to see the outage starts one probe (ping both, with exponential
+        backoff and jitter); every task waits for it. So an outage of minutes costs a few
+        pings, not one failed attempt per entry per cycle, and no entry is dead-lettered for
+        it.
+        """
+        if self._dependencies_up.is_set():
+            self._dependencies_up.clear()
+            metrics.CONSUMER_PAUSED.labels(self.group).set(1)
+            logger.warning(
+                "Postgres or Redis unavailable; consumption paused",
+                extra={"group": self.group, "error": repr(exc)},
+            )
+            self._probe = asyncio.create_task(
+                self._probe_until_up(), name=f"bus-probe:{self.group}"
+            )
+        await self._dependencies_up.wait()
+
+    async def _dependencies_answer(self) -> bool:
+        """Do Postgres and Redis answer right now? A handler's error that looks like an
+        outage (a timeout, a reset) while both answer is the handler's own failure."""
+        try:
+            await self.database.ping()
+            await self.redis.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _probe_until_up(self) -> None:
+        delay = self.retry_base_seconds
+        paused_at = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                await self._pause(_jittered(delay))
+                try:
+                    await self.database.ping()
+                    await self.redis.ping()
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        logger.exception("dependency probe failed", extra={"group": self.group})
+                    delay = min(delay * 2, self.pause_max_seconds)
+                    continue
+                logger.info(
+                    "Postgres and Redis answer; consumption resumed",
+                    extra={"group": self.group, "paused_s": round(time.monotonic() - paused_at, 2)},
+                )
+                return
+        finally:
+            metrics.CONSUMER_PAUSED.labels(self.group).set(0)
+            self._dependencies_up.set()  # also on stop, so that no task waits for ever
 
     def _remember_error(self, ident: tuple[str, str], error: str) -> None:
         """Kept for the dead letter, in case the last attempt is not a clean failure."""
@@ -423,9 +684,13 @@ class Consumer:
     # -- housekeeping -----------------------------------------------------------------------
 
     async def housekeep(self) -> None:
-        """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges."""
+        """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges.
+
+        Skipped while consumption is paused: a claim would only bump delivery counts of
+        entries nobody can handle yet.
+        """
         for key in self.streams:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._dependencies_up.is_set():
                 return
             try:
                 await self.reclaim(key)
@@ -435,25 +700,37 @@ class Consumer:
                 logger.exception("bus housekeeping failed", extra={"stream": key})
 
     async def reclaim(self, key: str) -> int:
-        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's)."""
-        response = await self.redis.xautoclaim(
-            key,
-            self.group,
-            self.consumer_name,
-            self.reclaim_idle_ms,
-            start_id=self._claim_cursors.get(key, "0-0"),
-            count=self.batch_size,
-        )
-        self._claim_cursors[key] = text(response[0])
-        entries = [
-            (text(entry_id), _fields(fields))
-            for entry_id, fields in response[1]
-            if entry_id is not None and (key, text(entry_id)) not in self._in_flight
-        ]
-        counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-        for entry_id, fields in entries:
-            self._dispatch(key, entry_id, fields, counts.get(entry_id, 2))
-        return len(entries)
+        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's).
+
+        Keeps claiming while batches come back full, so a backlog left by a dead consumer
+        is taken in one pass, not one batch every ``bus_reclaim_interval_seconds``.
+        """
+        claimed = 0
+        while not self._stopping.is_set():
+            await self._wait_for_capacity()
+            response = await self.redis.xautoclaim(
+                key,
+                self.group,
+                self.consumer_name,
+                self.reclaim_idle_ms,
+                start_id=self._claim_cursors.get(key, "0-0"),
+                count=self.batch_size,
+            )
+            cursor = text(response[0])
+            self._claim_cursors[key] = cursor
+            entries = [
+                (text(entry_id), _fields(fields))
+                for entry_id, fields in response[1]
+                if entry_id is not None and (key, text(entry_id)) not in self._in_flight
+            ]
+            counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
+            self._dispatch(
+                [Entry(key, e_id, fields, counts.get(e_id, 2)) for e_id, fields in entries]
+            )
+            claimed += len(entries)
+            if len(response[1]) < self.batch_size or cursor == "0-0":
+                return claimed
+        return claimed
 
     async def delete_idle_consumers(self, key: str) -> list[str]:
         """Delete other consumers idle for ``bus_consumer_delete_idle_ms`` with nothing pending."""
@@ -486,7 +763,7 @@ def _fields(raw: Any) -> dict[str, str]:
     return {text(key): text(value) for key, value in raw.items()}
 
 
-def _stream_entries(response: Any) -> list[tuple[str, list[Entry]]]:
+def _stream_entries(response: Any) -> list[tuple[str, list[RawEntry]]]:
     """XREADGROUP's reply as ``[(stream, [(id, fields)])]``, for RESP2 and RESP3 shapes."""
     if not response:
         return []

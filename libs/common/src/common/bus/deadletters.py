@@ -11,13 +11,15 @@ replay::
 Replay re-adds the original envelope to its original stream and removes the dead letter.
 The inbox makes replaying an already-handled message harmless. Redis is ``BUS_REDIS_URL``
 or ``--redis-url``; the key prefix ``BUS_STREAM_PREFIX`` or ``--prefix`` (default ``bus:``).
+The orders service's operator API (``/admin/dead-letters``) lists, inspects and redrives
+dead letters with the functions below.
 """
 
 import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +107,44 @@ async def list_dead_letters(redis: Redis, *, prefix: str, limit: int = 100) -> l
     """The oldest ``limit`` dead letters."""
     entries = await redis.xrange(dead_letter_key(prefix), count=limit) or []
     return [DeadLetter.from_entry(text(entry_id), fields or {}) for entry_id, fields in entries]
+
+
+async def get_dead_letter(redis: Redis, dead_letter_id: str, *, prefix: str) -> DeadLetter | None:
+    """One dead letter by id; None when there is none (replayed, or never was)."""
+    entries = await redis.xrange(
+        dead_letter_key(prefix), min=dead_letter_id, max=dead_letter_id, count=1
+    )
+    if not entries:
+        return None
+    return DeadLetter.from_entry(text(entries[0][0]), entries[0][1] or {})
+
+
+async def scan_dead_letters(
+    redis: Redis,
+    *,
+    prefix: str,
+    limit: int,
+    before: str | None = None,
+    match: Callable[[DeadLetter], bool] | None = None,
+    batch: int = 200,
+) -> list[DeadLetter]:
+    """Up to ``limit`` dead letters, newest first, older than ``before`` (an id, exclusive),
+    that ``match`` accepts: a filtered page of the stream (the operator API's lists)."""
+    key = dead_letter_key(prefix)
+    found: list[DeadLetter] = []
+    upper = f"({before}" if before else "+"
+    while len(found) < limit:
+        entries = await redis.xrevrange(key, max=upper, min="-", count=batch) or []
+        for entry_id, fields in entries:
+            letter = DeadLetter.from_entry(text(entry_id), fields or {})
+            if match is None or match(letter):
+                found.append(letter)
+                if len(found) == limit:
+                    break
+        if len(entries) < batch:
+            break
+        upper = f"({text(entries[-1][0])}"
+    return found
 
 
 async def replay(redis: Redis, dead_letter_id: str, *, prefix: str) -> str | None:

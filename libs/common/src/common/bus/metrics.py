@@ -42,3 +42,8 @@ CONSUMER_PENDING = Gauge(
     "Entries delivered to the group but not yet acknowledged",
     ["stream", "group"],
 )
+CONSUMER_PAUSED = Gauge(
+    "bus_consumer_paused",
+    "1 while the group's consumer waits for Postgres or Redis to answer again",
+    ["group"],
+)

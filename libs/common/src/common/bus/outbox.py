@@ -1,27 +1,29 @@
 """Transactional outbox: a message is published if and only if its transaction commits.
 
-``publish(session, message)`` only INSERTs a row into the service's ``outbox`` table, in the
-caller's transaction: the state change and the message commit together or not at all. The
-:class:`OutboxRelay` then moves committed rows to Redis:
+``uow.publish(message)`` (common.db.UnitOfWork) only collects the message; just before the
+unit of work commits, :meth:`Outbox.write` INSERTs all its messages' rows in one statement,
+in the same transaction as the state change: both commit, or neither. Then:
 
-* fast path: ``publish`` marks the session, and the :class:`~common.db.Database` calls the
-  relay's commit listener after that unit of work commits; the listener wakes the relay,
-  which publishes within milliseconds. Service code does nothing beyond ``publish``.
-* sweeper: the relay also wakes every ``outbox_sweep_interval_seconds`` and at start, for
-  rows whose process died between commit and publish (any process of the service will do).
+* right after the commit, :meth:`Outbox.committed` sends those rows from memory, in one
+  pipelined XADD, in the committing task (no second transaction, no wake-up); their ids
+  are deleted later, many commits' worth in one DELETE;
+* the sweeper (every ``outbox_sweep_interval_seconds``, in any process of the service) sends
+  what a process left behind: rows older than ``outbox_sweep_grace_seconds`` (it died between
+  commit and XADD, or Redis was down then), taken with ``FOR UPDATE SKIP LOCKED`` so many
+  sweepers share the work, and deleted in the same transaction after their XADD.
 
-Rows are taken with ``FOR UPDATE SKIP LOCKED`` so the relays of many processes share the
-work without sending a row twice at once; rows are deleted in the same transaction after
-XADD succeeded. A crash between XADD and that commit re-sends the rows later: delivery is
-at-least-once, and the consumers' inbox makes the duplicate harmless.
+A crash between XADD and DELETE sends a row again later: delivery is at-least-once, and the
+consumers' inbox makes the duplicate harmless.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,9 +34,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     Uuid,
+    bindparam,
+    cast,
     delete,
     func,
+    insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -50,9 +56,6 @@ from common.settings import ServiceSettings
 
 logger = logging.getLogger("common.bus.outbox")
 
-_BINDING_KEY = "common.bus.outbox"
-_PUBLISHED_KEY = "common.bus.outbox.published"
-
 
 def add_outbox_table(metadata: MetaData) -> Table:
     """The ``outbox`` table in ``metadata``'s schema; call once in a service's models.py."""
@@ -65,28 +68,6 @@ def add_outbox_table(metadata: MetaData) -> Table:
         Column("envelope", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
-
-
-@dataclass(frozen=True)
-class OutboxBinding:
-    """Where ``publish`` writes for one Database: its outbox table and the service's name."""
-
-    table: Table
-    source: str
-    stream_prefix: str = "bus:"
-
-
-class OutboxNotBound(RuntimeError):
-    """``publish`` was called on a session of a Database without an outbox."""
-
-
-def bind_outbox(database: Database, table: Table, *, source: str, stream_prefix: str) -> None:
-    """Make ``publish`` on this Database's sessions write to ``table`` as ``source``.
-
-    :class:`OutboxRelay` does this itself; call it directly only where messages are written
-    but no relay runs in the process (a script, a test).
-    """
-    database.session_info[_BINDING_KEY] = OutboxBinding(table, source, stream_prefix)
 
 
 def envelope_for(
@@ -111,93 +92,106 @@ def envelope_for(
     )
 
 
-async def publish(
-    session: AsyncSession,
-    message: Message,
-    *,
-    correlation_id: str | None = None,
-    causation_id: str | None = None,
-) -> Envelope:
-    """Add ``message`` to the outbox in the session's transaction; it is sent after commit."""
-    binding = session.info.get(_BINDING_KEY)
-    if not isinstance(binding, OutboxBinding):
-        raise OutboxNotBound(
-            "this session's Database has no outbox: start an OutboxRelay for it "
-            "(or call common.bus.bind_outbox) before publishing"
-        )
-    envelope = envelope_for(
-        message,
-        source=binding.source,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-    )
-    await session.execute(
-        binding.table.insert().values(
-            message_id=envelope.id,
-            stream=stream_key(binding.stream_prefix, message.STREAM),
-            envelope=envelope.model_dump(mode="json"),
-        )
-    )
-    session.info[_PUBLISHED_KEY] = True
-    return envelope
+@dataclass(frozen=True)
+class Outgoing:
+    """A message on its way out: its envelope, its stream key and its JSON (made once)."""
+
+    envelope: Envelope
+    stream: str
+    json: str
 
 
-class OutboxRelay:
-    """Moves committed outbox rows to their Redis streams; one per process that publishes.
+class Outbox:
+    """A service's outbox: the table units of work write to, and what sends its rows.
 
-    Use it as an async context manager in an API's lifespan
-    (``async with OutboxRelay(db, redis, outbox, settings=settings): yield``); the worker
-    runtime starts one itself. Constructing it binds the outbox to ``database`` (see
-    :func:`bind_outbox`); starting it registers the commit listener and the sweeper.
+    Give it to the process's Database (``Database(engine, outbox=outbox)``), then keep it
+    running for the process's life (``async with outbox.running(database): ...``); the API
+    lifespan (common.http) and the worker runtime (common.worker) do both. Without
+    :meth:`running` (a script, a test), committed rows simply stay in the table.
     """
 
     def __init__(
         self,
-        database: Database,
         redis: Redis,
         table: Table,
         *,
         settings: ServiceSettings,
         source: str | None = None,
     ) -> None:
-        self.database = database
         self.redis = redis
         self.table = table
+        self.source = source or settings.service_name
+        self.stream_prefix = settings.bus_stream_prefix
         self.batch_size = settings.outbox_batch_size
         self.sweep_interval_seconds = settings.outbox_sweep_interval_seconds
+        self.sweep_grace = timedelta(seconds=settings.outbox_sweep_grace_seconds)
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
-        bind_outbox(
-            database,
-            table,
-            source=source or settings.service_name,
-            stream_prefix=settings.bus_stream_prefix,
+        # The envelope goes in as the JSON text made once for XADD, cast by Postgres.
+        self._insert = (
+            insert(table)
+            .values(
+                message_id=bindparam("message_id"),
+                stream=bindparam("stream"),
+                envelope=cast(bindparam("envelope_json", type_=Text), JSONB),
+            )
+            .returning(table.c.id, sort_by_parameter_order=True)
         )
+        self._database: Database | None = None
+        self._sent: list[int] = []  # sent from memory, their rows not deleted yet
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> "OutboxRelay":
-        self.start()
-        return self
+    # -- what units of work call (common.db.Outbox) ------------------------------------------
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    def prepare(
+        self, message: Message, *, correlation_id: str | None, causation_id: str | None
+    ) -> Outgoing:
+        envelope = envelope_for(
+            message, source=self.source, correlation_id=correlation_id, causation_id=causation_id
+        )
+        return Outgoing(
+            envelope, stream_key(self.stream_prefix, message.STREAM), envelope.to_json()
+        )
 
-    def start(self) -> None:
-        """Register the fast path and start the loop; the first pass sweeps at once."""
-        self._stopping = False
-        self.database.add_commit_listener(self._on_commit)
+    async def write(self, session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[int]:
+        """One INSERT for all the unit of work's messages; their row ids, in order."""
+        rows = [
+            {"message_id": item.envelope.id, "stream": item.stream, "envelope_json": item.json}
+            for item in outgoing
+        ]
+        return list((await session.execute(self._insert, rows)).scalars().all())
+
+    async def committed(self, rows: Sequence[tuple[int, Outgoing]]) -> None:
+        """Send committed rows now, from memory; the sweeper takes them if this fails."""
+        if not self.sending:
+            return
+        await self._xadd((item.stream, item.json) for _, item in rows)
+        for _, item in rows:
+            metrics.PUBLISHED.labels(item.stream, item.envelope.type).inc()
+        self._sent.extend(row_id for row_id, _ in rows)
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self, database: Database) -> AsyncIterator["Outbox"]:
+        """Send and sweep for ``database``'s units of work while the block runs."""
+        self.start(database)
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    def start(self, database: Database) -> None:
+        """Start the loop; its first pass sweeps at once (rows a dead process left)."""
+        self._database = database
+        self._stopping = False
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="outbox")
 
     async def stop(self) -> None:
-        """Stop after a final flush, so what was committed before shutdown is sent now."""
-        self.database.remove_commit_listener(self._on_commit)
+        """Stop after a final pass: sent rows deleted, what is left behind sent."""
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
@@ -206,21 +200,20 @@ class OutboxRelay:
         try:
             await asyncio.wait_for(asyncio.shield(task), self.shutdown_timeout_seconds)
         except TimeoutError:
-            logger.warning("outbox relay did not stop in time; rows stay for the sweeper")
+            logger.warning("outbox did not stop in time; its rows stay for the sweeper")
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     @property
-    def running(self) -> bool:
+    def sending(self) -> bool:
+        """True while committed rows are sent from memory (until stop begins)."""
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    @property
+    def alive(self) -> bool:
+        """The worker's health: the loop has not died."""
         return self._task is not None and not self._task.done()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _on_commit(self, session: AsyncSession) -> None:
-        if session.info.get(_PUBLISHED_KEY):
-            self._wake.set()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -228,31 +221,53 @@ class OutboxRelay:
                 async with asyncio.timeout(self.sweep_interval_seconds):
                     await self._wake.wait()
             self._wake.clear()
-            await self._flush_logged()
-        await self._flush_logged()
+            await self._pass_logged(sweep_all=False)
+        await self._pass_logged(sweep_all=True)
 
-    async def _flush_logged(self) -> None:
+    async def _pass_logged(self, *, sweep_all: bool) -> None:
         try:
-            await self.flush()
+            await self.delete_sent()
+            await self.sweep(older_than=timedelta(0) if sweep_all else self.sweep_grace)
         except Exception:
-            logger.exception("outbox relay failed; the rows stay and are retried")
+            logger.exception("outbox pass failed; the rows stay and are retried")
+
+    # -- deleting and sweeping ----------------------------------------------------------------
+
+    async def delete_sent(self) -> int:
+        """Delete the rows sent from memory since the last call, in one statement."""
+        ids, self._sent = self._sent, []
+        if not ids:
+            return 0
+        try:
+            async with self._db().transaction() as uow:
+                await uow.session.execute(delete(self.table).where(self.table.c.id.in_(ids)))
+        except Exception:
+            self._sent.extend(ids)  # next pass; at worst the sweeper sends them again
+            raise
+        return len(ids)
 
     async def flush(self) -> int:
-        """Publish every committed row (batch by batch); returns how many were sent."""
+        """Send every committed row still in the table, whatever its age (tests, shutdown)."""
+        await self.delete_sent()
+        return await self.sweep(older_than=timedelta(0))
+
+    async def sweep(self, *, older_than: timedelta) -> int:
+        """Send rows older than ``older_than`` that no process sent (batch by batch)."""
         sent = 0
         while True:
-            count = await self.publish_batch()
+            count = await self._sweep_batch(older_than)
             sent += count
             if count < self.batch_size:
                 return sent
 
-    async def publish_batch(self) -> int:
-        """Publish the oldest ``batch_size`` rows not being published by another relay."""
+    async def _sweep_batch(self, older_than: timedelta) -> int:
         table = self.table
-        async with self.database.transaction() as session:
+        cutoff = datetime.now(UTC) - older_than
+        async with self._db().transaction() as uow:
             rows = (
-                await session.execute(
+                await uow.session.execute(
                     select(table.c.id, table.c.stream, table.c.envelope)
+                    .where(table.c.created_at <= cutoff)
                     .order_by(table.c.id)
                     .limit(self.batch_size)
                     .with_for_update(skip_locked=True)
@@ -260,14 +275,22 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            pipe = self.redis.pipeline(transaction=False)
-            for row in rows:
-                pipe.xadd(row.stream, {ENVELOPE_FIELD: _dumps(row.envelope)})
-            await pipe.execute()
-            await session.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
+            await self._xadd((row.stream, _dumps(row.envelope)) for row in rows)
+            await uow.session.execute(delete(table).where(table.c.id.in_([r.id for r in rows])))
         for row in rows:
             metrics.PUBLISHED.labels(row.stream, str(row.envelope.get("type", ""))).inc()
         return len(rows)
+
+    async def _xadd(self, entries: Any) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, envelope_json in entries:
+            pipe.xadd(stream, {ENVELOPE_FIELD: envelope_json})
+        await pipe.execute()
+
+    def _db(self) -> Database:
+        if self._database is None:
+            raise RuntimeError("the outbox is not running: start it with a Database first")
+        return self._database
 
 
 def _dumps(envelope: dict[str, Any]) -> str:

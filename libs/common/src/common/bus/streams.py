@@ -12,6 +12,11 @@ consumer can read or acknowledge in between; trimming therefore never drops an e
 has not acknowledged. On top of that the newest ``stream_min_retention`` entries and those
 younger than ``stream_min_retention_seconds`` are always kept, for operators and debugging.
 A stream with no group at all is left alone: nobody has consumed it yet.
+
+A group that does not exist cannot hold entries back, so before each trim every group that a
+contract on the stream names (``Message.CONSUMERS``) is created (from ``0``) if missing.
+After a Redis restart the first worker back would otherwise trim past what the groups of
+the workers not back yet have never read.
 """
 
 import logging
@@ -21,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from common.contracts import groups_reading
 from common.settings import ServiceSettings
 
 logger = logging.getLogger("common.bus.streams")
@@ -112,12 +118,15 @@ class StreamTrimmer:
     def __init__(self, redis: Redis, keys: Iterable[str], *, settings: ServiceSettings) -> None:
         self.redis = redis
         self.keys = tuple(sorted(set(keys)))
+        self.prefix = settings.bus_stream_prefix
         self.min_retention = settings.stream_min_retention
         self.min_retention_ms = int(settings.stream_min_retention_seconds * 1000)
         self._script = redis.register_script(_TRIM_SCRIPT)
 
     async def trim(self, key: str) -> int:
         """Trim one stream now; returns how many entries were removed."""
+        for group in groups_reading(key.removeprefix(self.prefix)):
+            await ensure_group(self.redis, key, group)
         result = await self._script(keys=[key], args=[self.min_retention, self.min_retention_ms])
         if not result:
             return 0

@@ -33,6 +33,14 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {message.TYPE: message for message in ALL_MESSAGES}
 
+
+def groups_reading(stream: str) -> tuple[str, ...]:
+    """Every consumer group that some contract on ``stream`` (e.g. ``users.events``) names."""
+    return tuple(
+        sorted({group for m in ALL_MESSAGES if stream == m.STREAM for group in m.CONSUMERS})
+    )
+
+
 __all__ = [
     "ALL_MESSAGES",
     "MESSAGE_TYPES",
@@ -47,4 +55,5 @@ __all__ = [
     "ReleaseCredit",
     "ReserveCredit",
     "UserRegistered",
+    "groups_reading",
 ]

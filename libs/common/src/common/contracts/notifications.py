@@ -12,6 +12,7 @@ class NotificationRecorded(Message):
     TYPE: ClassVar[str] = "notifications.NotificationRecorded"
     STREAM: ClassVar[str] = event_stream("notifications")
     PRODUCER: ClassVar[str] = "notifications"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("orders", "users")
 
     notification_id: uuid.UUID
     order_id: uuid.UUID | None

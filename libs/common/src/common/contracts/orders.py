@@ -12,6 +12,7 @@ class OrderApproved(Message):
     TYPE: ClassVar[str] = "orders.OrderApproved"
     STREAM: ClassVar[str] = event_stream("orders")
     PRODUCER: ClassVar[str] = "orders"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("notifications",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -24,6 +25,7 @@ class OrderRejected(Message):
     TYPE: ClassVar[str] = "orders.OrderRejected"
     STREAM: ClassVar[str] = event_stream("orders")
     PRODUCER: ClassVar[str] = "orders"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("notifications",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -36,6 +38,7 @@ class OrderCancelled(Message):
     TYPE: ClassVar[str] = "orders.OrderCancelled"
     STREAM: ClassVar[str] = event_stream("orders")
     PRODUCER: ClassVar[str] = "orders"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("notifications",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID

@@ -16,6 +16,7 @@ class ReserveCredit(Message):
     TYPE: ClassVar[str] = "users.ReserveCredit"
     STREAM: ClassVar[str] = command_stream("users")
     PRODUCER: ClassVar[str] = "orders"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("users",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -28,6 +29,7 @@ class ReleaseCredit(Message):
     TYPE: ClassVar[str] = "users.ReleaseCredit"
     STREAM: ClassVar[str] = command_stream("users")
     PRODUCER: ClassVar[str] = "orders"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("users",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -39,6 +41,7 @@ class CreditReserved(Message):
     TYPE: ClassVar[str] = "users.CreditReserved"
     STREAM: ClassVar[str] = event_stream("users")
     PRODUCER: ClassVar[str] = "users"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("orders",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -51,6 +54,7 @@ class CreditRejected(Message):
     TYPE: ClassVar[str] = "users.CreditRejected"
     STREAM: ClassVar[str] = event_stream("users")
     PRODUCER: ClassVar[str] = "users"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("orders",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -63,6 +67,7 @@ class CreditReleased(Message):
     TYPE: ClassVar[str] = "users.CreditReleased"
     STREAM: ClassVar[str] = event_stream("users")
     PRODUCER: ClassVar[str] = "users"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("orders",)
 
     order_id: uuid.UUID
     user_id: uuid.UUID
@@ -75,6 +80,7 @@ class UserRegistered(Message):
     TYPE: ClassVar[str] = "users.UserRegistered"
     STREAM: ClassVar[str] = event_stream("users")
     PRODUCER: ClassVar[str] = "users"
+    CONSUMERS: ClassVar[tuple[str, ...]] = ("notifications",)
 
     user_id: uuid.UUID
     email: str

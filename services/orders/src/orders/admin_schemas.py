@@ -1,0 +1,135 @@
+"""Request and response bodies of the operator API (``/admin``, DESIGN section 10)."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# Filters are matched exactly, so they only need the characters real values use; anything
+# else (control characters included) is a 422 naming the field.
+Reason = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+MessageType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+StreamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+DeadLetterId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+SagaStateFilter = Literal[
+    "awaiting_credit", "awaiting_release", "awaiting_notification", "compensating", "settled"
+]
+OrderStatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
+MAX_REDRIVE = 1000
+
+
+class SagaSummary(BaseModel):
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    order_status: str
+    rejection_reason: str | None
+    state: str
+    version: int
+    total_cents: int
+    deadline_at: datetime | None
+    overdue: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimelineStep(BaseModel):
+    """One line of the history; ``kind`` says what an operator looks for in it."""
+
+    id: int
+    name: str
+    status: str
+    detail: str | None
+    at: datetime
+    kind: Literal["step", "resend", "late_reply", "operator"]
+    message_id: uuid.UUID | None  # the message this step sent
+    message_type: str | None
+    cause_id: str | None  # the reply whose handling made this step
+
+
+class SagaTimeline(SagaSummary):
+    correlation_id: str
+    resends: int
+    late_replies: int
+    steps: list[TimelineStep]
+
+
+class SagaActionOut(BaseModel):
+    audit_id: uuid.UUID
+    saga: SagaTimeline
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    stream: str
+    group: str
+    type: str
+    attempts: int
+    error: str
+    consumer: str
+    dead_lettered_at: str
+    message_id: str | None
+    correlation_id: str | None
+
+
+class DeadLetterDetail(DeadLetterOut):
+    entry_id: str
+    envelope: dict[str, Any] | None  # None when the entry's envelope is not JSON
+    raw_envelope: str
+
+
+class RedriveFilter(BaseModel):
+    """Which dead letters to redrive; every field given must match (none: all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: MessageType | None = None
+    stream: StreamName | None = None
+    group: StreamName | None = None
+
+
+class RedriveRequest(BaseModel):
+    """Exactly one of ``ids`` or ``filter``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[DeadLetterId] | None = Field(default=None, min_length=1, max_length=MAX_REDRIVE)
+    filter: RedriveFilter | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "RedriveRequest":
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of ids or filter")
+        return self
+
+
+class Redriven(BaseModel):
+    id: str
+    new_entry_id: str
+
+
+class RedriveFailure(BaseModel):
+    id: str
+    reason: str
+
+
+class RedriveResult(BaseModel):
+    audit_id: uuid.UUID
+    matched: int
+    redriven: int
+    failed_count: int
+    more: bool  # a filter matched more than one request redrives; send it again
+    redriven_ids: list[Redriven]
+    failed: list[RedriveFailure]
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    at: datetime
+    operator: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
