@@ -108,11 +108,11 @@ unit: sync ## unit and integration tests (real Postgres and Redis, throwaway dat
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
 ASYNCAPI_DIR := scripts/asyncapi
 $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
-	@SCARF_ANALYTICS=false npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate docs/asyncapi.yaml with @asyncapi/parser
-	@node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+	@$(RUN) node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
 	@$(RUN) pytest -q tests/asyncapi
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
