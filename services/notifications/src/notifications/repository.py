@@ -5,8 +5,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, delete, extract, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Uuid,
+    and_,
+    case,
+    column,
+    delete,
+    extract,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifications.models import Notification, Webhook, WebhookAttempt, WebhookDelivery
@@ -70,52 +85,77 @@ async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     commit in ``(created_at, id)`` order, which is what lets a stream resume from a cursor
     without missing a notification that committed after a newer-looking one.
     """
-    key = int.from_bytes(user_id.bytes[:4], "big", signed=True)
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-        {"namespace": _LOCK_NAMESPACE, "key": key},
+        {"namespace": _LOCK_NAMESPACE, "key": _lock_key(user_id)},
     )
 
 
-async def insert_notification(
+def _lock_key(user_id: uuid.UUID) -> int:
+    return int.from_bytes(user_id.bytes[:4], "big", signed=True)
+
+
+# The notification's hot path in one round trip: the user's lock (taken first: the INSERT reads
+# from it), the insert unless its dedup key exists, and one pending delivery per webhook.
+_RECORD = text(
+    """
+    WITH locked AS (
+        SELECT pg_advisory_xact_lock(:namespace, :lock_key)
+    ), inserted AS (
+        INSERT INTO notifications.notifications (id, user_id, kind, order_id, dedup_key, created_at)
+        SELECT :id, :user_id, :kind, :order_id, :dedup_key, clock_timestamp() FROM locked
+        ON CONFLICT (dedup_key) DO NOTHING
+        RETURNING id, user_id, kind, order_id, dedup_key, read, created_at
+    ), queued AS (
+        INSERT INTO notifications.webhook_deliveries (id, webhook_id, notification_id)
+        SELECT gen_random_uuid(), webhooks.id, inserted.id
+        FROM notifications.webhooks JOIN inserted ON webhooks.user_id = inserted.user_id
+        ON CONFLICT (webhook_id, notification_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT inserted.*, (SELECT count(*) FROM queued) AS queued FROM inserted
+    """
+).columns(
+    column("id", Uuid),
+    column("user_id", Uuid),
+    column("kind", String),
+    column("order_id", Uuid),
+    column("dedup_key", String),
+    column("read", Boolean),
+    column("created_at", DateTime(timezone=True)),
+    column("queued", Integer),
+)
+
+
+async def record_notification(
     session: AsyncSession, notification: Notification
-) -> tuple[Notification, bool]:
-    """Insert unless one with the same dedup key exists. Returns the stored notification and
-    whether this call inserted it."""
-    statement = (
-        insert(Notification)
-        .values(
-            id=notification.id,
-            user_id=notification.user_id,
-            kind=notification.kind,
-            order_id=notification.order_id,
-            dedup_key=notification.dedup_key,
-            created_at=func.clock_timestamp(),
+) -> tuple[Notification, bool, int]:
+    """Store ``notification`` unless one with its dedup key exists, under the user's lock (see
+    :func:`lock_user`), and queue a delivery per webhook of the user: one statement.
+    Returns the stored notification, whether this call inserted it, how many deliveries it
+    queued."""
+    row = (
+        await session.execute(
+            _RECORD,
+            {
+                "namespace": _LOCK_NAMESPACE,
+                "lock_key": _lock_key(notification.user_id),
+                "id": notification.id,
+                "user_id": notification.user_id,
+                "kind": notification.kind,
+                "order_id": notification.order_id,
+                "dedup_key": notification.dedup_key,
+            },
         )
-        .on_conflict_do_nothing(index_elements=[Notification.dedup_key])
-        .returning(Notification)
-    )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is not None:
-        return inserted, True
+    ).one_or_none()
+    if row is not None:
+        values = dict(row._mapping)
+        queued = int(values.pop("queued"))
+        return Notification(**values), True, queued
     stored = await session.execute(
         select(Notification).where(Notification.dedup_key == notification.dedup_key)
     )
-    return stored.scalar_one(), False
-
-
-async def enqueue_deliveries(session: AsyncSession, notification: Notification) -> int:
-    """One pending delivery of ``notification`` per webhook of its user; how many."""
-    source = select(
-        func.gen_random_uuid(), Webhook.id, literal(notification.id, WebhookDelivery.id.type)
-    ).where(Webhook.user_id == notification.user_id)
-    statement = (
-        insert(WebhookDelivery)
-        .from_select(["id", "webhook_id", "notification_id"], source)
-        .on_conflict_do_nothing(index_elements=["webhook_id", "notification_id"])
-    )
-    result = await session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return stored.scalar_one(), False, 0
 
 
 # -- webhooks ------------------------------------------------------------------------------

@@ -66,10 +66,9 @@ async def record(
         order_id=order_id,
         dedup_key=f"{kind}:{subject}",
     )
-    await repository.lock_user(session, user_id)
-    notification, created = await repository.insert_notification(session, candidate)
+    notification, created, queued = await repository.record_notification(session, candidate)
     if created:
-        if await repository.enqueue_deliveries(session, notification):
+        if queued:
             uow.after_commit(fanout.wake_dispatcher)
         fanout.live.publish_after_commit(uow, notification)
     return notification
