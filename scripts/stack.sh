@@ -193,9 +193,18 @@ probes() {  # what must answer before the stack counts as up: every API and ever
   done
 }
 
+# A developer's stack gets an operator for the console: a token made once per checkout, kept
+# in .run/dev/operator-token (readable by you alone); the orders service sees only its hash.
+ensure_operator() {
+  [[ $STACK == dev && -z ${ORDERS_OPERATOR_TOKENS:-} ]] || return 0
+  ORDERS_OPERATOR_TOKENS=$("$VENV/bin/python" scripts/operator_token.py local --keep-in "$RUN_DIR/operator-token")
+  export ORDERS_OPERATOR_TOKENS
+}
+
 up_local() {
   record_mode local
   ensure_backing_services
+  ensure_operator
   migrate
   if supervisor_running; then
     say "Stack '$STACK' already running; restarting its processes"
@@ -218,6 +227,10 @@ up_local() {
     printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
       "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
   done
+  if [[ -f $RUN_DIR/operator-token ]]; then
+    printf '  %-14s http://127.0.0.1:%s/admin/  (operator token: %s)\n' \
+      console "$(port_of orders)" "$RUN_DIR/operator-token"
+  fi
 }
 
 down_local() {
@@ -271,6 +284,10 @@ up_docker() {
     printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
       "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
   done
+  if [[ -f $RUN_DIR/operator-token ]]; then
+    printf '  %-14s http://127.0.0.1:%s/admin/  (operator token: %s)\n' \
+      console "$(port_of orders)" "$RUN_DIR/operator-token"
+  fi
 }
 
 down_docker() {
