@@ -129,7 +129,10 @@ class Harness:
         envelopes = await self.publish(*messages)
         flusher = Outbox(self.redis, self.outbox, settings=self.settings)
         flusher.start(self.database)
-        await flusher.stop()  # its final pass sends every row, whatever its age
+        try:
+            await flusher.flush()  # every row, whatever its age
+        finally:
+            await flusher.stop()
         return envelopes
 
     def recorder(self, seen: list[str] | None = None) -> Handler:

@@ -193,7 +193,7 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="outbox")
 
     async def stop(self) -> None:
-        """Stop after a final pass: sent rows deleted, what is left behind sent."""
+        """Stop after a final pass: sent rows deleted, rows left behind past the grace sent."""
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
@@ -220,7 +220,7 @@ class Outbox:
     async def _run(self) -> None:
         """Delete what was sent when woken, ``outbox_delete_delay_seconds`` later so that many
         commits' rows go in one DELETE; sweep every ``outbox_sweep_interval_seconds``; a last
-        full pass at stop."""
+        pass of both at stop."""
         next_sweep = time.monotonic()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
@@ -233,7 +233,10 @@ class Outbox:
             if time.monotonic() >= next_sweep:
                 await self._logged(self.sweep(older_than=self.sweep_grace))
                 next_sweep = time.monotonic() + self.sweep_interval_seconds
-        await self._logged(self.flush())
+        # A last pass: delete what was sent, sweep what is past the grace. Not every row:
+        # a fresher one may be another live process's, sent a moment ago and not deleted yet.
+        await self._logged(self.delete_sent())
+        await self._logged(self.sweep(older_than=self.sweep_grace))
 
     async def _logged(self, step: Awaitable[int]) -> None:
         try:
