@@ -8,6 +8,8 @@ limit gets a 429 problem with ``Retry-After`` and the IETF ``RateLimit-Limit``,
 
 The sliding-window-counter strategy is used: two counters per key, no burst of twice the
 limit at a window edge (as a fixed window allows), and cheaper than a moving-window log.
+On a Redis Cluster (``redis_cluster_nodes``) the library's cluster storage is used; it puts
+each key's two counters in one slot with a hash tag of its own.
 """
 
 import math
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from common.auth import optional_user
@@ -41,15 +43,8 @@ class RateLimiter:
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "RateLimiter":
-        storage = RedisStorage(
-            settings.redis_url.replace("redis://", "async+redis://", 1),
-            implementation="redispy",
-            key_prefix="ratelimit",
-            socket_timeout=settings.redis_timeout_seconds,
-            **retry_options(),  # the first check after a Redis restart must not fail
-        )
         return cls(
-            strategy=SlidingWindowCounterRateLimiter(storage),
+            strategy=SlidingWindowCounterRateLimiter(_storage(settings)),
             limits={
                 "auth": parse(settings.rate_limit_auth),
                 "read": parse(settings.rate_limit_read),
@@ -80,6 +75,25 @@ class RateLimiter:
                 "RateLimit-Reset": str(retry_after),
             },
         )
+
+
+def _storage(settings: ServiceSettings) -> RedisStorage:
+    if settings.redis_cluster_nodes:
+        auth = f":{settings.redis_cluster_password}@" if settings.redis_cluster_password else ""
+        return RedisClusterStorage(
+            f"async+redis+cluster://{auth}{settings.redis_cluster_nodes}",
+            implementation="redispy",
+            key_prefix="ratelimit",
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+    return RedisStorage(
+        settings.redis_url.replace("redis://", "async+redis://", 1),
+        implementation="redispy",
+        key_prefix="ratelimit",
+        socket_timeout=settings.redis_timeout_seconds,
+        **retry_options(),  # the first check after a Redis restart must not fail
+    )
 
 
 def _client_address(request: Request) -> str:
