@@ -23,6 +23,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -51,6 +52,19 @@ def _with_database(admin_url: str, database: str) -> str:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A fresh database for the whole run (SQLAlchemy asyncpg URL), dropped afterwards."""
+    async with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def cluster_database_url() -> AsyncIterator[str]:
+    """A second fresh database, for the suites' pass on a Redis Cluster (``redis_target``)."""
+    async with throwaway_database() as url:
+        yield url
+
+
+@asynccontextmanager
+async def throwaway_database() -> AsyncIterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(ADMIN_URL, timeout=10)
     try:
@@ -112,6 +126,40 @@ def postgres_pair() -> Iterator[LocalPostgresPair]:
         yield pair
     finally:
         pair.stop()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a service suite's Redis is (the run's database, or the private cluster), and
+    the Postgres database it uses with it: one per pass, so no pass sees another's rows."""
+
+    url: str
+    database_url: str
+    cluster_nodes: str = ""
+
+    def settings(self, bus_stream_prefix: str = "bus:") -> dict[str, str]:
+        """Settings fields for it; on a cluster the bus prefix becomes a hash tag."""
+        if not self.cluster_nodes:
+            return {"redis_url": self.url, "bus_stream_prefix": bus_stream_prefix}
+        tagged = "{" + bus_stream_prefix.rstrip(":") + "}:"
+        return {
+            "redis_url": self.url,
+            "redis_cluster_nodes": self.cluster_nodes,
+            "bus_stream_prefix": tagged,
+        }
+
+
+@pytest.fixture(
+    scope="session",
+    params=["redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)],
+)
+def redis_target(request: pytest.FixtureRequest, redis_url: str) -> RedisTarget:
+    """Runs a suite twice: on a single Redis, then on a private 3-primary Redis Cluster."""
+    if request.param == "redis":
+        return RedisTarget(redis_url, request.getfixturevalue("database_url"))
+    cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+    database: str = request.getfixturevalue("cluster_database_url")
+    return RedisTarget(redis_url, database, cluster.nodes)
 
 
 async def migrate(service_dir: Path, database_url: str) -> None:
