@@ -1,4 +1,6 @@
-"""Rate limits: shared through Redis, per user or per address, 429 problem with headers."""
+"""Rate limits: shared through Redis, per user or per address, 429 problem with headers.
+
+Every test runs on a single Redis and on a Redis Cluster (``redis_target``)."""
 
 import asyncio
 import time
@@ -8,13 +10,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import APIRouter
-from redis.asyncio import Redis
 
 from common.auth import CurrentUser, create_session
 from common.http import create_service_app
 from common.ratelimit import READ_LIMIT
+from common.redis import create_redis
 from common.settings import ServiceSettings
-from common.testing.plugin import asgi_client
+from common.testing.plugin import RedisTarget, asgi_client
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +33,18 @@ async def mine(caller: CurrentUser) -> dict[str, str]:
     return {"user": str(caller.id)}
 
 
-def settings_for(database_url: str, redis_url: str, read_limit: str) -> ServiceSettings:
+def settings_for(target: RedisTarget, read_limit: str) -> ServiceSettings:
     return ServiceSettings(
         service_name=f"ratelimit-{uuid.uuid4().hex[:8]}",  # a fresh namespace per app
-        database_url=database_url,
-        redis_url=redis_url,
+        database_url=target.database_url,
+        **target.settings(),
         rate_limit_read=read_limit,
     )
 
 
 @pytest.fixture
-async def client(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(
-        settings_for(database_url, redis_url, "3/second"), title="t", routers=[router]
-    )
+async def client(redis_target: RedisTarget) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_service_app(settings_for(redis_target, "3/second"), title="t", routers=[router])
     async with asgi_client(app) as client:
         yield client
 
@@ -77,12 +77,12 @@ async def test_the_limit_resets_after_its_window(client: httpx.AsyncClient):
 
 
 async def test_users_are_counted_apart_from_each_other_and_from_anonymous_callers(
-    database_url: str, redis_url: str
+    redis_target: RedisTarget,
 ):
-    settings = settings_for(database_url, redis_url, "2/minute")
+    settings = settings_for(redis_target, "2/minute")
     app = create_service_app(settings, title="t", routers=[router])
     async with asgi_client(app) as client:
-        redis = Redis.from_url(redis_url)
+        redis = create_redis(settings)
         alice = await create_session(redis, uuid.uuid4(), 60)
         bob = await create_session(redis, uuid.uuid4(), 60)
         await redis.aclose()
@@ -103,8 +103,8 @@ async def test_users_are_counted_apart_from_each_other_and_from_anonymous_caller
     assert anonymous == 200
 
 
-async def test_replicas_share_one_limit(database_url: str, redis_url: str):
-    settings = settings_for(database_url, redis_url, "2/minute")
+async def test_replicas_share_one_limit(redis_target: RedisTarget):
+    settings = settings_for(redis_target, "2/minute")
     first = create_service_app(settings, title="a", routers=[router])
     second = create_service_app(settings, title="b", routers=[router])
     async with asgi_client(first) as one, asgi_client(second) as two:

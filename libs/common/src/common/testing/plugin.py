@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -137,7 +138,7 @@ class RedisTarget:
     database_url: str
     cluster_nodes: str = ""
 
-    def settings(self, bus_stream_prefix: str = "bus:") -> dict[str, str]:
+    def settings(self, bus_stream_prefix: str = "bus:") -> dict[str, Any]:
         """Settings fields for it; on a cluster the bus prefix becomes a hash tag."""
         if not self.cluster_nodes:
             return {"redis_url": self.url, "bus_stream_prefix": bus_stream_prefix}
