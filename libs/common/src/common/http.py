@@ -27,6 +27,7 @@ from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
+from common.replica import RecentWriteMiddleware, Replica, create_replica_engine
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing, instrument_app
 
@@ -200,6 +201,10 @@ def create_service_app(
             else None
         )
         app.state.db = Database(create_engine(settings), outbox=outbox)
+        replica_engine = create_replica_engine(settings)
+        app.state.replica = replica_engine and Replica(
+            replica_engine, retry_seconds=settings.replica_retry_seconds
+        )
         app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
             async with AsyncExitStack() as stack:
@@ -211,9 +216,17 @@ def create_service_app(
         finally:
             await app.state.redis.aclose()
             await app.state.db.dispose()
+            if app.state.replica is not None:
+                await app.state.replica.dispose()
 
     app = FastAPI(title=title, lifespan=shared_lifespan)
     install_error_handlers(app)
+    if settings.database_replica_url:
+        app.add_middleware(
+            RecentWriteMiddleware,
+            service=settings.service_name,
+            seconds=settings.replica_stick_seconds,
+        )
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(probes_router())

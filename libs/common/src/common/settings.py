@@ -25,14 +25,12 @@ class ServiceSettings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     # A read replica (streaming replication) for reads that may lag: lists and histories.
-    # Empty: every read goes to the primary. See common.db.ReadRouting.
+    # Empty: every read goes to the primary. See common.replica.
     database_replica_url: str = ""
     # After a client's write, its reads go to the primary this long (read-your-writes).
     replica_stick_seconds: float = Field(default=5.0, ge=0)
     # A replica that failed is not tried again for this long (reads go to the primary).
     replica_retry_seconds: float = Field(default=5.0, gt=0)
-    # Replay lag beyond which the replica is not used (checked at most once a second).
-    replica_max_lag_seconds: float = Field(default=10.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A Redis Cluster instead of redis_url: seed nodes "host:port,host:port" (the client
     # discovers the rest). See common.redis.
