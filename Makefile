@@ -20,7 +20,8 @@ E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events test lint typecheck unit e2e e2e-stack k8s-check bench
+	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
+	k8s-check bench
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -65,22 +66,35 @@ replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of the
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
-events: sync ## regenerate the event catalogue docs/events.md from the code
+events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) from the code
 	@$(RUN) python scripts/event_catalogue.py
+	@$(RUN) python scripts/asyncapi_document.py
 
 # --- checking it --------------------------------------------------------------------------
-test: lint typecheck unit k8s-check e2e-stack ## everything CI runs
+test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
-lint: sync ## ruff (lint + format check); the event catalogue is up to date
+lint: sync ## ruff (lint + format check); docs/events.md and docs/asyncapi.yaml are up to date
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) python scripts/event_catalogue.py --check
+	@$(RUN) python scripts/asyncapi_document.py --check
 
 typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
 	@$(RUN) pytest libs services
+
+# The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
+# folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
+ASYNCAPI_DIR := scripts/asyncapi
+$(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
+	@SCARF_ANALYTICS=false npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate docs/asyncapi.yaml with @asyncapi/parser
+	@node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+	@$(RUN) pytest -q tests/asyncapi
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
 	@bash deploy/check.sh

@@ -35,6 +35,8 @@ from bench.loadgen import quantiles_ms
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("users", "orders", "notifications")
 PROCESSES = tuple(f"{service}-{kind}" for service in SERVICES for kind in ("api", "worker"))
+# What a saga costs the machine: the six processes, Postgres, Redis and interrupt time.
+STACK_CPU = (*PROCESSES, "postgres", "redis", "irq")
 BUS_METRIC = "bus_handle_latency_seconds"
 BUS_LABELS = ("group", "type")
 
@@ -42,6 +44,9 @@ BUS_LABELS = ("group", "type")
 TARGET_READ_RATIO = 1.0
 TARGET_SAGAS_PER_SECOND = 300
 TARGET_AT_RATE = 100
+TARGET_CPU_MS_PER_SAGA = 7.0
+CPU_FIGURE_AT_RATE = 20  # CPU per saga is quoted at this rate: well below saturation
+FINAL_SETTLE_SECONDS = 180.0
 TARGET_P50_MS = 30.0
 TARGET_P99_MS = 150.0
 SUSTAIN_P99_MS = 250.0
@@ -102,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--read-seconds", type=float, default=10.0, help="one wrk run")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2, help="wrk runs per target, alternated")
-    parser.add_argument("--rates", default=env("BENCH_RATES", "50,75,100,150,200,300,400"))
+    parser.add_argument("--rates", default=env("BENCH_RATES", "20,50,100,150,200,300,400"))
     parser.add_argument("--step-seconds", type=float, default=10.0, help="one saga step")
     parser.add_argument("--users", type=int, default=100, help="users placing orders")
     parser.add_argument("--settle-seconds", type=float, default=15.0)
@@ -349,7 +354,14 @@ async def read_path(
 
     def summary(name: str) -> dict[str, Any]:
         rounds = runs[name]
+        # The server side of a request: the API process (or the baseline), Postgres, Redis.
+        server = ("users-api" if name == "service" else "baseline", "postgres", "redis")
+        cpu_ms = [
+            10 * sum(r["cpu_percent"].get(p, 0.0) for p in server) * config.read_seconds
+            for r in rounds
+        ]
         return {
+            "cpu_ms_per_request": sum(cpu_ms) / max(sum(r["requests"] for r in rounds), 1),
             "requests_per_second": sum(r["requests_per_second"] for r in rounds) / len(rounds),
             "p50_ms": sum(r["latency_ms"]["p50"] for r in rounds) / len(rounds),
             "p99_ms": max(r["latency_ms"]["p99"] for r in rounds),
@@ -495,6 +507,21 @@ async def wait_settled(
     return int(pending), int(waiting)
 
 
+async def wait_all_settled(pool: asyncpg.Pool, seconds: float) -> int:
+    """Before the invariants are checked: wait (bounded) until every saga has settled, so a
+    load that fell behind is not mistaken for a broken invariant. What is left unsettled."""
+    deadline = time.monotonic() + seconds
+    waiting = await pool.fetchval("SELECT count(*) FROM orders.sagas WHERE state <> 'settled'")
+    if waiting:
+        log(f"waiting (at most {seconds:g} s) for {waiting} sagas to settle")
+    while waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        waiting = await pool.fetchval("SELECT count(*) FROM orders.sagas WHERE state <> 'settled'")
+    if waiting:
+        log(f"WARNING: {waiting} sagas still unsettled; the invariants may report them")
+    return int(waiting)
+
+
 async def probe_saga(client: httpx.AsyncClient, config: Config, user: BenchUser) -> str | None:
     """One order end to end before any load; the reason when the saga does not work."""
     headers = {"authorization": f"Bearer {user.token}"}
@@ -630,12 +657,19 @@ async def saga_step(
         profiler = await profile_start(config, pids[config.profile], config.step_seconds)
     cpu_before, started = cpu.take(), time.monotonic()
     load = await run_loadgen(config, rate, users)
-    usage = cpu.take().percent_since(cpu_before, time.monotonic() - started)
+    during_load = cpu.take()
+    usage = during_load.percent_since(cpu_before, time.monotonic() - started)
     if profiler is not None:
         await asyncio.wait_for(profiler.wait(), timeout=60)
     orders = {uuid.UUID(order_id): (sent, latency) for order_id, sent, latency in load["orders"]}
     ids = list(orders)
     pending, waiting = await wait_settled(pool, ids, config.settle_seconds)
+    # CPU per saga: everything the stack spent from the first POST until the sagas settled
+    # (the drain included), over the sagas approved. It travels between machines far better
+    # than a rate does.
+    settle_elapsed = time.monotonic() - started
+    until_settled = cpu.take().percent_since(cpu_before, settle_elapsed)
+    cpu_ms = {name: 10 * until_settled.get(name, 0.0) * settle_elapsed for name in STACK_CPU}
     bus = bus_summary(bus_before, await scrape_bus(client, config))
     counters_after = await backend_counters(pool, redis)
     per_order = {
@@ -696,6 +730,12 @@ async def saga_step(
             "cpu_percent_of_core": 100 * load["cpu_seconds"] / max(load["wall_seconds"], 1e-9),
         },
         "cpu_percent": {name: round(value, 1) for name, value in usage.items()},
+        "cpu_ms_per_saga": round(sum(cpu_ms.values()) / len(approved), 2) if approved else None,
+        "cpu_ms_per_saga_by_process": {
+            name: round(value / len(approved), 2) for name, value in cpu_ms.items()
+        }
+        if approved
+        else {},
         "sustained": not problems,
         "problems": problems,
     }
@@ -782,6 +822,17 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": best >= TARGET_SAGAS_PER_SECOND,
             }
         )
+        quiet = [s for s in saga_report["steps"] if s["offered_per_second"] == CPU_FIGURE_AT_RATE]
+        if quiet and quiet[0]["cpu_ms_per_saga"] is not None:
+            per_saga = quiet[0]["cpu_ms_per_saga"]
+            rows.append(
+                {
+                    "target": f"CPU per saga <= {TARGET_CPU_MS_PER_SAGA:g} ms"
+                    f" (at {CPU_FIGURE_AT_RATE}/s)",
+                    "value": f"{per_saga:.1f} ms",
+                    "ok": per_saga <= TARGET_CPU_MS_PER_SAGA,
+                }
+            )
         at = [s for s in saga_report["steps"] if s["offered_per_second"] == TARGET_AT_RATE]
         if at:
             latency = at[0]["post_to_approved_ms"]
@@ -833,7 +884,8 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Read path: {read['endpoint']}   [{read['load']}]",
-            f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server CPU%':>12}",
+            f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server CPU%':>12}"
+            f" {'CPU ms/req':>11}",
         ]
         for name, process in (("service", "users-api"), ("baseline", "baseline")):
             entry = read[name]
@@ -843,8 +895,15 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {name:10} {entry['requests_per_second']:9,.0f} {fmt(entry['p50_ms'], 2):>8}"
                 f" {fmt(entry['p99_ms'], 2):>8} {entry['errors']:7d} {cpu:12.0f}"
+                f" {entry['cpu_ms_per_request']:11.3f}"
             )
-        lines.append(f"  ratio service/baseline: {read['ratio']:.2f}x")
+        cpu_ratio = read["baseline"]["cpu_ms_per_request"] / max(
+            read["service"]["cpu_ms_per_request"], 1e-9
+        )
+        lines.append(
+            f"  ratio service/baseline: {read['ratio']:.2f}x by req/s, {cpu_ratio:.2f}x by CPU per"
+            " request (server: API process + Postgres + Redis)"
+        )
     saga_report = report.get("saga", {})
     lines += [
         "",
@@ -890,6 +949,26 @@ def render(report: dict[str, Any]) -> str:
                 f"    {step['offered_per_second']:9g}/s: {work['pg_commits']:.1f} Postgres commits,"
                 f" {work['pg_rollbacks']:.2f} rollbacks, {work['redis_commands']:.1f} Redis"
                 f" commands; {step['pg_sessions_opened']:.0f} Postgres sessions opened"
+            )
+        lines.append(
+            "  CPU ms per APPROVED saga (from the first POST until settled; six processes,"
+            " Postgres, Redis, irq):"
+        )
+        short_names = {
+            name: name.replace("notifications", "notif").replace("worker", "wkr")
+            for name in STACK_CPU
+        }
+        lines.append(
+            "    "
+            + f"{'offered/s':>9} {'total':>7} "
+            + " ".join(f"{short_names[n]:>10}" for n in STACK_CPU)
+        )
+        for step in saga_report["steps"]:
+            by_process = step["cpu_ms_per_saga_by_process"]
+            lines.append(
+                "    "
+                + f"{step['offered_per_second']:9g} {fmt(step['cpu_ms_per_saga'], 2):>7} "
+                + " ".join(f"{by_process.get(n, 0.0):10.2f}" for n in STACK_CPU)
             )
         lines.append("  CPU % of one core during each step:")
         names = [*PROCESSES, "postgres", "redis", "bench", "irq", "other", "machine"]
@@ -1031,6 +1110,7 @@ async def main_async(config: Config) -> int:
         if "saga" in config.parts:
             memory.enter("saga")
             report["saga"] = await saga(config, client, pool, redis, users, cpu, pids)
+            report["saga"]["unsettled_at_end"] = await wait_all_settled(pool, FINAL_SETTLE_SECONDS)
     await memory.stop()
     await cpu.stop()
     report["stack_errors"] = stacklogs.errors_since(config.run_dir / "logs", log_start)

@@ -53,7 +53,7 @@ trap 'exit 130' INT TERM
 say "Resetting database $DB_NAME and Redis DB $REDIS_DB"
 .venv/bin/python -m bench.reset "$BENCH_DSN" "$BENCH_REDIS_URL"
 "${STACK_SH[@]}" up
-say "Benchmark (bounded: about 3 minutes)"
-timeout --foreground 420 .venv/bin/python -m bench.bench "$@"
+say "Benchmark (bounded: about 4 minutes, 10 at most)"
+timeout --foreground 600 .venv/bin/python -m bench.bench "$@"
 say "Invariants after the load (credit reservations = approved orders, no saga overdue)"
 "${STACK_SH[@]}" check-invariants

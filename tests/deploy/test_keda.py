@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.contracts import ALL_MESSAGES

@@ -3,17 +3,20 @@
 Every test runs on a single Redis and on a Redis Cluster (``redis_target``)."""
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from asgi_lifespan import LifespanManager
+from fastapi import APIRouter, FastAPI
 
 from common.auth import CurrentUser, create_session
-from common.http import create_service_app
-from common.ratelimit import READ_LIMIT
+from common.http import create_service_app, serve
+from common.ratelimit import READ_LIMIT, client_address
 from common.redis import create_redis
 from common.settings import ServiceSettings
 from common.testing.plugin import RedisTarget, asgi_client
@@ -118,3 +121,104 @@ async def test_replicas_share_one_limit(redis_target: RedisTarget):
 
 async def _pause() -> None:
     await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def client_from(app: FastAPI, peer: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Like ``asgi_client``, with the TCP peer the app sees chosen by the test."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, client=(peer, 40_000)),
+            base_url="http://testserver",
+        ) as client,
+    ):
+        yield client
+
+
+def app_trusting(target: RedisTarget, trusted: str) -> FastAPI:
+    settings = settings_for(target, "2/minute").model_copy(
+        update={"trusted_proxies": ServiceSettings(trusted_proxies=trusted).trusted_proxies}
+    )
+    return create_service_app(settings, title="t", routers=[router])
+
+
+async def test_a_forged_forwarded_header_from_an_untrusted_peer_gets_no_fresh_bucket(
+    redis_target: RedisTarget,
+):
+    app = app_trusting(redis_target, "10.0.0.0/8")
+    async with client_from(app, "198.51.100.7") as client:
+        codes = [
+            (
+                await client.get("/limited", headers={"X-Forwarded-For": f"203.0.113.{n}"})
+            ).status_code
+            for n in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+
+async def test_without_trusted_proxies_even_a_local_peer_is_not_believed(
+    redis_target: RedisTarget,
+):
+    settings = settings_for(redis_target, "2/minute")
+    assert settings.trusted_proxies == ()
+    app = create_service_app(settings, title="t", routers=[router])
+    async with client_from(app, "127.0.0.1") as client:
+        codes = [
+            (await client.get("/limited", headers={"X-Forwarded-For": f"192.0.2.{n}"})).status_code
+            for n in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+
+async def test_a_trusted_proxy_gets_a_bucket_per_forwarded_client(
+    redis_target: RedisTarget,
+):
+    app = app_trusting(redis_target, "10.0.0.0/8, fd00::/8")
+    async with client_from(app, "10.244.1.5") as proxy:
+
+        async def via_proxy(forwarded: str) -> int:
+            response = await proxy.get("/limited", headers={"X-Forwarded-For": forwarded})
+            return response.status_code
+
+        first = [await via_proxy("203.0.113.1") for _ in range(3)]
+        # Another client behind the same proxy, through a second trusted hop: its own bucket.
+        second = [await via_proxy("203.0.113.2, 10.0.0.9") for _ in range(2)]
+        # A client that writes the header itself: the proxy appends the real address, and the
+        # rightmost untrusted hop counts, so the forged part buys nothing.
+        forging = [await via_proxy(f"198.18.0.{n}, 203.0.113.2") for n in range(2)]
+    assert first == [200, 200, 429]
+    assert second == [200, 200]
+    assert forging == [429, 429]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("198.51.100.7", ["203.0.113.1"], "198.51.100.7"),  # untrusted peer: header ignored
+        ("10.0.0.1", [], "10.0.0.1"),  # trusted peer, nothing forwarded: the proxy itself
+        ("10.0.0.1", ["203.0.113.1"], "203.0.113.1"),
+        ("10.0.0.1", ["1.1.1.1, 203.0.113.1"], "203.0.113.1"),  # left part is the client's
+        ("10.0.0.1", ["203.0.113.1, 10.0.0.2"], "203.0.113.1"),  # trusted hops skipped
+        ("10.0.0.1", ["203.0.113.1", "10.0.0.2"], "203.0.113.1"),  # repeated header
+        ("10.0.0.1", ["10.0.0.3, 10.0.0.2"], "10.0.0.3"),  # all trusted: the leftmost
+        ("10.0.0.1", ["203.0.113.1, garbage"], "10.0.0.1"),  # not an address: stop there
+        ("::ffff:10.0.0.1", ["203.0.113.1"], "203.0.113.1"),  # dual-stack IPv4 peer
+        ("fd00::1", ["2001:db8::5"], "2001:db8::5"),
+        (None, ["203.0.113.1"], "unknown"),
+    ],
+)
+def test_client_address_believes_only_trusted_hops(
+    peer: str | None, forwarded: list[str], expected: str
+):
+    trusted = ServiceSettings(trusted_proxies="10.0.0.0/8,fd00::/8").trusted_proxies
+
+    assert client_address(peer, forwarded, trusted) == expected
+
+
+def test_serve_leaves_forwarded_headers_to_common():
+    """uvicorn's own proxy handling would rewrite the peer from X-Forwarded-For (it trusts
+    127.0.0.1 by default): the entry point turns it off."""
+    source = inspect.getsource(serve)
+
+    assert "proxy_headers=False" in source

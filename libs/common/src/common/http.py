@@ -250,7 +250,10 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # Off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default
+        # forwarded_allow_ips) and rewrite the peer. Whom to believe is one setting,
+        # trusted_proxies, applied in one place (common.ratelimit.client_address).
+        proxy_headers=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=30,
     )

@@ -9,19 +9,23 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from common.errors import Problem
+from common.types import Text
 
 ItemT = TypeVar("ItemT")
 RowT = TypeVar("RowT")
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1..100)")]
-Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
+Cursor = Annotated[
+    Annotated[Text, StringConstraints(max_length=200)] | None,
+    Query(description="next_cursor of the last page"),
+]
 
 
 class Page(BaseModel, Generic[ItemT]):
@@ -35,11 +39,20 @@ def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The ``(created_at, id)`` a cursor carries; a 400 for anything this API did not issue.
+
+    The timestamp must carry its offset and lie in PostgreSQL's range once in UTC: a naive
+    one, or ``9999-12-31T23:59:59-14:00`` (year 10000 in UTC), would otherwise reach the
+    query and fail there, as a 500.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, _, item_id = raw.partition("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(item_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
+            raise ValueError("cursor timestamp without an offset")
+        return at.astimezone(UTC), uuid.UUID(item_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise Problem(
             "The cursor is not one this API issued.",
             status=400,

@@ -6,12 +6,20 @@ request carries a valid bearer token and per client address otherwise. A request
 limit gets a 429 problem with ``Retry-After`` and the IETF ``RateLimit-Limit``,
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` headers.
 
+The client address is the TCP peer's, unless that peer is a trusted proxy (the setting
+``trusted_proxies``: the ingress controller's addresses): then it is the address the proxies
+forwarded in ``X-Forwarded-For``, read from the right and skipping trusted hops, so a client
+cannot pick its own bucket by sending the header itself (the left part is the client's to
+write). From any other peer the header is ignored. uvicorn is started with its own
+forwarded-header handling off (common.http.serve), so this is the only rule.
+
 The sliding-window-counter strategy is used: two counters per key, no burst of twice the
 limit at a window edge (as a fixed window allows), and cheaper than a moving-window log.
 On a Redis Cluster (``redis_cluster_nodes``) the library's cluster storage is used; it puts
 each key's two counters in one slot with a hash tag of its own.
 """
 
+import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +35,9 @@ from common.errors import Problem
 from common.redis import retry_options
 from common.settings import ServiceSettings
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class TooManyRequests(Problem):
     status = 429
@@ -40,6 +51,7 @@ class RateLimiter:
     limits: dict[str, RateLimitItem]
     namespace: str
     enabled: bool
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "RateLimiter":
@@ -52,6 +64,7 @@ class RateLimiter:
             },
             namespace=settings.service_name,
             enabled=settings.rate_limit_enabled,
+            trusted_proxies=settings.trusted_proxies,
         )
 
     async def check(self, group: str, identity: str) -> None:
@@ -96,8 +109,48 @@ def _storage(settings: ServiceSettings) -> RedisStorage:
     )
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _parse_address(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_address(
+    peer: str | None, forwarded_for: list[str], trusted: tuple[IPNetwork, ...]
+) -> str:
+    """The address a request is counted under.
+
+    ``peer`` is the TCP peer, ``forwarded_for`` every ``X-Forwarded-For`` header value in
+    order. While the hop at hand is a trusted proxy, the next one to the left is believed;
+    the first untrusted hop is the client. A hop that is not an IP address ends the walk at
+    the last believed one: its sender is not a proxy we know.
+    """
+    if peer is None:
+        return "unknown"
+    current = _parse_address(peer)
+    if current is None or not trusted:
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    while _is_trusted(current, trusted) and hops:
+        previous = _parse_address(hops.pop())
+        if previous is None:
+            break
+        current = previous
+    return str(current)
+
+
+def _is_trusted(address: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in trusted)
+
+
+def _request_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
@@ -108,7 +161,10 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
         if not limiter.enabled:
             return
         user = await optional_user(request)
-        identity = f"user:{user.id}" if user else f"addr:{_client_address(request)}"
+        if user is not None:
+            identity = f"user:{user.id}"
+        else:
+            identity = f"addr:{_request_address(request, limiter.trusted_proxies)}"
         await limiter.check(group, identity)
 
     return limited

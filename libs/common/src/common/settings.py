@@ -5,10 +5,12 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix`` (``
 settings of all three without collisions.
 """
 
+import ipaddress
 import socket
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -52,8 +54,9 @@ class ServiceSettings(BaseSettings):
     # share one slot: XREADGROUP over a service's streams and the dead-letter MULTI need it.
     bus_stream_prefix: str = "bus:"
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
-    bus_batch_size: int = Field(default=64, ge=1, le=10_000)
-    bus_concurrency: int = Field(default=8, ge=1, le=1_000)  # at most the pool's connections
+    bus_batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
+    # Entries in flight at once (several batches: each holds one pooled connection).
+    bus_concurrency: int = Field(default=64, ge=1, le=10_000)
     bus_max_attempts: int = Field(default=5, ge=1)  # handler failures before dead-lettering
     bus_retry_base_seconds: float = Field(default=0.05, gt=0)  # first in-process retry delay
     bus_retry_max_seconds: float = Field(default=2.0, gt=0)  # retry delays double up to this
@@ -80,6 +83,19 @@ class ServiceSettings(BaseSettings):
     rate_limit_auth: str = "30/minute"
     rate_limit_read: str = "1200/minute"
     rate_limit_write: str = "300/minute"
+    # Peers whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated in the
+    # environment: "10.244.0.0/16,192.0.2.7"): the ingress controller's. None by default, so
+    # the client address is the TCP peer's and a forged header changes nothing.
+    trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _bus_keys_share_a_slot_on_a_cluster(self) -> "ServiceSettings":

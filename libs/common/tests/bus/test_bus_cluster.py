@@ -21,10 +21,14 @@ from . import test_bus
 
 pytestmark = pytest.mark.cluster
 
-# Every test of test_bus.py, collected here a second time with this module's fixtures; the
-# subprocess test of ``python -m common.bus`` stays on a single Redis (the command line
-# itself, with --cluster-nodes, runs here through the other dead-letter tests).
-_SINGLE_REDIS_ONLY = {"test_the_deadletters_module_runs_as_a_command"}
+# Every test of test_bus.py, collected here a second time with this module's fixtures, but
+# the subprocess test of ``python -m common.bus`` (the command line itself, with
+# --cluster-nodes, runs here through the other dead-letter tests) and the tracing test (it
+# installs the process's one tracer provider; nothing in it depends on where Redis is).
+_SINGLE_REDIS_ONLY = {
+    "test_the_deadletters_module_runs_as_a_command",
+    "test_one_trace_spans_the_publisher_and_the_consumer",
+}
 globals().update(
     {
         name: value
@@ -32,7 +36,6 @@ globals().update(
         if name.startswith("test_") and callable(value) and name not in _SINGLE_REDIS_ONLY
     }
 )
-spans = test_bus.spans  # a fixture of that module the tracing test needs
 
 
 @pytest.fixture

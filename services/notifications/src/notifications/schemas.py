@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.types import Text
 from notifications import webhooks
 
 
@@ -25,7 +26,7 @@ class WebhookCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(
+    url: Text = Field(
         min_length=1,
         max_length=2048,
         description="http(s) URL; its host must resolve to public addresses",

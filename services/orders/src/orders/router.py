@@ -4,12 +4,14 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import StringConstraints
 
 from common.auth import CurrentUser
 from common.http import DatabaseDep
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
+from common.types import Text
 from orders import service
 from orders.schemas import OrderCreate, OrderOut, SagaOut
 from orders.settings import Settings
@@ -18,11 +20,9 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 
 StatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
 IdempotencyKey = Annotated[
-    str | None,
+    Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None,
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
         description="Retry-safe creation: the same key and body return the same order.",
     ),
 ]

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Sku = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+from common.types import Text
+
+Sku = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
 
 
 class OrderItem(BaseModel):

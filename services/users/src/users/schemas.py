@@ -6,14 +6,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+from common.types import Text, TextFirst
+
+Email = Annotated[EmailStr, TextFirst]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=8, max_length=128)
+    email: Email = Field(max_length=320)
+    password: Text = Field(min_length=8, max_length=128)
     name: Name
     credit_limit_cents: int = Field(ge=0, le=100_000_000)
 
@@ -31,8 +34,8 @@ class UserOut(BaseModel):
 class SessionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=1, max_length=128)
+    email: Email = Field(max_length=320)
+    password: Text = Field(min_length=1, max_length=128)
 
 
 class SessionOut(BaseModel):

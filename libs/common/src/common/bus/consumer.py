@@ -25,8 +25,14 @@ are designed out here, once, for every service:
   deletes its pending list, which would lose those entries).
 * Blocking reads use ``BLOCK bus_block_ms``, below the client's socket timeout.
 
-Entries are handled concurrently, up to ``bus_concurrency`` at a time, so one slow handler
-does not hold up the stream; the order of handling is therefore not the stream order.
+Batches: the entries one XREADGROUP returns (up to ``bus_batch_size``) are handled together,
+in stream order, in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
+a busy consumer pays for a transaction per batch, not per message. A handler that raises
+fails only its batch's attempt: each entry is then handled alone. Several batches run
+concurrently, up to ``bus_concurrency`` entries in flight, so one slow handler does not hold
+up the stream. What holds: entries of one batch are handled in stream order; across batches
+(and replicas, and retries) there is no order, so handlers must not depend on one (the
+saga's transitions and the credit rules do not: they are keyed and idempotent per order).
 """
 
 import asyncio
@@ -35,9 +41,10 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -66,7 +73,7 @@ commit. Whatever it publishes with ``uow.publish`` continues the message's conve
 (its correlation id, caused by its id).
 """
 
-Entry = tuple[str, dict[str, str]]
+RawEntry = tuple[str, dict[str, str]]
 
 MAX_REMEMBERED_ERRORS = 10_000
 
@@ -96,6 +103,28 @@ def _jittered(seconds: float) -> float:
 class _Route:
     message_type: type[Message]
     handler: Handler
+
+
+class Entry(NamedTuple):
+    """A stream entry as read, with how many times the group has had it delivered."""
+
+    key: str
+    entry_id: str
+    fields: dict[str, str]
+    deliveries: int
+
+
+@dataclass
+class _Ready:
+    """An entry decoded and routed, ready for its handler."""
+
+    key: str
+    entry_id: str
+    deliveries: int
+    envelope: Envelope
+    route: _Route
+    message: Message
+    duplicate: bool = False
 
 
 class Consumer:
@@ -137,7 +166,6 @@ class Consumer:
         self.pause_max_seconds = settings.bus_pause_max_seconds
         self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
-        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
@@ -251,8 +279,9 @@ class Consumer:
                     continue
                 cursors[key] = entries[-1][0]
                 counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-                for entry_id, fields in entries:
-                    self._dispatch(key, entry_id, fields, counts.get(entry_id, 1))
+                self._dispatch(
+                    [Entry(key, e_id, fields, counts.get(e_id, 1)) for e_id, fields in entries]
+                )
 
     async def _read_new(self) -> None:
         await self._wait_for_capacity()
@@ -265,9 +294,13 @@ class Consumer:
             count=self._read_count(),
             block=self.block_ms,
         )
-        for key, entries in _stream_entries(response):
-            for entry_id, fields in entries:
-                self._dispatch(key, entry_id, fields, 1)
+        self._dispatch(
+            [
+                Entry(key, entry_id, fields, 1)
+                for key, entries in _stream_entries(response)
+                for entry_id, fields in entries
+            ]
+        )
 
     def _read_count(self) -> int:
         return max(1, min(self.batch_size, self.concurrency - len(self._in_flight)))
@@ -295,86 +328,146 @@ class Consumer:
                 counts[text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
-    def _dispatch(self, key: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
-        ident = (key, entry_id)
-        if ident in self._in_flight:
+    def _dispatch(self, entries: list[Entry]) -> None:
+        """Handle entries read together as one batch, in one task (one unit of work)."""
+        batch = [entry for entry in entries if (entry.key, entry.entry_id) not in self._in_flight]
+        if not batch:
             return
-        task = asyncio.create_task(self._process(key, entry_id, fields, deliveries))
-        self._in_flight[ident] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(ident, None))
+        task = asyncio.create_task(self._process(batch))
+        idents = [(entry.key, entry.entry_id) for entry in batch]
+        for ident in idents:
+            self._in_flight[ident] = task
+
+        def finished(_: "asyncio.Task[None]") -> None:
+            for ident in idents:
+                self._in_flight.pop(ident, None)
+
+        task.add_done_callback(finished)
 
     # -- handling ---------------------------------------------------------------------------
 
-    async def _process(
-        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
-    ) -> None:
-        """Handle one entry until it is acknowledged, dead-lettered, or we stop.
+    async def _process(self, batch: list[Entry]) -> None:
+        """Handle a batch: the entries' handlers in one unit of work, one pipelined XACK.
 
         The one place where ack, retry and dead-lettering are decided:
 
-        * the handler raised: retried here, in-process, with exponential backoff and jitter;
-          after ``bus_max_attempts`` failures the entry goes to the dead-letter stream;
-        * Postgres or Redis is unreachable (before, inside or after the handler): not an
-          attempt. Consumption pauses (:meth:`_pause_for_dependencies`) and the entry is
-          tried again once both answer, however long the outage;
-        * stopping: the entry stays pending; this consumer re-reads it when it restarts
-          (or another one reclaims it).
+        * entries that need no handler (a type this group ignores, undecodable, delivered
+          too often) are acknowledged or dead-lettered first, each on its own;
+        * the rest run together: one inbox INSERT, every handler, one COMMIT, one XACK per
+          stream. If a handler raises, nothing of the batch is committed, and each entry
+          is handled alone (:meth:`_handle_alone`), so one bad message never fails its
+          neighbours;
+        * Postgres or Redis unreachable is nobody's failure: consumption pauses
+          (:meth:`_pause_for_dependencies`) and the batch is tried again once both answer;
+        * stopping: the entries stay pending; this consumer re-reads them when it restarts
+          (or another one reclaims them).
         """
-        ident = (key, entry_id)
-        async with self._semaphore:
-            failures = 0
+        ready = await self._prepare_all(batch)
+        if len(ready) == 1:
+            await self._handle_alone(ready[0])
+            return
+        while ready and not self._stopping.is_set():
+            await self._dependencies_up.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._attempt(ready)
+                return
+            except _HandlerFailed:
+                await asyncio.gather(*(self._handle_alone(item) for item in ready))
+                return
+            except Exception as exc:
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
+                self._log_unprocessed(batch, exc)
+                return
+
+    async def _prepare_all(self, batch: list[Entry]) -> list[_Ready]:
+        """Settle what needs no handler; the rest, ready to handle (each message once)."""
+        ready: list[_Ready] = []
+        seen: set[uuid.UUID] = set()
+        for entry in batch:
             while not self._stopping.is_set():
                 await self._dependencies_up.wait()
-                if self._stopping.is_set():
-                    return
                 try:
-                    if failures and deliveries - 1 + failures >= self.max_attempts:
-                        await self._give_up(key, entry_id, fields, deliveries - 1 + failures)
-                    else:
-                        await self._handle(key, entry_id, fields, deliveries)
-                    return
-                except _HandlerFailed as failed:
-                    failures += 1
-                    self._remember_error(ident, failed.error)
-                    if deliveries - 1 + failures < self.max_attempts:
-                        await self._pause(_jittered(self._retry_delay(failures)))
+                    item = await self._prepare(entry)
                 except Exception as exc:
                     if is_unavailable(exc):
                         await self._pause_for_dependencies(exc)
                         continue
-                    logger.exception(
-                        "bus entry not processed; it stays pending",
-                        extra={"stream": key, "group": self.group, "entry_id": entry_id},
-                    )
-                    return
+                    self._log_unprocessed([entry], exc)
+                    item = None
+                if item is not None:
+                    # The same message twice in one batch (a duplicate XADD): its second entry
+                    # is acknowledged with the first, the inbox would skip it anyway.
+                    item.duplicate = item.envelope.id in seen
+                    seen.add(item.envelope.id)
+                    ready.append(item)
+                break
+        return ready
+
+    async def _handle_alone(self, item: _Ready) -> None:
+        """Handle one entry until it is acknowledged, dead-lettered, or we stop: a handler
+        that raises is retried here, in-process, with exponential backoff and jitter; after
+        ``bus_max_attempts`` failures the entry goes to the dead-letter stream."""
+        ident = (item.key, item.entry_id)
+        failures = 0
+        while not self._stopping.is_set():
+            await self._dependencies_up.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                if failures and item.deliveries - 1 + failures >= self.max_attempts:
+                    await self._give_up(item, item.deliveries - 1 + failures)
+                else:
+                    await self._attempt([item])
+                return
+            except _HandlerFailed as failed:
+                failures += 1
+                self._remember_error(ident, failed.error)
+                if item.deliveries - 1 + failures < self.max_attempts:
+                    await self._pause(_jittered(self._retry_delay(failures)))
+            except Exception as exc:
+                if is_unavailable(exc):
+                    await self._pause_for_dependencies(exc)
+                    continue
+                self._log_unprocessed([Entry(item.key, item.entry_id, {}, item.deliveries)], exc)
+                return
 
     def _retry_delay(self, failures: int) -> float:
         return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (failures - 1))
 
-    async def _give_up(
-        self, key: str, entry_id: str, fields: dict[str, str], attempts: int
-    ) -> None:
-        """Move an entry whose handler kept failing to the dead-letter stream."""
-        envelope = Envelope.from_fields(fields)
-        error = self._last_errors.get((key, entry_id), "no error recorded")
-        await self._dead_letter(
-            key,
-            entry_id,
-            envelope.type,
-            attempts,
-            f"gave up after {attempts} attempts; last error: {error}",
-            envelope.to_json(),
+    def _log_unprocessed(self, entries: list[Entry], exc: BaseException) -> None:
+        logger.error(
+            "bus entries not processed; they stay pending",
+            exc_info=exc,
+            extra={
+                "group": self.group,
+                "entries": [f"{entry.key}/{entry.entry_id}" for entry in entries],
+            },
         )
 
-    async def _handle(
-        self, key: str, entry_id: str, fields: dict[str, str], deliveries: int
-    ) -> None:
-        """One attempt. Raises :class:`_HandlerFailed` when the handler itself failed."""
+    async def _give_up(self, item: _Ready, attempts: int) -> None:
+        """Move an entry whose handler kept failing to the dead-letter stream."""
+        error = self._last_errors.get((item.key, item.entry_id), "no error recorded")
+        await self._dead_letter(
+            item.key,
+            item.entry_id,
+            item.envelope.type,
+            attempts,
+            f"gave up after {attempts} attempts; last error: {error}",
+            item.envelope.to_json(),
+        )
+
+    async def _prepare(self, entry: Entry) -> "_Ready | None":
+        """Decode and route an entry; None when it was settled here (acked, dead-lettered)."""
+        key, entry_id, fields, deliveries = entry
         if not fields:
             # Only an entry deleted from the stream while pending reads back without fields.
             logger.warning("pending entry no longer in the stream", extra={"entry_id": entry_id})
             await self.redis.xack(key, self.group, entry_id)
-            return
+            return None
         try:
             envelope = Envelope.from_fields(fields)
         except ValueError as exc:
@@ -384,15 +477,16 @@ class Consumer:
             await self._dead_letter(
                 key, entry_id, "", deliveries, f"undecodable envelope: {exc}", text(raw)
             )
-            return
+            return None
         route = self._routes.get(envelope.type)
         if route is None:
             await self.redis.xack(key, self.group, entry_id)  # a type this group ignores
-            return
-        ident = (key, entry_id)
+            return None
         if deliveries > self.max_attempts:
             # Delivered this often without an outcome: its handler may crash the process.
-            error = self._last_errors.pop(ident, "no error recorded: the handler never returned")
+            error = self._last_errors.pop(
+                (key, entry_id), "no error recorded: the handler never returned"
+            )
             await self._dead_letter(
                 key,
                 entry_id,
@@ -401,7 +495,7 @@ class Consumer:
                 f"gave up after {deliveries - 1} deliveries; last error: {error}",
                 envelope.to_json(),
             )
-            return
+            return None
         try:
             message = envelope.parse(route.message_type)
         except ValueError as exc:
@@ -413,51 +507,83 @@ class Consumer:
                 f"invalid payload: {exc}",
                 envelope.to_json(),
             )
-            return
+            return None
+        return _Ready(key, entry_id, deliveries, envelope, route, message)
 
+    async def _attempt(self, items: list[_Ready]) -> None:
+        """One unit of work for ``items``, then one XACK per stream.
+
+        Raises :class:`_HandlerFailed` when a handler itself failed (nothing is committed).
+        """
+        started = time.perf_counter()
+        async with self.database.transaction() as uow:
+            first_time = await inbox.record_many(
+                uow.session, self.inbox_table, [item.envelope.id for item in items], self.group
+            )
+            for item in items:
+                if item.envelope.id in first_time and not item.duplicate:
+                    await self._run_handler(uow, item)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        await self._ack(items)
+        now = time.time()
+        for item in items:
+            self._last_errors.pop((item.key, item.entry_id), None)
+            metrics.HANDLED.labels(self.group, item.envelope.type).inc()
+            metrics.HANDLE_LATENCY.labels(self.group, item.envelope.type).observe(
+                max(0.0, now - item.envelope.occurred_at.timestamp())
+            )
+            if logger.isEnabledFor(logging.INFO):
+                handled = item.envelope.id in first_time and not item.duplicate
+                logger.info(
+                    "message handled" if handled else "duplicate message skipped",
+                    extra={
+                        "group": self.group,
+                        "type": item.envelope.type,
+                        "attempt": item.deliveries,
+                        "batch": len(items),
+                        "duration_ms": elapsed_ms,
+                        "correlation_id": item.envelope.correlation_id,
+                        "event_id": str(item.envelope.id),
+                    },
+                )
+
+    async def _run_handler(self, uow: UnitOfWork, item: _Ready) -> None:
+        """One handler, with the message's ids in the logging context and its trace span."""
+        envelope = item.envelope
         correlation_token = correlation_id_var.set(envelope.correlation_id)
         event_token = event_id_var.set(str(envelope.id))
-        started = time.perf_counter()
         try:
             with message_span(
                 f"handle {envelope.type}",
                 envelope.trace,
                 **{"messaging.consumer.group.name": self.group},
             ):
-                async with self.database.transaction() as uow:
-                    first_time = await inbox.record(
-                        uow.session, self.inbox_table, envelope.id, self.group
-                    )
-                    if first_time:
-                        await route.handler(uow, envelope, message)
-            logger.info(
-                "message handled" if first_time else "duplicate message skipped",
-                extra={
-                    "group": self.group,
-                    "type": envelope.type,
-                    "attempt": deliveries,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+                await item.route.handler(uow, envelope, item.message)
         except Exception as exc:
-            if is_unavailable(exc):
+            if is_unavailable(exc) and not await self._dependencies_answer():
                 raise  # not the handler's fault: the caller pauses, nothing is counted
             metrics.FAILED.labels(self.group, envelope.type).inc()
             logger.exception(
                 "handler failed",
-                extra={"group": self.group, "type": envelope.type, "attempt": deliveries},
+                extra={"group": self.group, "type": envelope.type, "attempt": item.deliveries},
             )
             raise _HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             correlation_id_var.reset(correlation_token)
             event_id_var.reset(event_token)
 
-        await self.redis.xack(key, self.group, entry_id)
-        self._last_errors.pop(ident, None)
-        metrics.HANDLED.labels(self.group, envelope.type).inc()
-        metrics.HANDLE_LATENCY.labels(self.group, envelope.type).observe(
-            max(0.0, time.time() - envelope.occurred_at.timestamp())
-        )
+    async def _ack(self, items: list[_Ready]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for item in items:
+            by_stream.setdefault(item.key, []).append(item.entry_id)
+        if len(by_stream) == 1:
+            [(key, entry_ids)] = by_stream.items()
+            await self.redis.xack(key, self.group, *entry_ids)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, entry_ids in by_stream.items():
+            pipe.xack(key, self.group, *entry_ids)
+        await pipe.execute()
 
     # -- pausing while Postgres or Redis is down -------------------------------------------
 
@@ -480,6 +606,16 @@ class Consumer:
                 self._probe_until_up(), name=f"bus-probe:{self.group}"
             )
         await self._dependencies_up.wait()
+
+    async def _dependencies_answer(self) -> bool:
+        """Do Postgres and Redis answer right now? A handler's error that looks like an
+        outage (a timeout, a reset) while both answer is the handler's own failure."""
+        try:
+            await self.database.ping()
+            await self.redis.ping()
+        except Exception:
+            return False
+        return True
 
     async def _probe_until_up(self) -> None:
         delay = self.retry_base_seconds
@@ -588,8 +724,9 @@ class Consumer:
                 if entry_id is not None and (key, text(entry_id)) not in self._in_flight
             ]
             counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-            for entry_id, fields in entries:
-                self._dispatch(key, entry_id, fields, counts.get(entry_id, 2))
+            self._dispatch(
+                [Entry(key, e_id, fields, counts.get(e_id, 2)) for e_id, fields in entries]
+            )
             claimed += len(entries)
             if len(response[1]) < self.batch_size or cursor == "0-0":
                 return claimed
@@ -626,7 +763,7 @@ def _fields(raw: Any) -> dict[str, str]:
     return {text(key): text(value) for key, value in raw.items()}
 
 
-def _stream_entries(response: Any) -> list[tuple[str, list[Entry]]]:
+def _stream_entries(response: Any) -> list[tuple[str, list[RawEntry]]]:
     """XREADGROUP's reply as ``[(stream, [(id, fields)])]``, for RESP2 and RESP3 shapes."""
     if not response:
         return []
