@@ -21,7 +21,7 @@ E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
-	k8s-check bench
+	e2e-cluster k8s-check bench
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ e2e-stack: sync ## a private stack up, tests/e2e, invariants, stack down (even o
 	@$(E2E_ENV) $(STACK_SH) up
 	@trap '$(E2E_ENV) $(STACK_SH) down' EXIT; \
 	  $(E2E_ENV) $(RUN) pytest tests/e2e && $(E2E_ENV) $(STACK_SH) check-invariants
+
+e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
+	@$(RUN) python scripts/e2e_cluster.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

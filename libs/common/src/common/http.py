@@ -8,6 +8,7 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -235,6 +236,20 @@ def create_service_app(
     return app
 
 
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: several processes (``REPLICAS=n`` of one API)
+    listen on one port, and the kernel spreads new connections over them: one local entry
+    point per service, no proxy. A replica that dies stops getting connections at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
 def serve(app_factory: str, settings: ServiceSettings) -> None:
     """Run an API with uvicorn; SIGTERM lets in-flight requests finish first.
 
@@ -243,11 +258,13 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
     """
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
+    where: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    if settings.reuse_port:
+        where = {"fd": shared_listener(settings.host, settings.port).fileno()}
     uvicorn.run(
         app_factory,
         factory=True,
-        host=settings.host,
-        port=settings.port,
+        **where,
         log_config=None,
         access_log=False,
         # Off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default

@@ -43,6 +43,8 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Listen with SO_REUSEPORT, so that several API processes share the port (REPLICAS=n).
+    reuse_port: bool = False
     worker_port: int = Field(default=9000, ge=1, le=65535)
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -94,10 +95,17 @@ class LocalRedisCluster:
         _wait(lambda: port_open(port), within=10, what=f"redis node {port}")
 
     def kill_node(self, port: int) -> None:
-        """SIGKILL one node (a drill): its shard is down until :meth:`start_node`."""
-        process = self.processes.pop(port)
-        process.kill()
-        process.wait(timeout=10)
+        """SIGKILL one node (a drill), whoever started it; back with :meth:`start_node`."""
+        process = self.processes.pop(port, None)
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+            return
+        pid = self.node_pid(port)
+        if pid is None:
+            raise RuntimeError(f"no redis node answers on {port}")
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not port_open(port), within=10, what=f"redis node {port} gone")
 
     def cluster_info(self, port: int) -> dict[str, str]:
         result = subprocess.run(  # noqa: S603
@@ -112,7 +120,7 @@ class LocalRedisCluster:
 
     def healthy(self) -> bool:
         """Every running node sees the cluster as ok, with every slot assigned."""
-        for port in self.processes:
+        for port in [p for p in self.ports if port_open(p)]:
             info = self.cluster_info(port)
             if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
                 return False
@@ -120,6 +128,40 @@ class LocalRedisCluster:
 
     def wait_healthy(self, within: float = 30) -> None:
         _wait(self.healthy, within=within, what="redis cluster")
+
+    def node_pid(self, port: int) -> int | None:
+        """The pid of the node on ``port`` (it may have been started by another process)."""
+        info = self._cli(port, "info", "server")
+        for line in info.splitlines():
+            if line.startswith("process_id:"):
+                return int(line.partition(":")[2])
+        return None
+
+    def owner_of(self, key: str) -> int:
+        """The port of the primary serving ``key``'s slot now."""
+        for port in self.ports:
+            slot = self._cli(port, "cluster", "keyslot", key).strip()
+            if not slot.isdigit():
+                continue
+            for line in self._cli(port, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                    continue
+                for span in fields[8:]:
+                    low, _, high = span.partition("-")
+                    if low.isdigit() and int(low) <= int(slot) <= int(high or low):
+                        return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no primary serves {key!r}")
+
+    def _cli(self, port: int, *args: str) -> str:
+        result = subprocess.run(  # noqa: S603
+            ["redis-cli", "-p", str(port), *args],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return result.stdout
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -130,6 +172,9 @@ class LocalRedisCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        for port in self.ports:  # nodes another process (re)started, e.g. a drill
+            if port_open(port):
+                self._cli(port, "shutdown", "nosave")
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
