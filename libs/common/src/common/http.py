@@ -259,8 +259,9 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
     where: dict[str, Any] = {"host": settings.host, "port": settings.port}
-    if settings.reuse_port:
-        where = {"fd": shared_listener(settings.host, settings.port).fileno()}
+    listener = shared_listener(settings.host, settings.port) if settings.reuse_port else None
+    if listener is not None:  # kept referenced: a collected socket would close its fd
+        where = {"fd": listener.fileno()}
     uvicorn.run(
         app_factory,
         factory=True,

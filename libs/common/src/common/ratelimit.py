@@ -32,7 +32,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from common.auth import optional_user
 from common.errors import Problem
-from common.redis import retry_options
+from common.redis import cluster_options, retry_options
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -99,6 +99,7 @@ def _storage(settings: ServiceSettings) -> RedisStorage:
             key_prefix="ratelimit",
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
+            **cluster_options(),
         )
     return RedisStorage(
         settings.redis_url.replace("redis://", "async+redis://", 1),

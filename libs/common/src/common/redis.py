@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from common.settings import ServiceSettings, cluster_nodes
 
@@ -77,8 +78,20 @@ def create_cluster(settings: ServiceSettings) -> Redis:
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         password=settings.redis_cluster_password or None,
+        **cluster_options(),
     )
     return cast(Redis, client)
+
+
+def cluster_options() -> dict[str, Any]:
+    """Options every cluster client gets (ours and the rate limiter's).
+
+    Maintenance notifications off: they are for managed Redis offerings that announce
+    migrations; with them on (``"auto"``), redis-py 8's per-connection handshake races a
+    concurrent reconnect under load (``'NoneType' object has no attribute 'writelines'``,
+    seen as 500s in `make e2e-cluster` with two replicas of each process).
+    """
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def is_cluster(redis: Redis) -> bool:
