@@ -16,6 +16,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ async def place_retrying(stack: Stack, customer: Customer, price: int) -> str:
     return order_id
 
 
+def covering(order_ids: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda notices: order_ids <= {n["order_id"] for n in notices}
+
+
 async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settles_once(
     stack: Stack,
 ) -> None:
@@ -92,11 +97,7 @@ async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settl
         async def notices(who: Customer = customer) -> list[dict[str, Any]]:
             return await notifications_of(stack, who)
 
-        listed = await eventually(
-            notices,
-            lambda items, ids=mine: ids <= {n["order_id"] for n in items},  # type: ignore[misc]
-            timeout=60,
-        )
+        listed = await eventually(notices, covering(mine), timeout=60)
         per_order = Counter(n["order_id"] for n in listed if n["order_id"] in mine)
         assert set(per_order.values()) == {1}, per_order
     await asyncio.to_thread(redis.wait_healthy, 30)
