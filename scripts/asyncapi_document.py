@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from event_catalogue import consumers_by_type
+from generated import write_or_check
 
 from common.bus import Envelope
 from common.contracts import ALL_MESSAGES, Message
@@ -157,16 +158,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if not DOCUMENT.exists() or DOCUMENT.read_text() != text:
-            print(f"{DOCUMENT} is stale: run `make events`")
-            return 1
-        print(f"{DOCUMENT} is up to date")
-        return 0
-    DOCUMENT.write_text(text)
-    print(f"wrote {DOCUMENT} ({len(ALL_MESSAGES)} message types)")
-    return 0
+    return write_or_check(DOCUMENT, render(), sys.argv[1:])
 
 
 if __name__ == "__main__":

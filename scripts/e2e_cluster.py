@@ -15,7 +15,7 @@ each phase took. Exit status: pytest's, or 1 when a phase before it failed.
 
 Environment: E2E_PORT_BASE / E2E_WORKER_PORT_BASE (default 18200 / 19200), E2E_DB_NAME
 (app_e2e_cluster), E2E_CLUSTER_PORT_BASE (17000: six ports from there, and +10000 for the
-cluster bus), E2E_PG_PORT (17090, and the next one for the replica), REPLICAS (2).
+cluster bus), E2E_CLUSTER_PG_PORT (17090, and the next one for the replica), REPLICAS (2).
 Extra arguments go to pytest.
 """
 
@@ -65,8 +65,8 @@ def stack_environment(cluster: LocalRedisCluster, pair: LocalPostgresPair) -> di
         # What the drill needs to find (and bring back) what it breaks.
         "E2E_CLUSTER_PORT_BASE": str(cluster.base_port),
         "E2E_CLUSTER_DIR": str(cluster.directory),
-        "E2E_PG_PORT": str(pair.primary_port),
-        "E2E_PG_DIR": str(pair.directory),
+        "E2E_CLUSTER_PG_PORT": str(pair.primary_port),
+        "E2E_CLUSTER_PG_DIR": str(pair.directory),
     }
     for index, service in enumerate(("users", "orders", "notifications"), start=1):
         env[f"{service.upper()}_URL"] = f"http://127.0.0.1:{port_base + index}"
@@ -92,7 +92,7 @@ def main(pytest_args: Sequence[str]) -> int:
         replicas_per_primary=1,
         directory=RUN / "redis",
     )
-    pg_port = int(setting("E2E_PG_PORT", "17090"))
+    pg_port = int(setting("E2E_CLUSTER_PG_PORT", "17090"))
     pair = LocalPostgresPair(pg_port, pg_port + 1, directory=RUN / "postgres")
     env = stack_environment(cluster, pair)
     stack = [str(ROOT / "scripts" / "stack.sh")]

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from generated import write_or_check
+
 from common.contracts import ALL_MESSAGES, Message
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "events.md"
@@ -56,16 +58,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if not CATALOGUE.exists() or CATALOGUE.read_text() != text:
-            print(f"{CATALOGUE} is stale: run `make events`")
-            return 1
-        print(f"{CATALOGUE} is up to date")
-        return 0
-    CATALOGUE.write_text(text)
-    print(f"wrote {CATALOGUE} ({len(ALL_MESSAGES)} message types)")
-    return 0
+    return write_or_check(CATALOGUE, render(), sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The stack's verbs (`make up|down|ps|logs|migrate|kill|start` all land here).
 #
-# Two modes: Docker Compose (deploy/compose.yaml) when a Docker engine answers, otherwise
-# local processes under supervisord against Postgres and Redis on localhost. MODE=local or
-# MODE=docker forces one. STACK=e2e is the separate local stack `make test` brings up and
-# down (other ports, database and Redis DB), so it never disturbs a stack started by `make up`;
-# STACK=bench is the same for `bench/run.sh`.
+# Two modes: Docker Compose (deploy/compose.yaml) when a Docker engine and its compose v2 plugin
+# answer, otherwise local processes under supervisord against Postgres and Redis on localhost.
+# `up` records the mode it started in $RUN_DIR/mode (docker mode also its compose settings), and
+# every other verb acts on that recorded stack, whatever has appeared on the machine since;
+# `down` removes the record. MODE=local or MODE=docker overrides both. STACK=e2e is the separate
+# local stack `make test` brings up and down (other ports, database and Redis DB), so it never
+# disturbs a stack started by `make up`; STACK=soak is the same for `make soak`, STACK=bench
+# for `bench/run.sh`.
+# Docker mode: COMPOSE_FILE (colon-separated, default deploy/compose.yaml) adds override files
+# (`make docker-e2e` adds deploy/compose.e2e.yaml); VOLUMES=1 makes `down` drop the volumes.
 #
 # REPLICAS=n (local mode, default 1): n of every process. The n APIs of a service share its
 # port (SO_REUSEPORT: the kernel spreads connections over them, one entry point per service);
@@ -17,11 +22,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 STACK=${STACK:-dev}
-if [[ $STACK == e2e ]]; then
+if [[ $STACK == e2e || $STACK == soak ]]; then
+  # `make test` and `make soak` (each on its own Postgres and Redis, see scripts/infra.py).
   PORT_BASE=${PORT_BASE:-18000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-19000}
-  DB_NAME=${DB_NAME:-app_e2e} REDIS_DB=${REDIS_DB:-14}
+  DB_NAME=${DB_NAME:-app_$STACK} REDIS_DB=${REDIS_DB:-14}
   # The suite signs up many users from one address (rate limits have their own tests), and
-  # its deadline drill should not wait the production 30 s.
+  # its deadline drills should not wait the production 30 to 60 s at every step.
   for prefix in USERS ORDERS NOTIFICATIONS; do
     export "${prefix}_RATE_LIMIT_AUTH=100000/minute" "${prefix}_RATE_LIMIT_READ=100000/minute"
     export "${prefix}_RATE_LIMIT_WRITE=100000/minute"
@@ -75,15 +81,29 @@ for slot in $(seq 1 "$REPLICAS"); do
     PROCESSES+=("$process$suffix")
   done
 done
-COMPOSE=(docker compose -f "$ROOT/deploy/compose.yaml" -p shop)
+MODE_FILE=$RUN_DIR/mode
+COMPOSE_ENV=$RUN_DIR/compose.env  # docker mode: COMPOSE_FILE and the base images it was built on
+IMAGES_ENV=$ROOT/.run/docker/images.env  # scripts/docker/standins.sh: pinned images or stand-ins
+COMPOSE=(docker compose)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 mode() {
   if [[ -n ${MODE:-} ]]; then echo "$MODE"
-  elif [[ $STACK == dev ]] && docker info >/dev/null 2>&1; then echo docker
+  elif [[ -s $MODE_FILE ]]; then cat "$MODE_FILE"  # what `up` started
+  elif [[ $STACK == dev ]] && compose_answers; then echo docker
   else echo local; fi
+}
+
+# A Docker engine answers and has compose v2. An engine without the plugin (Debian's docker.io
+# alone) gets the local mode and a message saying so, never compose's cryptic errors.
+compose_answers() {
+  timeout 10 docker info >/dev/null 2>&1 || return 1
+  timeout 10 docker compose version >/dev/null 2>&1 && return 0
+  printf 'note: a Docker engine answers, but `docker compose` (the compose v2 plugin) does not;\n' >&2
+  printf '      using local processes. Install the plugin (make docker-e2e does) for Docker mode.\n' >&2
+  return 1
 }
 
 port_of() {  # port_of users|orders|notifications [api|worker]
@@ -204,6 +224,7 @@ probes() {  # what must answer before the stack counts as up: every API and ever
 }
 
 up_local() {
+  record_mode local
   ensure_backing_services
   migrate
   if supervisor_running; then
@@ -230,25 +251,99 @@ up_local() {
 }
 
 down_local() {
-  if ! supervisor_running; then say "Stack '$STACK' is not running"; return 0; fi
+  if ! supervisor_running; then rm -f "$MODE_FILE"; say "Stack '$STACK' is not running"; return 0; fi
   local pid; pid=$(cat "$RUN_DIR/supervisord.pid")
   say "Stopping stack '$STACK' (graceful: SIGTERM, in-flight work finishes)"
   ctl shutdown >/dev/null
-  for _ in $(seq 1 160); do kill -0 "$pid" 2>/dev/null || { say "Stopped"; return 0; }; sleep 0.25; done
+  for _ in $(seq 1 160); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$MODE_FILE"; say "Stopped"; return 0; }
+    sleep 0.25
+  done
   die "supervisord ($pid) did not stop within 40 s"
 }
+
+
+record_mode() { mkdir -p "$RUN_DIR"; echo "$1" >"$MODE_FILE"; }
+
+# ---- docker mode ------------------------------------------------------------------------------
+# Compose reads COMPOSE_FILE and COMPOSE_PROJECT_NAME from the environment; `up` records them
+# (and the base images) so that every later verb talks to the same project with the same files.
+load_compose_env() {
+  if [[ -s $COMPOSE_ENV ]]; then set -a; source "$COMPOSE_ENV"; set +a; fi
+  export COMPOSE_FILE=${COMPOSE_FILE:-$ROOT/deploy/compose.yaml} COMPOSE_PROJECT_NAME=shop
+  export COMPOSE_PATH_SEPARATOR=:
+}
+
+up_docker() {
+  record_mode docker
+  # Base images: the pinned ones, or stand-ins built from Debian packages where no registry
+  # answers (cached: a few `docker image inspect`s once built).
+  bash scripts/docker/standins.sh "$IMAGES_ENV"
+  local files=() file
+  IFS=: read -ra files <<<"${COMPOSE_FILE:-deploy/compose.yaml}"
+  for file in "${!files[@]}"; do files[file]=$(realpath "${files[file]}"); done
+  {
+    echo "COMPOSE_FILE=$(IFS=:; echo "${files[*]}")"
+    cat "$IMAGES_ENV"
+    # An engine without a default bridge (dockerd --bridge=none) builds on the host's network.
+    docker network inspect bridge >/dev/null 2>&1 || echo "BUILD_NETWORK=host"
+  } >"$COMPOSE_ENV"
+  load_compose_env
+  say "Building the images (${files[*]#"$ROOT"/})"
+  "${COMPOSE[@]}" build --quiet
+  say "Starting the compose stack (migrations first) and waiting until every service is healthy"
+  if ! "${COMPOSE[@]}" up --detach --no-build --wait --wait-timeout "${WAIT_TIMEOUT:-180}"; then
+    "${COMPOSE[@]}" ps --all || true
+    die "the compose stack did not become healthy; see 'make logs'"
+  fi
+  say "Stack '$STACK' is up (Docker Compose project shop; 'make logs', 'make ps')"
+  for service in "${SERVICES[@]}"; do
+    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
+      "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
+  done
+}
+
+down_docker() {
+  load_compose_env
+  say "Stopping the compose stack (graceful: SIGTERM, in-flight work finishes)${VOLUMES:+; dropping its volumes}"
+  "${COMPOSE[@]}" down --remove-orphans ${VOLUMES:+--volumes}
+  rm -f "$MODE_FILE" "$COMPOSE_ENV"
+}
+
+# The drills act on one container, as local mode's on one process; `start` starts that container
+# alone (compose start would rerun its migrations job first).
+container_of() {
+  local id; id=$("${COMPOSE[@]}" ps --all --quiet "${1:?NAME=<process>}")
+  [[ -n $id ]] || die "no container for $1"
+  echo "$id"
+}
+
+# Tools that read the stack's database or Redis run in the orders API's container, which reaches
+# both on the compose network; the script comes in on stdin (the images hold no scripts).
+in_orders_api() { "${COMPOSE[@]}" exec -T orders-api "$@"; }
 
 command=${1:-}
 shift || true
 case "$(mode):$command" in
-  docker:up)      "${COMPOSE[@]}" up -d --build --wait && for u in $(urls); do echo "  $u"; done ;;
-  docker:down)    "${COMPOSE[@]}" down ;;
-  docker:ps)      "${COMPOSE[@]}" ps ;;
-  docker:logs)    "${COMPOSE[@]}" logs --no-color ${FOLLOW:+--follow} ;;
-  docker:migrate) "${COMPOSE[@]}" up users-migrate orders-migrate notifications-migrate ;;
-  docker:kill)    "${COMPOSE[@]}" kill -s SIGKILL "${1:?NAME=<process>}" ;;
-  docker:start)   "${COMPOSE[@]}" start "${1:?NAME=<process>}" ;;
-  docker:stop)    "${COMPOSE[@]}" stop "${1:?NAME=<process>}" ;;
+  docker:up)      up_docker ;;
+  docker:down)    down_docker ;;
+  docker:ps)      load_compose_env; "${COMPOSE[@]}" ps --all ;;
+  docker:logs)    load_compose_env; "${COMPOSE[@]}" logs --no-color --no-log-prefix ${FOLLOW:+--follow} ;;
+  docker:migrate)
+    load_compose_env
+    "${COMPOSE[@]}" up --no-build --exit-code-from users-migrate users-migrate
+    "${COMPOSE[@]}" up --no-build --exit-code-from orders-migrate orders-migrate
+    "${COMPOSE[@]}" up --no-build --exit-code-from notifications-migrate notifications-migrate ;;
+  docker:kill)    load_compose_env; "${COMPOSE[@]}" kill --signal SIGKILL "${1:?NAME=<process>}" && say "killed $1 with SIGKILL" ;;
+  docker:start)   load_compose_env; docker start "$(container_of "${1:-}")" >/dev/null && say "started $1" ;;
+  docker:stop)    load_compose_env; "${COMPOSE[@]}" stop "${1:?NAME=<process>}" ;;
+  docker:urls)    urls ;;
+  docker:check-invariants)
+    load_compose_env
+    in_orders_api sh -c 'exec python - "$ORDERS_DATABASE_URL"' <scripts/check_invariants.py ;;
+  docker:dead-letters)
+    load_compose_env
+    in_orders_api sh -c 'exec python -m common.bus --redis-url "$ORDERS_REDIS_URL" "$@"' dead-letters "$@" ;;
   local:up)       up_local ;;
   local:down)     down_local ;;
   local:ps)       if supervisor_running; then ctl status || true; else echo "stack '$STACK' is not running"; fi ;;

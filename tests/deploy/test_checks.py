@@ -10,6 +10,7 @@ PATH or at /usr/bin/kubectl.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -208,12 +209,27 @@ def test_docker_rejects_an_unpinned_base_image(tree: Path) -> None:
     dockerfile = tree / "services/users/Dockerfile"
     edit(
         dockerfile,
-        lambda text: text.replace(
-            text[text.index("FROM python:") : text.index(" AS runtime")], "FROM python:latest"
-        ),
+        lambda text: re.sub(r"(?m)^ARG PYTHON_IMAGE=.*$", "ARG PYTHON_IMAGE=python:latest", text),
     )
     result = run_check(tree, "docker")
-    assert_fails(result, "hadolint services/users/Dockerfile", "DL3007")
+    assert_fails(result, "base images are build arguments", "python:latest is not pinned")
+
+
+def test_docker_rejects_a_runtime_base_without_a_digest(tree: Path) -> None:
+    edit(
+        tree / "services/orders/Dockerfile", lambda text: re.sub(r"@sha256:[0-9a-f]{64}", "", text)
+    )
+    result = run_check(tree, "docker")
+    assert_fails(result, "base images are build arguments", "is not pinned by digest")
+
+
+def test_docker_rejects_a_syntax_line_that_needs_a_registry(tree: Path) -> None:
+    edit(
+        tree / "services/notifications/Dockerfile",
+        lambda text: "# syntax=docker/dockerfile:1\n" + text,
+    )
+    result = run_check(tree, "docker")
+    assert_fails(result, "base images are build arguments", "# syntax=")
 
 
 def test_docker_rejects_an_image_without_a_user(tree: Path) -> None:
@@ -265,6 +281,15 @@ def test_compose_rejects_a_dependency_on_a_missing_service(tree: Path) -> None:
     result = run_check(tree, "compose")
     assert_fails(result, "references and hardening", "undefined service postgress")
     assert not any("specification" in line for line in failures(result)), result.stdout
+
+
+def test_compose_rejects_an_image_variable_without_a_pinned_default(tree: Path) -> None:
+    edit(
+        tree / "deploy/compose.yaml",
+        replace("${REDIS_IMAGE:-redis:7.4.5-bookworm}", "${REDIS_IMAGE}"),
+    )
+    result = run_check(tree, "compose")
+    assert_fails(result, "references and hardening", "has no pinned default")
 
 
 # ---- what the overlays contain ------------------------------------------------------------------

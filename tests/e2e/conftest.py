@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from . import harness
+
 ROOT = Path(__file__).resolve().parents[2]
 USERS_URL = os.environ.get("USERS_URL", "http://127.0.0.1:8001")
 ORDERS_URL = os.environ.get("ORDERS_URL", "http://127.0.0.1:8002")
@@ -179,7 +181,12 @@ APPROVAL_LATENCIES_MS: dict[str, list[float]] = {}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """POST -> APPROVED per test module, from the orders' own created_at/updated_at."""
+    """Each fault drill's figures (also as JSON); POST -> APPROVED per test module."""
+    if harness.RESULTS:
+        terminalreporter.section("fault drills")
+        for figures in harness.RESULTS:
+            terminalreporter.write_line(figures.summary())
+        terminalreporter.write_line(f"figures as JSON: {harness.write_results()}")
     for module, latencies in sorted(APPROVAL_LATENCIES_MS.items()):
         ordered = sorted(latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

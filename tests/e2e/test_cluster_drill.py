@@ -1,7 +1,7 @@
 """Fault drills of `make e2e-cluster`: a Redis Cluster primary killed, the Postgres replica down.
 
 They run only where ``scripts/e2e_cluster.py`` started the stores (it sets ``E2E_CLUSTER_*``
-and ``E2E_PG_*``); against any other stack they are skipped.
+and ``E2E_CLUSTER_PG_*``); against any other stack they are skipped.
 
 * The primary that holds the bus (every stream and the dead letters share the ``{bus}``
   slot) is killed with SIGKILL during a burst of orders: its replica takes over, the
@@ -41,8 +41,8 @@ def cluster() -> LocalRedisCluster:
 
 
 def postgres() -> LocalPostgresPair:
-    port = int(os.environ["E2E_PG_PORT"])
-    return LocalPostgresPair(port, port + 1, directory=Path(os.environ["E2E_PG_DIR"]))
+    port = int(os.environ["E2E_CLUSTER_PG_PORT"])
+    return LocalPostgresPair(port, port + 1, directory=Path(os.environ["E2E_CLUSTER_PG_DIR"]))
 
 
 async def place_retrying(stack: Stack, customer: Customer, price: int) -> str:

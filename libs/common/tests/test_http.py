@@ -1,11 +1,13 @@
 """The shared app pieces: problem+json for every error, request ids, probes, metrics."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from common.http import DatabaseDep, create_service_app
@@ -125,3 +127,33 @@ async def test_an_unreachable_database_is_a_503_problem_not_a_500(redis_url: str
     body = problem(response, 503)
     assert response.headers["retry-after"] == "1"
     assert "Traceback" not in body["detail"]
+
+
+async def test_past_capacity_a_request_is_refused_at_once_with_retry_after(
+    database_url: str, redis_url: str
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    slow = APIRouter()
+
+    @slow.get("/slow")
+    async def wait_for_release() -> dict[str, bool]:
+        entered.set()
+        await release.wait()
+        return {"done": True}
+
+    settings = ServiceSettings(database_url=database_url, redis_url=redis_url, http_max_in_flight=1)
+    app = create_service_app(settings, title="test", routers=[slow])
+    async with asgi_client(app) as client:
+        first = asyncio.create_task(client.get("/slow"))
+        async with asyncio.timeout(5):
+            await entered.wait()  # the first holds the only slot
+        shed_before = REGISTRY.get_sample_value("http_requests_shed_total") or 0.0
+        refused = await client.get("/slow")
+        assert REGISTRY.get_sample_value("http_requests_shed_total") == shed_before + 1
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.headers["X-Request-ID"]
+        problem(refused, 503)
+        assert (await client.get("/healthz")).status_code == 200  # probes are never shed
+        release.set()
+        assert (await first).status_code == 200
+        assert (await client.get("/slow")).status_code == 200  # capacity is back

@@ -43,6 +43,9 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+HTTP_SHED = Counter(
+    "http_requests_shed_total", "Requests refused with a 503 because the process was at capacity"
+)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REQUEST_ID_HEADER = "x-request-id"
 CORRELATION_ID_HEADER = "x-correlation-id"
@@ -117,6 +120,41 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(request_token)
             correlation_id_var.reset(correlation_token)
+
+
+class LoadShedMiddleware:
+    """Past capacity, answer at once: 503 with ``Retry-After`` instead of a growing queue.
+
+    A process serves at most ``http_max_in_flight`` requests at a time (probes aside). Under
+    overload, requests beyond that would queue for the event loop and the database pool, and
+    every accepted order would slow to seconds; refused at the door, they cost almost
+    nothing and the client knows to come back, while accepted ones keep a bounded latency.
+    """
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            HTTP_SHED.inc()
+            response = problem_response(
+                503,
+                "The service is at capacity; retry shortly.",
+                instance=scope["path"],
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
@@ -228,6 +266,8 @@ def create_service_app(
             service=settings.service_name,
             seconds=settings.replica_stick_seconds,
         )
+    # Added last, so outermost of the two: a shed request still gets its X-Request-ID.
+    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(probes_router())

@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     # Listen with SO_REUSEPORT, so that several API processes share the port (REPLICAS=n).
     reuse_port: bool = False
     worker_port: int = Field(default=9000, ge=1, le=65535)
+    # Requests one API process serves at once; beyond, a 503 with Retry-After (load shedding).
+    http_max_in_flight: int = Field(default=64, ge=1, le=100_000)
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     consumer_name: str = Field(default_factory=socket.gethostname)
@@ -57,8 +59,10 @@ class ServiceSettings(BaseSettings):
     bus_stream_prefix: str = "bus:"
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
-    # Entries in flight at once (several batches: each holds one pooled connection).
+    # Entries in flight at once, in at most bus_batches_in_flight batches (each holds one
+    # pooled connection while it runs: keep it below db_pool_size).
     bus_concurrency: int = Field(default=64, ge=1, le=10_000)
+    bus_batches_in_flight: int = Field(default=4, ge=1, le=1_000)
     bus_max_attempts: int = Field(default=5, ge=1)  # handler failures before dead-lettering
     bus_retry_base_seconds: float = Field(default=0.05, gt=0)  # first in-process retry delay
     bus_retry_max_seconds: float = Field(default=2.0, gt=0)  # retry delays double up to this
@@ -75,6 +79,9 @@ class ServiceSettings(BaseSettings):
     # Rows are sent from memory right after their commit; the sweeper takes only rows older
     # than this (their process died before sending, or Redis was down then).
     outbox_sweep_grace_seconds: float = Field(default=5.0, ge=0)
+    # Sent rows are deleted this long after a commit, with every other commit's meanwhile:
+    # one DELETE (one transaction) for many. Keep it well below the sweep grace.
+    outbox_delete_delay_seconds: float = Field(default=0.5, ge=0)
     stream_trim_interval_seconds: float = Field(default=60.0, gt=0)
     stream_min_retention: int = Field(default=1_000, ge=0)  # newest entries always kept
     stream_min_retention_seconds: float = Field(default=600.0, ge=0)  # younger always kept

@@ -35,7 +35,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,11 +46,10 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 
 from common.bus import inbox
-from common.bus.consumer import Consumer, Handler
+from common.bus.consumer import Consumer, Handlers
 from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
-from common.contracts import Message
 from common.db import Database, create_engine
 from common.logging import configure_logging
 from common.redis import create_redis
@@ -83,7 +82,7 @@ class Timer:
 # A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
 # it must return soon after ``stop`` is set.
 LongRunning = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
-HandlersFactory = Callable[[WorkerContext], Mapping[type[Message], Handler]]
+HandlersFactory = Callable[[WorkerContext], Handlers]
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
         bus_consumer_delete_idle_ms=0,
         bus_shutdown_timeout_seconds=5,
         outbox_sweep_interval_seconds=0.05,
+        outbox_delete_delay_seconds=0.01,
         outbox_batch_size=50,
         stream_trim_interval_seconds=0.1,
         stream_min_retention=0,

@@ -16,6 +16,7 @@ from common.bus import (
     DeadLetter,
     Envelope,
     Handler,
+    Handlers,
     Outbox,
     list_dead_letters,
     stream_key,
@@ -101,7 +102,7 @@ class Harness:
 
     def consumer(
         self,
-        handlers: dict[type[Message], Handler],
+        handlers: Handlers,
         *,
         group: str | None = None,
         name: str = "live-1",
@@ -117,9 +118,7 @@ class Harness:
             consumer_name=name,
         )
 
-    async def start_consumer(
-        self, handlers: dict[type[Message], Handler], **kwargs: Any
-    ) -> Consumer:
+    async def start_consumer(self, handlers: Handlers, **kwargs: Any) -> Consumer:
         consumer = self.consumer(handlers, **kwargs)
         await consumer.start()
         self.started.append(consumer)

@@ -13,11 +13,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from common import bus
 from common.bus import (
     Envelope,
+    Only,
     StreamTrimmer,
     ensure_group,
     stream_key,
@@ -608,3 +609,17 @@ async def test_one_trace_spans_the_publisher_and_the_consumer(
     assert handled[0].context.trace_id == request.trace_id
     assert handled[0].parent is not None
     assert handled[0].parent.span_id == request.span_id
+
+
+async def test_only_the_wanted_messages_reach_the_handler_the_rest_cost_no_transaction(
+    h: Harness,
+) -> None:
+    seen: list[str] = []
+    await h.start_consumer({Ping: Only(lambda ping: ping.key.startswith("yes"), h.recorder(seen))})
+    await h.send(Ping(key="yes-1"), Ping(key="no-1"), Ping(key="yes-2"), Ping(key="no-2"))
+
+    await eventually(lambda: _pending_is(h, 0), what="all four acknowledged")
+    assert sorted(seen) == ["yes-1", "yes-2"]
+    async with h.database.session() as session:
+        handled = (await session.execute(select(func.count()).select_from(h.inbox))).scalar_one()
+    assert handled == 2  # the unwanted ones never opened a unit of work

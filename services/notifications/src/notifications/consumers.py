@@ -2,14 +2,14 @@
 inbox drops redelivered messages and a unique dedup key drops repeated events; each one is
 confirmed (NotificationRecorded) every time it is announced, so its announcer can stop."""
 
-from common.bus import Envelope, Handler
-from common.contracts import Message, OrderApproved, OrderCancelled, OrderRejected, UserRegistered
+from common.bus import Envelope, Handlers
+from common.contracts import OrderApproved, OrderCancelled, OrderRejected, UserRegistered
 from common.db import UnitOfWork
 from notifications import service
 from notifications.service import Fanout
 
 
-def handlers(fanout: Fanout) -> dict[type[Message], Handler]:
+def handlers(fanout: Fanout) -> Handlers:
     """Message type -> handler, for the notifications worker's consumer."""
 
     async def on_order_approved(uow: UnitOfWork, _: Envelope, event: OrderApproved) -> None:

@@ -11,8 +11,7 @@
 
 import asyncio
 
-from common.bus import Handler
-from common.contracts import Message
+from common.bus import Handlers
 from common.worker import WorkerContext, WorkerSpec, run_worker
 from notifications.consumers import handlers
 from notifications.deliveries import Dispatcher
@@ -26,7 +25,7 @@ def spec(settings: Settings) -> WorkerSpec:
     """The notifications worker, declared once: ``run()`` and the tests start this."""
     dispatcher_wake = asyncio.Event()
 
-    def consumer_handlers(context: WorkerContext) -> dict[type[Message], Handler]:
+    def consumer_handlers(context: WorkerContext) -> Handlers:
         return handlers(Fanout(LivePublisher(context.redis), dispatcher_wake.set))
 
     async def deliver_webhooks(context: WorkerContext, stop: asyncio.Event) -> None:

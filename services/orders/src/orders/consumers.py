@@ -1,12 +1,11 @@
 """Replies to the saga, mapped to saga events. Idempotent: the bus's inbox drops duplicates,
 and the saga itself ignores replies that no longer apply."""
 
-from common.bus import Envelope, Handler
+from common.bus import Envelope, Handlers, Only
 from common.contracts import (
     CreditRejected,
     CreditReleased,
     CreditReserved,
-    Message,
     NotificationRecorded,
 )
 from common.db import UnitOfWork
@@ -14,7 +13,7 @@ from orders import saga, service
 from orders.settings import Settings
 
 
-def handlers(settings: Settings) -> dict[type[Message], Handler]:
+def handlers(settings: Settings) -> Handlers:
     """Message type -> handler, for the orders worker's consumer."""
 
     async def on_credit_reserved(uow: UnitOfWork, _: Envelope, msg: CreditReserved) -> None:
@@ -29,13 +28,13 @@ def handlers(settings: Settings) -> dict[type[Message], Handler]:
     async def on_notification_recorded(
         uow: UnitOfWork, _: Envelope, msg: NotificationRecorded
     ) -> None:
-        if msg.order_id is not None:  # a welcome notice belongs to no saga
-            event = saga.NotificationRecorded(msg.kind)
-            await service.handle_event(uow, settings, msg.order_id, event)
+        assert msg.order_id is not None  # see Only below
+        await service.handle_event(uow, settings, msg.order_id, saga.NotificationRecorded(msg.kind))
 
     return {
         CreditReserved: on_credit_reserved,
         CreditRejected: on_credit_rejected,
         CreditReleased: on_credit_released,
-        NotificationRecorded: on_notification_recorded,
+        # An outcome's notification closes its saga; a welcome belongs to no saga.
+        NotificationRecorded: Only(lambda msg: msg.order_id is not None, on_notification_recorded),
     }

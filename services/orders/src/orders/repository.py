@@ -2,9 +2,11 @@
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Table, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,17 +72,6 @@ async def get_saga(session: AsyncSession, order_id: uuid.UUID) -> Saga | None:
     return await session.get(Saga, order_id)
 
 
-async def get_order_and_saga(
-    session: AsyncSession, order_id: uuid.UUID
-) -> tuple[Order, Saga] | None:
-    """The order and its saga in one round trip (every saga event needs both)."""
-    statement = (
-        select(Order, Saga).join(Saga, Saga.order_id == Order.id).where(Order.id == order_id)
-    )
-    row = (await session.execute(statement)).one_or_none()
-    return None if row is None else (row[0], row[1])
-
-
 async def list_steps(session: AsyncSession, order_id: uuid.UUID) -> Sequence[SagaStep]:
     statement = select(SagaStep).where(SagaStep.order_id == order_id).order_by(SagaStep.id)
     return (await session.execute(statement)).scalars().all()
@@ -94,3 +85,107 @@ async def overdue_saga_ids(session: AsyncSession, now: datetime, limit: int) -> 
         .limit(limit)
     )
     return (await session.execute(statement)).scalars().all()
+
+
+# -- the saga's hot path: Core statements, no ORM unit-of-work bookkeeping ----------------
+
+_orders = cast(Table, Order.__table__)
+_sagas = cast(Table, Saga.__table__)
+_steps = cast(Table, SagaStep.__table__)
+
+
+@dataclass(frozen=True)
+class SagaSnapshot:
+    """An order and its saga as one transition reads them: plain values, one round trip."""
+
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    status: str
+    total_cents: int
+    rejection_reason: str | None
+    created_at: datetime
+    state: str
+    version: int
+    attempt: int
+    deadline_at: datetime | None
+    correlation_id: str
+
+
+_SNAPSHOT = select(
+    _orders.c.id.label("order_id"),
+    _orders.c.user_id,
+    _orders.c.status,
+    _orders.c.total_cents,
+    _orders.c.rejection_reason,
+    _orders.c.created_at,
+    _sagas.c.state,
+    _sagas.c.version,
+    _sagas.c.attempt,
+    _sagas.c.deadline_at,
+    _sagas.c.correlation_id,
+).join_from(_orders, _sagas, _sagas.c.order_id == _orders.c.id)
+
+
+async def get_saga_snapshot(session: AsyncSession, order_id: uuid.UUID) -> SagaSnapshot | None:
+    row = (await session.execute(_SNAPSHOT.where(_orders.c.id == order_id))).one_or_none()
+    return None if row is None else SagaSnapshot(**row._mapping)
+
+
+async def insert_saga(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    state: str,
+    deadline_at: datetime | None,
+    correlation_id: str,
+) -> None:
+    await session.execute(
+        insert(_sagas).values(
+            order_id=order_id,
+            state=state,
+            version=1,
+            attempt=0,
+            deadline_at=deadline_at,
+            correlation_id=correlation_id,
+        )
+    )
+
+
+async def transition(
+    session: AsyncSession,
+    current: SagaSnapshot,
+    *,
+    status: str,
+    rejection_reason: str | None,
+    state: str,
+    attempt: int,
+    deadline_at: datetime | None,
+) -> bool:
+    """Move the saga and its order on, in one statement, if nobody did since ``current``
+    was read (optimistic lock on the saga's version); False when somebody did: nothing is
+    written, and the caller reads again and decides again."""
+    moved = (
+        update(_sagas)
+        .where(_sagas.c.order_id == current.order_id, _sagas.c.version == current.version)
+        .values(
+            state=state,
+            version=current.version + 1,
+            attempt=attempt,
+            deadline_at=deadline_at,
+            updated_at=func.now(),
+        )
+        .returning(_sagas.c.order_id)
+        .cte("moved")
+    )
+    statement = (
+        update(_orders)
+        .where(_orders.c.id == select(moved.c.order_id).scalar_subquery())
+        .values(status=status, rejection_reason=rejection_reason, updated_at=func.now())
+        .returning(_orders.c.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def insert_steps(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
+    if steps:
+        await session.execute(insert(_steps), steps)

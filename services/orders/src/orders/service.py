@@ -6,15 +6,16 @@ saga, ask :func:`orders.saga.decide`, then :func:`_apply` the decision (status, 
 deadline, outgoing messages) in the caller's transaction.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from common.contracts import (
     Message,
@@ -29,7 +30,7 @@ from common.errors import Conflict, NotFound, Problem
 from common.logging import correlation_id_var, event_id_var
 from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
-from orders.models import Order, Saga, SagaStep
+from orders.models import Order
 from orders.saga import Action, Decision, OrderStatus, SagaState
 from orders.schemas import OrderCreate, OrderOut, SagaOut, SagaStepOut
 from orders.settings import Settings
@@ -95,14 +96,28 @@ async def place_order(
             raise Conflict("This Idempotency-Key was already used with a different request body.")
         return OrderOut.model_validate(existing), False
 
-    instance = Saga(
+    decision = saga.start()
+    current = repository.SagaSnapshot(
         order_id=created.id,
-        state=SagaState.AWAITING_CREDIT,
+        user_id=created.user_id,
+        status=created.status,
+        total_cents=created.total_cents,
+        rejection_reason=None,
+        created_at=created.created_at,
+        state=decision.state,
+        version=1,
         attempt=0,
+        deadline_at=_deadline(settings, decision),
         correlation_id=correlation_id_var.get() or str(created.id),
     )
-    session.add(instance)
-    await _apply(uow, settings, created, instance, saga.start())
+    await repository.insert_saga(
+        session,
+        created.id,
+        state=current.state,
+        deadline_at=current.deadline_at,
+        correlation_id=current.correlation_id,
+    )
+    await _record(uow, current, decision)
     return OrderOut.model_validate(created), True
 
 
@@ -157,36 +172,38 @@ async def handle_event(
 ) -> Decision | None:
     """Apply one saga event to an order; None when the order is unknown.
 
-    Each attempt runs in a savepoint, so losing the optimistic lock to a concurrent
-    transition rolls back only this attempt, which then re-reads and decides again.
+    Losing the optimistic lock to a concurrent transition writes nothing (the version check
+    is the attempt's first write), so the attempt simply reads again and decides again.
     """
     for _ in range(CONFLICT_RETRIES):
-        try:
-            async with uow.savepoint():
-                found = await repository.get_order_and_saga(uow.session, order_id)
-                if found is None:
-                    logger.warning("saga event for an unknown order", extra={"order_id": order_id})
-                    return None
-                order, instance = found
-                if isinstance(event, saga.DeadlinePassed) and not _is_overdue(instance):
-                    return None  # a reply or another timer moved it on meanwhile
-                decision = saga.decide(
-                    SagaState(instance.state),
-                    OrderStatus(order.status),
-                    order.rejection_reason,
-                    event,
-                    attempt=instance.attempt,
-                    max_resends=settings.saga_max_resends,
-                )
-                await _apply(uow, settings, order, instance, decision)
+        current = await repository.get_saga_snapshot(uow.session, order_id)
+        if current is None:
+            logger.warning("saga event for an unknown order", extra={"order_id": order_id})
+            return None
+        if isinstance(event, saga.DeadlinePassed) and not _is_overdue(current):
+            return None  # a reply or another timer moved it on meanwhile
+        decision = saga.decide(
+            SagaState(current.state),
+            OrderStatus(current.status),
+            current.rejection_reason,
+            event,
+            attempt=current.attempt,
+            max_resends=settings.saga_max_resends,
+        )
+        if await _apply(uow, settings, current, decision):
             return decision
-        except StaleDataError:
-            uow.session.expire_all()
     raise SagaBusy(f"Order {order_id} is changing right now; try again.")
 
 
-def _is_overdue(instance: Saga) -> bool:
-    return instance.deadline_at is not None and instance.deadline_at <= datetime.now(UTC)
+def _is_overdue(current: repository.SagaSnapshot) -> bool:
+    return current.deadline_at is not None and current.deadline_at <= datetime.now(UTC)
+
+
+def _deadline(settings: Settings, decision: Decision) -> datetime | None:
+    if decision.state is SagaState.SETTLED:
+        return None
+    seconds = _timeout(settings, decision.state, decision.attempt)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 def _timeout(settings: Settings, state: SagaState, attempt: int) -> float:
@@ -200,24 +217,26 @@ def _timeout(settings: Settings, state: SagaState, attempt: int) -> float:
     return min(base * settings.saga_resend_backoff**attempt, settings.saga_max_timeout_seconds)
 
 
-def _message(action: Action, order: Order) -> Message:
+def _message(action: Action, order: repository.SagaSnapshot) -> Message:
     match action:
         case Action.RESERVE_CREDIT:
             return ReserveCredit(
-                order_id=order.id, user_id=order.user_id, amount_cents=order.total_cents
+                order_id=order.order_id, user_id=order.user_id, amount_cents=order.total_cents
             )
         case Action.RELEASE_CREDIT:
-            return ReleaseCredit(order_id=order.id, user_id=order.user_id)
+            return ReleaseCredit(order_id=order.order_id, user_id=order.user_id)
         case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.APPROVED:
             return OrderApproved(
-                order_id=order.id, user_id=order.user_id, total_cents=order.total_cents
+                order_id=order.order_id, user_id=order.user_id, total_cents=order.total_cents
             )
         case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.REJECTED:
             return OrderRejected(
-                order_id=order.id, user_id=order.user_id, reason=order.rejection_reason or ""
+                order_id=order.order_id,
+                user_id=order.user_id,
+                reason=order.rejection_reason or "",
             )
         case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.CANCELLED:
-            return OrderCancelled(order_id=order.id, user_id=order.user_id)
+            return OrderCancelled(order_id=order.order_id, user_id=order.user_id)
     raise AssertionError(f"no message for {action} on a {order.status} order")
 
 
@@ -230,62 +249,100 @@ ACTION_STEP = {
 
 
 def _record_message(
-    steps: list[SagaStep], action: Action, message_id: uuid.UUID, message_type: str
+    steps: list[dict[str, Any]], action: Action, message_id: uuid.UUID, message_type: str
 ) -> None:
     """Note a sent message's id on its step (or the decision's first free step)."""
-    free = [step for step in steps if step.message_id is None]
-    named = [step for step in free if step.name == ACTION_STEP[action]]
+    free = [step for step in steps if step["message_id"] is None]
+    named = [step for step in free if step["name"] == ACTION_STEP[action]]
     if not free:
         return
     target = named[0] if named else free[0]
-    target.message_id = message_id
-    target.message_type = message_type
+    target["message_id"] = message_id
+    target["message_type"] = message_type
 
 
 async def _apply(
-    uow: UnitOfWork, settings: Settings, order: Order, instance: Saga, decision: Decision
+    uow: UnitOfWork,
+    settings: Settings,
+    current: repository.SagaSnapshot,
+    decision: Decision,
+) -> bool:
+    """Write a decision; False when a concurrent transition won (then nothing is written).
+
+    A decision that changes neither the order nor the saga (a duplicate or late reply) only
+    adds to the history: no version to check, no row to update.
+    """
+    after = dataclasses.replace(
+        current,
+        status=decision.order_status,
+        rejection_reason=decision.rejection_reason,
+        state=decision.state,
+        attempt=decision.attempt,
+        deadline_at=_deadline(settings, decision)
+        if decision.restart_deadline or decision.state is SagaState.SETTLED
+        else current.deadline_at,
+    )
+    changed = (after.status, after.rejection_reason, after.state, after.attempt) != (
+        current.status,
+        current.rejection_reason,
+        current.state,
+        current.attempt,
+    ) or after.deadline_at != current.deadline_at
+    if changed and not await repository.transition(
+        uow.session,
+        current,
+        status=after.status,
+        rejection_reason=after.rejection_reason,
+        state=after.state,
+        attempt=after.attempt,
+        deadline_at=after.deadline_at,
+    ):
+        return False
+    await _record(uow, after, decision, reached_outcome=after.status != current.status)
+    return True
+
+
+async def _record(
+    uow: UnitOfWork,
+    after: repository.SagaSnapshot,
+    decision: Decision,
+    *,
+    reached_outcome: bool = False,
 ) -> None:
-    """Write a decision: order status, saga state and deadline, history, outgoing messages."""
-    reached_outcome = decision.order_status in OUTCOMES and order.status != decision.order_status
-    order.status = decision.order_status
-    order.rejection_reason = decision.rejection_reason
-    instance.state = decision.state
-    instance.attempt = decision.attempt
-    if decision.state is SagaState.SETTLED:
-        instance.deadline_at = None
-    elif decision.restart_deadline:
-        seconds = _timeout(settings, decision.state, decision.attempt)
-        instance.deadline_at = datetime.now(UTC) + timedelta(seconds=seconds)
-    cause_id = event_id_var.get()  # the reply being handled, if any (the operator's timeline)
-    steps = [
-        SagaStep(
-            order_id=order.id,
-            name=step.name,
-            status=step.status,
-            detail=step.detail,
-            cause_id=cause_id,
-        )
+    """The decision's history and outgoing messages (each step notes the message it sent and
+    the reply it answered, for the operator's timeline); metrics and a log line."""
+    cause_id = event_id_var.get()  # the reply being handled, if any
+    steps: list[dict[str, Any]] = [
+        {
+            "order_id": after.order_id,
+            "name": step.name,
+            "status": step.status,
+            "detail": step.detail,
+            "cause_id": cause_id,
+            "message_id": None,
+            "message_type": None,
+        }
         for step in decision.steps
     ]
-    uow.session.add_all(steps)
     for action in decision.actions:
-        envelope = uow.publish(_message(action, order), correlation_id=instance.correlation_id)
+        envelope = uow.publish(_message(action, after), correlation_id=after.correlation_id)
         _record_message(steps, action, envelope.id, envelope.type)
-    await uow.session.flush()
-    if reached_outcome:
+    await repository.insert_steps(uow.session, steps)
+    if reached_outcome and decision.order_status in OUTCOMES:
         result = decision.order_status.lower()
         SAGA_OUTCOMES.labels(result, decision.rejection_reason or "").inc()
-        elapsed = (datetime.now(UTC) - order.created_at).total_seconds()
+        elapsed = (datetime.now(UTC) - after.created_at).total_seconds()
         SAGA_DURATION.labels(result).observe(elapsed)
-    logger.info(
-        "saga transition",
-        extra={
-            "order_id": str(order.id),
-            "order_status": order.status,
-            "saga_state": instance.state,
-            "steps": [f"{step.name}:{step.status}" for step in decision.steps],
-        },
-    )
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "saga transition",
+            extra={
+                "order_id": str(after.order_id),
+                "order_status": after.status,
+                "saga_state": after.state,
+                "steps": [f"{step.name}:{step.status}" for step in decision.steps],
+            },
+        )
 
 
 async def overdue_saga_ids(session: AsyncSession, limit: int = 200) -> list[uuid.UUID]:

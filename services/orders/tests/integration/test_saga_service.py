@@ -25,7 +25,8 @@ def order_of(*prices: int) -> OrderCreate:
 
 async def outbox_types(db: Database, order_id: uuid.UUID) -> list[str]:
     async with db.session() as session:
-        envelopes = (await session.execute(select(outbox.c.envelope))).scalars().all()
+        statement = select(outbox.c.envelope).order_by(outbox.c.id)
+        envelopes = (await session.execute(statement)).scalars().all()
     return [e["type"] for e in envelopes if e["payload"].get("order_id") == str(order_id)]
 
 
@@ -124,12 +125,23 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
     order = await place(orders_db, orders_settings, 100)
     async with orders_db.transaction() as slow:
         # `slow` read the saga (version 1)...
-        assert (await repository.get_order_and_saga(slow.session, order.id)) is not None
+        stale = await repository.get_saga_snapshot(slow.session, order.id)
+        assert stale is not None
+        assert stale.version == 1
         # ...while another process approved the order and committed (version 2).
         async with orders_db.transaction() as fast:
             await service.handle_event(fast, orders_settings, order.id, saga.CreditReserved())
-        # `slow` now cancels from its stale view: the UPDATE matches no row at version 1,
-        # the attempt rolls back to its savepoint, re-reads and decides on the fresh state.
+        # A transition from the stale view writes nothing: the version no longer matches.
+        assert not await repository.transition(
+            slow.session,
+            stale,
+            status="CANCELLING",
+            rejection_reason=None,
+            state="awaiting_release",
+            attempt=0,
+            deadline_at=None,
+        )
+        # So the event is decided again, on the fresh state.
         decision = await service.handle_event(
             slow, orders_settings, order.id, saga.CancelRequested()
         )

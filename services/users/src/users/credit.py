@@ -6,7 +6,6 @@ is stored, so a redelivered or replayed command gets the same answer and no seco
 """
 
 import logging
-from datetime import UTC, datetime
 from typing import cast
 
 from common.contracts import (
@@ -21,12 +20,12 @@ from common.contracts.users import RejectionReason
 from common.db import UnitOfWork
 from users import repository
 from users.cache import UserCache
-from users.models import CreditReservation
+from users.repository import Reservation
 
 logger = logging.getLogger(__name__)
 
 
-def _answer(reservation: CreditReservation) -> Message:
+def _answer(reservation: Reservation) -> Message:
     """The reply that matches what was already decided for this order."""
     if reservation.status == "active":
         return CreditReserved(
@@ -48,77 +47,67 @@ def _answer(reservation: CreditReservation) -> Message:
 
 
 async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCredit) -> Message:
-    session = uow.session
-    user = await repository.lock_user(session, command.user_id)
-    if user is None:
+    credit = await repository.lock_credit(uow.session, command.user_id, command.order_id)
+    if credit is None:
         reply: Message = CreditRejected(
             order_id=command.order_id, user_id=command.user_id, reason="user_not_found"
         )
-    elif (existing := await repository.get_reservation(session, command.order_id)) is not None:
-        reply = _answer(existing)
+    elif credit.reservation is not None:
+        reply = _answer(credit.reservation)
     else:
-        available = user.credit_limit_cents - await repository.reserved_cents(session, user.id)
-        reason = None
-        if user.status != "active":
+        reason: RejectionReason | None = None
+        if credit.status != "active":
             reason = "user_inactive"
-        elif command.amount_cents > available:
+        elif command.amount_cents > credit.credit_limit_cents - credit.reserved_cents:
             reason = "insufficient_credit"
-        reservation = CreditReservation(
-            user_id=user.id,
+        reservation = Reservation(
+            user_id=command.user_id,
             order_id=command.order_id,
             amount_cents=command.amount_cents,
             status="rejected" if reason else "active",
             rejection_reason=reason,
         )
-        session.add(reservation)
-        await session.flush()
-        cache.invalidate_after_commit(uow, user.id)
+        await repository.insert_reservation(uow.session, reservation)
+        if reason is None:
+            cache.invalidate_after_commit(uow, command.user_id)
         reply = _answer(reservation)
-    logger.info(
-        "credit reservation answered",
-        extra={
-            "order_id": str(command.order_id),
-            "user_id": str(command.user_id),
-            "amount_cents": command.amount_cents,
-            "answer": reply.TYPE,
-        },
-    )
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "credit reservation answered",
+            extra={
+                "order_id": str(command.order_id),
+                "user_id": str(command.user_id),
+                "amount_cents": command.amount_cents,
+                "answer": reply.TYPE,
+            },
+        )
     uow.publish(reply)
     return reply
 
 
 async def release_credit(uow: UnitOfWork, cache: UserCache, command: ReleaseCredit) -> Message:
-    session = uow.session
-    user = await repository.lock_user(session, command.user_id)
-    existing = await repository.get_reservation(session, command.order_id)
+    credit = await repository.lock_credit(uow.session, command.user_id, command.order_id)
+    existing = credit.reservation if credit is not None else None
     released_cents = 0
     if existing is not None and existing.status == "active":
         released_cents = existing.amount_cents
-        existing.status = "released"
-        existing.released_at = datetime.now(UTC)
+        await repository.release_reservation(uow.session, command.order_id)
         cache.invalidate_after_commit(uow, existing.user_id)
-    elif existing is None and user is not None:
+    elif existing is None and credit is not None:
         # Released before the reservation arrived: leave a tombstone so it never will.
-        session.add(
-            CreditReservation(
-                user_id=user.id,
-                order_id=command.order_id,
-                amount_cents=0,
-                status="released",
-                released_at=datetime.now(UTC),
-            )
-        )
-    await session.flush()
+        tombstone = Reservation(command.user_id, command.order_id, 0, "released", None)
+        await repository.insert_reservation(uow.session, tombstone)
     reply = CreditReleased(
         order_id=command.order_id, user_id=command.user_id, amount_cents=released_cents
     )
-    logger.info(
-        "credit released",
-        extra={
-            "order_id": str(command.order_id),
-            "user_id": str(command.user_id),
-            "released_cents": released_cents,
-        },
-    )
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "credit released",
+            extra={
+                "order_id": str(command.order_id),
+                "user_id": str(command.user_id),
+                "released_cents": released_cents,
+            },
+        )
     uow.publish(reply)
     return reply

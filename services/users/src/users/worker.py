@@ -1,8 +1,7 @@
 """The ``users-worker`` entry point: credit commands from the order saga, and the timer that
 announces registrations again until their welcome notification is confirmed."""
 
-from common.bus import Handler
-from common.contracts import Message
+from common.bus import Handlers
 from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
 from users import service
 from users.cache import UserCache
@@ -14,7 +13,7 @@ from users.settings import Settings
 def spec(settings: Settings) -> WorkerSpec:
     """The users worker, declared once: ``run()`` and the tests start this."""
 
-    def consumer_handlers(context: WorkerContext) -> dict[type[Message], Handler]:
+    def consumer_handlers(context: WorkerContext) -> Handlers:
         return handlers(UserCache(context.redis, settings.user_cache_ttl_seconds))
 
     async def announce_unwelcomed_again(context: WorkerContext) -> None:

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from common.bus import Outbox
-from common.db import Database, create_engine
-from common.redis import create_redis
+from common.db import Database
 from users import service
 from users.models import User, outbox
 from users.settings import Settings
+
+from ..conftest import WorkerClients, insert_user
 
 pytestmark = pytest.mark.integration
 
@@ -36,42 +36,24 @@ async def age_welcome(db: Database, user_id: uuid.UUID, seconds: float) -> None:
 
 
 async def test_an_unconfirmed_welcome_is_announced_again_until_confirmed(
-    users_settings: Settings,
+    worker: WorkerClients, users_settings: Settings
 ) -> None:
-    redis = create_redis(users_settings)
-    db = Database(
-        create_engine(users_settings), outbox=Outbox(redis, outbox, settings=users_settings)
-    )
-    try:
-        user_id = uuid.uuid4()
-        async with db.transaction() as uow:
-            uow.session.add(
-                User(
-                    id=user_id,
-                    email=f"{user_id}@example.com",
-                    name="Welcome",
-                    password_hash="-",
-                    credit_limit_cents=0,
-                )
-            )
-        sent = 0
-        timeout = users_settings.welcome_timeout_seconds
+    db = worker.database
+    user_id = await insert_user(db)  # inserted directly: nothing announced yet
+    timeout = users_settings.welcome_timeout_seconds
 
-        async with db.transaction() as uow:  # not due yet
-            await service.announce_unwelcomed_again(uow, timeout)
-        assert await announcements(db, user_id) == sent
+    async with db.transaction() as uow:  # not due yet
+        await service.announce_unwelcomed_again(uow, timeout)
+    assert await announcements(db, user_id) == 0
 
-        await age_welcome(db, user_id, timeout + 1)
-        async with db.transaction() as uow:
-            await service.announce_unwelcomed_again(uow, timeout)
-        assert await announcements(db, user_id) == sent + 1
+    await age_welcome(db, user_id, timeout + 1)
+    async with db.transaction() as uow:
+        await service.announce_unwelcomed_again(uow, timeout)
+    assert await announcements(db, user_id) == 1
 
-        async with db.transaction() as uow:
-            await service.welcome_recorded(uow, user_id)
-        await age_welcome(db, user_id, timeout + 1)
-        async with db.transaction() as uow:
-            await service.announce_unwelcomed_again(uow, timeout)
-        assert await announcements(db, user_id) == sent + 1
-    finally:
-        await db.dispose()
-        await redis.aclose()
+    async with db.transaction() as uow:
+        await service.welcome_recorded(uow, user_id)
+    await age_welcome(db, user_id, timeout + 1)
+    async with db.transaction() as uow:
+        await service.announce_unwelcomed_again(uow, timeout)
+    assert await announcements(db, user_id) == 1  # confirmed: never again

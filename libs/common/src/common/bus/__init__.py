@@ -10,7 +10,7 @@ What a service uses:
 See DESIGN.md section 3 for the guarantees and the traps this package designs out.
 """
 
-from common.bus.consumer import Consumer, Handler
+from common.bus.consumer import Consumer, Handler, Handlers, Only
 from common.bus.deadletters import DeadLetter, list_dead_letters, replay
 from common.bus.envelope import Envelope, UnknownMessageType, WrongMessageType
 from common.bus.inbox import add_inbox_table
@@ -23,6 +23,8 @@ __all__ = [
     "DeadLetter",
     "Envelope",
     "Handler",
+    "Handlers",
+    "Only",
     "Outbox",
     "Outgoing",
     "Periodic",

@@ -100,9 +100,24 @@ def _jittered(seconds: float) -> float:
 
 
 @dataclass(frozen=True)
+class Only:
+    """A handler for the messages of a type that ``wanted`` accepts; the others are
+    acknowledged as they are read, with no transaction (e.g. the users service wants only
+    the welcome's NotificationRecorded, not every order's)."""
+
+    wanted: Callable[[Any], bool]
+    handler: Handler
+
+
+Handlers = Mapping[type[Message], Handler | Only]
+"""A consumer group's handlers: message type -> handler (or :class:`Only` some of them)."""
+
+
+@dataclass(frozen=True)
 class _Route:
     message_type: type[Message]
     handler: Handler
+    wanted: Callable[[Any], bool] | None = None
 
 
 class Entry(NamedTuple):
@@ -136,7 +151,7 @@ class Consumer:
         redis: Redis,
         *,
         group: str,
-        handlers: Mapping[type[Message], Handler],
+        handlers: Handlers,
         inbox_table: Table,
         settings: ServiceSettings,
         consumer_name: str | None = None,
@@ -157,6 +172,7 @@ class Consumer:
         self.block_ms = settings.bus_block_ms
         self.batch_size = settings.bus_batch_size
         self.concurrency = settings.bus_concurrency
+        self._batch_slots = asyncio.Semaphore(settings.bus_batches_in_flight)
         self.max_attempts = settings.bus_max_attempts
         self.reclaim_idle_ms = settings.bus_reclaim_idle_ms
         self.delete_idle_ms = settings.bus_consumer_delete_idle_ms
@@ -164,7 +180,12 @@ class Consumer:
         self.retry_base_seconds = settings.bus_retry_base_seconds
         self.retry_max_seconds = settings.bus_retry_max_seconds
         self.pause_max_seconds = settings.bus_pause_max_seconds
-        self._routes = {cls.TYPE: _Route(cls, handler) for cls, handler in handlers.items()}
+        self._routes = {
+            cls.TYPE: _Route(cls, handler.handler, handler.wanted)
+            if isinstance(handler, Only)
+            else _Route(cls, handler)
+            for cls, handler in handlers.items()
+        }
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
@@ -279,12 +300,13 @@ class Consumer:
                     continue
                 cursors[key] = entries[-1][0]
                 counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-                self._dispatch(
+                await self._dispatch(
                     [Entry(key, e_id, fields, counts.get(e_id, 1)) for e_id, fields in entries]
                 )
 
     async def _read_new(self) -> None:
         await self._wait_for_capacity()
+        await self._wait_for_a_batch_slot()
         if self._stopping.is_set():
             return
         response = await self.redis.xreadgroup(
@@ -294,7 +316,7 @@ class Consumer:
             count=self._read_count(),
             block=self.block_ms,
         )
-        self._dispatch(
+        await self._dispatch(
             [
                 Entry(key, entry_id, fields, 1)
                 for key, entries in _stream_entries(response)
@@ -328,21 +350,34 @@ class Consumer:
                 counts[text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
-    def _dispatch(self, entries: list[Entry]) -> None:
-        """Handle entries read together as one batch, in one task (one unit of work)."""
+    async def _dispatch(self, entries: list[Entry]) -> None:
+        """Handle entries read together as one batch, in one task (one unit of work).
+
+        At most ``bus_batches_in_flight`` batches run at once (each holds a pooled
+        connection): while they are all busy, entries wait in the stream, and the next read
+        takes up to ``bus_batch_size`` of them at once. So batches grow with the load.
+        """
         batch = [entry for entry in entries if (entry.key, entry.entry_id) not in self._in_flight]
         if not batch:
             return
+        await self._batch_slots.acquire()
         task = asyncio.create_task(self._process(batch))
         idents = [(entry.key, entry.entry_id) for entry in batch]
         for ident in idents:
             self._in_flight[ident] = task
 
         def finished(_: "asyncio.Task[None]") -> None:
+            self._batch_slots.release()
             for ident in idents:
                 self._in_flight.pop(ident, None)
 
         task.add_done_callback(finished)
+
+    async def _wait_for_a_batch_slot(self) -> None:
+        """Read nothing while every batch slot is busy: what waits in the stream is read
+        later, as a bigger batch (and stays claimable by other consumers meanwhile)."""
+        async with self._batch_slots:
+            pass
 
     # -- handling ---------------------------------------------------------------------------
 
@@ -507,6 +542,9 @@ class Consumer:
                 f"invalid payload: {exc}",
                 envelope.to_json(),
             )
+            return None
+        if route.wanted is not None and not route.wanted(message):
+            await self.redis.xack(key, self.group, entry_id)  # not for this group's handler
             return None
         return _Ready(key, entry_id, deliveries, envelope, route, message)
 
@@ -724,7 +762,7 @@ class Consumer:
                 if entry_id is not None and (key, text(entry_id)) not in self._in_flight
             ]
             counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
-            self._dispatch(
+            await self._dispatch(
                 [Entry(key, e_id, fields, counts.get(e_id, 2)) for e_id, fields in entries]
             )
             claimed += len(entries)

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,7 @@ class Outbox:
         self.batch_size = settings.outbox_batch_size
         self.sweep_interval_seconds = settings.outbox_sweep_interval_seconds
         self.sweep_grace = timedelta(seconds=settings.outbox_sweep_grace_seconds)
+        self.delete_delay_seconds = settings.outbox_delete_delay_seconds
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
         # The envelope goes in as the JSON text made once for XADD, cast by Postgres.
         self._insert = (
@@ -216,18 +218,26 @@ class Outbox:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
+        """Delete what was sent when woken, ``outbox_delete_delay_seconds`` later so that many
+        commits' rows go in one DELETE; sweep every ``outbox_sweep_interval_seconds``; a last
+        full pass at stop."""
+        next_sweep = time.monotonic()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.sweep_interval_seconds):
+                async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
                     await self._wake.wait()
+                    if not self._stopping:
+                        await asyncio.sleep(self.delete_delay_seconds)
             self._wake.clear()
-            await self._pass_logged(sweep_all=False)
-        await self._pass_logged(sweep_all=True)
+            await self._logged(self.delete_sent())
+            if time.monotonic() >= next_sweep:
+                await self._logged(self.sweep(older_than=self.sweep_grace))
+                next_sweep = time.monotonic() + self.sweep_interval_seconds
+        await self._logged(self.flush())
 
-    async def _pass_logged(self, *, sweep_all: bool) -> None:
+    async def _logged(self, step: Awaitable[int]) -> None:
         try:
-            await self.delete_sent()
-            await self.sweep(older_than=timedelta(0) if sweep_all else self.sweep_grace)
+            await step
         except Exception:
             logger.exception("outbox pass failed; the rows stay and are retried")
 

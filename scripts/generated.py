@@ -1,0 +1,18 @@
+"""Documents generated from the code (`make events`), and the staleness check `make lint` runs."""
+
+from pathlib import Path
+
+from common.contracts import ALL_MESSAGES
+
+
+def write_or_check(path: Path, text: str, argv: list[str]) -> int:
+    """Write ``text`` to ``path``; with ``--check`` in ``argv``, only say whether it is stale."""
+    if "--check" in argv:
+        if not path.exists() or path.read_text() != text:
+            print(f"{path} is stale: run `make events`")
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text)
+    print(f"wrote {path} ({len(ALL_MESSAGES)} message types)")
+    return 0
