@@ -1,9 +1,9 @@
 """Reads that may lag go to a Postgres streaming replica (``database_replica_url``).
 
-Which reads: lists and histories (``GET /orders``, ``GET /orders/{id}/saga``,
-``GET /notifications``, the operator's lists), through the :data:`LaggingSession`
-dependency. A single order, anything a unit of work reads, and every write stay on the
-primary. Without a replica setting, :data:`LaggingSession` is a primary session.
+Which reads: lists (``GET /orders``, ``GET /notifications``, a webhook's delivery history,
+the operator's saga list), through the :data:`LaggingSession` dependency. A single order
+and its saga (clients read the two together), anything a unit of work reads, and every
+write stay on the primary. Without a replica setting, :data:`LaggingSession` is a primary session.
 
 Read-your-writes: a client that has just written must see its write. Every successful
 write request of an authenticated caller (a non-GET answered below 400) leaves a marker in

@@ -72,9 +72,12 @@ async def get_order(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -
 
 
 @router.get("/{order_id}/saga", response_model=SagaOut, dependencies=[READ_LIMIT])
-async def get_saga(order_id: uuid.UUID, caller: CurrentUser, session: LaggingSession) -> SagaOut:
-    """The saga's history; may lag like the lists (common.replica)."""
-    return await service.get_saga(session, caller.id, order_id)
+async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> SagaOut:
+    """The saga's history, from the primary like the order itself: clients read the two
+    together, and a lagging history next to a fresh order shows states that never coexisted
+    (an order REJECTED while its saga still awaits credit). Lists go to the replica."""
+    async with db.session() as session:
+        return await service.get_saga(session, caller.id, order_id)
 
 
 @router.post(
