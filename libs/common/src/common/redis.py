@@ -86,12 +86,17 @@ def create_cluster(settings: ServiceSettings) -> Redis:
 def cluster_options() -> dict[str, Any]:
     """Options every cluster client gets (ours and the rate limiter's).
 
-    Maintenance notifications off: they are for managed Redis offerings that announce
-    migrations; with them on (``"auto"``), redis-py 8's per-connection handshake races a
-    concurrent reconnect under load (``'NoneType' object has no attribute 'writelines'``,
-    seen as 500s in `make e2e-cluster` with two replicas of each process).
+    RESP2 and maintenance notifications off: those notifications (RESP3 only) are for
+    managed Redis offerings that announce migrations, and redis-py 8's per-connection
+    handshake for them races a concurrent reconnect under load (``'NoneType' object has no
+    attribute 'writelines'``, seen as 500s in `make e2e-cluster` while a primary failed
+    over). Disabling them in the config alone did not reach every node connection; RESP2
+    skips the handshake altogether. The bus parses both reply shapes.
     """
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+    return {
+        "protocol": 2,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
 
 
 def is_cluster(redis: Redis) -> bool:
