@@ -39,7 +39,7 @@ with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
-	docker-e2e
+	docker-e2e e2e-cluster
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -133,6 +133,9 @@ soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (
 
 docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
 	@bash scripts/docker/e2e.sh
+
+e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
+	@$(RUN) python scripts/e2e_cluster.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

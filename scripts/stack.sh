@@ -11,6 +11,12 @@
 # for `bench/run.sh`.
 # Docker mode: COMPOSE_FILE (colon-separated, default deploy/compose.yaml) adds override files
 # (`make docker-e2e` adds deploy/compose.e2e.yaml); VOLUMES=1 makes `down` drop the volumes.
+#
+# REPLICAS=n (local mode, default 1): n of every process. The n APIs of a service share its
+# port (SO_REUSEPORT: the kernel spreads connections over them, one entry point per service);
+# worker slot k > 1 is `<service>-worker-k`, with its own /healthz port (+10 per slot) and a
+# stable consumer name, `<service>-worker-k`, so a restarted slot re-reads its own pending
+# entries. REDIS_CLUSTER_NODES and DATABASE_REPLICA_URL, when set, go to every service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -66,7 +72,15 @@ REDIS_URL=${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB}
 RUN_DIR=${RUN_DIR:-$ROOT/.run/$STACK}
 VENV=$ROOT/.venv
 SERVICES=(users orders notifications)
-PROCESSES=(users-api users-worker orders-api orders-worker notifications-api notifications-worker)
+REPLICAS=${REPLICAS:-1}
+[[ $REPLICAS =~ ^[1-9]$ ]] || { echo "error: REPLICAS is 1..9, not $REPLICAS" >&2; exit 1; }
+PROCESSES=()
+for slot in $(seq 1 "$REPLICAS"); do
+  suffix=""; ((slot == 1)) || suffix="-$slot"  # slot 1 keeps the plain names (make kill NAME=...)
+  for process in users-api users-worker orders-api orders-worker notifications-api notifications-worker; do
+    PROCESSES+=("$process$suffix")
+  done
+done
 MODE_FILE=$RUN_DIR/mode
 COMPOSE_ENV=$RUN_DIR/compose.env  # docker mode: COMPOSE_FILE and the base images it was built on
 IMAGES_ENV=$ROOT/.run/docker/images.env  # scripts/docker/standins.sh: pinned images or stand-ins
@@ -103,7 +117,20 @@ export_service_env() {
     prefix=${service^^}
     export "${prefix}_DATABASE_URL=$DATABASE_URL" "${prefix}_REDIS_URL=$REDIS_URL"
     export "${prefix}_PORT=$(port_of "$service")" "${prefix}_WORKER_PORT=$(port_of "$service" worker)"
+    if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then export "${prefix}_REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"; fi
+    if [[ -n ${DATABASE_REPLICA_URL:-} ]]; then export "${prefix}_DATABASE_REPLICA_URL=$DATABASE_REPLICA_URL"; fi
   done
+}
+
+slot_environment() {  # slot_environment PROCESS: supervisord's environment= for one slot
+  local base=${1%-[2-9]} slot=1 service prefix
+  [[ $1 == "$base" ]] || slot=${1##*-}
+  service=${base%-*} prefix=${service^^}
+  if [[ $base == *-worker ]]; then
+    echo "${prefix}_CONSUMER_NAME=\"$1\",${prefix}_WORKER_PORT=\"$(($(port_of "$service" worker) + 10 * (slot - 1)))\""
+  elif ((REPLICAS > 1)); then
+    echo "${prefix}_REUSE_PORT=\"true\""
+  fi
 }
 
 answers() { "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('$1', $2), 2)" 2>/dev/null; }
@@ -160,7 +187,8 @@ CONF
       cat <<CONF
 
 [program:$process]
-command=$VENV/bin/$process
+command=$VENV/bin/${process%-[2-9]}
+environment=$(slot_environment "$process")
 directory=$ROOT
 autorestart=false
 startsecs=1
@@ -189,7 +217,9 @@ probes() {  # what must answer before the stack counts as up: every API and ever
   local service
   for service in "${SERVICES[@]}"; do
     echo "http://127.0.0.1:$(port_of "$service")/readyz"
-    echo "http://127.0.0.1:$(port_of "$service" worker)/healthz"
+    for slot in $(seq 1 "$REPLICAS"); do
+      echo "http://127.0.0.1:$(($(port_of "$service" worker) + 10 * (slot - 1)))/healthz"
+    done
   done
 }
 
@@ -349,6 +379,8 @@ case "$(mode):$command" in
   local:stop)     ctl stop "${1:?NAME=<process>}" ;;  # graceful: SIGTERM, in-flight work finishes
   local:urls)     urls ;;
   *:check-invariants) "$VENV/bin/python" scripts/check_invariants.py "$DATABASE_URL" ;;
-  *:dead-letters) "$VENV/bin/python" -m common.bus --redis-url "$REDIS_URL" "$@" ;;
+  *:dead-letters)
+    if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then "$VENV/bin/python" -m common.bus --cluster-nodes "$REDIS_CLUSTER_NODES" "$@"
+    else "$VENV/bin/python" -m common.bus --redis-url "$REDIS_URL" "$@"; fi ;;
   *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|dead-letters list|replay|urls" ;;
 esac

@@ -32,6 +32,16 @@ WORKER_URLS = {
     service: os.environ.get(f"{service.upper()}_WORKER_URL", f"http://127.0.0.1:{port}")
     for service, port in (("users", 9001), ("orders", 9002), ("notifications", 9003))
 }
+# REPLICAS=n stacks (scripts/stack.sh) run n of every process: worker slot k > 1 is
+# `<service>-worker-k`, with its /metrics on the slot 1 port + 10 * (k - 1).
+REPLICAS = int(os.environ.get("REPLICAS", "1"))
+WORKER_SLOT_URLS = {
+    service: [
+        url.rsplit(":", 1)[0] + f":{int(url.rsplit(':', 1)[1]) + 10 * slot}"
+        for slot in range(REPLICAS)
+    ]
+    for service, url in WORKER_URLS.items()
+}
 TIMEOUT = httpx.Timeout(10.0)
 T = TypeVar("T")
 
@@ -49,6 +59,11 @@ class Stack:
             pytest.skip("STACK_CONTROL=0: this stack's processes are not ours to kill")
         command = [str(ROOT / "scripts" / "stack.sh"), verb, process]
         subprocess.run(command, check=True, timeout=60)  # noqa: S603 - our own script
+
+    def control_every(self, verb: str, process: str) -> None:
+        """``control`` on every slot of ``process`` (all its replicas: REPLICAS=n)."""
+        for slot in range(1, REPLICAS + 1):
+            self.control(verb, process if slot == 1 else f"{process}-{slot}")
 
 
 @dataclass

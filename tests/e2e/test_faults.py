@@ -17,7 +17,7 @@ OUTCOME_KIND = {"APPROVED": "order_approved", "REJECTED": "order_rejected"}
 
 async def test_orders_worker_killed_after_reserve_credit_was_sent(stack: Stack):
     customer = await sign_up(stack, credit_limit_cents=10_000)
-    stack.control("kill", "orders-worker")
+    stack.control_every("kill", "orders-worker")
     try:
         placed = await place(stack, customer, 4_000)
         # ReserveCredit went out (the API's outbox relay sent it) and users acted on it...
@@ -26,7 +26,7 @@ async def test_orders_worker_killed_after_reserve_credit_was_sent(stack: Stack):
         # ...but nobody in orders has heard the reply yet.
         assert saga.json()["state"] == "awaiting_credit"
     finally:
-        stack.control("start", "orders-worker")
+        stack.control_every("start", "orders-worker")
 
     order = await settled(stack, customer, placed["id"], timeout=30)
     assert order["status"] == "APPROVED"
@@ -68,7 +68,7 @@ async def test_notifications_worker_stopped_then_started_delivers_each_notice_on
 
 async def test_a_reply_after_the_deadline_is_compensated(stack: Stack):
     customer = await sign_up(stack, credit_limit_cents=10_000)
-    stack.control("kill", "users-worker")
+    stack.control_every("kill", "users-worker")
     try:
         placed = await place(stack, customer, 2_500)
 
@@ -85,7 +85,7 @@ async def test_a_reply_after_the_deadline_is_compensated(stack: Stack):
         resent = [s for s in order["saga"]["steps"] if s["status"] == "resent"]
         assert len(resent) >= 1
     finally:
-        stack.control("start", "users-worker")
+        stack.control_every("start", "users-worker")
 
     # The users worker now handles ReserveCredit late, then the compensating ReleaseCredit:
     # whichever order they run in, no credit stays held for a rejected order, and the

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from .conftest import ROOT, WORKER_URLS, Stack, eventually, place, settled, sign_up
+from .conftest import ROOT, WORKER_SLOT_URLS, Stack, eventually, place, settled, sign_up
 
 
 def stack_logs() -> list[dict[str, object]]:
@@ -57,8 +57,10 @@ async def test_metrics_cover_requests_bus_and_saga(stack: Stack):
     assert "http_request_duration_seconds_bucket" in api
 
     async with httpx.AsyncClient(timeout=10) as client:
+        # Every replica's metrics of a worker, together: any of them may have done the work.
         workers = {
-            name: (await client.get(f"{url}/metrics")).text for name, url in WORKER_URLS.items()
+            name: "".join([(await client.get(f"{url}/metrics")).text for url in urls])
+            for name, urls in WORKER_SLOT_URLS.items()
         }
     assert 'saga_outcomes_total{reason="",result="approved"}' in workers["orders"]
     assert "saga_duration_seconds_bucket" in workers["orders"]

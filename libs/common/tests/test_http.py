@@ -9,10 +9,12 @@ import pytest
 from fastapi import APIRouter
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
+from redis.asyncio.connection import Connection
 
 from common.http import DatabaseDep, create_service_app
 from common.settings import ServiceSettings
 from common.testing.plugin import asgi_client
+from common.unavailable import is_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +159,18 @@ async def test_past_capacity_a_request_is_refused_at_once_with_retry_after(
         release.set()
         assert (await first).status_code == 200
         assert (await client.get("/slow")).status_code == 200  # capacity is back
+
+
+def test_a_redis_connection_torn_down_mid_send_counts_as_unavailable() -> None:
+    """What redis-py raises when a cluster fail-over closes a connection under a send."""
+    connection = Connection()  # never connected: its writer is None, as after a teardown
+
+    async def send() -> None:
+        await connection._send_packed_command([b"PING"])
+
+    with pytest.raises(AttributeError) as torn_down:
+        asyncio.run(send())
+    assert is_unavailable(torn_down.value)
+    with pytest.raises(AttributeError) as bug:
+        raise AttributeError("an application bug, not Redis")
+    assert not is_unavailable(bug.value)

@@ -1,4 +1,6 @@
-"""Rate limits: shared through Redis, per user or per address, 429 problem with headers."""
+"""Rate limits: shared through Redis, per user or per address, 429 problem with headers.
+
+Every test runs on a single Redis and on a Redis Cluster (``redis_target``)."""
 
 import asyncio
 import inspect
@@ -11,13 +13,13 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
-from redis.asyncio import Redis
 
 from common.auth import CurrentUser, create_session
 from common.http import create_service_app, serve
 from common.ratelimit import READ_LIMIT, client_address
+from common.redis import create_redis
 from common.settings import ServiceSettings
-from common.testing.plugin import asgi_client
+from common.testing.plugin import RedisTarget, asgi_client
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +36,18 @@ async def mine(caller: CurrentUser) -> dict[str, str]:
     return {"user": str(caller.id)}
 
 
-def settings_for(database_url: str, redis_url: str, read_limit: str) -> ServiceSettings:
+def settings_for(target: RedisTarget, read_limit: str) -> ServiceSettings:
     return ServiceSettings(
         service_name=f"ratelimit-{uuid.uuid4().hex[:8]}",  # a fresh namespace per app
-        database_url=database_url,
-        redis_url=redis_url,
+        database_url=target.database_url,
+        **target.settings(),
         rate_limit_read=read_limit,
     )
 
 
 @pytest.fixture
-async def client(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_app(
-        settings_for(database_url, redis_url, "3/second"), title="t", routers=[router]
-    )
+async def client(redis_target: RedisTarget) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_service_app(settings_for(redis_target, "3/second"), title="t", routers=[router])
     async with asgi_client(app) as client:
         yield client
 
@@ -80,12 +80,12 @@ async def test_the_limit_resets_after_its_window(client: httpx.AsyncClient):
 
 
 async def test_users_are_counted_apart_from_each_other_and_from_anonymous_callers(
-    database_url: str, redis_url: str
+    redis_target: RedisTarget,
 ):
-    settings = settings_for(database_url, redis_url, "2/minute")
+    settings = settings_for(redis_target, "2/minute")
     app = create_service_app(settings, title="t", routers=[router])
     async with asgi_client(app) as client:
-        redis = Redis.from_url(redis_url)
+        redis = create_redis(settings)
         alice = await create_session(redis, uuid.uuid4(), 60)
         bob = await create_session(redis, uuid.uuid4(), 60)
         await redis.aclose()
@@ -106,8 +106,8 @@ async def test_users_are_counted_apart_from_each_other_and_from_anonymous_caller
     assert anonymous == 200
 
 
-async def test_replicas_share_one_limit(database_url: str, redis_url: str):
-    settings = settings_for(database_url, redis_url, "2/minute")
+async def test_replicas_share_one_limit(redis_target: RedisTarget):
+    settings = settings_for(redis_target, "2/minute")
     first = create_service_app(settings, title="a", routers=[router])
     second = create_service_app(settings, title="b", routers=[router])
     async with asgi_client(first) as one, asgi_client(second) as two:
@@ -136,17 +136,17 @@ async def client_from(app: FastAPI, peer: str) -> AsyncIterator[httpx.AsyncClien
         yield client
 
 
-def app_trusting(database_url: str, redis_url: str, trusted: str) -> FastAPI:
-    settings = settings_for(database_url, redis_url, "2/minute").model_copy(
+def app_trusting(target: RedisTarget, trusted: str) -> FastAPI:
+    settings = settings_for(target, "2/minute").model_copy(
         update={"trusted_proxies": ServiceSettings(trusted_proxies=trusted).trusted_proxies}
     )
     return create_service_app(settings, title="t", routers=[router])
 
 
 async def test_a_forged_forwarded_header_from_an_untrusted_peer_gets_no_fresh_bucket(
-    database_url: str, redis_url: str
+    redis_target: RedisTarget,
 ):
-    app = app_trusting(database_url, redis_url, "10.0.0.0/8")
+    app = app_trusting(redis_target, "10.0.0.0/8")
     async with client_from(app, "198.51.100.7") as client:
         codes = [
             (
@@ -158,9 +158,9 @@ async def test_a_forged_forwarded_header_from_an_untrusted_peer_gets_no_fresh_bu
 
 
 async def test_without_trusted_proxies_even_a_local_peer_is_not_believed(
-    database_url: str, redis_url: str
+    redis_target: RedisTarget,
 ):
-    settings = settings_for(database_url, redis_url, "2/minute")
+    settings = settings_for(redis_target, "2/minute")
     assert settings.trusted_proxies == ()
     app = create_service_app(settings, title="t", routers=[router])
     async with client_from(app, "127.0.0.1") as client:
@@ -172,9 +172,9 @@ async def test_without_trusted_proxies_even_a_local_peer_is_not_believed(
 
 
 async def test_a_trusted_proxy_gets_a_bucket_per_forwarded_client(
-    database_url: str, redis_url: str
+    redis_target: RedisTarget,
 ):
-    app = app_trusting(database_url, redis_url, "10.0.0.0/8, fd00::/8")
+    app = app_trusting(redis_target, "10.0.0.0/8, fd00::/8")
     async with client_from(app, "10.244.1.5") as proxy:
 
         async def via_proxy(forwarded: str) -> int:

@@ -32,7 +32,7 @@ from common.auth import create_session
 from common.bus import Outbox
 from common.db import Database, create_engine
 from common.redis import create_redis
-from common.testing.plugin import migrate
+from common.testing.plugin import RedisTarget, migrate
 from notifications import service
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
@@ -65,14 +65,14 @@ async def eventually(
 
 
 @pytest.fixture(scope="session")
-async def notifications_settings(database_url: str, redis_url: str) -> Settings:
-    await migrate(SERVICE_DIR, database_url)
+async def notifications_settings(redis_target: RedisTarget) -> Settings:
+    """Once on a single Redis, once on a Redis Cluster (``redis_target``)."""
+    await migrate(SERVICE_DIR, redis_target.database_url)
     # Tiny intervals keep the suite fast; tests that need other values copy these.
     return Settings(
-        database_url=database_url,
-        redis_url=redis_url,
+        database_url=redis_target.database_url,
+        **redis_target.settings(f"ntest-{uuid.uuid4().hex[:8]}:"),
         consumer_name="notifications-test",
-        bus_stream_prefix=f"ntest-{uuid.uuid4().hex[:8]}:",
         bus_block_ms=50,
         bus_reclaim_interval_seconds=0.2,
         bus_shutdown_timeout_seconds=5,

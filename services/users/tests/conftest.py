@@ -1,4 +1,5 @@
-"""Users tests run against a real Postgres database and Redis DB made for this run."""
+"""Users tests run against a real Postgres database and Redis DB made for this run, and again
+on a private Redis Cluster (``redis_target``)."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 from common.bus import Outbox
 from common.db import Database, create_engine
 from common.redis import create_redis
-from common.testing.plugin import asgi_client, migrate
+from common.testing.plugin import RedisTarget, asgi_client, migrate
 from users.main import create_app
 from users.models import User, outbox
 from users.settings import Settings
@@ -21,12 +22,13 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-async def users_settings(database_url: str, redis_url: str) -> Settings:
-    await migrate(SERVICE_DIR, database_url)
+async def users_settings(redis_target: RedisTarget) -> Settings:
+    """Once on a single Redis, once on a Redis Cluster (``redis_target``)."""
+    await migrate(SERVICE_DIR, redis_target.database_url)
     # Cheap Argon2 parameters keep the suite fast; production defaults are in Settings.
     return Settings(
-        database_url=database_url,
-        redis_url=redis_url,
+        database_url=redis_target.database_url,
+        **redis_target.settings(),
         argon2_time_cost=1,
         argon2_memory_kib=64,
     )

@@ -4,7 +4,8 @@ The users service issues a random token at login and stores ``session:<sha256(to
 -> user id with a TTL. Only the hash is stored, so a Redis dump leaks no usable token.
 Every service resolves the caller with :func:`current_user`; logout deletes the key, so the
 token stops working everywhere at once, and PUBLISHes the token's hash on
-:func:`revocation_channel`, so what a request checked once (an open event stream) ends too.
+:func:`revocation_channel` (SPUBLISH on a Redis Cluster), so what a request checked once (an
+open event stream) ends too.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from common.errors import Unauthorized
+from common.redis import publish, pubsub_namespace
 
 SESSION_KEY_PREFIX = "session:"
 REVOCATION_CHANNEL_PREFIX = "auth:revoked:"
@@ -55,17 +57,16 @@ async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> Issue
 def revocation_channel(redis: Redis) -> str:
     """Where logouts are announced (the token's hash). Pub/sub ignores database numbers, so the
     channel names the client's: stacks sharing a Redis server (dev, e2e, tests) stay apart."""
-    db = redis.connection_pool.connection_kwargs.get("db", 0)
-    return f"{REVOCATION_CHANNEL_PREFIX}{db}"
+    return f"{REVOCATION_CHANNEL_PREFIX}{pubsub_namespace(redis)}"
 
 
 async def revoke_session(redis: Redis, token_hash: str) -> None:
-    """End the session: the key goes (every later request is a 401) and the revocation is
-    announced (long-lived responses of that token, such as event streams, end at once)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(session_key(token_hash))
-        pipe.publish(revocation_channel(redis), token_hash)
-        await pipe.execute()
+    """End the session: the key goes (every later request is a 401), then the revocation is
+    announced (long-lived responses of that token, such as event streams, end at once).
+    Two round trips, not a pipeline: on a cluster the key and the channel are on different
+    shards, and the key must be gone before anyone acts on the announcement."""
+    await redis.delete(session_key(token_hash))
+    await publish(redis, revocation_channel(redis), token_hash)
 
 
 def _bearer_token(request: Request) -> str | None:

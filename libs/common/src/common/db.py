@@ -59,14 +59,21 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    """The process's one engine; pool sizes and timeouts come from settings."""
+def create_engine(
+    settings: ServiceSettings, *, url: str | None = None, pre_ping: bool = False
+) -> AsyncEngine:
+    """The process's one engine; pool sizes and timeouts come from settings.
+
+    ``url`` and ``pre_ping``: the read replica's engine (common.replica) uses the same
+    settings on another server, and pings each connection it hands out, so that a replica
+    gone down is noticed before a query and the read falls back to the primary.
+    """
     return create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        pool_pre_ping=False,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_pool_timeout_seconds,

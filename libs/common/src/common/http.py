@@ -8,6 +8,7 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
+from common.replica import RecentWriteMiddleware, Replica, create_replica_engine
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing, instrument_app
 
@@ -238,6 +240,10 @@ def create_service_app(
             else None
         )
         app.state.db = Database(create_engine(settings), outbox=outbox)
+        replica_engine = create_replica_engine(settings)
+        app.state.replica = replica_engine and Replica(
+            replica_engine, retry_seconds=settings.replica_retry_seconds
+        )
         app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
             async with AsyncExitStack() as stack:
@@ -249,9 +255,17 @@ def create_service_app(
         finally:
             await app.state.redis.aclose()
             await app.state.db.dispose()
+            if app.state.replica is not None:
+                await app.state.replica.dispose()
 
     app = FastAPI(title=title, lifespan=shared_lifespan)
     install_error_handlers(app)
+    if settings.database_replica_url:
+        app.add_middleware(
+            RecentWriteMiddleware,
+            service=settings.service_name,
+            seconds=settings.replica_stick_seconds,
+        )
     # Added last, so outermost of the two: a shed request still gets its X-Request-ID.
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
     app.add_middleware(RequestContextMiddleware)
@@ -262,6 +276,20 @@ def create_service_app(
     return app
 
 
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: several processes (``REPLICAS=n`` of one API)
+    listen on one port, and the kernel spreads new connections over them: one local entry
+    point per service, no proxy. A replica that dies stops getting connections at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
 def serve(app_factory: str, settings: ServiceSettings) -> None:
     """Run an API with uvicorn; SIGTERM lets in-flight requests finish first.
 
@@ -270,11 +298,14 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
     """
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
+    where: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    listener = shared_listener(settings.host, settings.port) if settings.reuse_port else None
+    if listener is not None:  # kept referenced: a collected socket would close its fd
+        where = {"fd": listener.fileno()}
     uvicorn.run(
         app_factory,
         factory=True,
-        host=settings.host,
-        port=settings.port,
+        **where,
         log_config=None,
         access_log=False,
         # Off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default

@@ -15,6 +15,8 @@ forwarded-header handling off (common.http.serve), so this is the only rule.
 
 The sliding-window-counter strategy is used: two counters per key, no burst of twice the
 limit at a window edge (as a fixed window allows), and cheaper than a moving-window log.
+On a Redis Cluster (``redis_cluster_nodes``) the library's cluster storage is used; it puts
+each key's two counters in one slot with a hash tag of its own.
 """
 
 import ipaddress
@@ -25,12 +27,12 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from common.auth import optional_user
 from common.errors import Problem
-from common.redis import retry_options
+from common.redis import cluster_options, retry_options
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,15 +55,8 @@ class RateLimiter:
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "RateLimiter":
-        storage = RedisStorage(
-            settings.redis_url.replace("redis://", "async+redis://", 1),
-            implementation="redispy",
-            key_prefix="ratelimit",
-            socket_timeout=settings.redis_timeout_seconds,
-            **retry_options(),  # the first check after a Redis restart must not fail
-        )
         return cls(
-            strategy=SlidingWindowCounterRateLimiter(storage),
+            strategy=SlidingWindowCounterRateLimiter(_storage(settings)),
             limits={
                 "auth": parse(settings.rate_limit_auth),
                 "read": parse(settings.rate_limit_read),
@@ -93,6 +88,26 @@ class RateLimiter:
                 "RateLimit-Reset": str(retry_after),
             },
         )
+
+
+def _storage(settings: ServiceSettings) -> RedisStorage:
+    if settings.redis_cluster_nodes:
+        auth = f":{settings.redis_cluster_password}@" if settings.redis_cluster_password else ""
+        return RedisClusterStorage(
+            f"async+redis+cluster://{auth}{settings.redis_cluster_nodes}",
+            implementation="redispy",
+            key_prefix="ratelimit",
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            **cluster_options(),
+        )
+    return RedisStorage(
+        settings.redis_url.replace("redis://", "async+redis://", 1),
+        implementation="redispy",
+        key_prefix="ratelimit",
+        socket_timeout=settings.redis_timeout_seconds,
+        **retry_options(),  # the first check after a Redis restart must not fail
+    )
 
 
 def _parse_address(text: str) -> IPAddress | None:

@@ -9,7 +9,7 @@ import ipaddress
 import socket
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,12 +26,25 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = Field(default=4, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    # A read replica (streaming replication) for reads that may lag: lists and histories.
+    # Empty: every read goes to the primary. See common.replica.
+    database_replica_url: str = ""
+    # After a client's write, its reads go to the primary this long (read-your-writes).
+    replica_stick_seconds: float = Field(default=5.0, ge=0)
+    # A replica that failed is not tried again for this long (reads go to the primary).
+    replica_retry_seconds: float = Field(default=5.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A Redis Cluster instead of redis_url: seed nodes "host:port,host:port" (the client
+    # discovers the rest). See common.redis.
+    redis_cluster_nodes: str = ""
+    redis_cluster_password: str = ""
     redis_max_connections: int = Field(default=50, ge=1)
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Listen with SO_REUSEPORT, so that several API processes share the port (REPLICAS=n).
+    reuse_port: bool = False
     worker_port: int = Field(default=9000, ge=1, le=65535)
     # Requests one API process serves at once; beyond, a 503 with Retry-After (load shedding).
     http_max_in_flight: int = Field(default=64, ge=1, le=100_000)
@@ -40,7 +53,10 @@ class ServiceSettings(BaseSettings):
     consumer_name: str = Field(default_factory=socket.gethostname)
 
     # The event bus (common.bus). Intervals are settings so tests can make them tiny.
-    bus_stream_prefix: str = "bus:"  # every bus key starts with it: "bus:users.events"
+    # Every bus key starts with it: "bus:users.events". On a Redis Cluster it must carry a
+    # hash tag ("{bus}:", the default there), so that every stream and the dead letters
+    # share one slot: XREADGROUP over a service's streams and the dead-letter MULTI need it.
+    bus_stream_prefix: str = "bus:"
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
     # Entries in flight at once, in at most bus_batches_in_flight batches (each holds one
@@ -89,3 +105,31 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _bus_keys_share_a_slot_on_a_cluster(self) -> "ServiceSettings":
+        """On a cluster, the untagged default prefix ``bus:`` becomes ``{bus}:``; another
+        prefix without a hash tag is refused (its keys would spread over slots)."""
+        if self.redis_cluster_nodes and not _has_hash_tag(self.bus_stream_prefix):
+            if self.bus_stream_prefix != "bus:":
+                raise ValueError(
+                    "bus_stream_prefix needs a hash tag on a Redis Cluster, e.g. '{bus}:'"
+                )
+            self.bus_stream_prefix = "{bus}:"
+        return self
+
+
+def _has_hash_tag(prefix: str) -> bool:
+    opening = prefix.find("{")
+    return opening >= 0 and prefix.find("}", opening + 2) > opening
+
+
+def cluster_nodes(spec: str) -> list[tuple[str, int]]:
+    """``"host:port,host:port"`` as ``[(host, port)]``."""
+    nodes = []
+    for item in spec.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a cluster node is host:port, not {item!r}")
+        nodes.append((host, int(port)))
+    return nodes

@@ -10,6 +10,7 @@ Drivers report the same outage in many shapes, and wrap each other's exceptions
 """
 
 import asyncio
+import traceback
 from collections.abc import Iterator
 
 import asyncpg
@@ -57,6 +58,21 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(inner)
 
 
+def _redis_connection_torn_down(exc: BaseException) -> bool:
+    """A pooled Redis connection closed under a command in flight.
+
+    During a Redis Cluster fail-over, redis-py (8.x) drops every connection of the failed
+    node and re-reads the slot map while other tasks are still sending on them; the send
+    then fails inside its connection code with ``RuntimeError: ... handler is closed``
+    (uvloop) or ``AttributeError`` on the writer it just lost, not with a ConnectionError.
+    For a client this is the same as a reset connection: 503, retry.
+    """
+    if not isinstance(exc, (RuntimeError, AttributeError)):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]  # the send, then the event loop's
+    return any(frame.filename.endswith("redis/asyncio/connection.py") for frame in frames)
+
+
 def _sqlstate(exc: BaseException) -> str:
     return str(getattr(exc, "sqlstate", "") or getattr(exc, "pgcode", "") or "")
 
@@ -71,6 +87,8 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(error, DBAPIError) and error.connection_invalidated:
             return True
         if _sqlstate(error).startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        if _redis_connection_torn_down(error):
             return True
     return False
 

@@ -79,6 +79,13 @@ class Harness:
         return self.settings.bus_stream_prefix
 
     @property
+    def redis_args(self) -> list[str]:
+        """Where the dead-letter command line finds this test's Redis (or cluster)."""
+        if self.settings.redis_cluster_nodes:
+            return ["--cluster-nodes", self.settings.redis_cluster_nodes]
+        return ["--redis-url", self.redis_url]
+
+    @property
     def key(self) -> str:
         return stream_key(self.prefix, Ping.STREAM)
 

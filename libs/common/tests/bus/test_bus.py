@@ -446,19 +446,19 @@ async def test_a_poison_message_is_dead_lettered_then_listed_and_replayed(
 
     # The operator looks...
     capsys.readouterr()
-    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "list"]) == 0
+    assert await cli([*h.redis_args, "--prefix", h.prefix, "list"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line.split("\t")[:5] == [letter.id, h.key, h.group, Ping.TYPE, "3"]
     assert line.endswith("RuntimeError: boom: cannot digest this one")
 
     # ...fixes the bug, and replays.
     fixed = True
-    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", letter.id]) == 0
+    assert await cli([*h.redis_args, "--prefix", h.prefix, "replay", letter.id]) == 0
     assert f"replayed {letter.id}" in capsys.readouterr().out
 
     await eventually(lambda: _effects_are(h, 1, "poison"), what="the replayed message handled")
     assert await h.dead_letters() == []
-    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", letter.id]) == 1
+    assert await cli([*h.redis_args, "--prefix", h.prefix, "replay", letter.id]) == 1
 
 
 async def _dead_letters_are(h: Harness, n: int) -> bool:
@@ -504,7 +504,7 @@ async def test_malformed_entries_go_straight_to_dead_letters(
 
     # Replaying them all puts them back; still malformed, they come back as dead letters.
     capsys.readouterr()
-    assert await cli(["--redis-url", h.redis_url, "--prefix", h.prefix, "replay", "--all"]) == 0
+    assert await cli([*h.redis_args, "--prefix", h.prefix, "replay", "--all"]) == 0
     assert "replayed 3" in capsys.readouterr().out
     await eventually(lambda: _delivered_count(h, 6), what="replayed entries read")
     await eventually(lambda: _dead_letters_are(h, 3), what="dead-lettered again")

@@ -5,7 +5,7 @@ closed --N consecutive failures--> open --cool-down--> half-open --probe ok--> c
                                      +----probe failed-----+
 
 * Key: the endpoint is the webhook's URL; its state lives in the hash
-  ``notifications:breaker:<sha256(url)[:32]>`` (``state``, ``failures``, ``open_until`` in
+  ``notifications:breaker:{<sha256(url)[:32]>}`` (``state``, ``failures``, ``open_until`` in
   Redis-clock milliseconds), refreshed to a TTL on every write so idle endpoints leave no key.
 * Half-open is not stored: it is "open and the cool-down is over". Then exactly one caller
   wins the probe lock (``SET <key>:probe <token> NX PX <lease>``) and makes the one probe
@@ -99,7 +99,9 @@ class Admission:
 
 
 def endpoint_key(url: str) -> str:
-    return KEY_PREFIX + hashlib.sha256(url.encode()).hexdigest()[:32]
+    """The state hash's key; its hash tag puts the probe lock (``<key>:probe``), which the
+    scripts touch with it, in the same Redis Cluster slot."""
+    return KEY_PREFIX + "{" + hashlib.sha256(url.encode()).hexdigest()[:32] + "}"
 
 
 class CircuitBreaker:

@@ -20,6 +20,12 @@ sent. Out-of-order PUBLISHes, a hub reconnect (every stream resyncs) or a slow c
 (overflow -> resync) cannot lose or repeat an event. Event ``id``: the opaque cursor of
 ``common.pagination`` over ``(created_at, id)``.
 
+On a Redis Cluster the same runs on sharded pub/sub: a pattern cannot be SSUBSCRIBEd, so a
+user's channel is one of ``LIVE_PARTITIONS`` fixed channels, ``notifications:live:{p<n>}``
+(``n`` from the user id, the hash tag spreading them over the shards); every hub SSUBSCRIBEs
+all of them (redis-py's cluster pub/sub keeps one connection per shard) and routes by the
+payload's user id, as it does now.
+
 Logout: the hub also SUBSCRIBEs to ``common.auth.revocation_channel``; a token's hash there
 (published by the users service's logout) ends that token's streams in this process at once.
 A revocation missed while the hub reconnects is caught by the session check every stream
@@ -43,15 +49,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPubSub
 
 from common.auth import AuthenticatedUser, revocation_channel, session_key
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
+from common.redis import is_cluster, pubsub_namespace
 from notifications import repository
 from notifications.models import Notification
 from notifications.repository import CursorKey
@@ -80,11 +88,22 @@ LIVE_PUBLISHED = Counter(
 
 ORIGIN: CursorKey = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 REPLAY_BATCH = 100
+LIVE_PARTITIONS = 16  # sharded channels on a cluster; a few per shard spreads the fan-out
 
 
 def channel_prefix(redis: Redis) -> str:
-    db = redis.connection_pool.connection_kwargs.get("db", 0)
-    return f"notifications:live:{db}:"
+    return f"notifications:live:{pubsub_namespace(redis)}:"
+
+
+def live_channel(redis: Redis, user_id: uuid.UUID) -> str:
+    """The channel a user's new notifications are published on."""
+    if is_cluster(redis):
+        return partition_channels()[user_id.int % LIVE_PARTITIONS]
+    return channel_prefix(redis) + str(user_id)
+
+
+def partition_channels() -> list[str]:
+    return [f"notifications:live:{{p{n}}}" for n in range(LIVE_PARTITIONS)]
 
 
 def live_payload(notification: Notification) -> dict[str, Any]:
@@ -99,7 +118,7 @@ class LivePublisher:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.prefix = channel_prefix(redis)
+        self.sharded = is_cluster(redis)
 
     def publish_after_commit(self, uow: UnitOfWork, notification: Notification) -> None:
         """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back)."""
@@ -112,7 +131,11 @@ class LivePublisher:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for payload in payloads:
-                        pipe.publish(self.prefix + payload["user_id"], json.dumps(payload))
+                        channel = live_channel(self.redis, uuid.UUID(payload["user_id"]))
+                        if self.sharded:
+                            pipe.spublish(channel, json.dumps(payload))
+                        else:
+                            pipe.publish(channel, json.dumps(payload))
                     await pipe.execute()
             except Exception:
                 if attempt == 2:
@@ -175,6 +198,8 @@ class LiveHub:
         self.reconnect_seconds = reconnect_seconds
         self.prefix = channel_prefix(redis)
         self.revocations = revocation_channel(redis)
+        self.sharded = is_cluster(redis)
+        self._confirmations = 0
         self.closing = False
         self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
         self._by_token: dict[str, set[Subscription]] = {}
@@ -247,6 +272,9 @@ class LiveHub:
         while not self.closing:
             pubsub = self.redis.pubsub()
             try:
+                if self.sharded:
+                    await self._listen_sharded(cast(ClusterPubSub, pubsub))
+                    continue
                 await pubsub.subscribe(self.revocations)
                 await pubsub.psubscribe(self.prefix + "*")
                 while not self.closing:
@@ -262,6 +290,23 @@ class LiveHub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen_sharded(self, pubsub: ClusterPubSub) -> None:
+        """SSUBSCRIBE the revocations and every partition (one connection per shard), then
+        poll the shards in turn; ready once every channel is confirmed."""
+        self._confirmations = 0
+        await pubsub.ssubscribe(self.revocations, *partition_channels())
+        while not self.closing:
+            message = await pubsub.get_sharded_message(timeout=0.05)
+            if message is None:
+                continue
+            if message["type"] == "ssubscribe":
+                self._confirmations += 1
+                if self._confirmations == LIVE_PARTITIONS + 1:
+                    self._handle({**message, "type": "psubscribe"})
+            elif message["type"] == "smessage":
+                kind = "message" if message["channel"] == self.revocations else "pmessage"
+                self._handle({**message, "type": kind})
 
     def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "psubscribe":

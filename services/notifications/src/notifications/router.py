@@ -11,6 +11,7 @@ from common.errors import Problem
 from common.http import DatabaseDep, RedisDep
 from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
+from common.replica import LaggingSession
 from notifications import service
 from notifications.live import LiveHub, NotificationStream, StreamSlots
 from notifications.schemas import (
@@ -55,10 +56,10 @@ SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
 
 @router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
 async def list_notifications(
-    caller: CurrentUser, db: DatabaseDep, limit: Limit = 20, cursor: Cursor = None
+    caller: CurrentUser, session: LaggingSession, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[NotificationOut]:
-    async with db.session() as session:
-        return await service.list_notifications(session, caller.id, limit=limit, cursor=cursor)
+    """From the read replica when there is one (common.replica)."""
+    return await service.list_notifications(session, caller.id, limit=limit, cursor=cursor)
 
 
 @router.get(
@@ -176,10 +177,9 @@ async def rotate_webhook_secret(
 
 @router.get("/webhooks", response_model=Page[WebhookOut], dependencies=[READ_LIMIT])
 async def list_webhooks(
-    caller: CurrentUser, db: DatabaseDep, limit: Limit = 20, cursor: Cursor = None
+    caller: CurrentUser, session: LaggingSession, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[WebhookOut]:
-    async with db.session() as session:
-        return await service.list_webhooks(session, caller.id, limit=limit, cursor=cursor)
+    return await service.list_webhooks(session, caller.id, limit=limit, cursor=cursor)
 
 
 @router.delete(
@@ -202,12 +202,9 @@ async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: Databas
 async def list_deliveries(
     webhook_id: uuid.UUID,
     caller: CurrentUser,
-    db: DatabaseDep,
+    session: LaggingSession,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[WebhookAttemptOut]:
-    """Every attempt of every delivery to the webhook, newest first."""
-    async with db.session() as session:
-        return await service.list_attempts(
-            session, caller.id, webhook_id, limit=limit, cursor=cursor
-        )
+    """Every attempt of every delivery to the webhook, newest first (may lag)."""
+    return await service.list_attempts(session, caller.id, webhook_id, limit=limit, cursor=cursor)

@@ -13,6 +13,7 @@ from common.errors import Conflict
 from common.http import DatabaseDep, RedisDep
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
+from common.replica import LaggingSession
 from orders import admin_service
 from orders.admin_auth import ApiOperator
 from orders.admin_schemas import (
@@ -49,7 +50,7 @@ def _settings(request: Request) -> Settings:
 @router.get("/sagas", response_model=Page[SagaSummary], dependencies=[READ_LIMIT])
 async def list_sagas(
     operator: ApiOperator,
-    db: DatabaseDep,
+    session: LaggingSession,
     state: Annotated[SagaStateFilter | None, Query()] = None,
     status: Annotated[OrderStatusFilter | None, Query()] = None,
     reason: Annotated[Reason | None, Query()] = None,
@@ -58,17 +59,17 @@ async def list_sagas(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[SagaSummary]:
-    async with db.session() as session:
-        return await admin_service.list_sagas(
-            session,
-            state=state,
-            order_status=status,
-            reason=reason,
-            older_than_seconds=older_than_seconds,
-            overdue=overdue,
-            limit=limit,
-            cursor=cursor,
-        )
+    """May lag (the read replica when there is one); a saga's timeline never does."""
+    return await admin_service.list_sagas(
+        session,
+        state=state,
+        order_status=status,
+        reason=reason,
+        older_than_seconds=older_than_seconds,
+        overdue=overdue,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 @router.get("/sagas/{order_id}", response_model=SagaTimeline, dependencies=[READ_LIMIT])

@@ -10,6 +10,7 @@ from common.auth import CurrentUser
 from common.http import DatabaseDep
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
+from common.replica import LaggingSession
 from common.types import Text
 from orders import service
 from orders.schemas import OrderCreate, OrderOut, SagaOut
@@ -54,15 +55,14 @@ async def place_order(
 @router.get("", response_model=Page[OrderOut], dependencies=[READ_LIMIT])
 async def list_orders(
     caller: CurrentUser,
-    db: DatabaseDep,
+    session: LaggingSession,
     status: Annotated[StatusFilter | None, Query()] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[OrderOut]:
-    async with db.session() as session:
-        return await service.list_orders(
-            session, caller.id, status=status, limit=limit, cursor=cursor
-        )
+    """The caller's orders, newest first; from the read replica when there is one (the
+    caller's own recent writes are read from the primary: common.replica)."""
+    return await service.list_orders(session, caller.id, status=status, limit=limit, cursor=cursor)
 
 
 @router.get("/{order_id}", response_model=OrderOut, dependencies=[READ_LIMIT])
@@ -73,6 +73,9 @@ async def get_order(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -
 
 @router.get("/{order_id}/saga", response_model=SagaOut, dependencies=[READ_LIMIT])
 async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> SagaOut:
+    """The saga's history, from the primary like the order itself: clients read the two
+    together, and a lagging history next to a fresh order shows states that never coexisted
+    (an order REJECTED while its saga still awaits credit). Lists go to the replica."""
     async with db.session() as session:
         return await service.get_saga(session, caller.id, order_id)
 

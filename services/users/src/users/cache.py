@@ -24,12 +24,13 @@ CACHE_REQUESTS = Counter(
 )
 
 
+# The view and its generation are read together (MGET): one hash tag, one cluster slot.
 def _view_key(user_id: uuid.UUID) -> str:
-    return f"users:view:{user_id}"
+    return f"users:{{{user_id}}}:view"
 
 
 def _generation_key(user_id: uuid.UUID) -> str:
-    return f"users:generation:{user_id}"
+    return f"users:{{{user_id}}}:generation"
 
 
 class UserCache:

@@ -29,6 +29,8 @@ from redis.typing import EncodableT, FieldT
 
 from common.bus.envelope import ENVELOPE_FIELD
 from common.bus.streams import dead_letter_key, text
+from common.redis import create_redis
+from common.settings import ServiceSettings
 
 MAX_ERROR_LENGTH = 4_000
 
@@ -181,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m common.bus", description="List and replay dead letters."
     )
     parser.add_argument("--redis-url", default=os.environ.get("BUS_REDIS_URL"))
+    parser.add_argument(
+        "--cluster-nodes",
+        default=os.environ.get("BUS_REDIS_CLUSTER_NODES"),
+        help="a Redis Cluster's seed nodes, host:port,host:port (instead of --redis-url)",
+    )
     parser.add_argument("--prefix", default=os.environ.get("BUS_STREAM_PREFIX", "bus:"))
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="one line per dead letter")
@@ -195,10 +202,13 @@ def _parser() -> argparse.ArgumentParser:
 async def cli(argv: Sequence[str] | None = None) -> int:
     """The command line, for callers already inside an event loop (tests)."""
     args = _parser().parse_args(argv)
-    if not args.redis_url:
-        print("set BUS_REDIS_URL or pass --redis-url", file=sys.stderr)
+    if not args.redis_url and not args.cluster_nodes:
+        print("set BUS_REDIS_URL or pass --redis-url (or --cluster-nodes)", file=sys.stderr)
         return 2
-    redis = Redis.from_url(args.redis_url, decode_responses=True)
+    if args.cluster_nodes:
+        redis = create_redis(ServiceSettings(redis_cluster_nodes=args.cluster_nodes))
+    else:
+        redis = Redis.from_url(args.redis_url, decode_responses=True)
     try:
         if args.command == "list":
             letters = await list_dead_letters(redis, prefix=args.prefix, limit=args.limit)

@@ -9,14 +9,23 @@ Tests talk to the real Postgres and Redis, never mocks of them:
 
 Where they live is configurable: ``TEST_POSTGRES_URL`` (an admin URL, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) and ``TEST_REDIS_URL``.
+
+Started only for the tests that ask (``common.testing.cluster``, torn down after the run):
+
+* ``redis_cluster``: a private 3-primary Redis Cluster (``TEST_CLUSTER_PORT_BASE``, default
+  17000: the first free run of ports from there).
+* ``postgres_pair``: a private Postgres primary and its streaming replica
+  (``TEST_PG_PAIR_PORT``, default 17090, and the next port).
 """
 
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -27,9 +36,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from common.testing.cluster import RUN_DIR, LocalPostgresPair, LocalRedisCluster, port_open
+
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+CLUSTER_PORT_BASE = int(os.environ.get("TEST_CLUSTER_PORT_BASE", "17000"))
+PG_PAIR_PORT = int(os.environ.get("TEST_PG_PAIR_PORT", "17090"))
 
 
 def _with_database(admin_url: str, database: str) -> str:
@@ -40,6 +53,19 @@ def _with_database(admin_url: str, database: str) -> str:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A fresh database for the whole run (SQLAlchemy asyncpg URL), dropped afterwards."""
+    async with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def cluster_database_url() -> AsyncIterator[str]:
+    """A second fresh database, for the suites' pass on a Redis Cluster (``redis_target``)."""
+    async with throwaway_database() as url:
+        yield url
+
+
+@asynccontextmanager
+async def throwaway_database() -> AsyncIterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(ADMIN_URL, timeout=10)
     try:
@@ -66,6 +92,75 @@ async def redis_url() -> AsyncIterator[str]:
         yield url
     finally:
         await client.aclose()
+
+
+def _free_run(start: int, count: int) -> int:
+    """The first port from ``start`` (in steps of ``count``) with ``count`` free ports, and
+    free cluster-bus ports (+10000) for each."""
+    for base in range(start, start + 80, count):
+        ports = range(base, base + count)
+        if not any(port_open(p) or port_open(p + 10_000) for p in ports):
+            return base
+    raise RuntimeError(f"no {count} free ports from {start}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A private 3-primary Redis Cluster for the run (about 2 s to start)."""
+    base = _free_run(CLUSTER_PORT_BASE, 3)
+    cluster = LocalRedisCluster(base, directory=RUN_DIR / f"test-redis-cluster-{base}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_pair() -> Iterator[LocalPostgresPair]:
+    """A private Postgres primary with a streaming replica (about 5 s to start; the
+    directory is under .run/, which the ``postgres`` user can reach, unlike pytest's)."""
+    port = _free_run(PG_PAIR_PORT, 2)
+    pair = LocalPostgresPair(port, port + 1, directory=RUN_DIR / f"test-pg-pair-{port}")
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a service suite's Redis is (the run's database, or the private cluster), and
+    the Postgres database it uses with it: one per pass, so no pass sees another's rows."""
+
+    url: str
+    database_url: str
+    cluster_nodes: str = ""
+
+    def settings(self, bus_stream_prefix: str = "bus:") -> dict[str, Any]:
+        """Settings fields for it; on a cluster the bus prefix becomes a hash tag."""
+        if not self.cluster_nodes:
+            return {"redis_url": self.url, "bus_stream_prefix": bus_stream_prefix}
+        tagged = "{" + bus_stream_prefix.rstrip(":") + "}:"
+        return {
+            "redis_url": self.url,
+            "redis_cluster_nodes": self.cluster_nodes,
+            "bus_stream_prefix": tagged,
+        }
+
+
+@pytest.fixture(
+    scope="session",
+    params=["redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)],
+)
+def redis_target(request: pytest.FixtureRequest, redis_url: str) -> RedisTarget:
+    """Runs a suite twice: on a single Redis, then on a private 3-primary Redis Cluster."""
+    if request.param == "redis":
+        return RedisTarget(redis_url, request.getfixturevalue("database_url"))
+    cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+    database: str = request.getfixturevalue("cluster_database_url")
+    return RedisTarget(redis_url, database, cluster.nodes)
 
 
 async def migrate(service_dir: Path, database_url: str) -> None:

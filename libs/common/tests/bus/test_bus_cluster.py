@@ -1,0 +1,81 @@
+"""The whole bus suite (test_bus.py) again, on a real 3-primary Redis Cluster.
+
+Same tests, other fixtures: the client is redis-py's ``RedisCluster`` (``common.redis``), the
+stream prefix carries a hash tag, so each test's streams and dead letters share one slot
+(XREADGROUP over several streams, the dead-letter MULTI and the replay MULTI need it), and
+every other key spreads over the shards.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from common.redis import create_redis, is_cluster
+from common.settings import ServiceSettings
+from common.testing.cluster import LocalRedisCluster
+
+from . import test_bus
+
+pytestmark = pytest.mark.cluster
+
+# Every test of test_bus.py, collected here a second time with this module's fixtures, but
+# the subprocess test of ``python -m common.bus`` (the command line itself, with
+# --cluster-nodes, runs here through the other dead-letter tests) and the tracing test (it
+# installs the process's one tracer provider; nothing in it depends on where Redis is).
+_SINGLE_REDIS_ONLY = {
+    "test_the_deadletters_module_runs_as_a_command",
+    "test_one_trace_spans_the_publisher_and_the_consumer",
+}
+globals().update(
+    {
+        name: value
+        for name, value in vars(test_bus).items()
+        if name.startswith("test_") and callable(value) and name not in _SINGLE_REDIS_ONLY
+    }
+)
+
+
+@pytest.fixture
+def bus_settings(database_url: str, redis_cluster: LocalRedisCluster) -> ServiceSettings:
+    return _cluster_settings(database_url, redis_cluster)
+
+
+def _cluster_settings(database_url: str, cluster: LocalRedisCluster) -> ServiceSettings:
+    settings: dict[str, Any] = {
+        "service_name": "bustest",
+        "database_url": database_url,
+        "redis_cluster_nodes": cluster.nodes,
+        "consumer_name": "live-1",
+        "bus_stream_prefix": f"{{bustest-{uuid.uuid4().hex[:10]}}}:",
+        "bus_block_ms": 50,
+        "bus_batch_size": 16,
+        "bus_concurrency": 8,
+        "bus_max_attempts": 3,
+        "bus_reclaim_idle_ms": 60_000,
+        "bus_reclaim_interval_seconds": 0.05,
+        "bus_consumer_delete_idle_ms": 0,
+        "bus_shutdown_timeout_seconds": 5,
+        "outbox_sweep_interval_seconds": 0.05,
+        "outbox_batch_size": 50,
+        "stream_trim_interval_seconds": 0.1,
+        "stream_min_retention": 0,
+        "stream_min_retention_seconds": 0,
+    }
+    return ServiceSettings(**settings)
+
+
+@pytest.fixture(scope="module")
+async def redis(redis_cluster: LocalRedisCluster) -> AsyncIterator[Redis]:
+    client = create_redis(ServiceSettings(redis_cluster_nodes=redis_cluster.nodes))
+    assert is_cluster(client)
+    yield client
+    await client.aclose()
+
+
+def test_an_untagged_prefix_is_refused_and_the_default_gets_a_tag() -> None:
+    assert ServiceSettings(redis_cluster_nodes="h:1").bus_stream_prefix == "{bus}:"
+    with pytest.raises(ValueError, match="hash tag"):
+        ServiceSettings(redis_cluster_nodes="h:1", bus_stream_prefix="mine:")

@@ -1,0 +1,128 @@
+"""Fault drills of `make e2e-cluster`: a Redis Cluster primary killed, the Postgres replica down.
+
+They run only where ``scripts/e2e_cluster.py`` started the stores (it sets ``E2E_CLUSTER_*``
+and ``E2E_CLUSTER_PG_*``); against any other stack they are skipped.
+
+* The primary that holds the bus (every stream and the dead letters share the ``{bus}``
+  slot) is killed with SIGKILL during a burst of orders: its replica takes over, the
+  clients follow the new slot map, requests that met the outage are retried by the client
+  with the same ``Idempotency-Key`` (a 503 with ``Retry-After`` is the contract), and every
+  order settles with exactly one notification. The killed node comes back as a replica.
+* The Postgres replica is stopped: lists fall back to the primary (200, complete), then the
+  replica is started again.
+"""
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.testing.cluster import LocalPostgresPair, LocalRedisCluster
+
+from .conftest import Customer, Stack, check_invariants, eventually, order_body, settled, sign_up
+from .test_orders import notifications_of
+
+pytestmark = pytest.mark.skipif(
+    "E2E_CLUSTER_PORT_BASE" not in os.environ, reason="needs the stores of make e2e-cluster"
+)
+
+
+def cluster() -> LocalRedisCluster:
+    return LocalRedisCluster(
+        int(os.environ["E2E_CLUSTER_PORT_BASE"]),
+        replicas_per_primary=1,
+        directory=Path(os.environ["E2E_CLUSTER_DIR"]),
+    )
+
+
+def postgres() -> LocalPostgresPair:
+    port = int(os.environ["E2E_CLUSTER_PG_PORT"])
+    return LocalPostgresPair(port, port + 1, directory=Path(os.environ["E2E_CLUSTER_PG_DIR"]))
+
+
+async def place_retrying(stack: Stack, customer: Customer, price: int) -> str:
+    """POST /orders, retried with one Idempotency-Key while the answer is a 503."""
+    key = uuid.uuid4().hex
+
+    async def attempt() -> Any:
+        return await stack.orders.post(
+            "/orders",
+            json=order_body(price),
+            headers={**customer.auth, "Idempotency-Key": key},
+        )
+
+    response = await eventually(attempt, lambda r: r.status_code != 503, timeout=30)
+    assert response.status_code == 202, response.text
+    order_id: str = response.json()["id"]
+    return order_id
+
+
+def covering(order_ids: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda notices: order_ids <= {n["order_id"] for n in notices}
+
+
+async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settles_once(
+    stack: Stack,
+) -> None:
+    redis = cluster()
+    customers = [await sign_up(stack, credit_limit_cents=100_000) for _ in range(4)]
+    victim = redis.owner_of("{bus}")
+
+    async def burst(count: int) -> list[tuple[Customer, str]]:
+        ids = await asyncio.gather(
+            *(place_retrying(stack, customers[i % 4], 1_000) for i in range(count))
+        )
+        return [(customers[i % 4], order_id) for i, order_id in enumerate(ids)]
+
+    before = await burst(8)
+    redis.kill_node(victim)
+    during = await burst(8)
+    await asyncio.to_thread(redis.wait_healthy, 30)
+    assert redis.owner_of("{bus}") != victim, "the replica took the bus's slots over"
+    redis.start_node(victim)  # rejoins as a replica of its successor
+    after = await burst(4)
+
+    orders = [
+        await settled(stack, c, order_id, timeout=90) for c, order_id in before + during + after
+    ]
+    assert {o["status"] for o in orders} == {"APPROVED"}
+    for customer in customers:
+        mine = {order_id for c, order_id in before + during + after if c is customer}
+
+        async def notices(who: Customer = customer) -> list[dict[str, Any]]:
+            return await notifications_of(stack, who)
+
+        listed = await eventually(notices, covering(mine), timeout=60)
+        per_order = Counter(n["order_id"] for n in listed if n["order_id"] in mine)
+        assert set(per_order.values()) == {1}, per_order
+    await asyncio.to_thread(redis.wait_healthy, 30)
+    await check_invariants(timeout=60)
+
+
+async def test_the_replica_stopped_lists_fall_back_to_the_primary(stack: Stack) -> None:
+    pair = postgres()
+    customer = await sign_up(stack)
+    order_id = await place_retrying(stack, customer, 500)
+    await settled(stack, customer, order_id, timeout=60)
+
+    await asyncio.to_thread(pair.stop_replica)
+    try:
+        for _ in range(3):
+            listed = await stack.orders.get("/orders", headers=customer.auth)
+            assert listed.status_code == 200, listed.text
+            assert [o["id"] for o in listed.json()["items"]] == [order_id]
+            notices = await stack.notifications.get("/notifications", headers=customer.auth)
+            assert notices.status_code == 200, notices.text
+    finally:
+        await asyncio.to_thread(pair.start_replica)
+
+    async def listed_again() -> list[str]:
+        response = await stack.orders.get("/orders", headers=customer.auth)
+        return [o["id"] for o in response.json()["items"]] if response.status_code == 200 else []
+
+    await eventually(listed_again, lambda ids: ids == [order_id], timeout=30)
