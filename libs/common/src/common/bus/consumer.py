@@ -661,12 +661,7 @@ class Consumer:
         try:
             while not self._stopping.is_set():
                 await self._pause(_jittered(delay))
-                try:
-                    await self.database.ping()
-                    await self.redis.ping()
-                except Exception as exc:
-                    if not is_unavailable(exc):
-                        logger.exception("dependency probe failed", extra={"group": self.group})
+                if not await self._dependencies_answer():
                     delay = min(delay * 2, self.pause_max_seconds)
                     continue
                 logger.info(
