@@ -148,27 +148,40 @@ def parse_args(argv: list[str] | None = None) -> Config:
 # --------------------------------------------------------------------------- the stack
 
 
+def supervised_pid(config: Config, name: str) -> int | None:
+    """A process's pid from the bench stack's supervisord; None when it does not run."""
+    result = subprocess.run(  # noqa: S603 - our own venv's supervisorctl, fixed arguments
+        [
+            str(ROOT / ".venv" / "bin" / "supervisorctl"),
+            "-c",
+            str(config.run_dir / "supervisord.conf"),
+            "pid",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    pid = result.stdout.strip()
+    return int(pid) if pid.isdigit() and pid != "0" else None
+
+
+def replica_pids(config: Config, name: str) -> list[int]:
+    """The pids of a process's other slots under ``REPLICAS=n`` (``users-api-2``...), so
+    that CPU per saga counts every replica, not only the first."""
+    slots = (supervised_pid(config, f"{name}-{slot}") for slot in range(2, 10))
+    return [pid for pid in slots if pid is not None]
+
+
 def stack_pids(config: Config) -> dict[str, int]:
-    """The pid of each of the six processes that runs, from the bench stack's supervisord."""
+    """The pid of each of the six processes that runs (slot 1 under ``REPLICAS=n``)."""
     pids = {}
     for name in PROCESSES:
-        result = subprocess.run(  # noqa: S603 - our own venv's supervisorctl, fixed arguments
-            [
-                str(ROOT / ".venv" / "bin" / "supervisorctl"),
-                "-c",
-                str(config.run_dir / "supervisord.conf"),
-                "pid",
-                name,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        pid = result.stdout.strip()
-        if not pid.isdigit() or pid == "0":
+        pid = supervised_pid(config, name)
+        if pid is None:
             log(f"WARNING: {name} is not running in the bench stack")
             continue
-        pids[name] = int(pid)
+        pids[name] = pid
         if procs.children(int(pid)):
             log(f"note: {name} (pid {pid}) has child processes; only its own memory is counted")
     return pids
@@ -1071,7 +1084,9 @@ async def main_async(config: Config) -> int:
             " run; other work skews every figure"
         )
     pids = stack_pids(config)
-    cpu_groups: procs.PidGroups = {name: procs.fixed(pid) for name, pid in pids.items()}
+    cpu_groups: procs.PidGroups = {
+        name: procs.fixed(pid, *replica_pids(config, name)) for name, pid in pids.items()
+    }
     cpu_groups["postgres"] = procs.named("postgres")  # every database's backends
     cpu_groups["redis"] = procs.named("redis-server")
     # This process and its children: the load generator, wrk, py-spy.
