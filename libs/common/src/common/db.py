@@ -172,10 +172,6 @@ class UnitOfWork:
             del self._after_commit[scheduled:]
             raise
 
-    @property
-    def published(self) -> tuple["Envelope", ...]:
-        return tuple(outgoing.envelope for outgoing in self._outgoing)
-
     def _check_open(self) -> None:
         if self._session is None:
             raise UnitOfWorkClosed("this unit of work's transaction has ended")
