@@ -231,6 +231,14 @@ ensure_operator() {
   export ORDERS_OPERATOR_TOKENS
 }
 
+print_urls() {
+  local service
+  for service in "${SERVICES[@]}"; do
+    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
+      "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
+  done
+}
+
 up_local() {
   record_mode local
   ensure_backing_services
@@ -253,10 +261,7 @@ up_local() {
     die "the stack did not become ready; see 'make logs'"
   fi
   say "Stack '$STACK' is up (local processes; logs in $RUN_DIR/logs)"
-  for service in "${SERVICES[@]}"; do
-    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
-      "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
-  done
+  print_urls
   if [[ -f $RUN_DIR/operator-token ]]; then
     printf '  %-14s http://127.0.0.1:%s/admin/  (operator token: %s)\n' \
       console "$(port_of orders)" "$RUN_DIR/operator-token"
@@ -310,14 +315,7 @@ up_docker() {
     die "the compose stack did not become healthy; see 'make logs'"
   fi
   say "Stack '$STACK' is up (Docker Compose project shop; 'make logs', 'make ps')"
-  for service in "${SERVICES[@]}"; do
-    printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
-      "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
-  done
-  if [[ -f $RUN_DIR/operator-token ]]; then
-    printf '  %-14s http://127.0.0.1:%s/admin/  (operator token: %s)\n' \
-      console "$(port_of orders)" "$RUN_DIR/operator-token"
-  fi
+  print_urls
 }
 
 down_docker() {
