@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.testing.cluster import LocalPostgresPair, LocalRedisCluster
+from common.testing.cluster import LocalPostgresPair, LocalRedisCluster, free_port_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run" / "e2e-cluster"
@@ -88,11 +88,11 @@ def main(pytest_args: Sequence[str]) -> int:
         phase = time.monotonic()
 
     cluster = LocalRedisCluster(
-        int(setting("E2E_CLUSTER_PORT_BASE", "17000")),
+        free_port_run(int(setting("E2E_CLUSTER_PORT_BASE", "17000")), 6),
         replicas_per_primary=1,
         directory=RUN / "redis",
     )
-    pg_port = int(setting("E2E_CLUSTER_PG_PORT", "17090"))
+    pg_port = free_port_run(int(setting("E2E_CLUSTER_PG_PORT", "17090")), 2)
     pair = LocalPostgresPair(pg_port, pg_port + 1, directory=RUN / "postgres")
     env = stack_environment(cluster, pair)
     stack = [str(ROOT / "scripts" / "stack.sh")]

@@ -41,6 +41,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def free_port_run(start: int, count: int) -> int:
+    """The first port from ``start`` (in steps of ``count``) with ``count`` free ports, and
+    free cluster-bus ports (+10000) for each: a run that another cluster (a test suite's, a
+    previous run's being torn down) does not hold."""
+    for base in range(start, start + 80, count):
+        ports = range(base, base + count)
+        if not any(port_open(p) or port_open(p + 10_000) for p in ports):
+            return base
+    raise RuntimeError(f"no {count} free ports from {start}")
+
+
 @dataclass
 class LocalRedisCluster:
     """A Redis Cluster of ``primaries`` shards on ``base_port``, ``base_port + 1``, ..."""

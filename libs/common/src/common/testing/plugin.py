@@ -36,7 +36,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from common.testing.cluster import RUN_DIR, LocalPostgresPair, LocalRedisCluster, port_open
+from common.testing.cluster import RUN_DIR, LocalPostgresPair, LocalRedisCluster, free_port_run
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -94,20 +94,10 @@ async def redis_url() -> AsyncIterator[str]:
         await client.aclose()
 
 
-def _free_run(start: int, count: int) -> int:
-    """The first port from ``start`` (in steps of ``count``) with ``count`` free ports, and
-    free cluster-bus ports (+10000) for each."""
-    for base in range(start, start + 80, count):
-        ports = range(base, base + count)
-        if not any(port_open(p) or port_open(p + 10_000) for p in ports):
-            return base
-    raise RuntimeError(f"no {count} free ports from {start}")
-
-
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalRedisCluster]:
     """A private 3-primary Redis Cluster for the run (about 2 s to start)."""
-    base = _free_run(CLUSTER_PORT_BASE, 3)
+    base = free_port_run(CLUSTER_PORT_BASE, 3)
     cluster = LocalRedisCluster(base, directory=RUN_DIR / f"test-redis-cluster-{base}")
     cluster.start()
     try:
@@ -120,7 +110,7 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
 def postgres_pair() -> Iterator[LocalPostgresPair]:
     """A private Postgres primary with a streaming replica (about 5 s to start; the
     directory is under .run/, which the ``postgres`` user can reach, unlike pytest's)."""
-    port = _free_run(PG_PAIR_PORT, 2)
+    port = free_port_run(PG_PAIR_PORT, 2)
     pair = LocalPostgresPair(port, port + 1, directory=RUN_DIR / f"test-pg-pair-{port}")
     try:
         pair.start()
