@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from common.testing.plugin import ADMIN_URL
+from common.testing.plugin import throwaway_database
 from notifications.secretbox import SecretBox
 
 from ..conftest import SERVICE_DIR
@@ -27,22 +27,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def empty_database() -> AsyncIterator[tuple[str, str]]:
     """A database of its own (asyncpg URL, SQLAlchemy URL): this test migrates up and down."""
-    name = f"test_migr_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, _ = ADMIN_URL.rpartition("/")
-    plain_url = f"{base}/{name}"
-    try:
-        yield plain_url, plain_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with throwaway_database() as url:
+        yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
 
 
 async def alembic(sqlalchemy_url: str, verb: str, revision: str) -> None:
