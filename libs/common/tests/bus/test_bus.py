@@ -358,10 +358,11 @@ async def test_a_batch_commits_once_and_a_failing_message_does_not_fail_its_neig
     batch = calls[:7]
     assert [key for key, _ in batch] == [*(f"k{n}" for n in range(6)), "bad"]
     assert len({uow for _, uow in batch}) == 1  # one unit of work for the whole batch
-    # Then each was handled alone: the good ones once, the bad one until it gave up.
+    # Then each was handled alone: the good ones once, the bad one until it gave up (its
+    # failure in the batch was its first attempt).
     alone = [key for key, _ in calls[7:]]
     assert sorted(k for k in alone if k != "bad") == [f"k{n}" for n in range(6)]
-    assert alone.count("bad") == h.settings.bus_max_attempts
+    assert alone.count("bad") == h.settings.bus_max_attempts - 1
     await eventually(lambda: _pending_is(h, 0), what="every entry settled")
 
 
@@ -459,6 +460,29 @@ async def test_a_poison_message_is_dead_lettered_then_listed_and_replayed(
     await eventually(lambda: _effects_are(h, 1, "poison"), what="the replayed message handled")
     assert await h.dead_letters() == []
     assert await cli([*h.redis_args, "--prefix", h.prefix, "replay", letter.id]) == 1
+
+
+async def test_a_handler_failing_in_a_batch_runs_exactly_max_attempts_times(h: Harness) -> None:
+    """The batch's failed attempt is the failing entry's first; its neighbour's rolled-back
+    run is not counted against it (both were in the stream before the consumer read)."""
+    attempts: list[str] = []
+
+    async def fragile(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+        attempts.append(message.key)
+        if message.key == "poison":
+            raise RuntimeError("boom")
+        await uow.session.execute(h.effects.insert().values(key=message.key))
+
+    await h.send(Ping(key="poison"), Ping(key="fine"))
+    await h.start_consumer({Ping: fragile}, bus_max_attempts=3)
+
+    await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
+    [letter] = await h.dead_letters()
+    assert letter.attempts == 3
+    assert attempts[:2] == ["poison", "fine"], "both were handled in one batch first"
+    assert attempts.count("poison") == 3
+    assert await h.effect_count("fine") == 1
+    assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 3
 
 
 async def _dead_letters_are(h: Harness, n: int) -> bool:

@@ -87,10 +87,11 @@ return 1
 
 
 class _HandlerFailed(Exception):
-    """The handler itself raised: one attempt toward the dead-letter stream."""
+    """The handler of ``item`` itself raised: one attempt toward the dead-letter stream."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, item: "_Ready", error: str) -> None:
         super().__init__(error)
+        self.item = item
         self.error = error
 
 
@@ -408,8 +409,13 @@ class Consumer:
             try:
                 await self._attempt(ready)
                 return
-            except _HandlerFailed:
-                await asyncio.gather(*(self._handle_alone(item) for item in ready))
+            except _HandlerFailed as failed:
+                # The failed handler's attempt counts toward its entry's limit; the others'
+                # handlers ran in a transaction that rolled back: not their failure.
+                self._remember_error((failed.item.key, failed.item.entry_id), failed.error)
+                await asyncio.gather(
+                    *(self._handle_alone(item, failures=int(item is failed.item)) for item in ready)
+                )
                 return
             except Exception as exc:
                 if is_unavailable(exc):
@@ -442,12 +448,16 @@ class Consumer:
                 break
         return ready
 
-    async def _handle_alone(self, item: _Ready) -> None:
+    async def _handle_alone(self, item: _Ready, failures: int = 0) -> None:
         """Handle one entry until it is acknowledged, dead-lettered, or we stop: a handler
         that raises is retried here, in-process, with exponential backoff and jitter; after
-        ``bus_max_attempts`` failures the entry goes to the dead-letter stream."""
+        ``bus_max_attempts`` failures the entry goes to the dead-letter stream.
+
+        ``failures``: attempts already failed in this process (its batch's).
+        """
         ident = (item.key, item.entry_id)
-        failures = 0
+        if failures and item.deliveries - 1 + failures < self.max_attempts:
+            await self._pause(_jittered(self._retry_delay(failures)))
         while not self._stopping.is_set():
             await self._dependencies_up.wait()
             if self._stopping.is_set():
@@ -605,7 +615,7 @@ class Consumer:
                 "handler failed",
                 extra={"group": self.group, "type": envelope.type, "attempt": item.deliveries},
             )
-            raise _HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise _HandlerFailed(item, f"{type(exc).__name__}: {exc}") from exc
         finally:
             correlation_id_var.reset(correlation_token)
             event_id_var.reset(event_token)
@@ -741,6 +751,11 @@ class Consumer:
         claimed = 0
         while not self._stopping.is_set():
             await self._wait_for_capacity()
+            # An entry of ours still being handled (a retry waiting out its backoff) is
+            # claimed too when it has been idle long enough; the claim only bumps its count.
+            # It must not be handled a second time, even if its handler settles it while
+            # the claim's reply is on its way.
+            busy_before_claim = set(self._in_flight)
             response = await self.redis.xautoclaim(
                 key,
                 self.group,
@@ -754,11 +769,16 @@ class Consumer:
             entries = [
                 (text(entry_id), _fields(fields))
                 for entry_id, fields in response[1]
-                if entry_id is not None and (key, text(entry_id)) not in self._in_flight
+                if entry_id is not None and (key, text(entry_id)) not in busy_before_claim
             ]
             counts = await self._delivery_counts(key, [entry_id for entry_id, _ in entries])
+            # No longer pending (acknowledged meanwhile, by whoever had it): nothing to do.
             await self._dispatch(
-                [Entry(key, e_id, fields, counts.get(e_id, 2)) for e_id, fields in entries]
+                [
+                    Entry(key, e_id, fields, counts[e_id])
+                    for e_id, fields in entries
+                    if e_id in counts
+                ]
             )
             claimed += len(entries)
             if len(response[1]) < self.batch_size or cursor == "0-0":
