@@ -8,15 +8,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
-from common.auth import CurrentUser, create_session
+from common.auth import (
+    AuthenticatedUser,
+    CurrentUser,
+    claimed_user,
+    create_session,
+    revoke_session,
+)
 from common.http import create_service_app, serve
-from common.ratelimit import READ_LIMIT, client_address
+from common.ratelimit import READ_LIMIT, CallerRead, caller_read, client_address
 from common.redis import create_redis
 from common.settings import ServiceSettings
 from common.testing.plugin import RedisTarget, asgi_client
@@ -34,6 +41,20 @@ async def limited() -> dict[str, str]:
 @router.get("/mine", dependencies=[READ_LIMIT])
 async def mine(caller: CurrentUser) -> dict[str, str]:
     return {"user": str(caller.id)}
+
+
+def _note_key(user_id: uuid.UUID) -> str:
+    return f"test-note:{{{user_id}}}"
+
+
+OwnNote = Annotated[CallerRead, Depends(caller_read("read", lambda uid: [_note_key(uid)]))]
+
+
+@router.get("/own-note")
+async def own_note(read: OwnNote, caller: CurrentUser) -> dict[str, str | None]:
+    """The caller's note, read with the session; CurrentUser then costs no second lookup."""
+    assert caller == read.caller
+    return {"user": str(read.caller.id), "note": read.values[0]}
 
 
 def settings_for(target: RedisTarget, read_limit: str) -> ServiceSettings:
@@ -104,6 +125,48 @@ async def test_users_are_counted_apart_from_each_other_and_from_anonymous_caller
     assert alice_codes == [200, 200, 429]
     assert bob_codes == [200, 200]
     assert anonymous == 200
+
+
+async def test_a_caller_read_authenticates_counts_and_reads_in_one_call(
+    redis_target: RedisTarget,
+):
+    """The session, the caller's read limit and their own keys: one script, on a single Redis
+    and across a cluster's slots alike (every key carries the user's hash tag)."""
+    settings = settings_for(redis_target, "2/minute")
+    app = create_service_app(settings, title="t", routers=[router])
+    redis = create_redis(settings)
+    async with asgi_client(app) as client:
+        alice = await create_session(redis, uuid.uuid4(), 60)
+        bob = await create_session(redis, uuid.uuid4(), 60)
+        await redis.set(_note_key(alice.user_id), "alice's note")
+        as_alice = {"Authorization": f"Bearer {alice.token}"}
+
+        first = await client.get("/own-note", headers=as_alice)
+        # Bob's secret under Alice's id names no session: a forged token is a 401.
+        forged = f"{alice.user_id}.{bob.token.partition('.')[2]}"
+        forged_answer = await client.get("/own-note", headers={"Authorization": f"Bearer {forged}"})
+        bob_answer = await client.get("/own-note", headers={"Authorization": f"Bearer {bob.token}"})
+        second = await client.get("/own-note", headers=as_alice)
+        third = await client.get("/own-note", headers=as_alice)  # over Alice's 2/minute
+        await revoke_session(redis, claimed(alice.token))
+        revoked = await client.get("/own-note", headers=as_alice)
+        anonymous = await client.get("/own-note")
+    await redis.aclose()
+
+    assert first.json() == {"user": str(alice.user_id), "note": "alice's note"}
+    assert forged_answer.status_code == 401
+    assert bob_answer.json() == {"user": str(bob.user_id), "note": None}
+    assert second.status_code == 200
+    assert third.status_code == 429
+    assert third.headers["ratelimit-limit"] == "2"
+    assert int(third.headers["retry-after"]) >= 1
+    assert (revoked.status_code, anonymous.status_code) == (401, 401)
+
+
+def claimed(token: str) -> AuthenticatedUser:
+    user = claimed_user(token)
+    assert user is not None
+    return user
 
 
 async def test_replicas_share_one_limit(redis_target: RedisTarget):

@@ -1,7 +1,12 @@
 """Opaque bearer tokens with sessions in Redis, shared by every service.
 
-The users service issues a random token at login and stores ``session:<sha256(token)>``
--> user id with a TTL. Only the hash is stored, so a Redis dump leaks no usable token.
+The users service issues a token ``<user id>.<random>`` at login and stores
+``session:{<user id>}:<sha256(token)>`` -> user id with a TTL. Only the hash is stored, so a
+Redis dump leaks no usable token. The token names its user (no secret: the user knows their
+id) so that the session key carries the user's hash tag: a request's session, its per-user
+rate limit and the user's cached views share one Redis Cluster slot, and one script reads
+them all in one round trip (:func:`common.ratelimit.caller_read`). A token whose id part was
+altered names a key that does not exist.
 Every service resolves the caller with :func:`current_user`; logout deletes the key, so the
 token stops working everywhere at once, and PUBLISHes the token's hash on
 :func:`revocation_channel` (SPUBLISH on a Redis Cluster), so what a request checked once (an
@@ -31,6 +36,10 @@ class AuthenticatedUser:
     id: UUID
     token_hash: str
 
+    @property
+    def session_key(self) -> str:
+        return session_key(self.id, self.token_hash)
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedSession:
@@ -43,13 +52,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def session_key(token_hash: str) -> str:
-    return SESSION_KEY_PREFIX + token_hash
+def session_key(user_id: UUID, token_hash: str) -> str:
+    return f"{SESSION_KEY_PREFIX}{{{user_id}}}:{token_hash}"
+
+
+def claimed_user(token: str) -> AuthenticatedUser | None:
+    """Who the token says it belongs to, not yet checked against its session (None: not a
+    token this system issues)."""
+    user_part, dot, secret = token.partition(".")
+    if not dot or not secret:
+        return None
+    try:
+        user_id = UUID(user_part)
+    except ValueError:
+        return None
+    return AuthenticatedUser(id=user_id, token_hash=hash_token(token))
 
 
 async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> IssuedSession:
-    token = secrets.token_urlsafe(32)
-    await redis.set(session_key(hash_token(token)), str(user_id), ex=ttl_seconds)
+    token = f"{user_id}.{secrets.token_urlsafe(32)}"
+    await redis.set(session_key(user_id, hash_token(token)), str(user_id), ex=ttl_seconds)
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
     return IssuedSession(token=token, user_id=user_id, expires_at=expires_at)
 
@@ -60,16 +82,16 @@ def revocation_channel(redis: Redis) -> str:
     return f"{REVOCATION_CHANNEL_PREFIX}{pubsub_namespace(redis)}"
 
 
-async def revoke_session(redis: Redis, token_hash: str) -> None:
+async def revoke_session(redis: Redis, user: AuthenticatedUser) -> None:
     """End the session: the key goes (every later request is a 401), then the revocation is
     announced (long-lived responses of that token, such as event streams, end at once).
     Two round trips, not a pipeline: on a cluster the key and the channel are on different
     shards, and the key must be gone before anyone acts on the announcement."""
-    await redis.delete(session_key(token_hash))
-    await publish(redis, revocation_channel(redis), token_hash)
+    await redis.delete(user.session_key)
+    await publish(redis, revocation_channel(redis), user.token_hash)
 
 
-def _bearer_token(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -82,14 +104,12 @@ async def optional_user(request: Request) -> AuthenticatedUser | None:
     if USER_SCOPE_KEY in request.scope:
         cached: AuthenticatedUser | None = request.scope[USER_SCOPE_KEY]
         return cached
-    user = None
-    token = _bearer_token(request)
-    if token is not None:
-        token_hash = hash_token(token)
+    token = bearer_token(request)
+    user = claimed_user(token) if token is not None else None
+    if user is not None:
         redis: Redis = request.app.state.redis
-        user_id = await redis.get(session_key(token_hash))
-        if user_id is not None:
-            user = AuthenticatedUser(id=UUID(str(user_id)), token_hash=token_hash)
+        if await redis.get(user.session_key) != str(user.id):
+            user = None
     request.scope[USER_SCOPE_KEY] = user
     return user
 

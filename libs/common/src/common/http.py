@@ -244,7 +244,7 @@ def create_service_app(
         app.state.replica = replica_engine and Replica(
             replica_engine, retry_seconds=settings.replica_retry_seconds
         )
-        app.state.rate_limiter = RateLimiter.from_settings(settings)
+        app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
         try:
             async with AsyncExitStack() as stack:
                 if outbox is not None:

@@ -1,10 +1,10 @@
-"""Rate limiting shared by every replica, backed by Redis through the ``limits`` library.
+"""Rate limiting shared by every replica, in Redis, with one script per request.
 
 Each route belongs to a group (``auth``, ``read``, ``write``) whose limit is a setting such as
-``"600/minute"``, so a benchmark can raise it. The caller is counted per user when the
-request carries a valid bearer token and per client address otherwise. A request over the
-limit gets a 429 problem with ``Retry-After`` and the IETF ``RateLimit-Limit``,
-``RateLimit-Remaining`` and ``RateLimit-Reset`` headers.
+``"600/minute"`` (the ``limits`` library's notation, parsed by it), so a benchmark can raise
+it. The caller is counted per user when the request carries a valid bearer token and per
+client address otherwise. A request over the limit gets a 429 problem with ``Retry-After``
+and the IETF ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` headers.
 
 The client address is the TCP peer's, unless that peer is a trusted proxy (the setting
 ``trusted_proxies``: the ingress controller's addresses): then it is the address the proxies
@@ -13,30 +13,85 @@ cannot pick its own bucket by sending the header itself (the left part is the cl
 write). From any other peer the header is ignored. uvicorn is started with its own
 forwarded-header handling off (common.http.serve), so this is the only rule.
 
-The sliding-window-counter strategy is used: two counters per key, no burst of twice the
-limit at a window edge (as a fixed window allows), and cheaper than a moving-window log.
-On a Redis Cluster (``redis_cluster_nodes``) the library's cluster storage is used; it puts
-each key's two counters in one slot with a hash tag of its own.
+The strategy is a sliding-window counter: a counter per window, and the previous window's
+count weighted by how much of it the sliding window still covers. No burst of twice the
+limit at a window edge (as a fixed window allows), two small keys per caller. It is a Lua
+function of our own rather than the ``limits`` library's strategies because it must run
+inside a bigger script: :func:`caller_read` checks the session, counts the request and reads
+the caller's cached views in one round trip, the hottest read path's only Redis call. The
+keys carry the caller's hash tag (the user id, as the session key does), so on a Redis
+Cluster a caller's session, counters and views share one slot. Window boundaries come from
+the callers' clocks (replicas' clocks agree to well under a window).
 """
 
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisClusterStorage, RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import Redis
 
-from common.auth import optional_user
-from common.errors import Problem
-from common.redis import cluster_options, retry_options
+from common.auth import (
+    USER_SCOPE_KEY,
+    AuthenticatedUser,
+    bearer_token,
+    claimed_user,
+    optional_user,
+)
+from common.errors import Problem, Unauthorized
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# rate_limit(current, previous, limit, window_ms, elapsed_ms) -> {allowed, remaining, wait_ms}
+# ``current`` counts this window, ``previous`` the one before; ``elapsed_ms`` is how far into
+# this window we are. A limit below 0 means unlimited (still one call, no counting).
+_SLIDING_WINDOW = """
+local function rate_limit(current, previous, limit, window_ms, elapsed_ms)
+  if limit < 0 then return {1, 0, 0} end
+  local before = tonumber(redis.call('GET', previous) or '0')
+  local now = tonumber(redis.call('GET', current) or '0')
+  local used = math.floor(before * (window_ms - elapsed_ms) / window_ms) + now
+  if used >= limit then
+    local wait_ms = window_ms - elapsed_ms
+    if now < limit and before > 0 then
+      -- The previous window's weight must fall until one more request fits.
+      wait_ms = math.ceil(window_ms * (1 - (limit - now) / before)) - elapsed_ms + 1
+    end
+    return {0, 0, math.max(wait_ms, 1)}
+  end
+  if redis.call('INCR', current) == 1 then
+    redis.call('PEXPIRE', current, window_ms * 2)
+  end
+  return {1, limit - used - 1, 0}
+end
+"""
+
+_HIT = (
+    _SLIDING_WINDOW + "return rate_limit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), "
+    "tonumber(ARGV[3]))"
+)
+
+# KEYS: the session, the two counters, then the keys to read. ARGV: the user id the token
+# names, then rate_limit's limit, window_ms, elapsed_ms.
+# -> {0} when the session is not that user's (none, expired, revoked, or a forged id);
+#    {1, remaining, wait_ms} when over the limit; {2, remaining, values} otherwise.
+_CALLER_READ = (
+    _SLIDING_WINDOW
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+local verdict = rate_limit(KEYS[2], KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]),
+                           tonumber(ARGV[4]))
+if verdict[1] == 0 then return {1, verdict[2], verdict[3]} end
+if #KEYS < 4 then return {2, verdict[2], {}} end
+return {2, verdict[2], redis.call('MGET', unpack(KEYS, 4))}
+"""
+)
 
 
 class TooManyRequests(Problem):
@@ -44,19 +99,45 @@ class TooManyRequests(Problem):
 
 
 @dataclass(frozen=True)
+class _Window:
+    """Where a request falls: the counters of its window and how far into it it is."""
+
+    current: str
+    previous: str
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class CallerRead:
+    """What :func:`caller_read` found: the caller, and the values of the keys it asked for."""
+
+    caller: AuthenticatedUser
+    values: list[str | None]
+
+
 class RateLimiter:
     """The limiter of one service process; created in the app's lifespan."""
 
-    strategy: SlidingWindowCounterRateLimiter
-    limits: dict[str, RateLimitItem]
-    namespace: str
-    enabled: bool
-    trusted_proxies: tuple[IPNetwork, ...] = ()
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        limits: dict[str, RateLimitItem],
+        namespace: str,
+        enabled: bool,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+    ) -> None:
+        self.limits = limits
+        self.namespace = namespace
+        self.enabled = enabled
+        self.trusted_proxies = trusted_proxies
+        self._hit = redis.register_script(_HIT)
+        self._caller_read = redis.register_script(_CALLER_READ)
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> "RateLimiter":
+    def from_settings(cls, settings: ServiceSettings, redis: Redis) -> "RateLimiter":
         return cls(
-            strategy=SlidingWindowCounterRateLimiter(_storage(settings)),
+            redis,
             limits={
                 "auth": parse(settings.rate_limit_auth),
                 "read": parse(settings.rate_limit_read),
@@ -67,47 +148,65 @@ class RateLimiter:
             trusted_proxies=settings.trusted_proxies,
         )
 
-    async def check(self, group: str, identity: str) -> None:
-        """Count one request; raise a 429 problem when it is over the limit.
+    async def check(self, group: str, tag: str) -> None:
+        """Count one request of the caller ``tag`` (a user id, or ``addr:<address>``); raise
+        a 429 problem when it is over the limit. One round trip either way."""
+        window = self._window(group, tag)
+        allowed, remaining, wait_ms = await self._hit(
+            keys=[window.current, window.previous],
+            args=[*self._limit_args(group), window.elapsed_ms],
+        )
+        if not allowed:
+            raise self._refusal(group, int(remaining), int(wait_ms))
 
-        An allowed request costs one Redis round trip; the window's statistics (for the
-        headers) are read only for a refused one, which keeps the hot path cheap.
-        """
+    async def caller_read(self, token: str, group: str, keys_of: "KeysOf") -> CallerRead:
+        """The caller behind ``token``, its request counted against ``group``, and the values
+        of ``keys_of(caller id)``, in one round trip; 401 or 429 problems as the separate
+        checks would raise them."""
+        claimed = claimed_user(token)
+        if claimed is None:
+            raise Unauthorized()
+        tag = str(claimed.id)
+        window = self._window(group, tag)
+        reply = await self._caller_read(
+            keys=[claimed.session_key, window.current, window.previous, *keys_of(claimed.id)],
+            args=[tag, *self._limit_args(group), window.elapsed_ms],
+        )
+        if reply[0] == 0:
+            raise Unauthorized()
+        if reply[0] == 1:
+            raise self._refusal(group, int(reply[1]), int(reply[2]))
+        return CallerRead(claimed, [None if value is None else str(value) for value in reply[2]])
+
+    def _limit_args(self, group: str) -> list[int]:
         item = self.limits[group]
-        if await self.strategy.hit(item, self.namespace, group, identity):
-            return
-        stats = await self.strategy.get_window_stats(item, self.namespace, group, identity)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise TooManyRequests(
+        return [item.amount if self.enabled else -1, item.get_expiry() * 1000]
+
+    def _window(self, group: str, tag: str) -> _Window:
+        window_ms = self.limits[group].get_expiry() * 1000
+        now_ms = int(time.time() * 1000)
+        index, elapsed_ms = divmod(now_ms, window_ms)
+        base = f"ratelimit:{{{tag}}}:{self.namespace}:{group}"
+        return _Window(f"{base}:{index}", f"{base}:{index - 1}", elapsed_ms)
+
+    def _refusal(self, group: str, remaining: int, wait_ms: int) -> TooManyRequests:
+        item = self.limits[group]
+        retry_after = max(1, math.ceil(wait_ms / 1000))
+        return TooManyRequests(
             f"Rate limit of {item.amount} per {item.get_expiry()} s exceeded for {group!r}"
             f" requests; retry in {retry_after} s.",
             headers={
                 "Retry-After": str(retry_after),
                 "RateLimit-Limit": str(item.amount),
-                "RateLimit-Remaining": str(stats.remaining),
+                "RateLimit-Remaining": str(remaining),
                 "RateLimit-Reset": str(retry_after),
             },
         )
 
 
-def _storage(settings: ServiceSettings) -> RedisStorage:
-    if settings.redis_cluster_nodes:
-        auth = f":{settings.redis_cluster_password}@" if settings.redis_cluster_password else ""
-        return RedisClusterStorage(
-            f"async+redis+cluster://{auth}{settings.redis_cluster_nodes}",
-            implementation="redispy",
-            key_prefix="ratelimit",
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-            **cluster_options(),
-        )
-    return RedisStorage(
-        settings.redis_url.replace("redis://", "async+redis://", 1),
-        implementation="redispy",
-        key_prefix="ratelimit",
-        socket_timeout=settings.redis_timeout_seconds,
-        **retry_options(),  # the first check after a Redis restart must not fail
-    )
+KeysOf = Callable[[UUID], Sequence[str]]
+"""The Redis keys a route wants read for the caller (the user id), e.g. its cached view.
+They must carry the user's hash tag (``{<user id>}``), like the session and the counters."""
 
 
 def _parse_address(text: str) -> IPAddress | None:
@@ -163,12 +262,30 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
             return
         user = await optional_user(request)
         if user is not None:
-            identity = f"user:{user.id}"
+            tag = str(user.id)
         else:
-            identity = f"addr:{_request_address(request, limiter.trusted_proxies)}"
-        await limiter.check(group, identity)
+            tag = f"addr:{_request_address(request, limiter.trusted_proxies)}"
+        await limiter.check(group, tag)
 
     return limited
+
+
+def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[CallerRead]]:
+    """A route dependency for a signed-in caller's read: authentication, the ``group`` rate
+    limit and the values of ``keys_of(caller id)`` in one Redis round trip (instead of a
+    session lookup, a counter script and a read). The caller is then known to the request as
+    :data:`common.auth.CurrentUser` would have found it."""
+
+    async def read(request: Request) -> CallerRead:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized()
+        limiter: RateLimiter = request.app.state.rate_limiter
+        found = await limiter.caller_read(token, group, keys_of)
+        request.scope[USER_SCOPE_KEY] = found.caller
+        return found
+
+    return read
 
 
 AUTH_LIMIT = Depends(rate_limit("auth"))

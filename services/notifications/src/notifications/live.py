@@ -56,7 +56,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPubSub
 
-from common.auth import AuthenticatedUser, revocation_channel, session_key
+from common.auth import AuthenticatedUser, revocation_channel
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
 from common.redis import is_cluster, pubsub_namespace
@@ -545,7 +545,7 @@ class NotificationStream:
 
     async def _session_alive(self) -> bool:
         try:
-            return bool(await self.redis.exists(session_key(self.user.token_hash)))
+            return bool(await self.redis.exists(self.user.session_key))
         except Exception:
             logger.warning("session check failed; the stream stays open", exc_info=True)
             return True

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from common.auth import create_session, hash_token, revoke_session, session_key
+from common.auth import AuthenticatedUser, claimed_user, create_session, revoke_session
 from common.pagination import decode_cursor, encode_cursor
 from notifications import service
 from notifications.live import StreamSlots
@@ -125,7 +125,7 @@ async def test_a_session_gone_without_announcement_ends_the_stream_at_the_next_h
     user = await new_user()
     async with open_stream(user) as stream:
         await stream.block()
-        await redis.delete(session_key(hash_token(user.token)))  # expired, or PUBLISH lost
+        await redis.delete(_session(user.token).session_key)  # expired, or PUBLISH lost
         assert await stream.ended(within=5)  # the server ends the response
 
 
@@ -147,7 +147,7 @@ async def test_logout_ends_the_tokens_streams_at_once_and_no_other(
         for stream in (first, second, kept):
             await stream.block()
         started = time.monotonic()
-        await revoke_session(redis, hash_token(user.token))
+        await revoke_session(redis, _session(user.token))
         assert await first.ended(within=3)
         assert await second.ended(within=3)
         assert time.monotonic() - started < settings.stream_heartbeat_seconds
@@ -283,3 +283,9 @@ async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
         events = early + [await stream.event(within=2) for _ in range(2 - len(early))]
 
     assert [e.json["id"] for e in events] == [str(slow.id), str(fast.id)]
+
+
+def _session(token: str) -> AuthenticatedUser:
+    user = claimed_user(token)
+    assert user is not None
+    return user

@@ -38,10 +38,17 @@ class UserCache:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
 
-    async def get(self, user_id: uuid.UUID) -> tuple[str | None, str]:
-        """The cached view as JSON (None on a miss) and the generation to store a fresh one
-        under. JSON text, not a model: a hit is served as it is, unparsed."""
-        cached, generation = await self.redis.mget(_view_key(user_id), _generation_key(user_id))
+    @staticmethod
+    def keys(user_id: uuid.UUID) -> tuple[str, str]:
+        """The view's keys, read in the request's one round trip
+        (``common.ratelimit.caller_read``): the view, then its generation."""
+        return _view_key(user_id), _generation_key(user_id)
+
+    @staticmethod
+    def lookup(cached: str | None, generation: str | None) -> tuple[str | None, str]:
+        """From the values of :meth:`keys`: the cached view as JSON (None on a miss) and the
+        generation to store a fresh one under. JSON text, not a model: a hit is served as it
+        is, unparsed."""
         generation = str(generation or "0")
         if cached:
             stored_generation, _, view = str(cached).partition("|")

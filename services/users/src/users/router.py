@@ -1,18 +1,22 @@
 """HTTP routes of the users service: parse, call the service, shape the response."""
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from common.auth import CurrentUser, revoke_session
 from common.http import DatabaseDep, RedisDep
-from common.ratelimit import AUTH_LIMIT, READ_LIMIT, WRITE_LIMIT
+from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, caller_read
 from users import service
 from users.cache import UserCache
 from users.passwords import Passwords
 from users.schemas import SessionCreate, SessionOut, UserCreate, UserOut
 
 router = APIRouter(prefix="/users", tags=["users"])
+
+CallerView = Annotated[CallerRead, Depends(caller_read("read", UserCache.keys))]
+"""The caller, counted against the read limit, with their cached view: one Redis call."""
 
 
 def _passwords(request: Request) -> Passwords:
@@ -61,20 +65,22 @@ async def login(
     "/sessions/current", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WRITE_LIMIT]
 )
 async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
-    await revoke_session(redis, caller.token_hash)
+    await revoke_session(redis, caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # response_model documents the shape; the body is the cached JSON, sent as it is.
-@router.get("/me", response_model=UserOut, dependencies=[READ_LIMIT])
-async def me(request: Request, caller: CurrentUser, db: DatabaseDep) -> Response:
-    view = await service.get_visible_user_json(db, _cache(request), caller.id, caller.id)
+@router.get("/me", response_model=UserOut)
+async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
+    caller = read.caller.id
+    view = await service.get_visible_user_json(db, _cache(request), caller, caller, read.values)
     return Response(view, media_type="application/json")
 
 
-@router.get("/{user_id}", response_model=UserOut, dependencies=[READ_LIMIT])
+@router.get("/{user_id}", response_model=UserOut)
 async def get_user(
-    user_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
+    user_id: uuid.UUID, request: Request, read: CallerView, db: DatabaseDep
 ) -> Response:
-    view = await service.get_visible_user_json(db, _cache(request), caller.id, user_id)
+    caller = read.caller.id
+    view = await service.get_visible_user_json(db, _cache(request), caller, user_id, read.values)
     return Response(view, media_type="application/json")

@@ -1,6 +1,7 @@
 """Business rules of the users service. Functions take a session; they never commit."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
@@ -86,7 +87,11 @@ async def login(
 
 
 async def get_visible_user_json(
-    db: Database, cache: UserCache, caller_id: uuid.UUID, user_id: uuid.UUID
+    db: Database,
+    cache: UserCache,
+    caller_id: uuid.UUID,
+    user_id: uuid.UUID,
+    cached_values: Sequence[str | None],
 ) -> str:
     """The user view as JSON; a user sees only themself, anyone else's id is a 404.
 
@@ -96,7 +101,7 @@ async def get_visible_user_json(
     """
     if user_id != caller_id:
         raise NotFound(f"User {user_id} not found.")
-    cached, generation = await cache.get(user_id)
+    cached, generation = cache.lookup(*cached_values)  # the caller's, read with the session
     if cached is not None:
         return cached
     async with db.session() as session:
