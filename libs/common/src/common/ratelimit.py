@@ -159,21 +159,24 @@ class RateLimiter:
         if not allowed:
             raise self._refusal(group, int(remaining), int(wait_ms))
 
-    async def caller_read(self, token: str, group: str, keys_of: "KeysOf") -> CallerRead:
+    async def check_caller(
+        self, token: str, group: str, keys_of: "KeysOf | None" = None
+    ) -> CallerRead | None:
         """The caller behind ``token``, its request counted against ``group``, and the values
-        of ``keys_of(caller id)``, in one round trip; 401 or 429 problems as the separate
-        checks would raise them."""
+        of ``keys_of(caller id)``, in one round trip. None when the token has no session
+        (nothing was counted); a 429 problem when the caller is over the limit."""
         claimed = claimed_user(token)
         if claimed is None:
-            raise Unauthorized()
+            return None
         tag = str(claimed.id)
+        keys = keys_of(claimed.id) if keys_of is not None else ()
         window = self._window(group, tag)
         reply = await self._caller_read(
-            keys=[claimed.session_key, window.current, window.previous, *keys_of(claimed.id)],
+            keys=[claimed.session_key, window.current, window.previous, *keys],
             args=[tag, *self._limit_args(group), window.elapsed_ms],
         )
         if reply[0] == 0:
-            raise Unauthorized()
+            return None
         if reply[0] == 1:
             raise self._refusal(group, int(reply[1]), int(reply[2]))
         return CallerRead(claimed, [None if value is None else str(value) for value in reply[2]])
@@ -258,6 +261,14 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
 
     async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
+        token = bearer_token(request)
+        if token is not None and USER_SCOPE_KEY not in request.scope:
+            # The session lookup and the count in one call; the caller is then known to
+            # CurrentUser. A token without a session is counted by address below.
+            found = await limiter.check_caller(token, group)
+            request.scope[USER_SCOPE_KEY] = found.caller if found is not None else None
+            if found is not None:
+                return
         if not limiter.enabled:
             return
         user = await optional_user(request)
@@ -281,7 +292,9 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
         if token is None:
             raise Unauthorized()
         limiter: RateLimiter = request.app.state.rate_limiter
-        found = await limiter.caller_read(token, group, keys_of)
+        found = await limiter.check_caller(token, group, keys_of)
+        if found is None:
+            raise Unauthorized()
         request.scope[USER_SCOPE_KEY] = found.caller
         return found
 
