@@ -19,6 +19,7 @@ after its transaction ended raises :class:`UnitOfWorkClosed`, and publishing thr
 Database that has no outbox raises :class:`NoOutbox`: both fail loudly, never silently drop.
 """
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -190,6 +191,25 @@ class UnitOfWork:
             await _logged(callback)
 
 
+@asynccontextmanager
+async def closing_quietly(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Yield a read-only session, then close it; a failure to close is logged, not raised.
+
+    Closing rolls the read's transaction back. If Postgres went away after the read (a
+    restart), that rollback fails, but there is nothing to undo, and the caller may be a
+    request dependency's teardown that runs after its response started: raising there makes
+    the server drop the client's keep-alive connection, and the client's next request on it
+    fails with no answer at all. The pool discards the broken connection either way.
+    """
+    try:
+        yield session
+    finally:
+        try:
+            await asyncio.shield(session.close())  # as AsyncSession's own exit does
+        except Exception as exc:
+            logger.warning("read-only session not closed cleanly", extra={"error": repr(exc)})
+
+
 async def _logged(callback: AfterCommit) -> None:
     try:
         result = callback()
@@ -227,7 +247,7 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only; nothing is committed."""
-        async with self.sessions() as session:
+        async with closing_quietly(self.sessions()) as session:
             yield session
 
     async def ping(self) -> None:

@@ -18,6 +18,7 @@ a log line and ``db_replica_fallbacks_total``, and the replica is not tried agai
 ``replica_retry_seconds``.
 """
 
+import contextlib
 import logging
 import time
 import uuid
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import USER_SCOPE_KEY, AuthenticatedUser, optional_user
-from common.db import Database, create_engine
+from common.db import Database, closing_quietly, create_engine
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
 
@@ -104,10 +105,11 @@ async def lagging_session(
         else:
             LAGGING_READS.labels("replica", "ok").inc()
             try:
-                async with replica.sessions(bind=connection) as session:
+                async with closing_quietly(replica.sessions(bind=connection)) as session:
                     yield session
             finally:
-                await connection.close()
+                with contextlib.suppress(Exception):  # as closing_quietly explains
+                    await connection.close()
             return
     LAGGING_READS.labels("primary", reason or "").inc()
     async with database.session() as session:
