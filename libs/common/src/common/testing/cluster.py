@@ -140,6 +140,23 @@ class LocalRedisCluster:
     def wait_healthy(self, within: float = 30) -> None:
         _wait(self.healthy, within=within, what="redis cluster")
 
+    def wait_failover(self, key: str, dead: int, within: float = 30) -> None:
+        """Until a replica serves ``key``'s slot in place of the killed primary ``dead``, and
+        the cluster is healthy again. Right after a kill the other nodes still call the
+        cluster ok (they notice only after ``cluster-node-timeout``): health alone is no sign
+        that the failover happened."""
+        _wait(
+            lambda: self._served_by_other(key, dead) and self.healthy(),
+            within=within,
+            what=f"failover of {key!r} away from {dead}",
+        )
+
+    def _served_by_other(self, key: str, dead: int) -> bool:
+        try:
+            return self.owner_of(key) != dead
+        except RuntimeError:  # between the failure and the election no primary serves it
+            return False
+
     def node_pid(self, port: int) -> int | None:
         """The pid of the node on ``port`` (it may have been started by another process)."""
         info = self._cli(port, "info", "server")
