@@ -570,7 +570,7 @@ def profile_path(config: Config) -> Path:
 
 async def profile_start(config: Config, pid: int, seconds: float) -> asyncio.subprocess.Process:
     output = profile_path(config)
-    command = ["py-spy"] if shutil.which("py-spy") else ["uvx", "py-spy"]
+    command = ["py-spy"] if shutil.which("py-spy") else ["uv", "tool", "run", "py-spy"]
     return await asyncio.create_subprocess_exec(
         *command,
         "record",
