@@ -456,29 +456,38 @@ class Consumer:
         ``failures``: attempts already failed in this process (its batch's).
         """
         ident = (item.key, item.entry_id)
-        if failures and item.deliveries - 1 + failures < self.max_attempts:
-            await self._pause(_jittered(self._retry_delay(failures)))
+        if failures:
+            await self._back_off(item, failures)
         while not self._stopping.is_set():
             await self._dependencies_up.wait()
             if self._stopping.is_set():
                 return
             try:
-                if failures and item.deliveries - 1 + failures >= self.max_attempts:
-                    await self._give_up(item, item.deliveries - 1 + failures)
+                if failures and self._attempts(item, failures) >= self.max_attempts:
+                    await self._give_up(item, self._attempts(item, failures))
                 else:
                     await self._attempt([item])
                 return
             except _HandlerFailed as failed:
                 failures += 1
                 self._remember_error(ident, failed.error)
-                if item.deliveries - 1 + failures < self.max_attempts:
-                    await self._pause(_jittered(self._retry_delay(failures)))
+                await self._back_off(item, failures)
             except Exception as exc:
                 if is_unavailable(exc):
                     await self._pause_for_dependencies(exc)
                     continue
                 self._log_unprocessed([Entry(item.key, item.entry_id, {}, item.deliveries)], exc)
                 return
+
+    @staticmethod
+    def _attempts(item: _Ready, failures: int) -> int:
+        """Attempts used: earlier deliveries (other processes' tries) plus ours."""
+        return item.deliveries - 1 + failures
+
+    async def _back_off(self, item: _Ready, failures: int) -> None:
+        """Wait before the next attempt, with jitter; not when the next step is to give up."""
+        if self._attempts(item, failures) < self.max_attempts:
+            await self._pause(_jittered(self._retry_delay(failures)))
 
     def _retry_delay(self, failures: int) -> float:
         return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (failures - 1))
