@@ -261,17 +261,11 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
 
     async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
-        token = bearer_token(request)
-        if token is not None and USER_SCOPE_KEY not in request.scope:
-            # The session lookup and the count in one call; the caller is then known to
-            # CurrentUser. A token without a session is counted by address below.
-            found = await limiter.check_caller(token, group)
-            request.scope[USER_SCOPE_KEY] = found.caller if found is not None else None
-            if found is not None:
-                return
+        if USER_SCOPE_KEY not in request.scope and await _counted_caller(request, group):
+            return
         if not limiter.enabled:
             return
-        user = await optional_user(request)
+        user = await optional_user(request)  # known by now: None, or found by another limit
         if user is not None:
             tag = str(user.id)
         else:
@@ -288,17 +282,27 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
     :data:`common.auth.CurrentUser` would have found it."""
 
     async def read(request: Request) -> CallerRead:
-        token = bearer_token(request)
-        if token is None:
-            raise Unauthorized()
-        limiter: RateLimiter = request.app.state.rate_limiter
-        found = await limiter.check_caller(token, group, keys_of)
+        found = await _counted_caller(request, group, keys_of)
         if found is None:
             raise Unauthorized()
-        request.scope[USER_SCOPE_KEY] = found.caller
         return found
 
     return read
+
+
+async def _counted_caller(
+    request: Request, group: str, keys_of: KeysOf | None = None
+) -> CallerRead | None:
+    """The bearer token's session looked up and its request counted in one call
+    (:meth:`RateLimiter.check_caller`); the caller, or None, is then the request's for
+    ``CurrentUser``. None without a token or a session: nothing was counted."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    limiter: RateLimiter = request.app.state.rate_limiter
+    found = await limiter.check_caller(token, group, keys_of)
+    request.scope[USER_SCOPE_KEY] = found.caller if found is not None else None
+    return found
 
 
 AUTH_LIMIT = Depends(rate_limit("auth"))
