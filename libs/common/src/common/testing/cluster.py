@@ -19,12 +19,22 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 RUN_DIR = Path(os.environ.get("RUN_DIR", ".run"))
+
+
+def postgres_reachable_directory(name: str) -> Path:
+    """A fresh directory for a private Postgres's data, in the system's temporary directory.
+
+    Not under the checkout: when we are root the server runs as ``postgres``, which cannot
+    enter a checkout under a private home (mode 700); the temporary directory it can.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"shop-{name}-"))
 
 
 def _wait(check: Callable[[], bool], *, within: float, what: str) -> None:
