@@ -37,7 +37,7 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
+	replay-dead-letters operator-token events test check lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
 
@@ -92,9 +92,13 @@ events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) fr
 # --- checking it --------------------------------------------------------------------------
 test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
-lint: sync ## ruff (lint + format check); docs/events.md and docs/asyncapi.yaml are up to date
+check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
+	@$(RUN) pytest -q -m "not integration and not cluster" libs services
+
+lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
+	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
 
