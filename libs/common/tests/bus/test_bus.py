@@ -66,29 +66,6 @@ async def test_rollback_publishes_nothing(h: Harness) -> None:
     assert await h.redis.xlen(h.key) == 0
 
 
-async def test_a_rolled_back_savepoint_takes_its_messages_and_callbacks_with_it(
-    h: Harness,
-) -> None:
-    called: list[str] = []
-
-    async def lose_an_attempt(uow: UnitOfWork) -> None:
-        async with uow.savepoint():
-            uow.publish(Ping(key="undone"))
-            uow.after_commit(lambda: called.append("undone"))
-            raise RuntimeError("this attempt lost")
-
-    async with h.database.transaction() as uow:
-        uow.publish(Ping(key="kept"))
-        with pytest.raises(RuntimeError, match="attempt lost"):
-            await lose_an_attempt(uow)
-        uow.after_commit(lambda: called.append("kept"))
-
-    assert called == ["kept"]
-    async with h.database.session() as session:
-        keys = [row.envelope["payload"]["key"] for row in await session.execute(select(h.outbox))]
-    assert keys == ["kept"]
-
-
 async def test_publishing_without_an_outbox_fails_loudly(h: Harness) -> None:
     without_outbox = Database(h.database.engine)
     with pytest.raises(NoOutbox):
