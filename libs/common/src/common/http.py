@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.bus import Outbox
 from common.db import Database, create_engine
+from common.docs import install_docs
 from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
@@ -258,7 +259,8 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
-    app = FastAPI(title=title, lifespan=shared_lifespan)
+    # /docs from the installed Swagger UI (common.docs): it renders without internet.
+    app = FastAPI(title=title, lifespan=shared_lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     if settings.database_replica_url:
         app.add_middleware(
@@ -273,6 +275,7 @@ def create_service_app(
     app.include_router(probes_router())
     for router in routers:
         app.include_router(router)
+    install_docs(app)
     return app
 
 
