@@ -3,6 +3,7 @@ streaming both ways, disconnects, deadlines, the retry rule and the breaker."""
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -81,7 +82,7 @@ async def test_a_client_traceparent_is_carried_through(front):
 async def test_request_body_streams_in_chunks(front, upstream):
     _, observed = upstream
 
-    async def body():
+    async def body() -> AsyncIterator[bytes]:
         for _ in range(32):
             yield b"y" * 65536
             await asyncio.sleep(0)

@@ -3,6 +3,7 @@ and notices disconnects, over a real socket."""
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -44,7 +45,7 @@ def stand_in(observed: Observed) -> Starlette:
         return JSONResponse({"slow": True})
 
     async def stream(request: Request) -> Response:
-        async def events():  # type: ignore[no-untyped-def]
+        async def events() -> AsyncIterator[bytes]:
             try:
                 yield b"data: first\n\n"
                 await observed.release_stream.wait()
@@ -58,7 +59,7 @@ def stand_in(observed: Observed) -> Starlette:
     async def big(request: Request) -> Response:
         chunk = b"x" * 65536
 
-        async def body():  # type: ignore[no-untyped-def]
+        async def body() -> AsyncIterator[bytes]:
             for _ in range(64):
                 yield chunk
 
