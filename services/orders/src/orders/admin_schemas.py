@@ -1,4 +1,4 @@
-"""Request and response bodies of the operator API (``/admin``, DESIGN section 10)."""
+"""Request and response bodies of the operator API (``/admin``, docs/design.md section 10)."""
 
 import uuid
 from datetime import datetime

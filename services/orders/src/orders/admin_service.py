@@ -1,5 +1,5 @@
-"""What operators may do (DESIGN section 10): find sagas, read a timeline, retry or compensate a
-saga, list, inspect and redrive dead letters; every action audited. Never commits.
+"""What operators may do (docs/design.md section 10): find sagas, read a timeline, retry or
+compensate a saga, list, inspect and redrive dead letters; every action audited. Never commits.
 
 Where the operator's code lives, and why: the orders service runs the saga, so it serves the
 operator API, with the service's usual layering in files of their own, named ``admin_*`` so
