@@ -40,6 +40,7 @@ from orders.admin_auth import (
     same_origin,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
+from orders.saga import OrderStatus, SagaState
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
 templates = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates" / "admin")
 
-SAGA_STATES = ("awaiting_credit", "awaiting_release", "awaiting_notification", "settled")
-ORDER_STATUSES = ("PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED")
+SAGA_STATES = tuple(SagaState)  # the saga's own enums, as the check constraints are
+ORDER_STATUSES = tuple(OrderStatus)
 FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CsrfToken = Annotated[str, Form(alias=CSRF_FIELD, max_length=128)]
 PageCursor = Annotated[str, Query(max_length=200)]
