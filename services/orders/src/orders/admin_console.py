@@ -40,7 +40,7 @@ from orders.admin_auth import (
     same_origin,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
-from orders.saga import OrderStatus, SagaState
+from orders.saga import OrderStatus, SagaState, StepStatus
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ TOP = 24
 LEFT = 130
 WIDTH = 760
 RIGHT = WIDTH - 40
-FAILED_STATUSES = frozenset({"failed", "timed_out", "compensated"})
+FAILED_STATUSES = frozenset({StepStatus.FAILED, StepStatus.TIMED_OUT, StepStatus.COMPENSATED})
 
 
 def _seconds_label(seconds: float) -> str:
@@ -436,7 +436,7 @@ def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
     moments = [step.at for step in saga.steps]
     if saga.deadline_at is not None:
         moments.append(saga.deadline_at)
-    if saga.state != "settled":
+    if saga.state != SagaState.SETTLED:
         moments.append(now)
     span = max((max(moments, default=start) - start).total_seconds(), 0.001)
 
@@ -470,7 +470,7 @@ def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
         points=points,
         ticks=ticks,
         deadline_x=x_of(saga.deadline_at) if saga.deadline_at is not None else None,
-        now_x=x_of(now) if saga.state != "settled" else None,
+        now_x=x_of(now) if saga.state != SagaState.SETTLED else None,
         description=(
             f"{len(saga.steps)} steps over {_seconds_label(span)[1:]} in {len(lanes)} lanes"
             + (f"; {saga.resends} re-sends" if saga.resends else "")
