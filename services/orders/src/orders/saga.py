@@ -118,8 +118,11 @@ class Definition:
         return self.forward[index] if index < len(self.forward) else None
 
     def step_of(self, command: Action) -> StepName:
-        """The step a command belongs to on the timeline."""
-        return next(wait.step for wait in self.table.values() if wait.command is command)
+        """The step a command belongs to on the timeline (the row that sends it)."""
+        for wait in self.table.values():
+            if wait.command is command:
+                return wait.step
+        raise LookupError(f"no row of definition {self.version} sends {command}")
 
 
 _RELEASE = Wait(StepName.RELEASE_CREDIT, Action.RELEASE_CREDIT, "saga_release_timeout_seconds")
