@@ -30,6 +30,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.auth import create_session
 from common.bus import Outbox
+from common.contracts import NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
 from common.testing.plugin import RedisTarget, migrate
@@ -121,7 +122,9 @@ def record(database: Database, fanout: Fanout) -> RecordFn:
         if order_id is None and kind != "welcome":
             order_id = uuid.uuid4()
         async with database.transaction() as uow:
-            return await service.record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
+            return await service.record(
+                uow, fanout, user_id=user_id, kind=NotificationKind(kind), order_id=order_id
+            )
 
     return record_one
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from common.auth import AuthenticatedUser, claimed_user, create_session, revoke_session
+from common.contracts import NotificationKind
 from common.pagination import decode_cursor, encode_cursor
 from common.testing.polling import eventually
 from notifications import service
@@ -268,7 +269,11 @@ async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
         await stream.block()
         async with database.transaction() as uow:
             slow = await service.record(
-                uow, fanout, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
+                uow,
+                fanout,
+                user_id=user.id,
+                kind=NotificationKind.ORDER_APPROVED,
+                order_id=uuid.uuid4(),
             )
             fast_task = asyncio.create_task(record(user.id))
 
