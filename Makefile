@@ -38,7 +38,7 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events test check lint typecheck unit asyncapi-check e2e e2e-stack \
+	replay-dead-letters operator-token events settings-doc test check lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
 
@@ -86,6 +86,9 @@ replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of the
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
+settings-doc: sync ## regenerate docs/settings.md (every setting, its variable, default and comment)
+	@$(RUN) python scripts/settings_reference.py
+
 events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) from the code
 	@$(RUN) python scripts/event_catalogue.py
 	@$(RUN) python scripts/asyncapi_document.py
@@ -102,6 +105,7 @@ lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md a
 	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
+	@$(RUN) python scripts/settings_reference.py --check
 
 typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench
