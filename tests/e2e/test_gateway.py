@@ -6,7 +6,9 @@ import time
 import httpx
 import pytest
 
-from .conftest import Stack, assert_problem, eventually, place, settled, sign_up
+from common.testing.polling import eventually
+
+from .conftest import Stack, assert_problem, place, settled, sign_up
 from .harness import stack_control_allowed
 
 needs_control = pytest.mark.skipif(
