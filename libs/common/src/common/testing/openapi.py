@@ -4,7 +4,11 @@ A service's test loads its real app (real Postgres and Redis through the plugin'
 with :func:`openapi_schema` and calls :func:`assert_no_server_errors`: for every operation of
 the document, schemathesis generates requests, valid ones and, on purpose, invalid ones
 (wrong types, out-of-range numbers, odd strings, missing fields), sends them to the app
-in-process, and checks the one property every request must have: the answer is never a 5xx.
+in-process, and checks the properties every answer must have: it is never a 5xx, and its
+status and media type are ones the document declares for the operation (schemathesis'
+``status_code_conformance`` and ``content_type_conformance``): the document tells the whole
+truth (common.openapi). :func:`openapi_schema_from_url` loads a running service's document
+instead, for the same checks over HTTP (tests/e2e).
 Every operation is tried; the failures of all of them are reported together, each with a
 curl command that reproduces it.
 
@@ -26,9 +30,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Err
-from schemathesis.openapi import from_asgi
+from schemathesis.openapi import from_asgi, from_url
 from schemathesis.python.asgi import shutdown_lifespans
-from schemathesis.schemas import BaseSchema
+from schemathesis.schemas import APIOperation, BaseSchema
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+
+CONFORMANCE_CHECKS = [status_code_conformance, content_type_conformance]
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("PROPERTY_MAX_EXAMPLES", "100")),
@@ -49,17 +56,31 @@ def openapi_schema(app: FastAPI, *, exclude: Iterable[tuple[str, str]] = ()) -> 
     return schema
 
 
+def openapi_schema_from_url(
+    base_url: str, *, exclude: Iterable[tuple[str, str]] = (), timeout: float = 10.0
+) -> BaseSchema:
+    """A running service's document (``base_url/openapi.json``); requests go to that
+    service over HTTP."""
+    schema: BaseSchema = from_url(f"{base_url}/openapi.json", timeout=timeout)
+    schema.config.update(base_url=base_url)
+    for path, method in exclude:
+        schema = schema.exclude(path=path, method=method)
+    return schema
+
+
 def stop_apps() -> None:
     """Run the shutdown half of every app lifespan schemathesis started (engines, pools)."""
     shutdown_lifespans()
 
 
 def assert_no_server_error(case: Case[Any], headers: Mapping[str, str]) -> None:
+    """Never a 5xx, and nothing the document does not declare: status and media type."""
     response = case.call(headers=dict(headers))
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} answered {response.status_code}:"
         f" {response.text[:300]}\n  reproduce: {case.as_curl_command()}"
     )
+    case.validate_response(response, checks=CONFORMANCE_CHECKS, headers=dict(headers))
 
 
 @dataclass
@@ -70,25 +91,65 @@ class Tally:
     requests: int = 0
 
 
-def assert_no_server_errors(schema: BaseSchema, headers: Mapping[str, str]) -> Tally:
-    """Every operation, positive and negative cases."""
+def _credentials(
+    operation: APIOperation[Any, Any, Any, Any],
+    headers: Mapping[str, str],
+    tokens: Mapping[str, str],
+) -> dict[str, str]:
+    """``headers``, plus the bearer token of the scheme the operation's document requires
+    (``tokens``: scheme name -> token), so /admin gets the operator's, the rest a customer's."""
+    sent = dict(headers)
+    for requirement in operation.definition.raw.get("security", []):
+        for scheme in requirement:
+            if scheme in tokens:
+                sent["Authorization"] = f"Bearer {tokens[scheme]}"
+    return sent
+
+
+def _run_property(
+    bounded: settings,
+    operation: APIOperation[Any, Any, Any, Any],
+    mode: GenerationMode,
+    sent: Mapping[str, str],
+    tally: Tally,
+) -> None:
+    """One operation, one generation mode: hypothesis draws the cases, each is checked."""
+
+    @bounded
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def no_server_error(case: Case[Any]) -> None:
+        tally.requests += 1
+        assert_no_server_error(case, sent)
+
+    no_server_error()
+
+
+def assert_no_server_errors(
+    schema: BaseSchema,
+    headers: Mapping[str, str] | None = None,
+    *,
+    tokens: Mapping[str, str] | None = None,
+    max_examples: int | None = None,
+) -> Tally:
+    """Every operation, positive and negative cases. ``tokens``: a bearer token per security
+    scheme (common.openapi), sent to the operations that declare it; ``max_examples``
+    overrides :data:`PROPERTY_SETTINGS`' bound (a slower transport: real HTTP)."""
     failures: list[str] = []
     tally = Tally()
+    bounded = (
+        PROPERTY_SETTINGS
+        if max_examples is None
+        else settings(PROPERTY_SETTINGS, max_examples=max_examples)
+    )
     for result in schema.get_all_operations():
         if isinstance(result, Err):
             raise result.err()  # the document itself is broken: that is a failure too
         operation = result.ok()
         tally.operations.append(operation.label)
+        sent = _credentials(operation, headers or {}, tokens or {})
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @PROPERTY_SETTINGS
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def no_server_error(case: Case[Any]) -> None:
-                tally.requests += 1
-                assert_no_server_error(case, headers)
-
             try:
-                no_server_error()
+                _run_property(bounded, operation, mode, sent, tally)
             except Unsatisfiable:
                 pass  # nothing to get wrong (no parameters, no body): no negative case exists
             except Exception as failure:  # an assertion, or the app's own exception (a 500)
