@@ -4,7 +4,7 @@ route that uses it, and nothing reaches a route that does not."""
 from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Response
 from pydantic import BaseModel
 
 from common.auth import CurrentUser
@@ -14,6 +14,7 @@ from common.openapi import BEARER, GLOBAL_STATUSES, OPERATOR, raises, sends_loca
 from common.pagination import Cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.settings import ServiceSettings
+from common.testing.openapi import assert_no_server_errors, openapi_schema, stop_apps
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -177,3 +178,38 @@ def test_two_routes_with_one_id_are_refused():
     app = create_service_app(ServiceSettings(service_name="t"), title="t", routers=[router])
     with pytest.raises(ValueError, match="operation id things_same"):
         app.openapi()
+
+
+def _undocumented_app(database_url: str, redis_url: str) -> FastAPI:
+    router = APIRouter(prefix="/odd", tags=["odd"])
+
+    @router.get("/conflict")
+    async def conflict() -> dict[str, str]:
+        raise Problem("never declared", status=409)
+
+    @router.get("/text")
+    async def text() -> Response:
+        return Response("plain", media_type="text/plain")
+
+    settings = ServiceSettings(service_name="odd", database_url=database_url, redis_url=redis_url)
+    return create_service_app(settings, title="odd", routers=[router])
+
+
+def test_the_conformance_checks_fail_an_undeclared_status_and_media_type(
+    database_url: str, redis_url: str
+):
+    """The property tests can fail: a status or media type the document omits is reported."""
+    schema = openapi_schema(
+        _undocumented_app(database_url, redis_url), exclude=[("/readyz", "GET")]
+    )
+    try:
+        with pytest.raises(AssertionError) as failed:
+            assert_no_server_errors(schema, max_examples=1)
+    finally:
+        stop_apps()
+    report = str(failed.value)
+    assert "GET /odd/conflict" in report
+    assert "409" in report
+    assert "GET /odd/text" in report
+    assert "text/plain" in report
+    assert "GET /healthz" not in report

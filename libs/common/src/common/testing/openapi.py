@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
 from schemathesis.openapi import from_asgi, from_url
 from schemathesis.python.asgi import shutdown_lifespans
@@ -152,6 +153,8 @@ def assert_no_server_errors(
                 _run_property(bounded, operation, mode, sent, tally)
             except Unsatisfiable:
                 pass  # nothing to get wrong (no parameters, no body): no negative case exists
+            except FailureGroup as failed:  # a conformance check: what was sent, what came
+                failures.append(f"[{mode.value}] {operation.label}: {failed}"[:3000])
             except Exception as failure:  # an assertion, or the app's own exception (a 500)
                 failures.append(f"[{mode.value}] {operation.label}: {failure!r}"[:3000])
     assert tally.operations, "the document has no operation"
