@@ -30,7 +30,9 @@ from users_client import Client as UsersClient
 from users_client.api.users import users_login, users_register
 from users_client.models import SessionCreate, SessionOut, UserCreate, UserOut
 
-from .conftest import NOTIFICATIONS_URL, ORDERS_URL, USERS_URL, eventually
+from common.testing.polling import eventually
+
+from .conftest import NOTIFICATIONS_URL, ORDERS_URL, USERS_URL
 
 TIMEOUT = httpx.Timeout(10.0)
 STREAM_CAP = 5  # NOTIFICATIONS_STREAM_MAX_PER_USER's default, which the e2e stack keeps

@@ -1,4 +1,4 @@
-"""Request and response bodies of the operator API (``/admin``, DESIGN section 10)."""
+"""Request and response bodies of the operator API (``/admin``, docs/design.md section 10)."""
 
 import uuid
 from datetime import datetime
@@ -12,6 +12,9 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from common.contracts import SagaState, StepName
+from orders.saga import OrderStatus
 
 # Filters are matched exactly, so they only need the characters real values use; anything
 # else (control characters included) is a 422 naming the field.
@@ -33,10 +36,8 @@ DeadLetterId = Annotated[
     StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$"),
     AfterValidator(_fits_a_stream_id),
 ]
-SagaStateFilter = Literal[
-    "awaiting_credit", "awaiting_release", "awaiting_notification", "compensating", "settled"
-]
-OrderStatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
+SagaStateFilter = SagaState  # the same enum as the saga and its check constraint
+OrderStatusFilter = OrderStatus
 MAX_REDRIVE = 1000
 
 
@@ -46,7 +47,8 @@ class SagaSummary(BaseModel):
     order_status: str
     rejection_reason: str | None
     state: str
-    version: int
+    version: int  # the optimistic lock's: one more per transition
+    definition_version: int  # the saga definition it started on, and finishes on
     total_cents: int
     deadline_at: datetime | None
     overdue: bool
@@ -70,6 +72,10 @@ class TimelineStep(BaseModel):
 
 class SagaTimeline(SagaSummary):
     correlation_id: str
+    # From its definition's table: the step its state waits on (None when settled), and
+    # whether an operator may give up on it (a PENDING order on a forward step).
+    waiting_for: StepName | None
+    compensable: bool
     resends: int
     late_replies: int
     steps: list[TimelineStep]
