@@ -160,3 +160,48 @@ def assert_no_server_errors(
     assert tally.operations, "the document has no operation"
     assert not failures, "\n\n".join(failures)
     return tally
+
+
+def _operations(document: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def convention_violations(document: Mapping[str, Any]) -> list[str]:
+    """What in a service's document breaks the API conventions (DESIGN section 5): one tag
+    and an id ``<tag>_<name>`` per operation; every error as problem+json of the one Problem
+    schema; Retry-After on 429 and 503; no FastAPI HTTPValidationError left."""
+    problem = {"$ref": "#/components/schemas/Problem"}
+    found: list[str] = []
+    for where, operation in _operations(document):
+        tags = operation.get("tags", [])
+        if len(tags) != 1 or not str(operation.get("operationId", "")).startswith(f"{tags[0]}_"):
+            found.append(f"{where}: id {operation.get('operationId')} is not <tag>_<name> {tags}")
+        for code, response in operation.get("responses", {}).items():
+            if int(code) < 400:
+                continue
+            if response.get("content") != {"application/problem+json": {"schema": problem}}:
+                found.append(f"{where} {code}: not application/problem+json of Problem")
+            if int(code) in {429, 503} and "Retry-After" not in response.get("headers", {}):
+                found.append(f"{where} {code}: no Retry-After")
+    if "HTTPValidationError" in document.get("components", {}).get("schemas", {}):
+        found.append("FastAPI's HTTPValidationError is still in the document")
+    return found
+
+
+def declared_statuses(document: Mapping[str, Any]) -> dict[str, set[int]]:
+    """``"POST /orders"`` -> the statuses its document declares."""
+    return {
+        where: {int(code) for code in operation.get("responses", {})}
+        for where, operation in _operations(document)
+    }
+
+
+def secured_operations(document: Mapping[str, Any]) -> dict[str, set[str]]:
+    """``"POST /orders"`` -> the security schemes it requires (operations without: absent)."""
+    return {
+        where: {scheme for requirement in operation["security"] for scheme in requirement}
+        for where, operation in _operations(document)
+        if operation.get("security")
+    }
