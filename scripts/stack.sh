@@ -233,8 +233,9 @@ probes() {  # what must answer before the stack counts as up: every API and ever
 
 # A developer's stack gets an operator for the console: a token made once per checkout, kept
 # in .run/dev/operator-token (readable by you alone); the orders service sees only its hash.
+# make test's stack too (.run/e2e/operator-token): tests/e2e checks /admin's document with it.
 ensure_operator() {
-  [[ $STACK == dev && -z ${ORDERS_OPERATOR_TOKENS:-} ]] || return 0
+  [[ ($STACK == dev || $STACK == e2e) && -z ${ORDERS_OPERATOR_TOKENS:-} ]] || return 0
   ORDERS_OPERATOR_TOKENS=$("$VENV/bin/python" scripts/operator_token.py local --keep-in "$RUN_DIR/operator-token")
   export ORDERS_OPERATOR_TOKENS
 }
@@ -266,7 +267,7 @@ up_local() {
   fi
   say "Waiting for every API's /readyz and every worker's /healthz"
   # shellcheck disable=SC2046 # one URL a word
-  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout 60 $(probes); then
+  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout "${READY_TIMEOUT:-60}" $(probes); then
     ctl status || true
     die "the stack did not become ready; see 'make logs'"
   fi

@@ -36,6 +36,7 @@ from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
 from orders.admin_schemas import (
     MAX_REDRIVE,
+    STREAM_ID_PART_MAX,
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
@@ -264,11 +265,16 @@ def _matcher(where: RedriveFilter) -> Callable[[DeadLetter], bool]:
     return match
 
 
+def _stream_id_part(text: str) -> bool:
+    """ASCII digits of an unsigned 64-bit number (Redis refuses anything else: a 500)."""
+    return text.isascii() and text.isdigit() and int(text) <= STREAM_ID_PART_MAX
+
+
 def _dead_letter_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     ms, dash, seq = cursor.partition("-")
-    if not (dash and ms.isdigit() and seq.isdigit()):
+    if not (dash and _stream_id_part(ms) and _stream_id_part(seq)):
         raise Problem(
             "The cursor is not one this API issued.",
             status=400,
