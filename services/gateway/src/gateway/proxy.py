@@ -148,6 +148,16 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+def _client_left(exc: BaseException) -> bool:
+    """aiohttp reports a failing request body as its own error, with ours as the cause."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientGone):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -182,6 +192,8 @@ class Proxy:
         except ClientGone:
             pass  # nobody to answer; leaving the block closed the upstream request
         except (aiohttp.ClientError, OSError) as exc:
+            if _client_left(exc):
+                return  # the client went away mid-upload: the service is not to blame
             # The connection broke after the request went out: the service may have acted
             # on it, so it is not retried; the client is told the answer was lost.
             upstream.breaker.failed()
