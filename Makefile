@@ -37,7 +37,7 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events test check lint typecheck unit asyncapi-check e2e e2e-stack \
+	replay-dead-letters release operator-token events test check lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
 
@@ -81,6 +81,10 @@ dead-letters: sync ## list the bus's dead letters
 
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
+
+release: ## record a release of HEAD: make release VERSION=x.y.z (CHANGELOG.md, version bump, commit)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	@python3 scripts/release.py cut $(VERSION)
 
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)

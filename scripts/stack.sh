@@ -307,6 +307,8 @@ up_docker() {
     docker network inspect bridge >/dev/null 2>&1 || echo "BUILD_NETWORK=host"
   } >"$COMPOSE_ENV"
   load_compose_env
+  SHOP_VERSION=$(python3 scripts/release.py current)  # the images' version label
+  export SHOP_VERSION
   say "Building the images (${files[*]#"$ROOT"/})"
   "${COMPOSE[@]}" build --quiet
   say "Starting the compose stack (migrations first) and waiting until every service is healthy"

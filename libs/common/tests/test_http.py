@@ -15,6 +15,7 @@ from common.http import DatabaseDep, create_service_app
 from common.settings import ServiceSettings
 from common.testing.plugin import asgi_client
 from common.unavailable import is_unavailable
+from common.version import VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,9 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient):
 async def test_readyz_checks_postgres_and_redis(client: httpx.AsyncClient):
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "version": VERSION}
+    metrics = (await client.get("/metrics")).text
+    assert f'build_info{{service="service",version="{VERSION}"}} 1.0' in metrics
 
 
 async def test_readyz_is_503_when_postgres_is_unreachable(redis_url: str):

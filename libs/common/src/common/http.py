@@ -7,6 +7,7 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 """
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -31,6 +32,7 @@ from common.redis import create_redis
 from common.replica import RecentWriteMiddleware, Replica, create_replica_engine
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing, instrument_app
+from common.version import VERSION, publish_build_info
 
 logger = logging.getLogger("common.http")
 
@@ -174,6 +176,8 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
+# Rendered once: /readyz is polled often. The version says which release answers (upgrades).
+READY_BODY = json.dumps({"status": "ready", "version": VERSION}, separators=(",", ":"))
 
 
 async def _check(name: str, probe: Awaitable[Any]) -> str | None:
@@ -205,7 +209,7 @@ def probes_router() -> APIRouter:
             return problem_response(
                 503, "Not ready: " + ", ".join(failures), instance=request.url.path
             )
-        return Response('{"status":"ready"}', media_type="application/json")
+        return Response(READY_BODY, media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -258,6 +262,7 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
+    publish_build_info(settings.service_name)
     app = FastAPI(title=title, lifespan=shared_lifespan)
     install_error_handlers(app)
     if settings.database_replica_url:
