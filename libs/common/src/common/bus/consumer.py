@@ -54,6 +54,7 @@ from sqlalchemy import Table
 from common.bus import inbox, metrics
 from common.bus.deadletters import dead_letter
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
+from common.bus.held import hold, newer_than_known
 from common.bus.periodic import Periodic
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
@@ -536,6 +537,19 @@ class Consumer:
         if route is None:
             await self.redis.xack(key, self.group, entry_id)  # a type this group ignores
             return None
+        if (later := newer_than_known(envelope, route.message_type)) is not None:
+            await hold(
+                self.redis,
+                prefix=self.prefix,
+                group=self.group,
+                consumer=self.consumer_name,
+                stream=key,
+                entry_id=entry_id,
+                envelope=envelope,
+                known=route.message_type,
+                outcome=later,
+            )
+            return None  # pending, its count reset: a later reclaim tries it (common.bus.held)
         if deliveries > self.max_attempts:
             # Delivered this often without an outcome: its handler may crash the process.
             error = self._last_errors.pop(
