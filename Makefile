@@ -8,6 +8,8 @@ TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
+# The AsyncAPI project's npm tools (parser, diff), installed from their lock (see asyncapi-check).
+ASYNCAPI_DIR := scripts/asyncapi
 # make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
 # E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
 # It runs on its own Postgres and Redis (scripts/infra.py: ports E2E_PORT_BASE+32 and +79),
@@ -99,12 +101,13 @@ test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI ru
 check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
 	@$(RUN) pytest -q -m "not integration and not cluster" libs services
 
-lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
+lint: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## ruff, import-linter layers; docs/events.md and docs/asyncapi.yaml up to date, no unversioned breaking change since the last release
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
+	@$(RUN) python scripts/asyncapi_compat.py
 
 typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench
@@ -114,7 +117,6 @@ unit: sync ## unit and integration tests (real Postgres and Redis, throwaway dat
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
-ASYNCAPI_DIR := scripts/asyncapi
 $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
 	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
