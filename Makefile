@@ -113,7 +113,7 @@ typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
-	@$(RUN) pytest libs services
+	@$(RUN) pytest libs services tests/release tests/upgrade
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
