@@ -9,6 +9,7 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -176,6 +177,8 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
+# After SIGTERM, in-flight requests get this long (Kubernetes' grace period is sized to it).
+GRACEFUL_SHUTDOWN_SECONDS = 20
 # Rendered once: /readyz is polled often. The version says which release answers (upgrades).
 READY_BODY = json.dumps({"status": "ready", "version": VERSION}, separators=(",", ":"))
 
@@ -198,6 +201,9 @@ def probes_router() -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
+        drain_file = request.app.state.settings.drain_file
+        if drain_file and os.path.exists(drain_file):  # noqa: ASYNC240 - one stat, no I/O wait
+            return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure
             for failure in await asyncio.gather(
@@ -317,6 +323,6 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         # forwarded_allow_ips) and rewrite the peer. Whom to believe is one setting,
         # trusted_proxies, applied in one place (common.ratelimit.client_address).
         proxy_headers=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
     )

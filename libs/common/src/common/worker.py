@@ -151,8 +151,10 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
     components: list[asyncio.Task[None]] = []
 
     def healthy() -> bool:
+        # Unhealthy (not ready) from the stop signal on: a rollout sees it draining.
         return (
-            consumer.running
+            not stop.is_set()
+            and consumer.running
             and all(task.running for task in background)
             and not any(component.done() for component in components)
             and (outbox is None or outbox.alive)
