@@ -32,6 +32,11 @@ stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$
 	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+2))) \
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+3)))
 E2E_ENV := $(call stack_env,e2e,$(E2E_PORT_BASE),$(E2E_WORKER_PORT_BASE),$(E2E_DB_NAME),$(E2E_REDIS_DB))
+# make upgrade-drill's private stack: next to make test's (+150); the new release's workers
+# report on WORKER_PORT_BASE+100 (the old ones' ports are busy until each is replaced).
+UPGRADE_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+150)))
+UPGRADE_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+150)))
+UPGRADE_ENV := $(call stack_env,upgrade,$(UPGRADE_PORT_BASE),$(UPGRADE_WORKER_PORT_BASE),app_upgrade,$(E2E_REDIS_DB))
 SOAK_ENV := $(call stack_env,soak,$(SOAK_PORT_BASE),$(SOAK_WORKER_PORT_BASE),app_soak,$(E2E_REDIS_DB))
 INFRA := $(RUN) python scripts/infra.py
 # Inside `infra.py run`: the stack up, COMMAND, the stack down (even on failure), all before
@@ -40,7 +45,7 @@ with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
 	replay-dead-letters release operator-token events test check lint typecheck unit asyncapi-check e2e e2e-stack \
-	k8s-check bench soak \
+	k8s-check bench soak upgrade-drill \
 	docker-e2e e2e-cluster
 
 help: ## list the verbs
@@ -146,6 +151,9 @@ docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e
 
 e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
 	@$(RUN) python scripts/e2e_cluster.py
+
+upgrade-drill: sync ## rolling upgrade from the last release (CHANGELOG.md) to this tree under load, REPLICAS=2, private stack
+	@$(UPGRADE_ENV) $(INFRA) run -- $(RUN) python scripts/upgrade_drill.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

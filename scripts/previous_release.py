@@ -6,7 +6,8 @@ git tag is read. Two things are taken from that commit:
 * each service's Alembic head at the release (read from the commit's migration files with
   ``git show``), which ``alembic downgrade`` must reach from today's head (expand/contract);
 * a ``git worktree`` of the commit under ``.run/releases/<version>``, with its own .venv
-  (``uv sync --frozen`` in it), so its processes and its e2e suite run next to ours.
+  (``uv sync --frozen --compile-bytecode`` in it: its processes start warm), so its processes
+  and its e2e suite run next to ours.
 
     python scripts/previous_release.py heads       # service -> revision at the last release
     python scripts/previous_release.py worktree    # make (or reuse) the checkout; prints its path
@@ -95,7 +96,7 @@ def worktree(commit: str, version: str) -> Path:
         k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
     }
     subprocess.run(
-        ["uv", "sync", "--frozen", "--quiet"],  # noqa: S607 - uv from PATH (make fetches it)
+        ["uv", "sync", "--frozen", "--quiet", "--compile-bytecode"],  # noqa: S607 - uv from PATH (make fetches it)
         cwd=path,
         env=environment,
         timeout=SYNC_TIMEOUT_SECONDS,
