@@ -30,8 +30,8 @@ from common.testing.cluster import (
     LocalPostgresPair,
     LocalRedisCluster,
     free_port_run,
-    postgres_reachable_directory,
 )
+from common.testing.servers import private_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run" / "e2e-cluster"
@@ -98,9 +98,7 @@ def main(pytest_args: Sequence[str]) -> int:
         directory=RUN / "redis",
     )
     pg_port = free_port_run(int(setting("E2E_CLUSTER_PG_PORT", "17090")), 2)
-    pair = LocalPostgresPair(
-        pg_port, pg_port + 1, directory=postgres_reachable_directory("e2e-cluster-pg")
-    )
+    pair = LocalPostgresPair(pg_port, pg_port + 1, directory=private_directory("e2e-cluster-pg"))
     env = stack_environment(cluster, pair)
     stack = [str(ROOT / "scripts" / "stack.sh")]
     status = 1

@@ -18,6 +18,9 @@ import { diff } from "@asyncapi/diff";
 const SCHEMA_DEPTH = 16;
 const FIELD = { add: "non-breaking", remove: "breaking", edit: "breaking" };
 const REQUIRED = { add: "breaking", remove: "non-breaking", edit: "breaking" };
+// Words for people (a docstring reworded, a title): never a change to what is on the wire.
+const PROSE = { add: "non-breaking", remove: "non-breaking", edit: "non-breaking" };
+const PROSE_KEYWORDS = ["description", "title", "examples", "$comment"];
 
 function payloadOverrides() {
   // The v3 standard has no /components entries at all: a message type removed is breaking.
@@ -31,6 +34,10 @@ function payloadOverrides() {
   for (let depth = 0; depth < SCHEMA_DEPTH; depth += 1) {
     overrides[`${prefix}/required`] = REQUIRED;
     overrides[`${prefix}/required/*`] = REQUIRED;
+    for (const keyword of PROSE_KEYWORDS) {
+      overrides[`${prefix}/${keyword}`] = PROSE;
+      overrides[`${prefix}/${keyword}/*`] = PROSE;
+    }
     prefix = `${prefix}/*`;
     overrides[prefix] = FIELD;
   }

@@ -108,6 +108,13 @@ def test_a_new_optional_field_passes_a_new_required_one_does_not(tmp_path: Path,
     assert {b.message for b in refused(tmp_path, released, required)} == {MESSAGE}
 
 
+def test_reworded_descriptions_and_titles_pass(tmp_path: Path, released: Doc):
+    changed = copy.deepcopy(released)
+    payload(changed)["description"] = "Reworded for people."
+    payload(changed)["properties"]["amount_cents"]["title"] = "Amount (cents)"
+    assert refused(tmp_path, released, changed) == []
+
+
 def test_a_changed_field_type_is_refused(tmp_path: Path, released: Doc):
     changed = copy.deepcopy(released)
     payload(changed)["properties"]["amount_cents"]["type"] = "string"

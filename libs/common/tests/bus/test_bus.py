@@ -26,8 +26,9 @@ from common.bus import (
 from common.bus.deadletters import cli
 from common.db import Database, NoOutbox, UnitOfWork, UnitOfWorkClosed
 from common.logging import correlation_id_var, event_id_var
+from common.testing.polling import eventually
 
-from .harness import Harness, Ping, Pong, eventually, sample
+from .harness import Harness, Ping, Pong, sample
 
 pytestmark = pytest.mark.integration
 

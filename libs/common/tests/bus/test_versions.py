@@ -11,8 +11,9 @@ from common.bus import Envelope
 from common.bus.held import RetryLater, list_held, newer_than_known
 from common.contracts import Message
 from common.db import UnitOfWork
+from common.testing.polling import eventually
 
-from .harness import Harness, Ping, eventually, sample
+from .harness import Harness, Ping, sample
 
 pytestmark = pytest.mark.integration
 

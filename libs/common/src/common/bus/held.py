@@ -37,9 +37,16 @@ MAX_LISTED = 500
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Outcome: leave the entry pending, unacknowledged and uncounted; try it again later."""
+    """Leave the entry pending, unacknowledged and uncounted; a later reclaim tries it again.
+
+    The consumer's settle point turns it into a retry-later outcome that is not counted
+    toward ``bus_max_attempts`` and not retried in-process (it would block its batch for
+    nothing: this process cannot read that version); :func:`hold` does the rest.
+    """
 
     reason: str
+    envelope: Envelope
+    known: type[Message]
 
 
 def newer_than_known(envelope: Envelope, known: type[Message]) -> RetryLater | None:
@@ -52,7 +59,9 @@ def newer_than_known(envelope: Envelope, known: type[Message]) -> RetryLater | N
         return None
     return RetryLater(
         f"{envelope.type} v{envelope.schema_version} is newer than the v"
-        f"{known.SCHEMA_VERSION} this consumer reads"
+        f"{known.SCHEMA_VERSION} this consumer reads",
+        envelope,
+        known,
     )
 
 
@@ -88,11 +97,10 @@ async def hold(
     consumer: str,
     stream: str,
     entry_id: str,
-    envelope: Envelope,
-    known: type[Message],
     outcome: RetryLater,
 ) -> None:
     """Keep the entry pending with its delivery count reset; count it and record it."""
+    envelope, known = outcome.envelope, outcome.known
     await redis.xclaim(stream, group, consumer, 0, [entry_id], retrycount=0, justid=True)
     held = HeldMessage(
         group=group,

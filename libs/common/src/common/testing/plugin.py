@@ -41,8 +41,8 @@ from common.testing.cluster import (
     LocalPostgresPair,
     LocalRedisCluster,
     free_port_run,
-    postgres_reachable_directory,
 )
+from common.testing.servers import private_directory
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -118,7 +118,7 @@ def postgres_pair() -> Iterator[LocalPostgresPair]:
     the system's temporary directory, which the ``postgres`` user can reach, unlike pytest's
     or a checkout under a private home)."""
     port = free_port_run(PG_PAIR_PORT, 2)
-    pair = LocalPostgresPair(port, port + 1, directory=postgres_reachable_directory("pg-pair"))
+    pair = LocalPostgresPair(port, port + 1, directory=private_directory("pg-pair"))
     try:
         pair.start()
         yield pair
