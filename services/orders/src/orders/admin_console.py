@@ -295,6 +295,7 @@ async def dead_letters_page(
     page = await admin_service.list_dead_letters(
         redis, _settings(request), where=where, limit=25, cursor=cursor or None
     )
+    held = await admin_service.list_held_messages(redis, _settings(request))
     next_query = {k: v for k, v in filters.values.items() if v}
     return _render(
         request,
@@ -302,6 +303,7 @@ async def dead_letters_page(
         operator,
         section="dead_letters",
         page=page,
+        held=held,
         filters=filters,
         next_url=f"/admin/ui/dead-letters?{urlencode({**next_query, 'cursor': page.next_cursor})}"
         if page.next_cursor
