@@ -117,7 +117,8 @@ _RESERVED_AND_EXISTING = (
 )
 _INSERT_RESERVATION = (
     f"INSERT INTO {_R} (id, user_id, order_id, amount_cents, status, rejection_reason, "  # noqa: S608
-    "released_at) VALUES ($1, $2, $3, $4, $5::varchar, $6, CASE WHEN $5::varchar = 'released' THEN now() END)"
+    "released_at) VALUES ($1, $2, $3, $4, $5::varchar, $6, "
+    "CASE WHEN $5::varchar = 'released' THEN now() END)"
 )
 _RELEASE = (
     f"UPDATE {_R} SET status = 'released', released_at = now() "  # noqa: S608
