@@ -86,6 +86,7 @@ class SagaSnapshot:
     attempt: int
     deadline_at: datetime | None
     correlation_id: str
+    definition_version: int  # the saga definition it started on (orders.saga.DEFINITIONS)
 
 
 # The statements below run on every order and every saga message: asyncpg prepared
@@ -106,12 +107,13 @@ _INSERT_ORDER = (
 )
 _SNAPSHOT = (
     "SELECT o.id AS order_id, o.user_id, o.status, o.total_cents, o.rejection_reason, "  # noqa: S608
-    "o.created_at, s.state, s.version, s.attempt, s.deadline_at, s.correlation_id "
+    "o.created_at, s.state, s.version, s.attempt, s.deadline_at, s.correlation_id, "
+    "s.definition_version "
     f"FROM {_O} AS o JOIN {_S} AS s ON s.order_id = o.id WHERE o.id = $1"
 )
 _INSERT_SAGA = (
-    f"INSERT INTO {_S} (order_id, state, version, attempt, deadline_at, correlation_id) "  # noqa: S608
-    "VALUES ($1, $2, 1, 0, $3, $4)"
+    f"INSERT INTO {_S} (order_id, state, version, attempt, deadline_at, correlation_id, "  # noqa: S608
+    "definition_version) VALUES ($1, $2, 1, 0, $3, $4, $5)"
 )
 _TRANSITION = (
     f"WITH moved AS (UPDATE {_S} SET state = $3, version = $2::int + 1, attempt = $4, "  # noqa: S608
@@ -163,9 +165,12 @@ async def insert_saga(
     state: str,
     deadline_at: datetime | None,
     correlation_id: str,
+    definition_version: int,
 ) -> None:
     connection = await driver_connection(session)
-    await connection.execute(_INSERT_SAGA, order_id, state, deadline_at, correlation_id)
+    await connection.execute(
+        _INSERT_SAGA, order_id, state, deadline_at, correlation_id, definition_version
+    )
 
 
 async def transition(
