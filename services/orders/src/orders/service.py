@@ -101,22 +101,22 @@ async def place_order(
     definition = saga.definition(settings.saga_definition_version)
     decision = saga.start(definition)
     current = repository.SagaSnapshot(
-        order_id=created.id,
-        user_id=created.user_id,
-        status=created.status,
-        total_cents=created.total_cents,
+        order_id=created["id"],
+        user_id=created["user_id"],
+        status=created["status"],
+        total_cents=created["total_cents"],
         rejection_reason=None,
-        created_at=created.created_at,
+        created_at=created["created_at"],
         state=decision.state,
         version=1,
         attempt=0,
         deadline_at=_deadline(settings, definition, decision),
-        correlation_id=correlation_id_var.get() or str(created.id),
+        correlation_id=correlation_id_var.get() or str(created["id"]),
         definition_version=definition.version,
     )
     await repository.insert_saga(
         session,
-        created.id,
+        created["id"],
         state=current.state,
         deadline_at=current.deadline_at,
         correlation_id=current.correlation_id,

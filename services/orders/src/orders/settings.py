@@ -36,6 +36,13 @@ class Settings(ServiceSettings):
     # How often the worker looks for sagas past their deadline.
     saga_timer_interval_seconds: float = Field(default=0.5, gt=0)
 
+    # Admission (orders.admission): a new order is refused at once (503, Retry-After) while
+    # this many sagas are unsettled, so accepted orders keep a bounded latency instead of
+    # queueing behind the backlog (about the bound / the sustained rate). 0: no bound.
+    admission_max_pending_sagas: int = Field(default=50, ge=0)
+    # The backlog is counted at most this often (and only while orders arrive).
+    admission_refresh_seconds: float = Field(default=0.1, gt=0)
+
     # Operators of /admin (orders.admin_auth): "name:sha256hex,name:sha256hex". Only hashes are
     # configured; `make operator-token NAME=alice` prints a new token and its entry. Empty: no
     # operator can sign in.
