@@ -23,6 +23,7 @@ SOAK_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+50)))
 # $(call stack_env,STACK,PORT_BASE,WORKER_PORT_BASE,DB_NAME,REDIS_DB): what stack.sh, infra.py
 # and the tests read to find one private stack.
 stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$(4) REDIS_DB=$(5) \
+	GATEWAY_URL=http://127.0.0.1:$(2) \
 	USERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+1))) \
 	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+2))) \
 	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(2)+3))) \
@@ -139,7 +140,7 @@ k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and 
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
-e2e: sync clients ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
+e2e: sync clients ## tests/e2e against a stack that is already up (GATEWAY_URL; USERS_URL, ORDERS_URL, NOTIFICATIONS_URL for drills)
 	@$(RUN) pytest tests/e2e
 
 e2e-stack: sync clients ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after

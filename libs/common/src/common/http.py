@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common import openapi
 from common.bus import Outbox
 from common.db import Database, create_engine
+from common.docs import install_docs
 from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
@@ -264,8 +265,13 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
+    # /docs from the installed Swagger UI (common.docs): it renders without internet.
     app = FastAPI(
-        title=title, lifespan=shared_lifespan, generate_unique_id_function=openapi.operation_id
+        title=title,
+        lifespan=shared_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
     openapi.install(app)
@@ -282,6 +288,7 @@ def create_service_app(
     app.include_router(probes_router(settings.service_name))
     for router in routers:
         app.include_router(router)
+    install_docs(app)
     return app
 
 
