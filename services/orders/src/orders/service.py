@@ -26,13 +26,14 @@ from common.contracts import (
     ReserveCredit,
 )
 from common.contracts.inventory import CheckStock, StockLine
+from common.contracts.vocabulary import SagaState
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.logging import correlation_id_var, event_id_var
 from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
 from orders.models import Order
-from orders.saga import Action, Decision, OrderStatus, SagaState
+from orders.saga import Action, Decision, OrderStatus
 from orders.schemas import OrderCreate, OrderOut, SagaOut, SagaStepOut
 from orders.settings import Settings
 

@@ -55,6 +55,7 @@ from sqlalchemy import Table
 from common.bus import metrics
 from common.bus.deadletters import dead_letter
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
+from common.bus.held import RetryLater, hold, newer_than_known
 from common.bus.outbox import Outgoing
 from common.bus.periodic import Periodic
 from common.bus.statements import InboxStatements
@@ -190,6 +191,8 @@ class Outcome:
     """retry-later: does it count toward ``bus_max_attempts``?"""
     culprit: _Ready | None = None
     """retry-later of a batch: the entry whose handler failed."""
+    held: RetryLater | None = None
+    """retry-later: a schema version newer than this consumer reads (common.bus.held)."""
     message_type: str = ""
     attempts: int = 0
     envelope: str = ""
@@ -536,6 +539,8 @@ class Consumer:
             route = self._routes.get(envelope.type)
             if route is None:
                 return Outcome(Verdict.UNWANTED)  # a type this group ignores
+            if (later := newer_than_known(envelope, route.message_type)) is not None:
+                return Outcome(Verdict.RETRY_LATER, reason=later.reason, counted=False, held=later)
             if deliveries > self.max_attempts:
                 # Delivered this often without an outcome: its handler may crash the process.
                 error = self._last_errors.get(
@@ -659,6 +664,18 @@ class Consumer:
         return False
 
     async def _retry_later(self, targets: Sequence["_Tracked"], outcome: "Outcome") -> bool:
+        if outcome.held is not None:  # left pending, its count reset: a later reclaim retries
+            target = targets[0]
+            await hold(
+                self.redis,
+                prefix=self.prefix,
+                group=self.group,
+                consumer=self.consumer_name,
+                stream=target.key,
+                entry_id=target.entry_id,
+                outcome=outcome.held,
+            )
+            return False
         culprit = outcome.culprit or targets[0]
         culprit.retries += 1
         if outcome.counted:
