@@ -90,8 +90,7 @@ async def test_sagas_past_their_pivot_do_not_hold_back_new_orders(
     async with orders_db.transaction() as uow:
         await uow.session.execute(
             text(
-                "UPDATE orders.sagas SET state = 'awaiting_notification'"
-                " WHERE order_id = ANY(:ids)"
+                "UPDATE orders.sagas SET state = 'awaiting_notification' WHERE order_id = ANY(:ids)"
             ),
             {"ids": [uuid.UUID(order_id) for order_id in placed]},
         )
