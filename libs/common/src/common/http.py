@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.bus import Outbox
 from common.db import Database, create_engine
-from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
+from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
+from common.errors import REQUEST_ID_SCOPE_KEY, Problem, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
@@ -122,6 +123,23 @@ class RequestContextMiddleware:
             correlation_id_var.reset(correlation_token)
 
 
+class Capacity:
+    """What one process serves at once: ``max_in_flight`` requests (load shedding) and, apart
+    from them, ``max_streams`` open streaming responses. Shared by :class:`LoadShedMiddleware`
+    and the :data:`STREAM_SLOT` dependency (``app.state.capacity``)."""
+
+    def __init__(self, max_in_flight: int, max_streams: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_streams = max_streams
+        self.in_flight = 0
+        self.streams = 0
+
+
+def _at_capacity(scope: Scope, detail: str) -> Response:
+    HTTP_SHED.inc()
+    return problem_response(503, detail, instance=scope["path"], headers={"Retry-After": "1"})
+
+
 class LoadShedMiddleware:
     """Past capacity, answer at once: 503 with ``Retry-After`` instead of a growing queue.
 
@@ -129,32 +147,82 @@ class LoadShedMiddleware:
     overload, requests beyond that would queue for the event loop and the database pool, and
     every accepted order would slow to seconds; refused at the door, they cost almost
     nothing and the client knows to come back, while accepted ones keep a bounded latency.
+
+    A request that took a stream slot (:data:`STREAM_SLOT`) gives its in-flight slot back as
+    soon as its response starts: an open event stream costs a connection and a task, not one
+    of the slots every short request needs. Its stream slot is released when it ends.
     """
 
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_in_flight: int = 64, capacity: Capacity | None = None
+    ) -> None:
         self.app = app
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
+        self.capacity = capacity or Capacity(max_in_flight, max_streams=max_in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        return self.capacity.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
-            HTTP_SHED.inc()
-            response = problem_response(
-                503,
-                "The service is at capacity; retry shortly.",
-                instance=scope["path"],
-                headers={"Retry-After": "1"},
+        capacity = self.capacity
+        if capacity.in_flight >= capacity.max_in_flight:
+            await _at_capacity(scope, "The service is at capacity; retry shortly.")(
+                scope, receive, send
             )
-            await response(scope, receive, send)
             return
-        self.in_flight += 1
+        capacity.in_flight += 1
+        holding = True
+
+        async def send_releasing_streams(message: Message) -> None:
+            nonlocal holding
+            if holding and message["type"] == "http.response.start" and scope.get(STREAM_KEY):
+                holding = False
+                capacity.in_flight -= 1
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_releasing_streams)
         finally:
-            self.in_flight -= 1
+            if holding:
+                capacity.in_flight -= 1
+            if scope.get(STREAM_KEY):
+                capacity.streams -= 1
+
+
+STREAM_KEY = "common.http.stream"
+
+
+async def stream_slot(request: Request) -> None:
+    """Route dependency of a streaming response: one of the process's ``http_max_streams``
+    stream slots (503 with ``Retry-After`` when all are taken), held until the response
+    ends; the request's load-shedding slot is given back when the response starts."""
+    capacity: Capacity = request.app.state.capacity
+    if request.scope.get(STREAM_KEY):
+        return
+    if capacity.streams >= capacity.max_streams:
+        raise Problem(
+            f"This process already serves {capacity.max_streams} open streams; retry shortly.",
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    capacity.streams += 1
+    request.scope[STREAM_KEY] = True
+
+
+STREAM_SLOT = Depends(stream_slot)
+
+
+def edge_limits(settings: ServiceSettings) -> dict[str, Any]:
+    """The options of :class:`common.edge.EdgeLimitsMiddleware` from ``settings``:
+    ``app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))``, in a service (done
+    by :func:`create_service_app`) or a gateway. The header deadline is :func:`serve`'s."""
+    return {
+        "max_body_bytes": settings.http_max_body_bytes,
+        "body_timeout_seconds": settings.http_body_timeout_seconds,
+    }
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
@@ -266,8 +334,12 @@ def create_service_app(
             service=settings.service_name,
             seconds=settings.replica_stick_seconds,
         )
-    # Added last, so outermost of the two: a shed request still gets its X-Request-ID.
-    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
+    app.state.capacity = capacity
+    # Added last, so outermost: a shed or refused request still gets its X-Request-ID; the
+    # edge limits come before load shedding, so a slot is taken only once the body is in.
+    app.add_middleware(LoadShedMiddleware, capacity=capacity)
+    app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(probes_router())
@@ -314,4 +386,6 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=30,
+        # The request line and headers within a deadline (common.edge), or a 408.
+        http=header_deadline_protocol(settings.http_header_timeout_seconds),
     )

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
 from common.errors import Problem
-from common.http import DatabaseDep, RedisDep
+from common.http import STREAM_SLOT, DatabaseDep, RedisDep
 from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
@@ -65,7 +65,7 @@ async def list_notifications(
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    dependencies=[READ_LIMIT],
+    dependencies=[READ_LIMIT, STREAM_SLOT],
     summary="Server-sent events of the caller's new notifications",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
