@@ -38,6 +38,13 @@ class SessionCreate(BaseModel):
     password: Text = Field(min_length=1, max_length=128)
 
 
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Text = Field(min_length=1, max_length=128)
+    new_password: Text = Field(min_length=8, max_length=128)
+
+
 class SessionOut(BaseModel):
     token: str
     user_id: uuid.UUID
