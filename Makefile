@@ -37,7 +37,7 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
+	replay-dead-letters operator-token events settings-doc test check lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
 
@@ -85,6 +85,9 @@ replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of the
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
+settings-doc: sync ## regenerate docs/settings.md (every setting, its variable, default and comment)
+	@$(RUN) python scripts/settings_reference.py
+
 events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) from the code
 	@$(RUN) python scripts/event_catalogue.py
 	@$(RUN) python scripts/asyncapi_document.py
@@ -92,11 +95,16 @@ events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) fr
 # --- checking it --------------------------------------------------------------------------
 test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
-lint: sync ## ruff (lint + format check); docs/events.md and docs/asyncapi.yaml are up to date
+check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
+	@$(RUN) pytest -q -m "not integration and not cluster" libs services
+
+lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
+	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
+	@$(RUN) python scripts/settings_reference.py --check
 
 typecheck: sync ## mypy, strict
 	@$(RUN) mypy libs services scripts tests bench

@@ -10,9 +10,8 @@ import asyncio
 import os
 import statistics
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+from common.testing.polling import eventually
 
 from . import harness
 
@@ -113,20 +114,6 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert problem["status"] == status
     assert {"type", "title", "detail"} <= problem.keys()
     return problem
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, timeout: float = 20.0
-) -> T:
-    """Poll ``probe`` until ``until(result)`` holds; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; last: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 def order_body(*prices: int, sku: str = "sku-1") -> dict[str, Any]:

@@ -6,7 +6,9 @@ import uuid
 
 import httpx
 
-from .conftest import ROOT, WORKER_SLOT_URLS, Stack, eventually, place, settled, sign_up
+from common.testing.polling import eventually
+
+from .conftest import ROOT, WORKER_SLOT_URLS, Stack, place, settled, sign_up
 
 
 def stack_logs() -> list[dict[str, object]]:

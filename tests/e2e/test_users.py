@@ -1,4 +1,4 @@
-"""The users contract of DESIGN.md section 5, over HTTP, against the running stack."""
+"""The users contract of docs/design.md section 5, over HTTP, against the running stack."""
 
 import uuid
 from typing import Any

@@ -1,4 +1,4 @@
-"""The operator API under ``/admin`` (DESIGN section 10): HTTP only, rules in admin_service.
+"""The operator API under ``/admin`` (docs/design.md section 10): HTTP only, rules in admin_service.
 
 Every route needs an operator token (``Authorization: Bearer``; see ``admin_auth``): none is
 a 401 problem, a customer's token a 403. The HTML console is ``admin_console``.

@@ -75,6 +75,7 @@ def test_the_picture_puts_steps_in_lanes_left_to_right_in_time_up_to_the_deadlin
         rejection_reason="timeout",
         state="awaiting_notification",
         version=3,
+        definition_version=1,
         total_cents=100,
         deadline_at=began + timedelta(seconds=90),
         overdue=False,
@@ -83,6 +84,8 @@ def test_the_picture_puts_steps_in_lanes_left_to_right_in_time_up_to_the_deadlin
         correlation_id="c",
         resends=0,
         late_replies=1,
+        waiting_for="notify",
+        compensable=False,
         steps=steps,
     )
     picture = timeline_picture(saga, now=began + timedelta(seconds=60))
