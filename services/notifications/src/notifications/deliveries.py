@@ -77,7 +77,7 @@ class Dispatcher:
         """``wake``: set it to have queued deliveries claimed now (after a commit queued some)."""
         self.database = database
         self.settings = settings
-        self.box = box or SecretBox.from_setting(settings.webhook_secret_key)
+        self.box = box or settings.secret_box()
         attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
         self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
         self.breaker = CircuitBreaker(

@@ -9,16 +9,16 @@ from common.http import create_service_app, serve
 from notifications.live import LiveHub, on_shutdown_signal
 from notifications.models import outbox
 from notifications.router import router
-from notifications.secretbox import SecretBox
 from notifications.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    secret_box = settings.secret_box()  # no key: refuse to start (secretbox.MissingSecretKey)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.secret_box = SecretBox.from_setting(settings.webhook_secret_key)
+        app.state.secret_box = secret_box
         # The process's one pub/sub connection, shared by every stream it serves.
         hub = LiveHub(app.state.redis, queue_size=settings.stream_queue_size)
         app.state.live_hub = hub

@@ -4,7 +4,7 @@ from fastapi import FastAPI
 
 from common.http import create_service_app, serve
 from orders import admin_console, admin_router
-from orders.admin_auth import LoginRequired, login_redirect
+from orders.admin_auth import LoginRequired, NoStoreMiddleware, login_redirect
 from orders.models import outbox
 from orders.router import router
 from orders.settings import Settings
@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outbox_table=outbox,
     )
     app.add_exception_handler(LoginRequired, login_redirect)
+    app.add_middleware(NoStoreMiddleware, prefix="/admin")
     return app
 
 
