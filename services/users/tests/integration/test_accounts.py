@@ -151,3 +151,9 @@ async def test_hashes_in_flight_are_bounded_and_unknown_emails_cost_one(
     stored = await first
     assert await passwords.verify(stored, "a password")
     assert not await passwords.verify(None, "a password")
+
+
+async def test_a_credit_limit_must_be_a_json_integer(users_client: httpx.AsyncClient):
+    response = await users_client.post("/users", json=new_user(credit_limit_cents=True))
+    problem = assert_problem(response, 422)
+    assert [error["field"] for error in problem["errors"]] == ["credit_limit_cents"]
