@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +47,10 @@ HTTP_LATENCY = Histogram(
 HTTP_SHED = Counter(
     "http_requests_shed_total", "Requests refused with a 503 because the process was at capacity"
 )
+HTTP_IN_FLIGHT = Gauge(
+    "http_requests_in_flight", "Requests holding a load-shedding slot (streams excluded)"
+)
+HTTP_STREAMS_OPEN = Gauge("http_streams_open", "Streaming responses open (SSE)")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REQUEST_ID_HEADER = "x-request-id"
 CORRELATION_ID_HEADER = "x-correlation-id"
@@ -336,6 +340,8 @@ def create_service_app(
         )
     capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
     app.state.capacity = capacity
+    HTTP_IN_FLIGHT.set_function(lambda: capacity.in_flight)  # the process's app: one per process
+    HTTP_STREAMS_OPEN.set_function(lambda: capacity.streams)
     # Added last, so outermost: a shed or refused request still gets its X-Request-ID; the
     # edge limits come before load shedding, so a slot is taken only once the body is in.
     app.add_middleware(LoadShedMiddleware, capacity=capacity)
