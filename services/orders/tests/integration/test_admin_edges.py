@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from common.auth import hash_token
 from common.db import Database
+from common.testing.openapi import assert_no_server_errors, openapi_schema, stop_apps
 from common.testing.plugin import asgi_client
 from orders.main import create_app
 from orders.models import OperatorAudit
@@ -167,3 +168,25 @@ async def test_every_admin_response_is_no_store(
 async def test_the_customer_api_keeps_its_own_caching(client: httpx.AsyncClient):
     response = await client.get("/healthz")
     assert response.headers.get("cache-control") != "no-store"
+
+
+def test_no_generated_admin_request_is_a_server_error(orders_settings: Settings):
+    """schemathesis over the document with the operator's token: /admin is exercised past
+    its 401 (the customer-token run in test_openapi_property stops there)."""
+    settings = orders_settings.model_copy(
+        update={
+            "operator_tokens": f"tester:{hash_token(TOKEN)}",
+            "bus_stream_prefix": PREFIX,
+            "rate_limit_enabled": False,
+        }
+    )
+    schema = openapi_schema(create_app(settings))
+    try:
+        tally = assert_no_server_errors(schema, OPERATOR)
+    finally:
+        stop_apps()
+    assert {
+        "GET /admin/sagas",
+        "GET /admin/dead-letters",
+        "POST /admin/dead-letters/redrive",
+    } <= set(tally.operations)
