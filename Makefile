@@ -8,6 +8,8 @@ TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
+# The AsyncAPI project's npm tools (parser, diff), installed from their lock (see asyncapi-check).
+ASYNCAPI_DIR := scripts/asyncapi
 # make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
 # E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
 # It runs on its own Postgres and Redis (scripts/infra.py: ports E2E_PORT_BASE+32 and +79),
@@ -23,6 +25,7 @@ SOAK_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+50)))
 # $(call stack_env,STACK,PORT_BASE,WORKER_PORT_BASE,DB_NAME,REDIS_DB): what stack.sh, infra.py
 # and the tests read to find one private stack.
 stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$(4) REDIS_DB=$(5) \
+	GATEWAY_URL=http://127.0.0.1:$(2) \
 	USERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+1))) \
 	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+2))) \
 	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(2)+3))) \
@@ -30,6 +33,11 @@ stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$
 	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+2))) \
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+3)))
 E2E_ENV := $(call stack_env,e2e,$(E2E_PORT_BASE),$(E2E_WORKER_PORT_BASE),$(E2E_DB_NAME),$(E2E_REDIS_DB))
+# make upgrade-drill's private stack: next to make test's (+150); the new release's workers
+# report on WORKER_PORT_BASE+100 (the old ones' ports are busy until each is replaced).
+UPGRADE_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+150)))
+UPGRADE_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+150)))
+UPGRADE_ENV := $(call stack_env,upgrade,$(UPGRADE_PORT_BASE),$(UPGRADE_WORKER_PORT_BASE),app_upgrade,$(E2E_REDIS_DB))
 SOAK_ENV := $(call stack_env,soak,$(SOAK_PORT_BASE),$(SOAK_WORKER_PORT_BASE),app_soak,$(E2E_REDIS_DB))
 INFRA := $(RUN) python scripts/infra.py
 # Inside `infra.py run`: the stack up, COMMAND, the stack down (even on failure), all before
@@ -37,8 +45,9 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
-	replay-dead-letters operator-token events settings-doc test check lint typecheck unit asyncapi-check e2e e2e-stack \
-	k8s-check bench soak \
+	replay-dead-letters release operator-token events settings-doc clients test check lint typecheck \
+	unit asyncapi-check e2e e2e-stack \
+	k8s-check bench soak upgrade-drill \
 	docker-e2e e2e-cluster
 
 help: ## list the verbs
@@ -82,6 +91,10 @@ dead-letters: sync ## list the bus's dead letters
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
 
+release: ## record a release of HEAD: make release VERSION=x.y.z (CHANGELOG.md, version bump, commit)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	@python3 scripts/release.py cut $(VERSION)
+
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
@@ -92,29 +105,39 @@ events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) fr
 	@$(RUN) python scripts/event_catalogue.py
 	@$(RUN) python scripts/asyncapi_document.py
 
+# Typed Python clients generated from the OpenAPI documents (openapi-python-client, pinned in
+# the dev group) into clients/ (git-ignored); again whenever the API's code changes. tests/e2e
+# drives orders through them, and mypy checks that test against their types.
+CLIENT_SOURCES := scripts/clients.py $(shell find libs/common/src services/*/src -name '*.py')
+clients/.generated: $(CLIENT_SOURCES) uv.lock
+	@$(RUN) python scripts/clients.py
+	@touch $@
+
+clients: sync clients/.generated ## generate typed API clients from the OpenAPI documents into clients/
+
 # --- checking it --------------------------------------------------------------------------
 test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
 check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
 	@$(RUN) pytest -q -m "not integration and not cluster" libs services
 
-lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
+lint: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## ruff, import-linter layers; docs/events.md and docs/asyncapi.yaml up to date, no unversioned breaking change since the last release
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
 	@$(RUN) python scripts/settings_reference.py --check
+	@$(RUN) python scripts/asyncapi_compat.py
 
-typecheck: sync ## mypy, strict
+typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
-	@$(RUN) pytest libs services
+	@$(RUN) pytest libs services tests/release tests/upgrade
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
-ASYNCAPI_DIR := scripts/asyncapi
 $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
 	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -128,10 +151,10 @@ k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and 
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
-e2e: sync ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
+e2e: sync clients ## tests/e2e against a stack that is already up (GATEWAY_URL; USERS_URL, ORDERS_URL, NOTIFICATIONS_URL for drills)
 	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
+e2e-stack: sync clients ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
 	@$(E2E_ENV) $(INFRA) run -- \
 	  $(call with_stack,$(RUN) pytest tests/e2e && $(STACK_SH) check-invariants)
 
@@ -139,11 +162,14 @@ soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (
 	@$(SOAK_ENV) $(INFRA) run -- \
 	  $(call with_stack,$(RUN) python -m tests.e2e.soak --seconds $(SOAK_SECONDS))
 
-docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
+docker-e2e: sync clients ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
 	@bash scripts/docker/e2e.sh
 
-e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
+e2e-cluster: sync clients ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
 	@$(RUN) python scripts/e2e_cluster.py
+
+upgrade-drill: sync ## rolling upgrade from the last release (CHANGELOG.md) to this tree under load, REPLICAS=2, private stack
+	@$(UPGRADE_ENV) $(INFRA) run -- $(RUN) python scripts/upgrade_drill.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

@@ -41,29 +41,28 @@ def field_comments(cls: type) -> dict[str, str]:
             comments_by_line[token.start[0]] = token.string.lstrip("#").strip()
     lines = source.splitlines()
     found: dict[str, str] = {}
-    previous_end = -1
+    run_comment, previous_end = "", -1
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            comment = _comment_for(node.lineno, lines, comments_by_line)
-            if not comment and node.lineno == previous_end + 1 and found:
-                # One comment above a run of fields with no blank line speaks for the run.
-                comment = "(as the row above)"
-            found[node.target.id] = comment
+            above, trailing = _comments_for(node.lineno, lines, comments_by_line)
+            if above or node.lineno != previous_end + 1:
+                run_comment = above  # a comment above a run of fields speaks for the run
+            found[node.target.id] = " ".join(part for part in (run_comment, trailing) if part)
             previous_end = node.end_lineno or node.lineno
     return found
 
 
-def _comment_for(line: int, lines: list[str], comments: dict[int, str]) -> str:
-    """The block of comment-only lines right above ``line``, then the one on it."""
+def _comments_for(line: int, lines: list[str], comments: dict[int, str]) -> tuple[str, str]:
+    """The block of comment-only lines right above ``line``, and the comment on it."""
     above: list[str] = []
     previous = line - 1
     while previous >= 1 and lines[previous - 1].lstrip().startswith("#"):
         above.insert(0, comments[previous])
         previous -= 1
     trailing = comments.get(line, "")
-    if trailing.startswith("noqa") or trailing.startswith("type:"):
+    if trailing.startswith(("noqa", "type:")):
         trailing = ""
-    return " ".join(part for part in [*above, trailing] if part)
+    return " ".join(above), trailing
 
 
 def describe_default(field: FieldInfo) -> str:

@@ -7,7 +7,9 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 """
 
 import asyncio
+import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -22,8 +24,10 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import openapi
 from common.bus import Outbox
 from common.db import Database, create_engine
+from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
 from common.errors import REQUEST_ID_SCOPE_KEY, Problem, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
@@ -32,6 +36,7 @@ from common.redis import create_redis
 from common.replica import RecentWriteMiddleware, Replica, create_replica_engine
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing, instrument_app
+from common.version import VERSION, publish_build_info
 
 logger = logging.getLogger("common.http")
 
@@ -246,6 +251,10 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
+# After SIGTERM, in-flight requests get this long (Kubernetes' grace period is sized to it).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+# Rendered once: /readyz is polled often. The version says which release answers (upgrades).
+READY_BODY = json.dumps({"status": "ready", "version": VERSION}, separators=(",", ":"))
 
 
 async def _check(name: str, probe: Awaitable[Any]) -> str | None:
@@ -257,8 +266,10 @@ async def _check(name: str, probe: Awaitable[Any]) -> str | None:
     return None
 
 
-def probes_router() -> APIRouter:
-    router = APIRouter(tags=["probes"])
+def probes_router(tag: str) -> APIRouter:
+    """``tag``: the service's name, so the probes' operation ids (``users_healthz``) stay
+    unique in the gateway's merged document."""
+    router = APIRouter(tags=[tag])
 
     @router.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -266,6 +277,9 @@ def probes_router() -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
+        drain_file = request.app.state.settings.drain_file
+        if drain_file and os.path.exists(drain_file):  # noqa: ASYNC240 - one stat, no I/O wait
+            return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure
             for failure in await asyncio.gather(
@@ -277,7 +291,7 @@ def probes_router() -> APIRouter:
             return problem_response(
                 503, "Not ready: " + ", ".join(failures), instance=request.url.path
             )
-        return Response('{"status":"ready"}', media_type="application/json")
+        return Response(READY_BODY, media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -330,8 +344,17 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
-    app = FastAPI(title=title, lifespan=shared_lifespan)
+    publish_build_info(settings.service_name)
+    # /docs from the installed Swagger UI (common.docs): it renders without internet.
+    app = FastAPI(
+        title=title,
+        lifespan=shared_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
+    )
     install_error_handlers(app)
+    openapi.install(app)
     if settings.database_replica_url:
         app.add_middleware(
             RecentWriteMiddleware,
@@ -348,9 +371,10 @@ def create_service_app(
     app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
-    app.include_router(probes_router())
+    app.include_router(probes_router(settings.service_name))
     for router in routers:
         app.include_router(router)
+    install_docs(app)
     return app
 
 
@@ -390,7 +414,7 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         # forwarded_allow_ips) and rewrite the peer. Whom to believe is one setting,
         # trusted_proxies, applied in one place (common.ratelimit.client_address).
         proxy_headers=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
         # The request line and headers within a deadline (common.edge), or a 408.
         http=header_deadline_protocol(settings.http_header_timeout_seconds),

@@ -43,6 +43,7 @@ from common.auth import (
     optional_user,
 )
 from common.errors import Problem, Unauthorized
+from common.openapi import BEARER, raises
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -270,6 +271,7 @@ def rate_limit(group: str, *, by_address: bool = False) -> Callable[[Request], A
     always counted per client address, whatever token comes with the request (sign-up and
     login: a token must not buy a fresh bucket of password hashes)."""
 
+    @raises(TooManyRequests)
     async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
         if by_address:
@@ -298,6 +300,7 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
     session lookup, a counter script and a read). The caller is then known to the request as
     :data:`common.auth.CurrentUser` would have found it."""
 
+    @raises(Unauthorized, TooManyRequests, security=BEARER)
     async def read(request: Request) -> CallerRead:
         found = await _counted_caller(request, group, keys_of)
         if found is None:

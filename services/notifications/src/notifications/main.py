@@ -14,11 +14,12 @@ from notifications.settings import Settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    secret_box = settings.secret_box()  # no key: refuse to start (secretbox.MissingSecretKey)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.secret_box = secret_box
+        # No key: start-up fails (secretbox.MissingSecretKey), the process exits. Not in
+        # the factory: building the app for its OpenAPI document needs no key.
+        app.state.secret_box = settings.secret_box()
         # The process's one pub/sub connection, shared by every stream it serves.
         hub = LiveHub(app.state.redis, queue_size=settings.stream_queue_size)
         app.state.live_hub = hub

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from common.testing.plugin import asgi_client
 from notifications.main import create_app
-from notifications.secretbox import SecretBox
+from notifications.secretbox import MissingSecretKey, SecretBox
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +261,11 @@ async def test_secrets_are_stored_encrypted_and_rotation_answers_a_new_one_once(
         f"/notifications/webhooks/{uuid.uuid4()}/rotate-secret", headers=user.auth
     )
     problem_fields(unknown, 404)
+
+
+async def test_the_api_refuses_to_start_without_a_webhook_key(notifications_settings):
+    """Defect 11: without a key it started, encrypting with the key in this repository."""
+    settings = notifications_settings.model_copy(update={"webhook_secret_key": None})
+    with pytest.raises(MissingSecretKey):
+        async with asgi_client(create_app(settings)):
+            pass

@@ -9,8 +9,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from common.errors import Conflict
+from common.errors import Conflict, NotFound
 from common.http import DatabaseDep, RedisDep
+from common.openapi import raises
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
@@ -21,6 +22,7 @@ from orders.admin_schemas import (
     DeadLetterDetail,
     DeadLetterId,
     DeadLetterOut,
+    HeldMessageOut,
     MessageType,
     OrderStatusFilter,
     Reason,
@@ -73,6 +75,7 @@ async def list_sagas(
 
 
 @router.get("/sagas/{order_id}", response_model=SagaTimeline, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_saga(order_id: uuid.UUID, operator: ApiOperator, db: DatabaseDep) -> SagaTimeline:
     async with db.session() as session:
         return await admin_service.saga_timeline(session, order_id)
@@ -96,6 +99,7 @@ async def _saga_action(
 
 
 @router.post("/sagas/{order_id}/retry", response_model=SagaActionOut, dependencies=[WRITE_LIMIT])
+@raises(NotFound, Conflict)
 async def retry_saga(
     order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
@@ -106,6 +110,7 @@ async def retry_saga(
 @router.post(
     "/sagas/{order_id}/compensate", response_model=SagaActionOut, dependencies=[WRITE_LIMIT]
 )
+@raises(NotFound, Conflict)
 async def compensate_saga(
     order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
@@ -130,9 +135,20 @@ async def list_dead_letters(
     )
 
 
+@router.get("/held-messages", response_model=list[HeldMessageOut], dependencies=[READ_LIMIT])
+async def list_held_messages(
+    request: Request, operator: ApiOperator, redis: RedisDep
+) -> list[HeldMessageOut]:
+    """Messages of a newer schema version than their consumers read (a rolling upgrade under
+    way): not lost, not dead-lettered; retried until a consumer of the newer release reads
+    them. At most 200, oldest first."""
+    return await admin_service.list_held_messages(redis, _settings(request))
+
+
 @router.get(
     "/dead-letters/{dead_letter_id}", response_model=DeadLetterDetail, dependencies=[READ_LIMIT]
 )
+@raises(NotFound)
 async def get_dead_letter(
     dead_letter_id: DeadLetterId, request: Request, operator: ApiOperator, redis: RedisDep
 ) -> DeadLetterDetail:

@@ -4,7 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from common.contracts import SagaState, StepName
 from orders.saga import OrderStatus
@@ -14,7 +21,21 @@ from orders.saga import OrderStatus
 Reason = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 MessageType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 StreamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
-DeadLetterId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+STREAM_ID_PART_MAX = 2**64 - 1  # a Redis stream id is two unsigned 64-bit numbers
+
+
+def _fits_a_stream_id(value: str) -> str:
+    """Twenty digits can exceed 64 bits; Redis would refuse such an id (a 500, not a 422)."""
+    if any(int(part) > STREAM_ID_PART_MAX for part in value.split("-")):
+        raise ValueError("not a stream id: each part is at most 2**64 - 1")
+    return value
+
+
+DeadLetterId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$"),
+    AfterValidator(_fits_a_stream_id),
+]
 SagaStateFilter = SagaState  # the same enum as the saga and its check constraint
 OrderStatusFilter = OrderStatus
 MAX_REDRIVE = 1000
@@ -76,6 +97,22 @@ class DeadLetterOut(BaseModel):
     dead_lettered_at: str
     message_id: str | None
     correlation_id: str | None
+
+
+class HeldMessageOut(BaseModel):
+    """A message of a newer schema version than its consumer group reads: pending, retried
+    each reclaim cycle, handled once a consumer of the newer release reads it."""
+
+    group: str
+    stream: str
+    entry_id: str
+    type: str
+    schema_version: int
+    known_version: int
+    message_id: str
+    consumer: str
+    reason: str
+    held_at: str
 
 
 class DeadLetterDetail(DeadLetterOut):

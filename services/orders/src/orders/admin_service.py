@@ -19,7 +19,7 @@ records what happened there, in the transaction the router commits right after.
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.deadletters import DeadLetter, get_dead_letter, replay, scan_dead_letters
+from common.bus.held import list_held
 from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
@@ -36,9 +37,11 @@ from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
 from orders.admin_schemas import (
     MAX_REDRIVE,
+    STREAM_ID_PART_MAX,
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
+    HeldMessageOut,
     RedriveFailure,
     RedriveFilter,
     Redriven,
@@ -264,15 +267,12 @@ def _matcher(where: RedriveFilter) -> Callable[[DeadLetter], bool]:
     return match
 
 
-MAX_ENTRY_ID_PART = 2**64 - 1
-
-
 def is_entry_id(value: str) -> bool:
     """A Redis stream entry id Redis itself would take: ``<ms>-<seq>``, ASCII digits, each
     part at most 2^64-1 (``str.isdigit`` alone takes "²", and Redis refuses larger parts)."""
     ms, dash, seq = value.partition("-")
     return bool(dash) and all(
-        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) <= MAX_ENTRY_ID_PART
+        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) <= STREAM_ID_PART_MAX
         for part in (ms, seq)
     )
 
@@ -312,6 +312,15 @@ async def list_dead_letters(
         items=[DeadLetterOut(**_letter_out(letter)) for letter in page],
         next_cursor=page[-1].id if len(letters) > limit and page else None,
     )
+
+
+MAX_HELD_LISTED = 200
+
+
+async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessageOut]:
+    """Messages held for a newer schema version than their consumers read (oldest first)."""
+    held = await list_held(redis, prefix=settings.bus_stream_prefix, limit=MAX_HELD_LISTED)
+    return [HeldMessageOut(**asdict(message)) for message in held]
 
 
 async def get_dead_letter_detail(

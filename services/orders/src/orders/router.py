@@ -3,16 +3,19 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from common.auth import CurrentUser
+from common.errors import Conflict, NotFound
 from common.http import DatabaseDep
+from common.openapi import raises, sends_location
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
 from common.types import Text
 from orders import service
+from orders.admission import admit_order
 from orders.schemas import OrderCreate, OrderOut, SagaOut
 from orders.settings import Settings
 
@@ -34,8 +37,13 @@ def _settings(request: Request) -> Settings:
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut, dependencies=[WRITE_LIMIT]
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OrderOut,
+    dependencies=[WRITE_LIMIT, Depends(admit_order)],
 )
+@raises(Conflict)  # the Idempotency-Key was used with another body
+@sends_location
 async def place_order(
     body: OrderCreate,
     request: Request,
@@ -66,12 +74,14 @@ async def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderOut, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_order(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> OrderOut:
     async with db.session() as session:
         return OrderOut.model_validate(await service.get_order(session, caller.id, order_id))
 
 
 @router.get("/{order_id}/saga", response_model=SagaOut, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> SagaOut:
     """The saga's history, from the primary like the order itself: clients read the two
     together, and a lagging history next to a fresh order shows states that never coexisted
@@ -86,6 +96,7 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
     response_model=OrderOut,
     dependencies=[WRITE_LIMIT],
 )
+@raises(NotFound, Conflict)  # Conflict: not cancellable (any more), or busy
 async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:

@@ -19,7 +19,7 @@ from common.bus import Consumer, Envelope, Outbox, stream_key
 from common.contracts import Message, NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
-from common.testing.poll import eventually
+from common.testing.polling import eventually
 from common.testing.replies import credit_reserved, notification_recorded, stock_checked
 from orders import admin_service, repository, service
 from orders.consumers import handlers

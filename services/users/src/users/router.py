@@ -6,11 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from common.auth import CurrentUser, revoke_all_sessions, revoke_session
+from common.errors import Conflict, NotFound, Unauthorized
 from common.http import DatabaseDep, RedisDep
-from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, caller_read
+from common.openapi import raises, sends_location
+from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, TooManyRequests, caller_read
 from users import service
 from users.cache import UserCache
-from users.passwords import Passwords
+from users.passwords import HashingBusy, Passwords
 from users.schemas import PasswordChange, SessionCreate, SessionOut, UserCreate, UserOut
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -32,6 +34,8 @@ def _cache(request: Request) -> UserCache:
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=[AUTH_LIMIT]
 )
+@raises(Conflict, HashingBusy)  # the email is taken; too many hashes in flight
+@sends_location
 async def register(
     body: UserCreate, request: Request, response: Response, db: DatabaseDep
 ) -> UserOut:
@@ -47,6 +51,7 @@ async def register(
     response_model=SessionOut,
     dependencies=[AUTH_LIMIT],
 )
+@raises(Unauthorized, TooManyRequests, HashingBusy)  # wrong; too many failures; hashes busy
 async def login(
     body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
 ) -> SessionOut:
@@ -77,6 +82,7 @@ async def logout_everywhere(caller: CurrentUser, redis: RedisDep) -> Response:
 
 
 @router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AUTH_LIMIT])
+@raises(403, TooManyRequests, HashingBusy)  # the current password is wrong; as for login
 async def change_password(
     body: PasswordChange, request: Request, caller: CurrentUser, db: DatabaseDep, redis: RedisDep
 ) -> Response:
@@ -92,6 +98,7 @@ async def change_password(
 
 # response_model documents the shape; the body is the cached JSON, sent as it is.
 @router.get("/me", response_model=UserOut)
+@raises(NotFound)  # a session whose user is gone
 async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
     caller = read.caller.id
     view = await service.get_visible_user_json(db, _cache(request), caller, caller, read.values)
@@ -99,6 +106,7 @@ async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
 
 
 @router.get("/{user_id}", response_model=UserOut)
+@raises(NotFound)
 async def get_user(
     user_id: uuid.UUID, request: Request, read: CallerView, db: DatabaseDep
 ) -> Response:
