@@ -63,6 +63,17 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@router.get("/proxied-stream")
+async def proxied_stream() -> StreamingResponse:
+    """An event stream no STREAM_SLOT counted (what a gateway passes through)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b": connected\n\n"
+        await release_streams.wait()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 def settings(database_url: str, redis_url: str, **extra: Any) -> ServiceSettings:
     return ServiceSettings(database_url=database_url, redis_url=redis_url, **extra)
 
@@ -178,5 +189,23 @@ async def test_streams_hold_no_load_shed_slot_and_have_their_own_cap(
             refused = await client.get("/stream")
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
+            release_streams.set()
+        await until(lambda: not capacity.streams and not capacity.in_flight)
+
+
+async def test_an_event_stream_nobody_counted_gives_its_slot_back_too(
+    database_url: str, redis_url: str
+) -> None:
+    release_streams.clear()
+    app = create_service_app(
+        settings(database_url, redis_url, http_max_in_flight=1), title="t", routers=[router]
+    )
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        capacity: Capacity = app.state.capacity
+        async with client.stream("GET", "/proxied-stream") as response:
+            assert response.status_code == 200
+            await until(lambda: capacity.streams == 1)
+            assert capacity.in_flight == 0
+            assert (await client.get("/ping")).status_code == 200  # the only slot is free
             release_streams.set()
         await until(lambda: not capacity.streams and not capacity.in_flight)

@@ -187,9 +187,15 @@ class LoadShedMiddleware:
 
         async def send_releasing_streams(message: Message) -> None:
             nonlocal holding
-            if holding and message["type"] == "http.response.start" and scope.get(STREAM_KEY):
-                holding = False
-                capacity.in_flight -= 1
+            if holding and message["type"] == "http.response.start":
+                if not scope.get(STREAM_KEY) and _is_event_stream(message):
+                    # A stream no STREAM_SLOT counted (a proxied one, in a gateway): counted
+                    # now, past the cap's check; it still gives its slot back.
+                    capacity.streams += 1
+                    scope[STREAM_KEY] = True
+                if scope.get(STREAM_KEY):
+                    holding = False
+                    capacity.in_flight -= 1
             await send(message)
 
         try:
@@ -199,6 +205,13 @@ class LoadShedMiddleware:
                 capacity.in_flight -= 1
             if scope.get(STREAM_KEY):
                 capacity.streams -= 1
+
+
+def _is_event_stream(message: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+        for name, value in message.get("headers", [])
+    )
 
 
 STREAM_KEY = "common.http.stream"
