@@ -11,9 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from common.docs import install_docs
-from common.edge import EdgeLimitsMiddleware
 from common.errors import install_error_handlers
-from common.http import LoadShedMiddleware, RequestContextMiddleware, edge_limits, serve
+from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
 from common.tracing import instrument_app
 from gateway.proxy import Proxy, ProxyMiddleware
 from gateway.router import router
@@ -40,8 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(ProxyMiddleware)
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
-    # Body size and deadline before anything else reads it (common.edge), as in every service.
-    app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(router)
