@@ -111,11 +111,14 @@ async def all_pages(client: httpx.AsyncClient, path: str, **params: Any) -> list
 
 # -- who may call it ------------------------------------------------------------------------
 
+# Fixed, so that test ids are the same in every process (pytest-xdist compares them).
+UNKNOWN_ORDER = uuid.UUID("00000000-0000-4000-8000-000000000404")
+
 ADMIN_CALLS = [
     ("GET", "/admin/sagas"),
-    ("GET", f"/admin/sagas/{uuid.uuid4()}"),
-    ("POST", f"/admin/sagas/{uuid.uuid4()}/retry"),
-    ("POST", f"/admin/sagas/{uuid.uuid4()}/compensate"),
+    ("GET", f"/admin/sagas/{UNKNOWN_ORDER}"),
+    ("POST", f"/admin/sagas/{UNKNOWN_ORDER}/retry"),
+    ("POST", f"/admin/sagas/{UNKNOWN_ORDER}/compensate"),
     ("GET", "/admin/dead-letters"),
     ("GET", "/admin/dead-letters/1-0"),
     ("POST", "/admin/dead-letters/redrive"),

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from common.auth import create_session
 from common.db import Database
 from common.testing.plugin import asgi_client
-from orders.admission import SagaBacklog
+from orders.admission import BEFORE_THE_PIVOT, SagaBacklog
 from orders.main import create_app
 from orders.settings import Settings
 
@@ -22,8 +22,9 @@ ORDER = {"items": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 100}]}
 
 async def pending_sagas(database: Database) -> int:
     async with database.session() as session:
-        query = text("SELECT count(*) FROM orders.sagas WHERE state = 'awaiting_credit'")
-        return int((await session.execute(query)).scalar_one())
+        query = text("SELECT count(*) FROM orders.sagas WHERE state = ANY(:states)")
+        states = [str(state) for state in BEFORE_THE_PIVOT]
+        return int((await session.execute(query, {"states": states})).scalar_one())
 
 
 @pytest.fixture
