@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.bus import add_inbox_table, add_outbox_table
 from common.db import schema_metadata
+from common.partitions import PartitionedTable
 from orders.saga import OrderStatus, SagaState
 
 ORDER_STATUSES = tuple(status.value for status in OrderStatus)
@@ -92,17 +93,26 @@ class Saga(Base):
 
 
 class SagaStep(Base):
-    """The saga's history, one row per step event, in order."""
+    """The saga's history, one row per step event, in order.
+
+    Range partitioned by ``at``, monthly (migration 0005, common.partitions): the primary key
+    holds the partition key, as PostgreSQL requires; ``id`` alone is unique in practice.
+    """
 
     __tablename__ = "saga_steps"
-    __table_args__ = (Index("ix_saga_steps_order_id_id", "order_id", "id"),)
+    __table_args__ = (
+        Index("ix_saga_steps_order_id_id", "order_id", "id"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.sagas.order_id"))
     name: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), primary_key=True
+    )
     # For the operator's timeline: the message this step sent (its envelope id and type), and
     # the incoming message (a reply) whose handling made the step, where there was one.
     message_id: Mapped[uuid.UUID | None]
@@ -118,10 +128,15 @@ class OperatorAudit(Base):
     """
 
     __tablename__ = "operator_audit"
-    __table_args__ = (Index("ix_operator_audit_at_id", "at", "id"),)
+    __table_args__ = (
+        Index("ix_operator_audit_at_id", "at", "id"),
+        {"postgresql_partition_by": "RANGE (at)"},  # monthly (migration 0005)
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), primary_key=True
+    )
     operator: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(200))
@@ -132,3 +147,12 @@ class OperatorAudit(Base):
 # The bus's tables in this schema: messages waiting to be published, messages handled.
 outbox = add_outbox_table(Base.metadata)
 inbox = add_inbox_table(Base.metadata)
+
+# Time-partitioned history (migration 0005) and its defaults; settings override the grid and
+# the retention per table (common.partition_maintenance). The inbox's plan is the bus's own.
+PARTITIONED = (
+    # Read per order (a saga's timeline) and by the console: a month per partition keeps the
+    # per-order lookup to a dozen partitions over the retention.
+    PartitionedTable("orders", "saga_steps", "at", "month", retention_days=400),
+    PartitionedTable("orders", "operator_audit", "at", "month", retention_days=730),
+)

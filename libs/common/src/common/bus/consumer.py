@@ -575,7 +575,10 @@ class Consumer:
         started = time.perf_counter()
         async with self.database.transaction() as uow:
             first_time = await inbox.record_many(
-                uow.session, self.inbox_table, [item.envelope.id for item in items], self.group
+                uow.session,
+                self.inbox_table,
+                [(item.envelope.id, item.envelope.occurred_at) for item in items],
+                self.group,
             )
             for item in items:
                 if item.envelope.id in first_time and not item.duplicate:
