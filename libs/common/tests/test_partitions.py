@@ -62,7 +62,7 @@ async def test_retention_drops_old_partitions_and_keeps_new_ones(engine, table) 
     async with engine.begin() as connection:
         for days in range(10, -1, -1):
             await connection.execute(
-                text(f"INSERT INTO {table.qualified} VALUES (:id, :at)"),
+                text(f"INSERT INTO {table.qualified} VALUES (:id, :at)"),  # noqa: S608
                 {"id": days, "at": NOW - timedelta(days=days)},
             )
 
@@ -77,7 +77,7 @@ async def test_retention_drops_old_partitions_and_keeps_new_ones(engine, table) 
     )
     async with engine.connect() as connection:
         kept = (
-            await connection.execute(text(f"SELECT id FROM {table.qualified} ORDER BY id"))
+            await connection.execute(text(f"SELECT id FROM {table.qualified} ORDER BY id"))  # noqa: S608
         ).scalars()
         assert list(kept) == list(range(8))
         table_status = await status(connection, table.schema, table.name)
@@ -90,7 +90,8 @@ async def test_a_write_without_its_partition_lands_in_default_then_moves(engine,
     await maintain_locked(engine, table.schema, [table], now=NOW)
     async with engine.begin() as connection:
         await connection.execute(
-            text(f"INSERT INTO {table.qualified} VALUES (1, :at)"), {"at": far}
+            text(f"INSERT INTO {table.qualified} VALUES (1, :at)"),
+            {"at": far},  # noqa: S608
         )
         assert (await status(connection, table.schema, table.name)).default_rows == 1
 
@@ -101,7 +102,7 @@ async def test_a_write_without_its_partition_lands_in_default_then_moves(engine,
         assert (await status(connection, table.schema, table.name)).default_rows == 0
         where = (
             await connection.execute(
-                text(f"SELECT tableoid::regclass::text FROM {table.qualified}")
+                text(f"SELECT tableoid::regclass::text FROM {table.qualified}")  # noqa: S608
             )
         ).scalar_one()
     assert where == f"{table.schema}.events_p{far:%Y%m%d}"
@@ -119,4 +120,5 @@ async def test_one_maintainer_at_a_time(engine, table) -> None:
     assert skipped.skipped
     assert await _names(engine, table) == ["events_default"]
     done = await maintain_locked(engine, table.schema, [table], now=NOW)
-    assert not done.skipped and done.created
+    assert not done.skipped
+    assert done.created
