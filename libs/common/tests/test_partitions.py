@@ -90,8 +90,8 @@ async def test_a_write_without_its_partition_lands_in_default_then_moves(engine,
     await maintain_locked(engine, table.schema, [table], now=NOW)
     async with engine.begin() as connection:
         await connection.execute(
-            text(f"INSERT INTO {table.qualified} VALUES (1, :at)"),
-            {"at": far},  # noqa: S608
+            text(f"INSERT INTO {table.qualified} VALUES (1, :at)"),  # noqa: S608
+            {"at": far},
         )
         assert (await status(connection, table.schema, table.name)).default_rows == 1
 
