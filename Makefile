@@ -36,7 +36,7 @@ INFRA := $(RUN) python scripts/infra.py
 # the infra goes away.
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
-.PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
+.PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
 	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
@@ -75,6 +75,9 @@ start: ## start one stopped process, e.g. make start NAME=users-worker
 
 check-invariants: sync ## reservations equal approved orders; no saga past its deadline
 	@$(STACK_SH) check-invariants
+
+db-status: sync ## partitioned tables: partitions, days ahead, rows in default (docs/partitioning.md)
+	@$(STACK_SH) db-status
 
 dead-letters: sync ## list the bus's dead letters
 	@$(STACK_SH) dead-letters list

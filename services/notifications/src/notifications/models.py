@@ -127,7 +127,9 @@ class WebhookAttempt(Base):
     webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(Webhook.id, ondelete="CASCADE"))
     notification_id: Mapped[uuid.UUID]
     attempt: Mapped[int] = mapped_column(Integer)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique.
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     outcome: Mapped[str] = mapped_column(String(16))

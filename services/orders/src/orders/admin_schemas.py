@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from common.partitions import TableStatus
+
 # Filters are matched exactly, so they only need the characters real values use; anything
 # else (control characters included) is a 422 naming the field.
 Reason = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -133,3 +135,23 @@ class AuditOut(BaseModel):
     target: str
     outcome: str
     detail: dict[str, Any]
+
+
+class PartitionedTableOut(BaseModel):
+    """A partitioned table as the console shows it (common.partitions.TableStatus)."""
+
+    table: str
+    partitions: int
+    oldest: datetime | None
+    ahead_seconds: float
+    default_rows: int  # > 0: writes found no partition (an alert)
+
+    @classmethod
+    def of(cls, status: TableStatus) -> "PartitionedTableOut":
+        return cls(
+            table=status.table,
+            partitions=len(status.partitions),
+            oldest=status.oldest,
+            ahead_seconds=round(status.ahead_seconds, 1),
+            default_rows=status.default_rows,
+        )

@@ -30,6 +30,7 @@ from common.bus.deadletters import DeadLetter, get_dead_letter, replay, scan_dea
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
+from common.partitions import TableStatus, database_status
 from orders import admin_repository, repository, service
 from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
@@ -400,3 +401,9 @@ async def list_audit(
         session, operator=operator, action=action, limit=limit + 1, after=after
     )
     return build_page(rows, limit, item=AuditOut.model_validate, key=lambda e: (e.at, e.id))
+
+
+async def partition_status(session: AsyncSession) -> list[TableStatus]:
+    """Every partitioned table of the database (all schemas: pg_catalog is readable)."""
+    connection = await session.connection()
+    return await database_status(connection)

@@ -110,9 +110,9 @@ class SagaStep(Base):
     name: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
-    at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), primary_key=True
-    )
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique, and session.get(id) stays.
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # For the operator's timeline: the message this step sent (its envelope id and type), and
     # the incoming message (a reply) whose handling made the step, where there was one.
     message_id: Mapped[uuid.UUID | None]
@@ -134,9 +134,9 @@ class OperatorAudit(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), primary_key=True
-    )
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique, and session.get(id) stays.
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     operator: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(200))
