@@ -113,10 +113,19 @@ def upgrade() -> None:
     convert_inbox(bind, SCHEMA)
     set_storage(bind, "orders.outbox", OUTBOX_AUTOVACUUM)
     set_storage(bind, "orders.sagas", SAGAS_STORAGE)
+    # The console's saga list filtered by state, newest first: without it the filter walks the
+    # whole (created_at, order_id) index when the state is rare (a stuck saga among millions).
+    op.create_index(
+        "ix_sagas_state_created_at_order_id",
+        "sagas",
+        ["state", "created_at", "order_id"],
+        schema=SCHEMA,
+    )
 
 
 def downgrade() -> None:
     bind = op.get_bind()
+    op.drop_index("ix_sagas_state_created_at_order_id", table_name="sagas", schema=SCHEMA)
     reset_storage(bind, "orders.sagas", SAGAS_STORAGE_NAMES)
     reset_storage(bind, "orders.outbox", OUTBOX_AUTOVACUUM_NAMES)
     inbox_to_plain(bind, SCHEMA)

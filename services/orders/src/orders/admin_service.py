@@ -134,7 +134,7 @@ async def saga_timeline(session: AsyncSession, order_id: uuid.UUID) -> SagaTimel
             message_type=step.message_type,
             cause_id=step.cause_id,
         )
-        for step in await repository.list_steps(session, order_id)
+        for step in await repository.list_steps(session, order_id, since=order.created_at)
     ]
     return SagaTimeline(
         **_summary(order, instance, datetime.now(UTC)),

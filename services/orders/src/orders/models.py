@@ -75,6 +75,7 @@ class Saga(Base):
             "ix_sagas_deadline_at", "deadline_at", postgresql_where=text("deadline_at IS NOT NULL")
         ),
         Index("ix_sagas_created_at_order_id", "created_at", "order_id"),  # the operator's list
+        Index("ix_sagas_state_created_at_order_id", "state", "created_at", "order_id"),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id"), primary_key=True)
