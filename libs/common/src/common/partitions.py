@@ -34,7 +34,11 @@ logger = logging.getLogger("common.partitions")
 
 Interval = Literal["day", "month"]
 
-DDL_LOCK_TIMEOUT = "2s"  # a maintenance statement never makes writers queue longer than this
+# CREATE ... PARTITION OF, DETACH and DROP take an ACCESS EXCLUSIVE lock on the parent (DETACH
+# CONCURRENTLY is not allowed while a default partition exists). Behind a running transaction
+# the statement waits, and every writer queues behind it: this bounds that stall. A statement
+# that times out is retried by the next run (partitions exist days ahead: many runs' margin).
+DDL_LOCK_TIMEOUT = "300ms"
 
 
 @dataclass(frozen=True)
