@@ -183,7 +183,8 @@ async def measure_drop(pool: asyncpg.Pool, seconds: float) -> list[str]:
     await pool.execute("DELETE FROM orders.saga_steps WHERE name = 'probe'")
     around = latencies[max(0, mark - 50) : during + 50]
     return [
-        f"  dropped {oldest}: {drop_seconds * 1000:.1f} ms (DETACH + DROP, lock_timeout {DDL_LOCK_TIMEOUT})",
+        f"  dropped {oldest}: {drop_seconds * 1000:.1f} ms "
+        f"(DETACH + DROP, lock_timeout {DDL_LOCK_TIMEOUT})",
         _line("step inserts, whole run (8 inserters)", latencies),
         _line("step inserts around the drop", around),
         f"  lock waits (pg_locks not granted, sampled every 10 ms): max {max(waits, default=0)}",
