@@ -66,7 +66,7 @@ def _line(name: str, latencies: Sequence[float]) -> str:
 
 
 async def measure_lists(pool: asyncpg.Pool, runs: int) -> list[str]:
-    users = [r["id"] for r in await pool.fetch("SELECT id FROM users.users")]
+    users: list[uuid.UUID] = [r["id"] for r in await pool.fetch("SELECT id FROM users.users")]
     orders = await pool.fetch(
         "SELECT id, created_at FROM orders.orders TABLESAMPLE SYSTEM (1) LIMIT 2000"
     )
