@@ -66,6 +66,12 @@ async def test_retention_drops_old_partitions_and_keeps_new_ones(engine, table) 
                 {"id": days, "at": NOW - timedelta(days=days)},
             )
 
+        # A late write, long past the retention: no partition, so the default one took it.
+        await connection.execute(
+            text(f"INSERT INTO {table.qualified} VALUES (99, :at)"),  # noqa: S608
+            {"at": NOW - timedelta(days=30)},
+        )
+
     result = await maintain_locked(engine, table.schema, [table], now=NOW)
 
     names = await _names(engine, table)

@@ -359,6 +359,14 @@ async def _drop_expired(
             f"DROP TABLE {qualified}",
         )
         dropped.append(partition.name)
+    if any(p.name == table.default_partition for p in partitions):
+        # A late write (a message replayed after the retention) found no partition: it went to
+        # the default one, and is as expired as the partition it missed.
+        await _ddl(
+            connection,
+            f'DELETE FROM "{table.schema}"."{table.default_partition}" '  # noqa: S608 (identifiers from code, never input)
+            f"WHERE {table.column} < '{cutoff.isoformat()}'",
+        )
     return dropped
 
 
