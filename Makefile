@@ -23,6 +23,7 @@ SOAK_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+50)))
 # $(call stack_env,STACK,PORT_BASE,WORKER_PORT_BASE,DB_NAME,REDIS_DB): what stack.sh, infra.py
 # and the tests read to find one private stack.
 stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$(4) REDIS_DB=$(5) \
+	GATEWAY_URL=http://127.0.0.1:$(2) \
 	USERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+1))) \
 	ORDERS_URL=http://127.0.0.1:$(shell echo $$(($(2)+2))) \
 	NOTIFICATIONS_URL=http://127.0.0.1:$(shell echo $$(($(2)+3))) \
@@ -37,7 +38,8 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
-	replay-dead-letters operator-token events test lint typecheck unit asyncapi-check e2e e2e-stack \
+	replay-dead-letters operator-token events settings-doc clients test check lint typecheck unit \
+	asyncapi-check e2e e2e-stack \
 	k8s-check bench soak \
 	docker-e2e e2e-cluster
 
@@ -88,20 +90,38 @@ replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of the
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
+settings-doc: sync ## regenerate docs/settings.md (every setting, its variable, default and comment)
+	@$(RUN) python scripts/settings_reference.py
+
 events: sync ## regenerate docs/events.md and docs/asyncapi.yaml (AsyncAPI 3) from the code
 	@$(RUN) python scripts/event_catalogue.py
 	@$(RUN) python scripts/asyncapi_document.py
 
+# Typed Python clients generated from the OpenAPI documents (openapi-python-client, pinned in
+# the dev group) into clients/ (git-ignored); again whenever the API's code changes. tests/e2e
+# drives orders through them, and mypy checks that test against their types.
+CLIENT_SOURCES := scripts/clients.py $(shell find libs/common/src services/*/src -name '*.py')
+clients/.generated: $(CLIENT_SOURCES) uv.lock
+	@$(RUN) python scripts/clients.py
+	@touch $@
+
+clients: sync clients/.generated ## generate typed API clients from the OpenAPI documents into clients/
+
 # --- checking it --------------------------------------------------------------------------
 test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
 
-lint: sync ## ruff (lint + format check); docs/events.md and docs/asyncapi.yaml are up to date
+check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
+	@$(RUN) pytest -q -m "not integration and not cluster" libs services
+
+lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
+	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
+	@$(RUN) python scripts/settings_reference.py --check
 
-typecheck: sync ## mypy, strict
+typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
@@ -123,10 +143,10 @@ k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and 
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy
 
-e2e: sync ## tests/e2e against a stack that is already up (USERS_URL, ORDERS_URL, NOTIFICATIONS_URL)
+e2e: sync clients ## tests/e2e against a stack that is already up (GATEWAY_URL; USERS_URL, ORDERS_URL, NOTIFICATIONS_URL for drills)
 	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
+e2e-stack: sync clients ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
 	@$(E2E_ENV) $(INFRA) run -- \
 	  $(call with_stack,$(RUN) pytest tests/e2e && $(STACK_SH) check-invariants)
 
@@ -134,10 +154,10 @@ soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (
 	@$(SOAK_ENV) $(INFRA) run -- \
 	  $(call with_stack,$(RUN) python -m tests.e2e.soak --seconds $(SOAK_SECONDS))
 
-docker-e2e: sync ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
+docker-e2e: sync clients ## Docker mode on a real engine: images, compose stack, tests/e2e, down (KEEP_UP=1 keeps it)
 	@bash scripts/docker/e2e.sh
 
-e2e-cluster: sync ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
+e2e-cluster: sync clients ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
 	@$(RUN) python scripts/e2e_cluster.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)

@@ -29,7 +29,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from bench import histograms, preload, procs, stacklogs, wrk
+from bench import gateway, histograms, preload, procs, stacklogs, wrk
 from bench.loadgen import quantiles_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1127,6 +1127,17 @@ async def main_async(config: Config) -> int:
         if "read" in config.parts:
             memory.enter("read")
             report["read_path"] = await read_path(config, client, users[0], cpu, pids)
+            report["gateway"] = await gateway.compare(  # bench/gateway.py: the gateway's cost
+                gateway_url=gateway.gateway_url_beside(config.users_url),
+                users_url=config.users_url,
+                user_id=users[0].id,
+                token=users[0].token,
+                gateway_pid=supervised_pid(config, "gateway-api"),
+                connections=config.connections,
+                seconds=config.read_seconds,
+                rounds=config.rounds,
+                warmup_seconds=config.warmup_seconds,
+            )
         if "saga" in config.parts:
             memory.enter("saga")
             report["saga"] = await saga(config, client, pool, redis, users, cpu, pids)

@@ -165,6 +165,7 @@ validate() {  # validate OVERLAY VERSION
 references() {
   rendered "$1" || return 1
   pyyaml "$WORK/rendered/$1.yaml" <<'PY'
+import json
 import sys
 import yaml
 
@@ -287,6 +288,30 @@ for i in (d for d in docs if d["kind"] == "Ingress"):
                 err(i, f"path {path['path']} goes to missing Service {svc['name']}")
             elif port not in service_ports[svc["name"]]:
                 err(i, f"path {path['path']} goes to missing port {port} of Service {svc['name']}")
+# The gateway is the one front door: the Ingress routes to it alone, and an API takes requests
+# only from the gateway's pods (or the monitoring namespace's scraper), never from the ingress
+# controller or any other namespace or pod.
+for i in (d for d in docs if d["kind"] == "Ingress"):
+    for rule in i["spec"].get("rules", []):
+        for path in rule.get("http", {}).get("paths", []):
+            if path["backend"]["service"]["name"] != "gateway":
+                err(i, f"path {path['path']} goes to {path['backend']['service']['name']}, not the gateway")
+GATEWAY_LABELS = {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "gateway"}
+api_labels = [labels for _, labels, _ in pods if labels.get("app.kubernetes.io/component") == "api"]
+for n in (d for d in docs if d["kind"] == "NetworkPolicy" and "Ingress" in d["spec"].get("policyTypes", [])):
+    if not any(matches(n["spec"]["podSelector"], labels) for labels in api_labels):
+        continue
+    for rule in n["spec"].get("ingress", []):
+        peers = rule.get("from")
+        if not peers:
+            err(n, "lets anyone reach an API (an ingress rule without `from`)")
+        for peer in peers or []:
+            namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            if "podSelector" in peer and "namespaceSelector" not in peer and matches(peer["podSelector"], GATEWAY_LABELS):
+                continue
+            if namespace == "monitoring" and "podSelector" not in peer:
+                continue
+            err(n, f"lets {json.dumps(peer, sort_keys=True)} reach an API; only the gateway may")
 for h in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
     t = h["spec"]["scaleTargetRef"]
     if (t["kind"], t["name"]) not in objs:
@@ -388,6 +413,8 @@ dockerfiles_agree() {
   local f svc n=0
   for f in "${DOCKERFILES[@]}"; do
     svc=$(basename "$(dirname "$f")")
+    # The gateway's is the template without the worker and the migrations (it has no database).
+    [[ -f $(dirname "$f")/alembic.ini ]] || continue
     n=$((n + 1))
     # The COPY lines of the workspace members' pyproject.toml files are the same in every file.
     sed -E -e '/^COPY services\/[a-z]+\/pyproject.toml services\/[a-z]+\/$/b' -e "s/${svc}/SERVICE/g" -e "s/${svc^^}/PREFIX/g" -e 's/\b[89]00[0-9]\b/PORT/g' "$f" >"$WORK/dockerfile.$n"

@@ -7,7 +7,7 @@ what runs; ``--check`` (in `make lint`) fails when the committed file is stale, 
 `make asyncapi-check` validates it with the official parser (scripts/asyncapi/validate.mjs).
 
 Shape: one server (Redis), one channel per stream (address ``bus:<stream>``), one message
-per contract type whose payload is the envelope (DESIGN.md section 3) with ``type`` fixed and
+per contract type whose payload is the envelope (docs/design.md section 3) with ``type`` fixed and
 ``payload`` the contract's JSON Schema, and per service one ``send`` operation for each type
 it produces and one ``receive`` operation for each type it consumes, named
 ``<service>.<send|receive>.<Type>`` and tagged with the service.
@@ -60,7 +60,7 @@ def envelope_schema(message: type[Message]) -> Document:
         schema.setdefault("$defs", {}).update(defs)
     schema["title"] = f"Envelope of {message.TYPE}"
     schema["description"] = (
-        "One bus message: the envelope (DESIGN.md section 3) around the payload, stored as a"
+        "One bus message: the envelope (docs/design.md section 3) around the payload, stored as a"
         " JSON string in the stream entry's `envelope` field."
     )
     return schema

@@ -26,7 +26,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.testing.cluster import LocalPostgresPair, LocalRedisCluster, free_port_run
+from common.testing.cluster import (
+    LocalPostgresPair,
+    LocalRedisCluster,
+    free_port_run,
+)
+from common.testing.servers import private_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run" / "e2e-cluster"
@@ -93,7 +98,7 @@ def main(pytest_args: Sequence[str]) -> int:
         directory=RUN / "redis",
     )
     pg_port = free_port_run(int(setting("E2E_CLUSTER_PG_PORT", "17090")), 2)
-    pair = LocalPostgresPair(pg_port, pg_port + 1, directory=RUN / "postgres")
+    pair = LocalPostgresPair(pg_port, pg_port + 1, directory=private_directory("e2e-cluster-pg"))
     env = stack_environment(cluster, pair)
     stack = [str(ROOT / "scripts" / "stack.sh")]
     status = 1

@@ -7,9 +7,10 @@ from the stack's ``PORT_BASE`` (Postgres at +32, Redis at +79), so two checkouts
 different bases never collide. ``down`` removes everything, and ``run`` wraps a command so
 that happens even when the command fails or is interrupted.
 
-Postgres refuses to run as root: when we are root, it runs as the unprivileged ``postgres``
-user (``INFRA_PG_USER`` names another). The data lives in a ``mktemp`` directory that user
-owns; its path is recorded in ``.run/<stack>/infra.json``, which every later command reads.
+The servers themselves are :mod:`common.testing.servers` (as root, Postgres runs as the
+``postgres`` user, on data in a temporary directory that user owns); this script gives one
+stack its pair and records where in ``.run/<stack>/infra.json``, which every later command
+reads.
 
 Usage (``STACK``, ``PORT_BASE``, ``DB_NAME`` and ``REDIS_DB`` from the environment, as
 ``scripts/stack.sh`` reads them, or as options):
@@ -30,35 +31,30 @@ import argparse
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
+from common.testing.servers import (
+    PostgresServer,
+    RedisServer,
+    ServerError,
+    port_open,
+    postgres_user,
+    private_directory,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_PORT_OFFSET = 32
 REDIS_PORT_OFFSET = 79
-STARTUP_TIMEOUT = 60.0
-# A throwaway cluster: durability is not what the drills test (a restart is a clean
-# shutdown or a crash of the server process, never of the machine), speed is.
-PG_OPTIONS = (
-    "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-    " -c full_page_writes=off -c max_connections=300"
-)
-# Nothing on disk, ever: a restart (SHUTDOWN NOSAVE, start) comes back empty.
-REDIS_OPTIONS = {"bind": "127.0.0.1", "save": "", "appendonly": "no", "daemonize": "yes"}
 
 
-class InfraError(RuntimeError):
-    """Something the harness needs is missing, busy, or did not come up."""
+InfraError = ServerError  # what the harness reports: a server missing, busy, or not up
 
 
 @dataclass(frozen=True)
@@ -69,24 +65,14 @@ class Infra:
     pg_port: int
     redis_port: int
     home: str  # the throwaway directory holding both servers' data and logs
-    pg_bin: str
-    pg_user: str | None  # who runs Postgres, when we are root
 
     @property
-    def pg_data(self) -> Path:
-        return Path(self.home) / "pg"
+    def postgres(self) -> PostgresServer:
+        return PostgresServer(Path(self.home) / "pg", self.pg_port)
 
     @property
-    def pg_log(self) -> Path:
-        return Path(self.home) / "postgres.log"
-
-    @property
-    def redis_dir(self) -> Path:
-        return Path(self.home) / "redis"
-
-    @property
-    def redis_pidfile(self) -> Path:
-        return self.redis_dir / "redis.pid"
+    def redis(self) -> RedisServer:
+        return RedisServer(Path(self.home) / "redis", self.redis_port)
 
     def database_url(self, db_name: str) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.pg_port}/{db_name}"
@@ -104,7 +90,7 @@ class Infra:
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(self.redis_port),
             "E2E_PG_PORT": str(self.pg_port),
-            "E2E_PG_DATA": str(self.pg_data),
+            "E2E_PG_DATA": str(self.postgres.data),
             "E2E_REDIS_PORT": str(self.redis_port),
             "E2E_INFRA_STATE": str(state_file(self.stack)),
         }
@@ -118,7 +104,9 @@ def load(stack: str) -> Infra | None:
     path = state_file(stack)
     if not path.exists():
         return None
-    return Infra(**json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    # A file an older version wrote may carry fields this one no longer has.
+    return Infra(**{name: saved[name] for name in Infra.__dataclass_fields__})
 
 
 def _save(infra: Infra) -> None:
@@ -127,205 +115,29 @@ def _save(infra: Infra) -> None:
     path.write_text(json.dumps(asdict(infra), indent=2) + "\n")
 
 
-def find_pg_bin() -> str:
-    """The newest installed PostgreSQL's bin directory (``PG_BIN`` overrides)."""
-    if explicit := os.environ.get("PG_BIN"):
-        return explicit
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
-    )
-    if candidates:
-        return str(candidates[-1].parent)
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        return str(Path(on_path).parent)
-    raise InfraError("no PostgreSQL binaries found (set PG_BIN to the directory of pg_ctl)")
-
-
-def answers(port: int, timeout: float = 1.0) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_until(
-    condition: str, check: Callable[[], bool], timeout: float = STARTUP_TIMEOUT
-) -> None:
-    """Poll ``check`` until it holds; fail naming ``condition`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise InfraError(f"{condition} within {timeout:.0f} s")
-        time.sleep(0.1)
-
-
-def _as_pg_user(infra: Infra, command: list[str], timeout: float = STARTUP_TIMEOUT) -> None:
-    """Run a Postgres tool, as the unprivileged user when we are root."""
-    result = subprocess.run(  # noqa: S603 - the installed Postgres binaries, our arguments
-        command,
-        user=infra.pg_user,
-        group=_group_of(infra.pg_user),
-        cwd=infra.home,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise InfraError(
-            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-        )
-
-
-def _group_of(user: str | None) -> int | None:
-    return pwd.getpwnam(user).pw_gid if user else None
-
-
-# --- Postgres ---------------------------------------------------------------------------
-
-
-def _pg_ctl(infra: Infra, *args: str, timeout: float = STARTUP_TIMEOUT) -> None:
-    _as_pg_user(infra, [f"{infra.pg_bin}/pg_ctl", "-D", str(infra.pg_data), *args], timeout)
-
-
-def init_postgres(infra: Infra) -> None:
-    """A new cluster: superuser ``postgres``, trust on 127.0.0.1 only, UTF-8."""
-    _as_pg_user(
-        infra,
-        [
-            f"{infra.pg_bin}/initdb",
-            "-D",
-            str(infra.pg_data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ],
-    )
-
-
-def start_postgres(infra: Infra) -> None:
-    """Start the cluster and wait until it accepts connections."""
-    if answers(infra.pg_port):
-        raise InfraError(f"port {infra.pg_port} is already taken; is another stack on it?")
-    options = f"{PG_OPTIONS} -p {infra.pg_port} -k {infra.home}"
-    wait = str(int(STARTUP_TIMEOUT))
-    _pg_ctl(infra, "start", "-w", "-t", wait, "-l", str(infra.pg_log), "-o", options)
-    _wait_until(f"Postgres did not answer on {infra.pg_port}", lambda: answers(infra.pg_port))
-
-
-def stop_postgres(infra: Infra, mode: str = "fast") -> None:
-    """``pg_ctl stop -m fast``: sessions are cut, the server shuts down cleanly."""
-    if (infra.pg_data / "postmaster.pid").exists():
-        _pg_ctl(infra, "stop", "-w", "-m", mode)
-
-
-def restart_postgres(infra: Infra) -> None:
-    """``pg_ctl restart -m fast``, what an operator's restart does to every open session."""
-    _pg_ctl(infra, "restart", "-w", "-m", "fast", "-l", str(infra.pg_log))
-    _wait_until(f"Postgres did not answer on {infra.pg_port}", lambda: answers(infra.pg_port))
-
-
 def postgres_outage(infra: Infra, seconds: float) -> None:
     """Postgres stopped for ``seconds`` (connections refused), then started again."""
-    stop_postgres(infra)
+    infra.postgres.stop()
     time.sleep(seconds)  # the outage itself: nothing to poll for
-    start_postgres(infra)
-
-
-# --- Redis ------------------------------------------------------------------------------
-
-
-def start_redis(infra: Infra) -> None:
-    """A Redis that keeps nothing on disk, so a restart starts empty."""
-    if answers(infra.redis_port):
-        raise InfraError(f"port {infra.redis_port} is already taken; is another stack on it?")
-    infra.redis_dir.mkdir(parents=True, exist_ok=True)
-    options = {
-        **REDIS_OPTIONS,
-        "port": str(infra.redis_port),
-        "dir": str(infra.redis_dir),
-        "pidfile": str(infra.redis_pidfile),
-        "logfile": str(infra.redis_dir / "redis.log"),
-    }
-    arguments = [part for name, value in options.items() for part in (f"--{name}", value)]
-    redis_server = shutil.which("redis-server") or "redis-server"
-    subprocess.run([redis_server, *arguments], check=True, timeout=STARTUP_TIMEOUT)  # noqa: S603
-    _wait_until(f"Redis did not answer on {infra.redis_port}", lambda: _redis_pings(infra))
-
-
-def _redis_pings(infra: Infra) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", infra.redis_port), 1.0) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def stop_redis(infra: Infra) -> None:
-    """``SHUTDOWN NOSAVE``: every key, stream and group is gone."""
-    if not answers(infra.redis_port):
-        return
-    try:
-        with socket.create_connection(("127.0.0.1", infra.redis_port), 5.0) as connection:
-            connection.sendall(b"SHUTDOWN NOSAVE\r\n")
-            connection.recv(64)  # the server closes the connection as it exits
-    except OSError:
-        pass
-    _wait_until(f"Redis still answers on {infra.redis_port}", lambda: not answers(infra.redis_port))
-
-
-def restart_redis(infra: Infra) -> None:
-    """Redis restarted empty on the same port, as a broker without persistence comes back."""
-    stop_redis(infra)
-    start_redis(infra)
-
-
-# --- the pair ---------------------------------------------------------------------------
-
-
-def _pg_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    user = os.environ.get("INFRA_PG_USER", "postgres")
-    try:
-        pwd.getpwnam(user)
-    except KeyError as exc:
-        raise InfraError(f"running as root and there is no user {user!r} to run Postgres") from exc
-    return user
+    infra.postgres.start()
 
 
 def up(stack: str, port_base: int) -> Infra:
     """Fresh Postgres and Redis for ``stack``; whatever an earlier run left is removed first."""
     if (stale := load(stack)) is not None:
         down(stale)
-    pg_user = _pg_user()
-    home = tempfile.mkdtemp(prefix=f"shop-{stack}-infra-")
+    postgres_user()  # as root without a user to run Postgres: say so before anything starts
     infra = Infra(
         stack=stack,
         pg_port=port_base + PG_PORT_OFFSET,
         redis_port=port_base + REDIS_PORT_OFFSET,
-        home=home,
-        pg_bin=find_pg_bin(),
-        pg_user=pg_user,
+        home=str(private_directory(f"{stack}-infra")),
     )
     _save(infra)
-    if pg_user:
-        entry = pwd.getpwnam(pg_user)
-        os.chown(home, entry.pw_uid, entry.pw_gid)
     try:
-        init_postgres(infra)
-        start_postgres(infra)
-        start_redis(infra)
+        infra.postgres.initialise()
+        infra.postgres.start()
+        infra.redis.start()
     except BaseException:
         down(infra)
         raise
@@ -335,16 +147,16 @@ def up(stack: str, port_base: int) -> Infra:
 def down(infra: Infra) -> None:
     """Stop both servers (whatever state they are in) and remove their data."""
     try:
-        stop_postgres(infra, mode="immediate")
+        infra.postgres.stop(mode="immediate")
     except (InfraError, subprocess.SubprocessError) as exc:
         print(f"infra: Postgres did not stop cleanly: {exc}", file=sys.stderr)
     try:
-        stop_redis(infra)
+        infra.redis.stop()
     except (InfraError, OSError) as exc:
         print(f"infra: Redis did not stop cleanly: {exc}", file=sys.stderr)
-    if infra.redis_pidfile.exists():  # it did not answer: make sure it is gone
+    if infra.redis.pidfile.exists():  # it did not answer: make sure it is gone
         with contextlib.suppress(ValueError, ProcessLookupError):
-            os.kill(int(infra.redis_pidfile.read_text().strip()), signal.SIGKILL)
+            os.kill(int(infra.redis.pidfile.read_text().strip()), signal.SIGKILL)
     shutil.rmtree(infra.home, ignore_errors=True)
     state_file(infra.stack).unlink(missing_ok=True)
 
@@ -440,21 +252,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     infra = _required(stack)
     if args.verb == "status":
-        print(f"postgres 127.0.0.1:{infra.pg_port} {'up' if answers(infra.pg_port) else 'DOWN'}")
-        print(f"redis    127.0.0.1:{infra.redis_port} {'up' if _redis_pings(infra) else 'DOWN'}")
+        print(f"postgres 127.0.0.1:{infra.pg_port} {'up' if port_open(infra.pg_port) else 'DOWN'}")
+        print(f"redis    127.0.0.1:{infra.redis_port} {'up' if infra.redis.pings() else 'DOWN'}")
         return 0
     if args.verb == "env":
         for name, value in infra.env(args.db_name, args.redis_db).items():
             print(f"export {name}={value}")
         return 0
     actions = {
-        "pg-stop": lambda: stop_postgres(infra),
-        "pg-start": lambda: start_postgres(infra),
-        "pg-restart": lambda: restart_postgres(infra),
+        "pg-stop": infra.postgres.stop,
+        "pg-start": infra.postgres.start,
+        "pg-restart": infra.postgres.restart,
         "pg-outage": lambda: postgres_outage(infra, args.seconds),
-        "redis-stop": lambda: stop_redis(infra),
-        "redis-start": lambda: start_redis(infra),
-        "redis-restart": lambda: restart_redis(infra),
+        "redis-stop": infra.redis.stop,
+        "redis-start": infra.redis.start,
+        "redis-restart": infra.redis.restart,
     }
     actions[args.verb]()
     return 0

@@ -53,6 +53,7 @@ elif [[ $STACK == bench ]]; then
     export "${prefix}_RATE_LIMIT_AUTH=1000000/minute" "${prefix}_RATE_LIMIT_READ=1000000/minute"
     export "${prefix}_RATE_LIMIT_WRITE=1000000/minute" "${prefix}_LOG_LEVEL=WARNING"
   done
+  export GATEWAY_LOG_LEVEL=WARNING
 else
   PORT_BASE=${PORT_BASE:-8000} WORKER_PORT_BASE=${WORKER_PORT_BASE:-9000}
   DB_NAME=${DB_NAME:-app} REDIS_DB=${REDIS_DB:-0}
@@ -77,7 +78,7 @@ REPLICAS=${REPLICAS:-1}
 PROCESSES=()
 for slot in $(seq 1 "$REPLICAS"); do
   suffix=""; ((slot == 1)) || suffix="-$slot"  # slot 1 keeps the plain names (make kill NAME=...)
-  for process in users-api users-worker orders-api orders-worker notifications-api notifications-worker; do
+  for process in gateway-api users-api users-worker orders-api orders-worker notifications-api notifications-worker; do
     PROCESSES+=("$process$suffix")
   done
 done
@@ -106,8 +107,8 @@ compose_answers() {
   return 1
 }
 
-port_of() {  # port_of users|orders|notifications [api|worker]
-  local index; case $1 in users) index=1;; orders) index=2;; notifications) index=3;; esac
+port_of() {  # port_of gateway|users|orders|notifications [api|worker]
+  local index; case $1 in gateway) index=0;; users) index=1;; orders) index=2;; notifications) index=3;; esac
   if [[ ${2:-api} == worker ]]; then echo $((WORKER_PORT_BASE + index)); else echo $((PORT_BASE + index)); fi
 }
 
@@ -119,7 +120,13 @@ export_service_env() {
     export "${prefix}_PORT=$(port_of "$service")" "${prefix}_WORKER_PORT=$(port_of "$service" worker)"
     if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then export "${prefix}_REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"; fi
     if [[ -n ${DATABASE_REPLICA_URL:-} ]]; then export "${prefix}_DATABASE_REPLICA_URL=$DATABASE_REPLICA_URL"; fi
+    # Every request comes through the gateway (on this machine: 127.0.0.1), whose
+    # X-Forwarded-For names the client; the gateway replaces whatever a client sent there.
+    local trusted="${prefix}_TRUSTED_PROXIES"
+    export "$trusted=${!trusted:-127.0.0.1}"
+    export "GATEWAY_${prefix}_URL=http://127.0.0.1:$(port_of "$service")"
   done
+  export GATEWAY_PORT=$(port_of gateway)
 }
 
 slot_environment() {  # slot_environment PROCESS: supervisord's environment= for one slot
@@ -210,11 +217,12 @@ supervisor_running() { [[ -f $RUN_DIR/supervisord.pid ]] && kill -0 "$(cat "$RUN
 
 urls() {
   local service
-  for service in "${SERVICES[@]}"; do echo "http://127.0.0.1:$(port_of "$service")"; done
+  for service in gateway "${SERVICES[@]}"; do echo "http://127.0.0.1:$(port_of "$service")"; done
 }
 
 probes() {  # what must answer before the stack counts as up: every API and every worker
   local service
+  echo "http://127.0.0.1:$(port_of gateway)/readyz"
   for service in "${SERVICES[@]}"; do
     echo "http://127.0.0.1:$(port_of "$service")/readyz"
     for slot in $(seq 1 "$REPLICAS"); do
@@ -225,14 +233,17 @@ probes() {  # what must answer before the stack counts as up: every API and ever
 
 # A developer's stack gets an operator for the console: a token made once per checkout, kept
 # in .run/dev/operator-token (readable by you alone); the orders service sees only its hash.
+# make test's stack too (.run/e2e/operator-token): tests/e2e checks /admin's document with it.
 ensure_operator() {
-  [[ $STACK == dev && -z ${ORDERS_OPERATOR_TOKENS:-} ]] || return 0
+  [[ ($STACK == dev || $STACK == e2e) && -z ${ORDERS_OPERATOR_TOKENS:-} ]] || return 0
   ORDERS_OPERATOR_TOKENS=$("$VENV/bin/python" scripts/operator_token.py local --keep-in "$RUN_DIR/operator-token")
   export ORDERS_OPERATOR_TOKENS
 }
 
 print_urls() {
   local service
+  printf '  %-14s http://127.0.0.1:%s  (docs: /docs; the one address clients need)\n' \
+    gateway "$(port_of gateway)"
   for service in "${SERVICES[@]}"; do
     printf '  %-14s http://127.0.0.1:%s  (docs: /docs)   worker: http://127.0.0.1:%s/metrics\n' \
       "$service" "$(port_of "$service")" "$(port_of "$service" worker)"
@@ -256,7 +267,7 @@ up_local() {
   fi
   say "Waiting for every API's /readyz and every worker's /healthz"
   # shellcheck disable=SC2046 # one URL a word
-  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout 60 $(probes); then
+  if ! "$VENV/bin/python" scripts/wait_ready.py --timeout "${READY_TIMEOUT:-60}" $(probes); then
     ctl status || true
     die "the stack did not become ready; see 'make logs'"
   fi
@@ -264,7 +275,7 @@ up_local() {
   print_urls
   if [[ -f $RUN_DIR/operator-token ]]; then
     printf '  %-14s http://127.0.0.1:%s/admin/  (operator token: %s)\n' \
-      console "$(port_of orders)" "$RUN_DIR/operator-token"
+      console "$(port_of gateway)" "$RUN_DIR/operator-token"
   fi
 }
 

@@ -152,11 +152,46 @@ def test_k8s_rejects_an_ingress_path_to_a_missing_service(tree: Path) -> None:
     # Valid against the schema; only the reference check sees that nothing answers.
     edit(
         tree / "deploy/k8s/components/ingress/ingress.yaml",
-        replace("name: orders\n", "name: order\n"),
+        replace("name: gateway\n", "name: gatewy\n"),
     )
     result = run_check(tree, "k8s")
-    assert_fails(result, "references and invariants of overlays/dev", "missing Service order")
+    assert_fails(result, "references and invariants of overlays/dev", "missing Service gatewy")
     assert not any("validate" in line for line in failures(result)), result.stdout
+
+
+def test_k8s_rejects_an_ingress_path_that_bypasses_the_gateway(tree: Path) -> None:
+    edit(
+        tree / "deploy/k8s/components/ingress/ingress.yaml",
+        replace("name: gateway\n", "name: orders\n"),
+    )
+    assert_fails(
+        run_check(tree, "k8s"),
+        "references and invariants of overlays/dev",
+        "path / goes to orders, not the gateway",
+    )
+
+
+def test_k8s_rejects_a_network_policy_letting_the_ingress_controller_reach_an_api(
+    tree: Path,
+) -> None:
+    # The policy as it was before the gateway: the controller's namespace straight to the APIs.
+    edit(
+        tree / "deploy/k8s/components/ingress/networkpolicy.yaml",
+        replace(
+            """    matchLabels:
+      app.kubernetes.io/name: gateway
+      app.kubernetes.io/component: gateway
+""",
+            """    matchLabels:
+      app.kubernetes.io/component: api
+""",
+        ),
+    )
+    assert_fails(
+        run_check(tree, "k8s"),
+        "references and invariants of overlays/dev",
+        "reach an API; only the gateway may",
+    )
 
 
 def test_k8s_rejects_a_reference_to_a_missing_secret_key(tree: Path) -> None:
@@ -335,15 +370,20 @@ def test_dev_overlay_has_every_kind_of_object() -> None:
         "default-deny-all",
         "allow-dns-egress",
         "notifications-worker-webhooks-egress",
-        "allow-ingress-controller-to-apis",
+        "allow-ingress-controller-to-gateway",
+        "allow-gateway-to-apis",
+        "allow-gateway-egress-to-apis",
     } <= names(objects, "NetworkPolicy")
+    assert "gateway" in deployments
+    assert "gateway" in names(objects, "Service")
+    assert "gateway" in names(objects, "HorizontalPodAutoscaler")
     (ingress,) = (o for o in objects if o["kind"] == "Ingress")
     routes = {
         p["path"]: p["backend"]["service"]["name"]
         for rule in ingress["spec"]["rules"]
         for p in rule["http"]["paths"]
     }
-    assert routes == {f"/{s}": s for s in SERVICES}
+    assert routes == {"/": "gateway"}  # the one front door
     assert any(n.startswith("app-credentials-") for n in names(objects, "Secret"))
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
     assert {o["metadata"].get("namespace") for o in namespaced} == {"shop-dev"}
@@ -354,7 +394,7 @@ def test_prod_overlay_commits_no_secret_and_no_in_cluster_data_stores() -> None:
     kinds = Counter(o["kind"] for o in objects)
     assert kinds["Secret"] == 0, "production credentials must never be committed"
     assert kinds["StatefulSet"] == 0
-    assert kinds["Deployment"] == 6
+    assert kinds["Deployment"] == 7  # the gateway, and an API and a worker per service
     assert kinds["Job"] == 3
     assert kinds["Ingress"] == 1
     (ingress,) = (o for o in objects if o["kind"] == "Ingress")

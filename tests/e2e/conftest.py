@@ -1,7 +1,9 @@
 """Black-box tests over HTTP against a running stack.
 
-Base URLs come from ``USERS_URL``, ``ORDERS_URL`` and ``NOTIFICATIONS_URL`` (defaults: the
-ports `make up` uses). `make test` brings up a private stack on other ports and sets them.
+Customers' calls go through the gateway, ``GATEWAY_URL`` (default: port 8000, as `make up`);
+``USERS_URL``, ``ORDERS_URL`` and ``NOTIFICATIONS_URL`` are each service's own port, for what
+targets one service (its probes and metrics, drills that stop it). `make test` brings up a
+private stack on other ports and sets them.
 Fault drills (killing and starting processes) go through ``scripts/stack.sh`` with the
 ``STACK`` the suite runs against; they are skipped when ``STACK_CONTROL=0``.
 """
@@ -10,9 +12,8 @@ import asyncio
 import os
 import statistics
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +22,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from common.testing.polling import eventually
+
 from . import harness
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000")
 USERS_URL = os.environ.get("USERS_URL", "http://127.0.0.1:8001")
 ORDERS_URL = os.environ.get("ORDERS_URL", "http://127.0.0.1:8002")
 NOTIFICATIONS_URL = os.environ.get("NOTIFICATIONS_URL", "http://127.0.0.1:8003")
@@ -48,11 +52,18 @@ T = TypeVar("T")
 
 @dataclass
 class Stack:
-    """The stack's three base URLs and its process controls (for fault drills)."""
+    """The stack's clients and its process controls (for fault drills).
+
+    ``users``, ``orders`` and ``notifications`` are the gateway (one address routes by path;
+    three names keep each call saying which service it means); ``direct`` has each service's
+    own port, for its probes and metrics.
+    """
 
     users: httpx.AsyncClient
     orders: httpx.AsyncClient
     notifications: httpx.AsyncClient
+    gateway: httpx.AsyncClient
+    direct: dict[str, httpx.AsyncClient]
 
     def control(self, verb: str, process: str) -> None:
         if os.environ.get("STACK_CONTROL", "1") == "0":
@@ -81,11 +92,13 @@ class Customer:
 @pytest.fixture(scope="session")
 async def stack() -> AsyncIterator[Stack]:
     async with (
+        httpx.AsyncClient(base_url=GATEWAY_URL, timeout=TIMEOUT) as gateway,
         httpx.AsyncClient(base_url=USERS_URL, timeout=TIMEOUT) as users,
         httpx.AsyncClient(base_url=ORDERS_URL, timeout=TIMEOUT) as orders,
         httpx.AsyncClient(base_url=NOTIFICATIONS_URL, timeout=TIMEOUT) as notifications,
     ):
-        yield Stack(users, orders, notifications)
+        direct = {"users": users, "orders": orders, "notifications": notifications}
+        yield Stack(gateway, gateway, gateway, gateway, direct)
 
 
 async def sign_up(stack: Stack, credit_limit_cents: int = 100_000, **extra: Any) -> Customer:
@@ -113,20 +126,6 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert problem["status"] == status
     assert {"type", "title", "detail"} <= problem.keys()
     return problem
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, timeout: float = 20.0
-) -> T:
-    """Poll ``probe`` until ``until(result)`` holds; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; last: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 def order_body(*prices: int, sku: str = "sku-1") -> dict[str, Any]:

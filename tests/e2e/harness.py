@@ -41,6 +41,8 @@ BASE_URLS = {
     "orders": os.environ.get("ORDERS_URL", "http://127.0.0.1:8002"),
     "notifications": os.environ.get("NOTIFICATIONS_URL", "http://127.0.0.1:8003"),
 }
+# Customers' calls go through the gateway; BASE_URLS stay for each API's own /readyz.
+GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000")
 WORKER_URLS = {
     service: os.environ.get(f"{service.upper()}_WORKER_URL", f"http://127.0.0.1:{port}")
     for service, port in (("users", 9001), ("orders", 9002), ("notifications", 9003))
@@ -197,8 +199,8 @@ class Client:
         self.downtime = downtime
         self.patience = patience
         self.http = {
-            service: httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT)
-            for service, url in BASE_URLS.items()
+            service: httpx.AsyncClient(base_url=GATEWAY_URL, timeout=REQUEST_TIMEOUT)
+            for service in BASE_URLS
         }
 
     async def __aenter__(self) -> Client:
@@ -246,7 +248,11 @@ class Client:
             else:
                 status = response.status_code
                 self.figures.responses[str(status)] = self.figures.responses.get(str(status), 0) + 1
-                if status == 503:
+                if status == 504:  # the gateway's word for a request that hung behind it
+                    self.figures.hung_requests += 1
+                    if not self.downtime.covers(service, time.monotonic()):
+                        self.figures.violation(f"{method} {service}{path} hung: 504")
+                elif status == 503:
                     self.figures.status_503 += 1
                     wait = min(_retry_after(response), 1.0)
                 elif status == 401 and shopper is not None:

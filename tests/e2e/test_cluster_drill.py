@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from common.testing.cluster import LocalPostgresPair, LocalRedisCluster
+from common.testing.polling import eventually
 
-from .conftest import Customer, Stack, check_invariants, eventually, order_body, settled, sign_up
+from .conftest import Customer, Stack, check_invariants, order_body, settled, sign_up
 from .test_orders import notifications_of
 
 pytestmark = pytest.mark.skipif(

@@ -9,7 +9,9 @@ test_drills.py; these pin down single, timed situations.
 from collections import Counter
 from typing import Any
 
-from .conftest import Stack, check_invariants, eventually, place, settled, sign_up
+from common.testing.polling import eventually
+
+from .conftest import Stack, check_invariants, place, settled, sign_up
 from .test_orders import available_credit, notifications_of
 
 OUTCOME_KIND = {"APPROVED": "order_approved", "REJECTED": "order_rejected"}

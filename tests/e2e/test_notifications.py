@@ -18,7 +18,9 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from .conftest import Customer, Stack, eventually, place, settled, sign_up
+from common.testing.polling import eventually
+
+from .conftest import Customer, Stack, place, settled, sign_up
 
 STREAM_CAP = 5  # NOTIFICATIONS_STREAM_MAX_PER_USER's default, which the e2e stack keeps
 

@@ -6,7 +6,9 @@ import uuid
 
 import httpx
 
-from .conftest import ROOT, WORKER_SLOT_URLS, Stack, eventually, place, settled, sign_up
+from common.testing.polling import eventually
+
+from .conftest import ROOT, WORKER_SLOT_URLS, Stack, place, settled, sign_up
 
 
 def stack_logs() -> list[dict[str, object]]:
@@ -52,7 +54,7 @@ async def test_metrics_cover_requests_bus_and_saga(stack: Stack):
     placed = await place(stack, customer, 100)
     await settled(stack, customer, placed["id"])
 
-    api = (await stack.orders.get("/metrics")).text
+    api = (await stack.direct["orders"].get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/orders",status="202"}' in api
     assert "http_request_duration_seconds_bucket" in api
 

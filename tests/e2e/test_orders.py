@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from common.testing.polling import eventually
+
 from .conftest import (
     Customer,
     Stack,
     assert_problem,
     check_invariants,
-    eventually,
     order_body,
     place,
     settled,

@@ -1,4 +1,4 @@
-"""The users contract of DESIGN.md section 5, over HTTP, against the running stack."""
+"""The users contract of docs/design.md section 5, over HTTP, against the running stack."""
 
 import uuid
 from typing import Any
@@ -9,7 +9,7 @@ from .conftest import Stack, assert_problem, sign_up
 
 
 async def test_every_service_serves_probes_docs_and_request_ids(stack: Stack):
-    for client in (stack.users, stack.orders, stack.notifications):
+    for client in stack.direct.values():
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).json() == {"status": "ready"}
         assert "http_requests_total" in (await client.get("/metrics")).text

@@ -30,9 +30,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.auth import create_session
 from common.bus import Outbox
+from common.contracts import NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
 from common.testing.plugin import RedisTarget, migrate
+from common.testing.polling import eventually
 from notifications import service
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
@@ -49,19 +51,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, within: float = 10.0, interval: float = 0.01
-) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"condition not met within {within} s"
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +122,9 @@ def record(database: Database, fanout: Fanout) -> RecordFn:
         if order_id is None and kind != "welcome":
             order_id = uuid.uuid4()
         async with database.transaction() as uow:
-            return await service.record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
+            return await service.record(
+                uow, fanout, user_id=user_id, kind=NotificationKind(kind), order_id=order_id
+            )
 
     return record_one
 
@@ -174,7 +165,7 @@ async def serve_app(settings: Settings) -> AsyncIterator[RunningApi]:
         assert not task.done(), "the server stopped during start-up"
         return server.started
 
-    await eventually(started, within=10)
+    await eventually(started, timeout=10)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield RunningApi(app, f"http://127.0.0.1:{port}")

@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from common.errors import Unauthorized
+from common.openapi import BEARER, raises
 from common.redis import publish, pubsub_namespace
 
 SESSION_KEY_PREFIX = "session:"
@@ -114,6 +115,7 @@ async def optional_user(request: Request) -> AuthenticatedUser | None:
     return user
 
 
+@raises(Unauthorized, security=BEARER)
 async def current_user(request: Request) -> AuthenticatedUser:
     """FastAPI dependency: the caller behind the bearer token, or 401."""
     user = await optional_user(request)

@@ -160,19 +160,6 @@ class UnitOfWork:
         self._check_open()
         self._after_commit.append(callback)
 
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction: if the block raises, its writes roll back, and what it
-        published or scheduled after commit is forgotten with them."""
-        published, scheduled = len(self._outgoing), len(self._after_commit)
-        try:
-            async with self.session.begin_nested():
-                yield
-        except BaseException:
-            del self._outgoing[published:]
-            del self._after_commit[scheduled:]
-            raise
-
     def _check_open(self) -> None:
         if self._session is None:
             raise UnitOfWorkClosed("this unit of work's transaction has ended")

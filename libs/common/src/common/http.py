@@ -22,8 +22,10 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import openapi
 from common.bus import Outbox
 from common.db import Database, create_engine
+from common.docs import install_docs
 from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
@@ -185,8 +187,10 @@ async def _check(name: str, probe: Awaitable[Any]) -> str | None:
     return None
 
 
-def probes_router() -> APIRouter:
-    router = APIRouter(tags=["probes"])
+def probes_router(tag: str) -> APIRouter:
+    """``tag``: the service's name, so the probes' operation ids (``users_healthz``) stay
+    unique in the gateway's merged document."""
+    router = APIRouter(tags=[tag])
 
     @router.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -258,8 +262,16 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
-    app = FastAPI(title=title, lifespan=shared_lifespan)
+    # /docs from the installed Swagger UI (common.docs): it renders without internet.
+    app = FastAPI(
+        title=title,
+        lifespan=shared_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
+    )
     install_error_handlers(app)
+    openapi.install(app)
     if settings.database_replica_url:
         app.add_middleware(
             RecentWriteMiddleware,
@@ -270,9 +282,10 @@ def create_service_app(
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
-    app.include_router(probes_router())
+    app.include_router(probes_router(settings.service_name))
     for router in routers:
         app.include_router(router)
+    install_docs(app)
     return app
 
 

@@ -16,6 +16,7 @@ from fastapi import Query
 from pydantic import BaseModel, StringConstraints
 
 from common.errors import Problem
+from common.openapi import parameter_raises
 from common.types import Text
 
 ItemT = TypeVar("ItemT")
@@ -26,6 +27,7 @@ Cursor = Annotated[
     Annotated[Text, StringConstraints(max_length=200)] | None,
     Query(description="next_cursor of the last page"),
 ]
+parameter_raises("cursor", 400)  # a cursor this API did not issue (decode_cursor)
 
 
 class Page(BaseModel, Generic[ItemT]):

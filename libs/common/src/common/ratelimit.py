@@ -43,6 +43,7 @@ from common.auth import (
     optional_user,
 )
 from common.errors import Problem, Unauthorized
+from common.openapi import BEARER, raises
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -259,6 +260,7 @@ def _request_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
 def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: ``dependencies=[Depends(rate_limit("write"))]``."""
 
+    @raises(TooManyRequests)
     async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
         if USER_SCOPE_KEY not in request.scope and await _counted_caller(request, group):
@@ -281,6 +283,7 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
     session lookup, a counter script and a read). The caller is then known to the request as
     :data:`common.auth.CurrentUser` would have found it."""
 
+    @raises(Unauthorized, TooManyRequests, security=BEARER)
     async def read(request: Request) -> CallerRead:
         found = await _counted_caller(request, group, keys_of)
         if found is None:

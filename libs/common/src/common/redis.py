@@ -119,11 +119,3 @@ async def publish(redis: Redis, channel: str, message: str) -> int:
     if is_cluster(redis):
         return int(await redis.spublish(channel, message))
     return int(await redis.publish(channel, message))
-
-
-async def flush_all(redis: Redis) -> None:
-    """Empty every database the client reaches (every primary of a cluster). Tests only."""
-    if is_cluster(redis):
-        await cast(RedisCluster, redis).flushall(target_nodes=RedisCluster.PRIMARIES)
-    else:
-        await redis.flushdb()

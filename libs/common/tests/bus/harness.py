@@ -1,9 +1,6 @@
 """What the bus tests share: test messages, the :class:`Harness` of one test, and polls."""
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -42,18 +39,6 @@ class Pong(Message):
     STREAM: ClassVar[str] = "bustest.replies"
 
     key: str
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 5.0, what: str = "condition"
-) -> float:
-    """Poll ``check`` until it holds; returns the seconds it took. Fails at the deadline."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.002)
-    return time.monotonic() - started
 
 
 def sample(name: str, **labels: str) -> float:

@@ -26,8 +26,9 @@ from common.bus import (
 from common.bus.deadletters import cli
 from common.db import Database, NoOutbox, UnitOfWork, UnitOfWorkClosed
 from common.logging import correlation_id_var, event_id_var
+from common.testing.polling import eventually
 
-from .harness import Harness, Ping, Pong, eventually, sample
+from .harness import Harness, Ping, Pong, sample
 
 pytestmark = pytest.mark.integration
 
@@ -64,29 +65,6 @@ async def test_rollback_publishes_nothing(h: Harness) -> None:
     assert await h.effect_count() == 0
     assert await h.outbox_count() == 0
     assert await h.redis.xlen(h.key) == 0
-
-
-async def test_a_rolled_back_savepoint_takes_its_messages_and_callbacks_with_it(
-    h: Harness,
-) -> None:
-    called: list[str] = []
-
-    async def lose_an_attempt(uow: UnitOfWork) -> None:
-        async with uow.savepoint():
-            uow.publish(Ping(key="undone"))
-            uow.after_commit(lambda: called.append("undone"))
-            raise RuntimeError("this attempt lost")
-
-    async with h.database.transaction() as uow:
-        uow.publish(Ping(key="kept"))
-        with pytest.raises(RuntimeError, match="attempt lost"):
-            await lose_an_attempt(uow)
-        uow.after_commit(lambda: called.append("kept"))
-
-    assert called == ["kept"]
-    async with h.database.session() as session:
-        keys = [row.envelope["payload"]["key"] for row in await session.execute(select(h.outbox))]
-    assert keys == ["kept"]
 
 
 async def test_publishing_without_an_outbox_fails_loudly(h: Harness) -> None:

@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 from common.bus import Consumer, Envelope, StreamTrimmer, ensure_group, stream_key
 from common.contracts import UserRegistered, groups_reading
 from common.db import Database, UnitOfWork, create_engine
+from common.testing.polling import eventually
 from common.testing.proxy import TcpProxy
 
-from .harness import Harness, Ping, eventually, sample
+from .harness import Harness, Ping, sample
 from .test_bus import _pending_is
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ async def test_a_postgres_outage_pauses_the_consumer_and_dead_letters_nothing(
         assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 0
 
         postgres_proxy.restore()
-        await eventually(lambda: _effects_are(h, 21), within=15, what="the backlog handled")
+        await eventually(lambda: _effects_are(h, 21), timeout=15, what="the backlog handled")
         assert await h.dead_letters() == []
         assert sample("bus_consumer_paused", group=h.group) == 0
         await eventually(lambda: _pending_is(h, 0), what="every entry acknowledged")
@@ -126,7 +127,7 @@ async def test_a_redis_outage_pauses_the_consumer_and_loses_nothing(
         )
         await eventually(lambda: _refused_at_least(redis_proxy, 4), what="probes refused")
         redis_proxy.restore()
-        await eventually(lambda: _effects_are(h, 10), within=15, what="the entries handled")
+        await eventually(lambda: _effects_are(h, 10), timeout=15, what="the entries handled")
         await eventually(lambda: _pending_is(h, 0), what="every entry acknowledged")
         assert await h.dead_letters() == []
     finally:

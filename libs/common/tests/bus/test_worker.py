@@ -5,9 +5,8 @@ import os
 import signal
 import socket
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,6 +19,7 @@ from common.bus import Envelope, Outbox, stream_key
 from common.contracts import Message
 from common.db import Database, UnitOfWork
 from common.settings import ServiceSettings
+from common.testing.polling import eventually
 from common.worker import Timer, WorkerContext, WorkerSpec, serve_worker
 
 pytestmark = pytest.mark.integration
@@ -48,13 +48,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def probe(port: int, path: str = "/healthz") -> int | None:
@@ -157,7 +150,7 @@ async def test_run_worker_exits_0_on_sigterm(bus_settings: ServiceSettings) -> N
         sys.executable, str(SIGNAL_WORKER), env=env, stdout=asyncio.subprocess.PIPE
     )
     try:
-        await eventually(lambda: _answers(port, 200), within=30)
+        await eventually(lambda: _answers(port, 200), timeout=30)
         process.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(process.communicate(), 15)
     finally:

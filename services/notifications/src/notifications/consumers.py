@@ -3,7 +3,13 @@ inbox drops redelivered messages and a unique dedup key drops repeated events; e
 confirmed (NotificationRecorded) every time it is announced, so its announcer can stop."""
 
 from common.bus import Envelope, Handlers
-from common.contracts import OrderApproved, OrderCancelled, OrderRejected, UserRegistered
+from common.contracts import (
+    NotificationKind,
+    OrderApproved,
+    OrderCancelled,
+    OrderRejected,
+    UserRegistered,
+)
 from common.db import UnitOfWork
 from notifications import service
 from notifications.service import Fanout
@@ -14,22 +20,34 @@ def handlers(fanout: Fanout) -> Handlers:
 
     async def on_order_approved(uow: UnitOfWork, _: Envelope, event: OrderApproved) -> None:
         await service.record_and_confirm(
-            uow, fanout, user_id=event.user_id, kind="order_approved", order_id=event.order_id
+            uow,
+            fanout,
+            user_id=event.user_id,
+            kind=NotificationKind.ORDER_APPROVED,
+            order_id=event.order_id,
         )
 
     async def on_order_rejected(uow: UnitOfWork, _: Envelope, event: OrderRejected) -> None:
         await service.record_and_confirm(
-            uow, fanout, user_id=event.user_id, kind="order_rejected", order_id=event.order_id
+            uow,
+            fanout,
+            user_id=event.user_id,
+            kind=NotificationKind.ORDER_REJECTED,
+            order_id=event.order_id,
         )
 
     async def on_order_cancelled(uow: UnitOfWork, _: Envelope, event: OrderCancelled) -> None:
         await service.record_and_confirm(
-            uow, fanout, user_id=event.user_id, kind="order_cancelled", order_id=event.order_id
+            uow,
+            fanout,
+            user_id=event.user_id,
+            kind=NotificationKind.ORDER_CANCELLED,
+            order_id=event.order_id,
         )
 
     async def on_user_registered(uow: UnitOfWork, _: Envelope, event: UserRegistered) -> None:
         await service.record_and_confirm(
-            uow, fanout, user_id=event.user_id, kind="welcome", order_id=None
+            uow, fanout, user_id=event.user_id, kind=NotificationKind.WELCOME, order_id=None
         )
 
     return {

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
-from common.errors import Problem
+from common.errors import Conflict, NotFound, Problem
 from common.http import DatabaseDep, RedisDep
+from common.openapi import raises, sends_location
 from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
@@ -69,6 +70,7 @@ async def list_notifications(
     summary="Server-sent events of the caller's new notifications",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
+@raises(400, 429)  # 400: a Last-Event-ID this stream did not send; 429: too many open streams
 async def stream_notifications(
     request: Request,
     caller: CurrentUser,
@@ -133,6 +135,8 @@ async def stream_notifications(
     response_model=WebhookWithSecret,
     dependencies=[WRITE_LIMIT],
 )
+@raises(Conflict)  # the user's webhook limit
+@sends_location
 async def create_webhook(
     body: WebhookCreate,
     request: Request,
@@ -157,6 +161,7 @@ async def create_webhook(
     response_model=WebhookWithSecret,
     dependencies=[WRITE_LIMIT],
 )
+@raises(NotFound)
 async def rotate_webhook_secret(
     webhook_id: uuid.UUID,
     request: Request,
@@ -188,6 +193,7 @@ async def list_webhooks(
     response_class=Response,
     dependencies=[WRITE_LIMIT],
 )
+@raises(NotFound)
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
     async with db.transaction() as uow:
         await service.delete_webhook(uow.session, caller.id, webhook_id)
@@ -199,6 +205,7 @@ async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: Databas
     response_model=Page[WebhookAttemptOut],
     dependencies=[READ_LIMIT],
 )
+@raises(NotFound)
 async def list_deliveries(
     webhook_id: uuid.UUID,
     caller: CurrentUser,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.contracts import NotificationRecorded
+from common.contracts import NotificationKind, NotificationRecorded
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
@@ -49,7 +49,7 @@ async def record(
     fanout: Fanout,
     *,
     user_id: uuid.UUID,
-    kind: str,
+    kind: NotificationKind,
     order_id: uuid.UUID | None,
 ) -> Notification:
     """Store the notification once, whatever the redeliveries (unique dedup key).
@@ -79,7 +79,7 @@ async def record_and_confirm(
     fanout: Fanout,
     *,
     user_id: uuid.UUID,
-    kind: str,
+    kind: NotificationKind,
     order_id: uuid.UUID | None,
 ) -> None:
     """Record the notification and confirm it (NotificationRecorded), every time it is asked:

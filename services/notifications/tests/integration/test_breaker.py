@@ -6,9 +6,8 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
+from common.testing.polling import eventually
 from notifications.breaker import CircuitBreaker
-
-from ..conftest import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +65,7 @@ async def test_after_the_cool_down_exactly_one_probe_goes_through(redis):
     async def half_open() -> bool:
         return await b.state(url) == "half_open"
 
-    await eventually(half_open, within=2)
+    await eventually(half_open, timeout=2)
     # Two workers' worth of callers at once: one probe, the others wait.
     admissions = await asyncio.gather(*(b.admit(url) for _ in range(20)))
     probes = [a for a in admissions if a.allowed]
@@ -89,7 +88,7 @@ async def test_a_failed_probe_opens_it_again_for_a_full_cool_down(redis):
         admission = await b.admit(url)
         return admission if admission.allowed else None
 
-    probe = await eventually(probe_admitted, within=2)
+    probe = await eventually(probe_admitted, timeout=2)
     await b.record(url, success=False, probe_token=probe.probe_token)
 
     assert await b.state(url) == "open"

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from common.auth import AuthenticatedUser, claimed_user, create_session, revoke_session
+from common.contracts import NotificationKind
 from common.pagination import decode_cursor, encode_cursor
+from common.testing.polling import eventually
 from notifications import service
 from notifications.live import StreamSlots
-
-from ..conftest import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +195,7 @@ async def test_streams_per_user_are_capped_across_the_api_and_a_closed_one_frees
             ) as response:
                 return response.status_code == 200
 
-        await eventually(a_slot_is_free, within=5)
+        await eventually(a_slot_is_free, timeout=5)
 
 
 async def test_the_slot_of_a_stream_never_closed_expires_with_its_lease(redis):
@@ -208,7 +208,7 @@ async def test_the_slot_of_a_stream_never_closed_expires_with_its_lease(redis):
     async def taken() -> bool:
         return await slots.acquire(user_id, "new-stream")
 
-    await eventually(taken, within=5)
+    await eventually(taken, timeout=5)
     await slots.renew(user_id, "new-stream")
     assert not await slots.acquire(user_id, "third")
     await slots.release(user_id, "new-stream")
@@ -269,14 +269,18 @@ async def test_a_notification_committing_after_a_newer_one_is_not_skipped(
         await stream.block()
         async with database.transaction() as uow:
             slow = await service.record(
-                uow, fanout, user_id=user.id, kind="order_approved", order_id=uuid.uuid4()
+                uow,
+                fanout,
+                user_id=user.id,
+                kind=NotificationKind.ORDER_APPROVED,
+                order_id=uuid.uuid4(),
             )
             fast_task = asyncio.create_task(record(user.id))
 
             async def fast_is_blocked_or_done() -> bool:
                 return fast_task.done() or await waiting_on_the_user_lock()
 
-            await eventually(fast_is_blocked_or_done, within=5)
+            await eventually(fast_is_blocked_or_done, timeout=5)
             # Without the lock, T2 has committed and its event is out before T1 commits.
             early = [await stream.event(within=2)] if fast_task.done() else []
         fast = await fast_task

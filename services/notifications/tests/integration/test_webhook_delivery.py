@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import extract, func, select, update
 
 from common.db import Database
+from common.testing.polling import eventually
 from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
 from notifications.models import Webhook, WebhookDelivery
 
-from ..conftest import Receiver, eventually, free_port, signature_is_valid
+from ..conftest import Receiver, free_port, signature_is_valid
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ async def test_a_receiver_gets_a_correctly_signed_delivery(
 
     async with dispatcher():
         notification = await record(user.id, "order_approved")
-        await eventually(hits(receiver), within=5)
+        await eventually(hits(receiver), timeout=5)
 
     [hit] = receiver.hits
     assert hit.method == "POST"
@@ -111,9 +112,9 @@ async def test_every_kind_is_delivered_to_every_webhook_of_the_user(
         cancelled = await record(user.id, "order_cancelled")
         await record(user.id, "welcome")  # a redelivered sign-up: no second notification
 
-        await eventually(hits(first, 2), within=5)
-        await eventually(hits(second, 2), within=5)
-        await eventually(lambda: delivery_status_all_final(client, user), within=5)
+        await eventually(hits(first, 2), timeout=5)
+        await eventually(hits(second, 2), timeout=5)
+        await eventually(lambda: delivery_status_all_final(client, user), timeout=5)
 
     for receiver in (first, second):
         assert sorted(hit.json["data"]["id"] for hit in receiver.hits) == sorted(
@@ -146,7 +147,7 @@ async def test_a_receiver_failing_n_times_then_recovering_gets_it_exactly_once(
         async def delivered() -> bool:
             return await delivery_status(database, notification.id) == ["succeeded"]
 
-        await eventually(delivered, within=10)
+        await eventually(delivered, timeout=10)
 
     assert [hit.status for hit in receiver.hits] == [500] * failures + [200]
     assert len(receiver.successes()) == 1
@@ -175,7 +176,7 @@ async def test_a_delivery_gives_up_after_max_attempts(
         async def failed() -> bool:
             return await delivery_status(database, notification.id) == ["failed"]
 
-        await eventually(failed, within=10)
+        await eventually(failed, timeout=10)
 
     assert len(receiver.hits) == 3
     attempts = await attempts_of(client, user, webhook)
@@ -211,7 +212,7 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
         async def opened() -> bool:
             return await breaker.state(receiver.url) != "closed"
 
-        await eventually(opened, within=5)
+        await eventually(opened, timeout=5)
         assert threshold <= len(receiver.hits) <= threshold + 1  # + maybe the first probe
 
         # Open: the retries (every ~10 ms without a breaker) stop hammering the receiver;
@@ -228,7 +229,7 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
         async def delivered() -> bool:
             return await delivery_status(database, notification.id) == ["succeeded"]
 
-        await eventually(delivered, within=5)
+        await eventually(delivered, timeout=5)
         assert await breaker.state(receiver.url) == "closed"
 
     assert len(receiver.successes()) == 1
@@ -259,9 +260,9 @@ async def test_connection_refused_counts_as_a_failure_and_opens_the_breaker(
             attempts = await attempts_of(client, user, webhook)
             return len(attempts) == 2 and await breaker.state(url) == "open"
 
-        await eventually(opened_after_two_attempts, within=5)
+        await eventually(opened_after_two_attempts, timeout=5)
         # Let the dispatcher try again (backoff <= 50 ms): the breaker holds it back.
-        await eventually(lambda: deferred(database, notification.id), within=5)
+        await eventually(lambda: deferred(database, notification.id), timeout=5)
 
     attempts = await attempts_of(client, user, webhook)
     assert len(attempts) == 2
@@ -300,7 +301,7 @@ async def test_private_targets_are_refused_at_delivery_time_unless_allowed(
         async def failed() -> bool:
             return await delivery_status(database, notification.id) == ["failed"]
 
-        await eventually(failed, within=5)
+        await eventually(failed, timeout=5)
 
     assert receiver.hits == []
     [attempt] = await attempts_of(client, user, webhook)
@@ -320,7 +321,7 @@ async def test_pending_deliveries_survive_a_worker_restart(
     assert await delivery_status(database, notification.id) == ["pending"]
 
     async with dispatcher():
-        await eventually(hits(receiver), within=5)
+        await eventually(hits(receiver), timeout=5)
     assert [hit.json["data"]["id"] for hit in receiver.hits] == [str(notification.id)]
 
 
@@ -337,7 +338,7 @@ async def test_a_delivery_leased_by_a_crashed_worker_is_delivered_when_the_lease
 
     started = time.monotonic()
     async with dispatcher():
-        await eventually(hits(receiver), within=5)
+        await eventually(hits(receiver), timeout=5)
     assert time.monotonic() - started >= 0.3  # not before the lease ran out
     assert [hit.headers["webhook-id"] for hit in receiver.hits] == [str(claimed.id)]
 
@@ -385,8 +386,8 @@ async def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_o
 
     async with dispatcher():
         in_grace = await record(user.id, "order_approved")
-        await eventually(hits(on_old), within=5)
-        await eventually(hits(on_new), within=5)
+        await eventually(hits(on_old), timeout=5)
+        await eventually(hits(on_new), timeout=5)
         [hit] = on_new.hits
         assert hit.status == 200  # verified with the new secret by the receiver itself
         assert signature_is_valid(second["secret"], hit)  # and the old one still verifies
@@ -402,7 +403,7 @@ async def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_o
                 .values(previous_secret_expires_at=func.now() - timedelta(seconds=1))
             )
         after_grace = await record(user.id, "order_cancelled")
-        await eventually(hits(on_new, 2), within=5)
+        await eventually(hits(on_new, 2), timeout=5)
 
     last = on_new.hits[1]
     assert last.json["data"]["id"] == str(after_grace.id)
@@ -423,8 +424,8 @@ async def test_a_receiver_on_a_wrong_secret_refuses_and_the_delivery_is_retried(
 
     async with dispatcher(webhook_max_attempts=2):
         await record(user.id, "welcome")
-        await eventually(hits(receiver, 2), within=5)
-        await eventually(lambda: gave_up(client, user, webhook), within=5)
+        await eventually(hits(receiver, 2), timeout=5)
+        await eventually(lambda: gave_up(client, user, webhook), timeout=5)
 
     assert [hit.status for hit in receiver.hits] == [401, 401]
 

@@ -8,10 +8,11 @@ import pytest
 
 from common.bus import Envelope, stream_key
 from common.contracts import Message, NotificationRecorded, OrderApproved, UserRegistered
+from common.testing.polling import eventually
 from common.worker import serve_worker
 from notifications.worker import spec
 
-from ..conftest import eventually, free_port, signature_is_valid
+from ..conftest import free_port, signature_is_valid
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
         async def two_hits() -> bool:
             return len(receiver.hits) >= 2
 
-        await eventually(two_hits, within=10)
+        await eventually(two_hits, timeout=10)
 
         async def saga_told() -> list[Envelope]:
             entries = await redis.xrange(stream_key(prefix, NotificationRecorded.STREAM))
@@ -59,7 +60,7 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
                 and e.payload["order_id"] == str(order_id)
             ]
 
-        [reply] = await eventually(saga_told, within=10)
+        [reply] = await eventually(saga_told, timeout=10)
     finally:
         stop.set()
         await asyncio.wait_for(worker, 30)

@@ -1,7 +1,7 @@
 """partitioned history: saga steps and the operator audit monthly, the inbox daily
 
 Revision ID: 0005
-Revises: 0003 (on the partitions branch; re-chained to 0004 when merged after the saga's)
+Revises: 0004
 
 Rows are kept (common.partition_migration: lock, rename aside, create partitioned, copy,
 drop). The previous release keeps working on this schema: it inserts steps and audit entries
@@ -27,7 +27,7 @@ from common.partition_migration import (
 from common.partitions import PartitionedTable
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -24,6 +24,7 @@ from fastapi.responses import RedirectResponse
 
 from common.auth import hash_token, optional_user
 from common.errors import Problem, Unauthorized
+from common.openapi import OPERATOR, raises
 from orders.settings import Settings
 
 OPERATOR_COOKIE = "orders_operator"
@@ -81,6 +82,7 @@ async def _refuse(request: Request) -> Problem:
     return Unauthorized("Missing or unknown operator token.")
 
 
+@raises(Unauthorized, Forbidden, security=OPERATOR)
 async def api_operator(request: Request) -> Operator:
     """FastAPI dependency of the JSON API: the operator behind the bearer token."""
     token = _bearer(request)

@@ -40,6 +40,7 @@ from orders.admin_auth import (
     same_origin,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
+from orders.saga import OrderStatus, SagaState, StepStatus
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
 templates = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates" / "admin")
 
-SAGA_STATES = ("awaiting_credit", "awaiting_release", "awaiting_notification", "settled")
-ORDER_STATUSES = ("PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED")
+SAGA_STATES = tuple(SagaState)  # the saga's own enums, as the check constraints are
+ORDER_STATUSES = tuple(OrderStatus)
 FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CsrfToken = Annotated[str, Form(alias=CSRF_FIELD, max_length=128)]
 PageCursor = Annotated[str, Query(max_length=200)]
@@ -418,7 +419,7 @@ TOP = 24
 LEFT = 130
 WIDTH = 760
 RIGHT = WIDTH - 40
-FAILED_STATUSES = frozenset({"failed", "timed_out", "compensated"})
+FAILED_STATUSES = frozenset({StepStatus.FAILED, StepStatus.TIMED_OUT, StepStatus.COMPENSATED})
 
 
 def _seconds_label(seconds: float) -> str:
@@ -447,7 +448,7 @@ def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
     moments = [step.at for step in saga.steps]
     if saga.deadline_at is not None:
         moments.append(saga.deadline_at)
-    if saga.state != "settled":
+    if saga.state != SagaState.SETTLED:
         moments.append(now)
     span = max((max(moments, default=start) - start).total_seconds(), 0.001)
 
@@ -481,7 +482,7 @@ def timeline_picture(saga: SagaTimeline, now: datetime) -> Picture:
         points=points,
         ticks=ticks,
         deadline_x=x_of(saga.deadline_at) if saga.deadline_at is not None else None,
-        now_x=x_of(now) if saga.state != "settled" else None,
+        now_x=x_of(now) if saga.state != SagaState.SETTLED else None,
         description=(
             f"{len(saga.steps)} steps over {_seconds_label(span)[1:]} in {len(lanes)} lanes"
             + (f"; {saga.resends} re-sends" if saga.resends else "")

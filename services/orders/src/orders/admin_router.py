@@ -1,4 +1,4 @@
-"""The operator API under ``/admin`` (DESIGN section 10): HTTP only, rules in admin_service.
+"""The operator API under ``/admin`` (docs/design.md section 10): HTTP only, rules in admin_service.
 
 Every route needs an operator token (``Authorization: Bearer``; see ``admin_auth``): none is
 a 401 problem, a customer's token a 403. The HTML console is ``admin_console``.
@@ -9,8 +9,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from common.errors import Conflict
+from common.errors import Conflict, NotFound
 from common.http import DatabaseDep, RedisDep
+from common.openapi import raises
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
@@ -74,6 +75,7 @@ async def list_sagas(
 
 
 @router.get("/sagas/{order_id}", response_model=SagaTimeline, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_saga(order_id: uuid.UUID, operator: ApiOperator, db: DatabaseDep) -> SagaTimeline:
     async with db.session() as session:
         return await admin_service.saga_timeline(session, order_id)
@@ -97,6 +99,7 @@ async def _saga_action(
 
 
 @router.post("/sagas/{order_id}/retry", response_model=SagaActionOut, dependencies=[WRITE_LIMIT])
+@raises(NotFound, Conflict)
 async def retry_saga(
     order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
@@ -107,6 +110,7 @@ async def retry_saga(
 @router.post(
     "/sagas/{order_id}/compensate", response_model=SagaActionOut, dependencies=[WRITE_LIMIT]
 )
+@raises(NotFound, Conflict)
 async def compensate_saga(
     order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
@@ -134,6 +138,7 @@ async def list_dead_letters(
 @router.get(
     "/dead-letters/{dead_letter_id}", response_model=DeadLetterDetail, dependencies=[READ_LIMIT]
 )
+@raises(NotFound)
 async def get_dead_letter(
     dead_letter_id: DeadLetterId, request: Request, operator: ApiOperator, redis: RedisDep
 ) -> DeadLetterDetail:

@@ -1,23 +1,44 @@
-"""Request and response bodies of the operator API (``/admin``, DESIGN section 10)."""
+"""Request and response bodies of the operator API (``/admin``, docs/design.md section 10)."""
 
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
+from common.contracts import SagaState, StepName
 from common.partitions import TableStatus
+from orders.saga import OrderStatus
 
 # Filters are matched exactly, so they only need the characters real values use; anything
 # else (control characters included) is a 422 naming the field.
 Reason = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 MessageType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 StreamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
-DeadLetterId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
-SagaStateFilter = Literal[
-    "awaiting_credit", "awaiting_release", "awaiting_notification", "compensating", "settled"
+STREAM_ID_PART_MAX = 2**64 - 1  # a Redis stream id is two unsigned 64-bit numbers
+
+
+def _fits_a_stream_id(value: str) -> str:
+    """Twenty digits can exceed 64 bits; Redis would refuse such an id (a 500, not a 422)."""
+    if any(int(part) > STREAM_ID_PART_MAX for part in value.split("-")):
+        raise ValueError("not a stream id: each part is at most 2**64 - 1")
+    return value
+
+
+DeadLetterId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$"),
+    AfterValidator(_fits_a_stream_id),
 ]
-OrderStatusFilter = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLING", "CANCELLED"]
+SagaStateFilter = SagaState  # the same enum as the saga and its check constraint
+OrderStatusFilter = OrderStatus
 MAX_REDRIVE = 1000
 
 
@@ -27,7 +48,8 @@ class SagaSummary(BaseModel):
     order_status: str
     rejection_reason: str | None
     state: str
-    version: int
+    version: int  # the optimistic lock's: one more per transition
+    definition_version: int  # the saga definition it started on, and finishes on
     total_cents: int
     deadline_at: datetime | None
     overdue: bool
@@ -51,6 +73,10 @@ class TimelineStep(BaseModel):
 
 class SagaTimeline(SagaSummary):
     correlation_id: str
+    # From its definition's table: the step its state waits on (None when settled), and
+    # whether an operator may give up on it (a PENDING order on a forward step).
+    waiting_for: StepName | None
+    compensable: bool
     resends: int
     late_replies: int
     steps: list[TimelineStep]

@@ -1,5 +1,5 @@
-"""What operators may do (DESIGN section 10): find sagas, read a timeline, retry or compensate a
-saga, list, inspect and redrive dead letters; every action audited. Never commits.
+"""What operators may do (docs/design.md section 10): find sagas, read a timeline, retry or
+compensate a saga, list, inspect and redrive dead letters; every action audited. Never commits.
 
 Where the operator's code lives, and why: the orders service runs the saga, so it serves the
 operator API, with the service's usual layering in files of their own, named ``admin_*`` so
@@ -27,15 +27,17 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.deadletters import DeadLetter, get_dead_letter, replay, scan_dead_letters
+from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
 from common.partitions import TableStatus, database_status
-from orders import admin_repository, repository, service
+from orders import admin_repository, repository, saga, service
 from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
 from orders.admin_schemas import (
     MAX_REDRIVE,
+    STREAM_ID_PART_MAX,
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
@@ -51,8 +53,8 @@ from orders.admin_schemas import (
 from orders.models import OperatorAudit, Order, Saga, SagaStep
 from orders.settings import Settings
 
-LATE_REPLY_STATUSES = frozenset({"late_reply_compensated", "reply_ignored"})
-RESEND_STATUSES = frozenset({"retried", "resent"})
+LATE_REPLY_STATUSES = frozenset({StepStatus.LATE_REPLY_COMPENSATED, StepStatus.REPLY_IGNORED})
+RESEND_STATUSES = frozenset({StepStatus.RETRIED, StepStatus.RESENT})
 
 
 # -- sagas ----------------------------------------------------------------------------------
@@ -66,6 +68,7 @@ def _summary(order: Order, instance: Saga, now: datetime) -> dict[str, Any]:
         "rejection_reason": order.rejection_reason,
         "state": instance.state,
         "version": instance.version,
+        "definition_version": instance.definition_version,
         "total_cents": order.total_cents,
         "deadline_at": instance.deadline_at,
         "overdue": instance.deadline_at is not None and instance.deadline_at <= now,
@@ -136,9 +139,13 @@ async def saga_timeline(session: AsyncSession, order_id: uuid.UUID) -> SagaTimel
         )
         for step in await repository.list_steps(session, order_id, since=order.created_at)
     ]
+    definition = saga.definition(instance.definition_version)
+    wait = definition.table.get(SagaState(instance.state))
     return SagaTimeline(
         **_summary(order, instance, datetime.now(UTC)),
         correlation_id=instance.correlation_id,
+        waiting_for=wait.step if wait else None,
+        compensable=saga.compensable(definition, SagaState(instance.state), order.status),
         resends=sum(step.kind == "resend" for step in steps),
         late_replies=sum(step.kind == "late_reply" for step in steps),
         steps=steps,
@@ -259,11 +266,16 @@ def _matcher(where: RedriveFilter) -> Callable[[DeadLetter], bool]:
     return match
 
 
+def _stream_id_part(text: str) -> bool:
+    """ASCII digits of an unsigned 64-bit number (Redis refuses anything else: a 500)."""
+    return text.isascii() and text.isdigit() and int(text) <= STREAM_ID_PART_MAX
+
+
 def _dead_letter_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     ms, dash, seq = cursor.partition("-")
-    if not (dash and ms.isdigit() and seq.isdigit()):
+    if not (dash and _stream_id_part(ms) and _stream_id_part(seq)):
         raise Problem(
             "The cursor is not one this API issued.",
             status=400,

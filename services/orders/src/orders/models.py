@@ -20,9 +20,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.bus import add_inbox_table, add_outbox_table
+from common.contracts import SagaState
 from common.db import schema_metadata
 from common.partitions import PartitionedTable
-from orders.saga import OrderStatus, SagaState
+from orders.saga import OrderStatus
 
 ORDER_STATUSES = tuple(status.value for status in OrderStatus)
 SAGA_STATES = tuple(state.value for state in SagaState)
@@ -62,7 +63,7 @@ class Order(Base):
 
 
 class Saga(Base):
-    """The persisted saga of one order: what it waits for, until when, and its version.
+    """The persisted saga of one order: what it waits for, until when, and its versions.
 
     ``version`` is SQLAlchemy's optimistic lock: an update that read a stale version fails
     instead of overwriting a concurrent transition (a reply racing a cancel or a timeout).
@@ -81,6 +82,9 @@ class Saga(Base):
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id"), primary_key=True)
     state: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer)
+    # The saga definition it started on (orders.saga.DEFINITIONS): it finishes on that one,
+    # whatever a later release makes current. Rows from before versions existed are 1.
+    definition_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     # Re-sends of what the saga waits for now (orders.saga): stretches the next deadline.
     attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

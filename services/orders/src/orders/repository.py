@@ -115,6 +115,7 @@ class SagaSnapshot:
     attempt: int
     deadline_at: datetime | None
     correlation_id: str
+    definition_version: int  # the saga definition it started on (orders.saga.DEFINITIONS)
 
 
 _SNAPSHOT = select(
@@ -129,6 +130,7 @@ _SNAPSHOT = select(
     _sagas.c.attempt,
     _sagas.c.deadline_at,
     _sagas.c.correlation_id,
+    _sagas.c.definition_version,
 ).join_from(_orders, _sagas, _sagas.c.order_id == _orders.c.id)
 
 
@@ -144,6 +146,7 @@ async def insert_saga(
     state: str,
     deadline_at: datetime | None,
     correlation_id: str,
+    definition_version: int,
 ) -> None:
     await session.execute(
         insert(_sagas).values(
@@ -153,6 +156,7 @@ async def insert_saga(
             attempt=0,
             deadline_at=deadline_at,
             correlation_id=correlation_id,
+            definition_version=definition_version,
         )
     )
 

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from common.auth import CurrentUser
+from common.errors import Conflict, NotFound
 from common.http import DatabaseDep
+from common.openapi import raises, sends_location
 from common.pagination import Cursor, Limit, Page
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
@@ -36,6 +38,8 @@ def _settings(request: Request) -> Settings:
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut, dependencies=[WRITE_LIMIT]
 )
+@raises(Conflict)  # the Idempotency-Key was used with another body
+@sends_location
 async def place_order(
     body: OrderCreate,
     request: Request,
@@ -66,12 +70,14 @@ async def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderOut, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_order(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> OrderOut:
     async with db.session() as session:
         return OrderOut.model_validate(await service.get_order(session, caller.id, order_id))
 
 
 @router.get("/{order_id}/saga", response_model=SagaOut, dependencies=[READ_LIMIT])
+@raises(NotFound)
 async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> SagaOut:
     """The saga's history, from the primary like the order itself: clients read the two
     together, and a lagging history next to a fresh order shows states that never coexisted
@@ -86,6 +92,7 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
     response_model=OrderOut,
     dependencies=[WRITE_LIMIT],
 )
+@raises(NotFound, Conflict)  # Conflict: not cancellable (any more), or busy
 async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:

@@ -25,6 +25,7 @@ from common.contracts import (
     ReleaseCredit,
     ReserveCredit,
 )
+from common.contracts.inventory import CheckStock, StockLine
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.logging import correlation_id_var, event_id_var
@@ -96,7 +97,8 @@ async def place_order(
             raise Conflict("This Idempotency-Key was already used with a different request body.")
         return OrderOut.model_validate(existing), False
 
-    decision = saga.start()
+    definition = saga.definition(settings.saga_definition_version)
+    decision = saga.start(definition)
     current = repository.SagaSnapshot(
         order_id=created.id,
         user_id=created.user_id,
@@ -107,8 +109,9 @@ async def place_order(
         state=decision.state,
         version=1,
         attempt=0,
-        deadline_at=_deadline(settings, decision),
+        deadline_at=_deadline(settings, definition, decision),
         correlation_id=correlation_id_var.get() or str(created.id),
+        definition_version=definition.version,
     )
     await repository.insert_saga(
         session,
@@ -116,8 +119,9 @@ async def place_order(
         state=current.state,
         deadline_at=current.deadline_at,
         correlation_id=current.correlation_id,
+        definition_version=definition.version,
     )
-    await _record(uow, current, decision)
+    await _record(uow, definition, current, decision)
     return OrderOut.model_validate(created), True
 
 
@@ -182,6 +186,8 @@ async def handle_event(
             return None
         if isinstance(event, saga.DeadlinePassed) and not _is_overdue(current):
             return None  # a reply or another timer moved it on meanwhile
+        # The definition the saga started on decides it, whichever one is current now.
+        definition = saga.definition(current.definition_version)
         decision = saga.decide(
             SagaState(current.state),
             OrderStatus(current.status),
@@ -189,8 +195,9 @@ async def handle_event(
             event,
             attempt=current.attempt,
             max_resends=settings.saga_max_resends,
+            definition=definition,
         )
-        if await _apply(uow, settings, current, decision):
+        if await _apply(uow, settings, definition, current, decision):
             return decision
     raise SagaBusy(f"Order {order_id} is changing right now; try again.")
 
@@ -199,30 +206,32 @@ def _is_overdue(current: repository.SagaSnapshot) -> bool:
     return current.deadline_at is not None and current.deadline_at <= datetime.now(UTC)
 
 
-def _deadline(settings: Settings, decision: Decision) -> datetime | None:
-    if decision.state is SagaState.SETTLED:
+def _deadline(
+    settings: Settings, definition: saga.Definition, decision: Decision
+) -> datetime | None:
+    """When the state's wait ends; None when the saga waits for nothing (settled)."""
+    wait = definition.table.get(decision.state)
+    if wait is None:
         return None
-    seconds = _timeout(settings, decision.state, decision.attempt)
+    seconds = _timeout(settings, wait, decision.attempt)
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
-def _timeout(settings: Settings, state: SagaState, attempt: int) -> float:
-    """How long to wait: the state's timeout, stretched by each re-send (capped)."""
-    base = {
-        SagaState.AWAITING_CREDIT: settings.saga_credit_timeout_seconds,
-        SagaState.AWAITING_RELEASE: settings.saga_release_timeout_seconds,
-        SagaState.COMPENSATING: settings.saga_release_timeout_seconds,
-        SagaState.AWAITING_NOTIFICATION: settings.saga_notification_timeout_seconds,
-    }[state]
+def _timeout(settings: Settings, wait: saga.Wait, attempt: int) -> float:
+    """How long to wait: the row's timeout setting, stretched by each re-send (capped)."""
+    base = float(getattr(settings, wait.timeout))  # a TimeoutSetting: a float field (tested)
     return min(base * settings.saga_resend_backoff**attempt, settings.saga_max_timeout_seconds)
 
 
-def _message(action: Action, order: repository.SagaSnapshot) -> Message:
+async def _message(uow: UnitOfWork, action: Action, order: repository.SagaSnapshot) -> Message:
+    """The outbox message that carries out one of the saga's actions (a command, an outcome)."""
     match action:
         case Action.RESERVE_CREDIT:
             return ReserveCredit(
                 order_id=order.order_id, user_id=order.user_id, amount_cents=order.total_cents
             )
+        case Action.CHECK_STOCK:
+            return CheckStock(order_id=order.order_id, lines=await _stock_lines(uow, order))
         case Action.RELEASE_CREDIT:
             return ReleaseCredit(order_id=order.order_id, user_id=order.user_id)
         case Action.ANNOUNCE_OUTCOME if order.status == OrderStatus.APPROVED:
@@ -240,20 +249,19 @@ def _message(action: Action, order: repository.SagaSnapshot) -> Message:
     raise AssertionError(f"no message for {action} on a {order.status} order")
 
 
-# The step each action's message belongs to on the timeline.
-ACTION_STEP = {
-    Action.RESERVE_CREDIT: "reserve_credit",
-    Action.RELEASE_CREDIT: "release_credit",
-    Action.ANNOUNCE_OUTCOME: "notify",
-}
+async def _stock_lines(uow: UnitOfWork, order: repository.SagaSnapshot) -> tuple[StockLine, ...]:
+    """The order's items as a stock check reads them (only version 2 sagas ask: one more read)."""
+    stored = await repository.get_order(uow.session, order.order_id)
+    assert stored is not None  # the saga's own order
+    return tuple(StockLine(sku=item["sku"], quantity=item["quantity"]) for item in stored.items)
 
 
 def _record_message(
-    steps: list[dict[str, Any]], action: Action, message_id: uuid.UUID, message_type: str
+    steps: list[dict[str, Any]], step_name: str, message_id: uuid.UUID, message_type: str
 ) -> None:
     """Note a sent message's id on its step (or the decision's first free step)."""
     free = [step for step in steps if step["message_id"] is None]
-    named = [step for step in free if step["name"] == ACTION_STEP[action]]
+    named = [step for step in free if step["name"] == step_name]
     if not free:
         return
     target = named[0] if named else free[0]
@@ -264,6 +272,7 @@ def _record_message(
 async def _apply(
     uow: UnitOfWork,
     settings: Settings,
+    definition: saga.Definition,
     current: repository.SagaSnapshot,
     decision: Decision,
 ) -> bool:
@@ -278,7 +287,7 @@ async def _apply(
         rejection_reason=decision.rejection_reason,
         state=decision.state,
         attempt=decision.attempt,
-        deadline_at=_deadline(settings, decision)
+        deadline_at=_deadline(settings, definition, decision)
         if decision.restart_deadline or decision.state is SagaState.SETTLED
         else current.deadline_at,
     )
@@ -298,12 +307,13 @@ async def _apply(
         deadline_at=after.deadline_at,
     ):
         return False
-    await _record(uow, after, decision, reached_outcome=after.status != current.status)
+    await _record(uow, definition, after, decision, reached_outcome=after.status != current.status)
     return True
 
 
 async def _record(
     uow: UnitOfWork,
+    definition: saga.Definition,
     after: repository.SagaSnapshot,
     decision: Decision,
     *,
@@ -325,8 +335,9 @@ async def _record(
         for step in decision.steps
     ]
     for action in decision.actions:
-        envelope = uow.publish(_message(action, after), correlation_id=after.correlation_id)
-        _record_message(steps, action, envelope.id, envelope.type)
+        message = await _message(uow, action, after)
+        envelope = uow.publish(message, correlation_id=after.correlation_id)
+        _record_message(steps, definition.step_of(action), envelope.id, envelope.type)
     await repository.insert_steps(uow.session, steps)
     if reached_outcome and decision.order_status in OUTCOMES:
         result = decision.order_status.lower()

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
+from orders.saga import DEFINITIONS
 
 
 class Settings(ServiceSettings):
@@ -17,6 +18,7 @@ class Settings(ServiceSettings):
 
     # How long the saga waits for each reply before it sends its request again (orders.saga).
     saga_credit_timeout_seconds: float = Field(default=30.0, gt=0)
+    saga_stock_timeout_seconds: float = Field(default=30.0, gt=0)  # definition version 2
     saga_release_timeout_seconds: float = Field(default=30.0, gt=0)
     saga_notification_timeout_seconds: float = Field(default=60.0, gt=0)
     # ReserveCredit is sent again this many times before the order is rejected (timeout);
@@ -25,6 +27,10 @@ class Settings(ServiceSettings):
     # Each re-send waits this much longer than the one before, up to the cap.
     saga_resend_backoff: float = Field(default=2.0, ge=1.0)
     saga_max_timeout_seconds: float = Field(default=600.0, gt=0)
+    # The saga definition new orders start on (orders.saga.DEFINITIONS); a saga keeps the one
+    # it started on until it settles. 2 adds the stock check (one more command and reply per
+    # order, answered by an inventory service): switch only once every process knows it.
+    saga_definition_version: int = 1
     # How often the worker looks for sagas past their deadline.
     saga_timer_interval_seconds: float = Field(default=0.5, gt=0)
 
@@ -36,6 +42,13 @@ class Settings(ServiceSettings):
     # to reach a console over plain HTTP on another host.
     operator_cookie_secure: bool = True
     operator_cookie_max_age_seconds: int = Field(default=8 * 3600, ge=60)
+
+    @field_validator("saga_definition_version")
+    @classmethod
+    def _saga_definition_is_registered(cls, value: int) -> int:
+        if value not in DEFINITIONS:
+            raise ValueError(f"no saga definition version {value}; known: {sorted(DEFINITIONS)}")
+        return value
 
     @field_validator("operator_tokens")
     @classmethod

@@ -27,6 +27,7 @@ from common.auth import hash_token
 from common.bus.deadletters import dead_letter, list_dead_letters
 from common.bus.streams import stream_key
 from common.db import Database
+from common.testing.replies import credit_reserved
 from orders import saga, service
 from orders.models import Saga, SagaStep
 from orders.schemas import OrderCreate, OrderItem
@@ -145,7 +146,7 @@ async def timed_out_order(db: Database, settings: Settings) -> uuid.UUID:
     async with db.transaction() as uow:
         await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
     async with db.transaction() as uow:
-        await service.handle_event(uow, settings, order.id, saga.CreditReserved())
+        await service.handle_event(uow, settings, order.id, credit_reserved(order.id))
     now = datetime.now(UTC)
     async with db.transaction() as uow:
         began = now - timedelta(seconds=40)

@@ -16,10 +16,11 @@ from common.auth import create_session, hash_token
 from common.bus.deadletters import dead_letter, list_dead_letters
 from common.bus.envelope import Envelope
 from common.bus.streams import stream_key
-from common.contracts import ReserveCredit
+from common.contracts import NotificationKind, ReserveCredit
 from common.db import Database
 from common.logging import event_id_var
 from common.testing.plugin import asgi_client
+from common.testing.replies import credit_reserved, notification_recorded
 from orders import saga, service
 from orders.main import create_app
 from orders.models import OperatorAudit, Saga
@@ -232,7 +233,7 @@ async def test_the_timeline_shows_steps_message_ids_deadline_and_late_replies(
     token = event_id_var.set(reply_id)  # as the consumer sets it while handling the reply
     try:
         async with orders_db.transaction() as uow:  # the credit reply comes after all
-            await service.handle_event(uow, orders_settings, order_id, saga.CreditReserved())
+            await service.handle_event(uow, orders_settings, order_id, credit_reserved(order_id))
     finally:
         event_id_var.reset(token)
 
@@ -303,9 +304,12 @@ async def test_retrying_a_settled_saga_is_409_and_the_refusal_is_audited(
 ):
     order_id = await place(orders_db, orders_settings)
     async with orders_db.transaction() as uow:
-        await service.handle_event(uow, orders_settings, order_id, saga.CreditReserved())
+        await service.handle_event(uow, orders_settings, order_id, credit_reserved(order_id))
         await service.handle_event(
-            uow, orders_settings, order_id, saga.NotificationRecorded("order_approved")
+            uow,
+            orders_settings,
+            order_id,
+            notification_recorded(order_id, NotificationKind.ORDER_APPROVED),
         )
 
     response = await client.post(f"/admin/sagas/{order_id}/retry", headers=OPERATOR)

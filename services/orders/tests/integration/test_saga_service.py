@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from common.db import Database
 from common.errors import Conflict
+from common.testing.replies import credit_released, credit_reserved
 from orders import repository, saga, service
 from orders.models import Order, Saga, SagaStep, outbox
 from orders.schemas import OrderCreate, OrderItem
@@ -130,7 +131,7 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
         assert stale.version == 1
         # ...while another process approved the order and committed (version 2).
         async with orders_db.transaction() as fast:
-            await service.handle_event(fast, orders_settings, order.id, saga.CreditReserved())
+            await service.handle_event(fast, orders_settings, order.id, credit_reserved(order.id))
         # A transition from the stale view writes nothing: the version no longer matches.
         assert not await repository.transition(
             slow.session,
@@ -213,7 +214,7 @@ async def test_a_deadline_only_fires_once_it_has_passed_and_first_resends(
     async with orders_db.transaction() as uow:
         await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
     async with orders_db.transaction() as uow:
-        await service.handle_event(uow, settings, order.id, saga.CreditReleased())
+        await service.handle_event(uow, settings, order.id, credit_released(order.id))
 
     state = await state_of(orders_db, order.id)
     assert (state["status"], state["state"]) == ("REJECTED", "awaiting_notification")

@@ -3,10 +3,15 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from common.auth import hash_token
+from common.errors import Problem
 from orders.admin_auth import find_operator, safe_next
 from orders.admin_console import timeline_picture
-from orders.admin_schemas import SagaTimeline, TimelineStep
+from orders.admin_schemas import RedriveRequest, SagaTimeline, TimelineStep
+from orders.admin_service import _dead_letter_cursor
 
 HASHES = {"alice": hash_token("alice-token"), "bob": hash_token("bob-token")}
 
@@ -75,6 +80,7 @@ def test_the_picture_puts_steps_in_lanes_left_to_right_in_time_up_to_the_deadlin
         rejection_reason="timeout",
         state="awaiting_notification",
         version=3,
+        definition_version=1,
         total_cents=100,
         deadline_at=began + timedelta(seconds=90),
         overdue=False,
@@ -83,6 +89,8 @@ def test_the_picture_puts_steps_in_lanes_left_to_right_in_time_up_to_the_deadlin
         correlation_id="c",
         resends=0,
         late_replies=1,
+        waiting_for="notify",
+        compensable=False,
         steps=steps,
     )
     picture = timeline_picture(saga, now=began + timedelta(seconds=60))
@@ -97,3 +105,18 @@ def test_the_picture_puts_steps_in_lanes_left_to_right_in_time_up_to_the_deadlin
     assert [p.kind for p in picture.points] == ["step", "failed", "step", "late_reply"]
     assert picture.points[1].y == picture.points[0].y != picture.points[2].y
     assert "1 late replies" in picture.description
+
+
+def test_a_dead_letter_id_past_64_bits_is_a_422_not_a_redis_error():
+    """Found by the property test: twenty digits match the pattern yet Redis refuses them."""
+    assert RedriveRequest(ids=["18446744073709551615-0"]).ids == ["18446744073709551615-0"]
+    with pytest.raises(ValidationError, match="2\\*\\*64"):
+        RedriveRequest(ids=["0-20000000000000000000"])
+
+
+def test_a_dead_letter_cursor_past_64_bits_is_a_400():
+    assert _dead_letter_cursor("1-18446744073709551615") == "1-18446744073709551615"
+    for cursor in ("1-18446744073709551616", "²-1", "1-"):
+        with pytest.raises(Problem) as refused:
+            _dead_letter_cursor(cursor)
+        assert refused.value.status == 400

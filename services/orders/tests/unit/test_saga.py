@@ -1,18 +1,25 @@
 """Every transition of the order saga, including timeouts, late replies and cancel races."""
 
+import uuid
+
 import pytest
 
+from common.contracts import (
+    CreditRejected,
+    CreditReleased,
+    CreditReserved,
+    NotificationRecorded,
+    StepName,
+    StepStatus,
+)
+from common.contracts.users import RejectionReason
 from orders.saga import (
     TIMEOUT_REASON,
     Action,
     CancelRequested,
     CompensateRequested,
-    CreditRejected,
-    CreditReleased,
-    CreditReserved,
     DeadlinePassed,
     NotCancellable,
-    NotificationRecorded,
     OperatorActionRefused,
     OrderStatus,
     RetryRequested,
@@ -22,9 +29,34 @@ from orders.saga import (
     start,
 )
 
+ORDER = uuid.uuid4()
+USER = uuid.uuid4()
+
+
+# The replies as the bus delivers them (the saga decides on the contracts themselves).
+def reserved() -> CreditReserved:
+    return CreditReserved(order_id=ORDER, user_id=USER, amount_cents=500)
+
+
+def rejected(reason: RejectionReason) -> CreditRejected:
+    return CreditRejected(order_id=ORDER, user_id=USER, reason=reason)
+
+
+def released() -> CreditReleased:
+    return CreditReleased(order_id=ORDER, user_id=USER, amount_cents=500)
+
+
+def recorded(kind: str) -> NotificationRecorded:
+    return NotificationRecorded(
+        notification_id=uuid.uuid4(), order_id=ORDER, user_id=USER, kind=kind
+    )
+
+
 # Short aliases keep the transition tables readable.
 S = SagaState
 O = OrderStatus  # noqa: E741
+N = StepName
+T = StepStatus
 
 
 def test_a_new_order_is_pending_and_asks_for_credit():
@@ -35,19 +67,19 @@ def test_a_new_order_is_pending_and_asks_for_credit():
 
 
 def test_credit_reserved_approves_and_announces():
-    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CreditReserved())
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, reserved())
     assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.APPROVED)
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
     assert decision.steps == (
-        Step("reserve_credit", "succeeded"),
-        Step("notify", "started", "order_approved"),
+        Step(N.RESERVE_CREDIT, T.SUCCEEDED),
+        Step(N.NOTIFY, T.STARTED, "order_approved"),
     )
     assert decision.restart_deadline
 
 
 @pytest.mark.parametrize("reason", ["insufficient_credit", "user_not_found", "user_inactive"])
-def test_credit_rejected_rejects_with_the_reason(reason: str):
-    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, CreditRejected(reason))
+def test_credit_rejected_rejects_with_the_reason(reason: RejectionReason):
+    decision = decide(S.AWAITING_CREDIT, O.PENDING, None, rejected(reason))
     assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, reason)
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)  # nothing was reserved: no release
 
@@ -60,7 +92,7 @@ def test_a_credit_deadline_first_sends_the_request_again(attempt: int):
     )
     assert (decision.state, decision.order_status) == (S.AWAITING_CREDIT, O.PENDING)
     assert decision.actions == (Action.RESERVE_CREDIT,)
-    assert decision.steps == (Step("reserve_credit", "resent", f"attempt {attempt + 1}"),)
+    assert decision.steps == (Step(N.RESERVE_CREDIT, T.RESENT, f"attempt {attempt + 1}"),)
     assert (decision.attempt, decision.restart_deadline) == (attempt + 1, True)
 
 
@@ -71,7 +103,7 @@ def test_credit_timeout_after_the_last_resend_rejects_and_compensates():
     assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, TIMEOUT_REASON)
     assert decision.state is S.COMPENSATING  # waits for the release to be confirmed
     assert decision.actions == (Action.RELEASE_CREDIT,)
-    assert decision.steps[0] == Step("reserve_credit", "timed_out")
+    assert decision.steps[0] == Step(N.RESERVE_CREDIT, T.TIMED_OUT)
     assert (decision.attempt, decision.restart_deadline) == (0, True)
 
 
@@ -84,11 +116,11 @@ def test_a_compensation_is_sent_again_at_every_deadline_until_confirmed():
 
 
 def test_a_confirmed_compensation_announces_the_rejection():
-    decision = decide(S.COMPENSATING, O.REJECTED, TIMEOUT_REASON, CreditReleased())
+    decision = decide(S.COMPENSATING, O.REJECTED, TIMEOUT_REASON, released())
     assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.REJECTED)
     assert decision.rejection_reason == TIMEOUT_REASON
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
-    assert decision.steps[-1] == Step("notify", "started", "order_rejected")
+    assert decision.steps[-1] == Step(N.NOTIFY, T.STARTED, "order_rejected")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +134,7 @@ def test_a_confirmed_compensation_announces_the_rejection():
     ],
 )
 def test_a_late_credit_reserved_is_answered_with_compensation(state: S, status: O):
-    decision = decide(state, status, TIMEOUT_REASON, CreditReserved())
+    decision = decide(state, status, TIMEOUT_REASON, reserved())
     assert (decision.state, decision.order_status) == (state, status)  # never applied
     assert decision.rejection_reason == TIMEOUT_REASON
     assert decision.actions == (Action.RELEASE_CREDIT,)
@@ -118,12 +150,14 @@ def test_a_late_credit_reserved_is_answered_with_compensation(state: S, status: 
     ],
 )
 def test_a_duplicate_or_covered_credit_reserved_changes_nothing(state: S, status: O):
-    decision = decide(state, status, None, CreditReserved())
+    decision = decide(state, status, None, reserved())
     assert (decision.state, decision.order_status, decision.actions) == (state, status, ())
 
 
 def test_a_late_credit_rejected_changes_nothing():
-    decision = decide(S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, CreditRejected("x"))
+    decision = decide(
+        S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, rejected("user_inactive")
+    )
     assert (decision.order_status, decision.rejection_reason) == (O.REJECTED, TIMEOUT_REASON)
     assert decision.actions == ()
 
@@ -150,7 +184,7 @@ def test_other_orders_cannot_be_cancelled(status: O):
 
 
 def test_credit_released_completes_the_cancel():
-    decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, CreditReleased())
+    decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, released())
     assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.CANCELLED)
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
 
@@ -163,7 +197,7 @@ def test_release_timeout_asks_again_and_never_goes_back():
 
 
 def test_credit_released_after_a_timeout_compensation_is_ignored():
-    decision = decide(S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, CreditReleased())
+    decision = decide(S.AWAITING_NOTIFICATION, O.REJECTED, TIMEOUT_REASON, released())
     assert (decision.state, decision.order_status, decision.actions) == (
         S.AWAITING_NOTIFICATION,
         O.REJECTED,
@@ -180,15 +214,13 @@ def test_credit_released_after_a_timeout_compensation_is_ignored():
     ],
 )
 def test_the_matching_notification_settles_the_saga(status: O, kind: str):
-    decision = decide(S.AWAITING_NOTIFICATION, status, None, NotificationRecorded(kind))
+    decision = decide(S.AWAITING_NOTIFICATION, status, None, recorded(kind))
     assert (decision.state, decision.order_status) == (S.SETTLED, status)
 
 
 def test_a_stale_notification_does_not_settle_a_cancel_in_flight():
     # Approved, then cancelled before the approval's notice was recorded.
-    decision = decide(
-        S.AWAITING_RELEASE, O.CANCELLING, None, NotificationRecorded("order_approved")
-    )
+    decision = decide(S.AWAITING_RELEASE, O.CANCELLING, None, recorded("order_approved"))
     assert decision.state is S.AWAITING_RELEASE
 
 
@@ -197,7 +229,7 @@ def test_a_notification_deadline_announces_the_outcome_again():
     decision = decide(S.AWAITING_NOTIFICATION, O.APPROVED, None, DeadlinePassed(), attempt=2)
     assert (decision.state, decision.order_status) == (S.AWAITING_NOTIFICATION, O.APPROVED)
     assert decision.actions == (Action.ANNOUNCE_OUTCOME,)
-    assert decision.steps == (Step("notify", "resent", "attempt 3"),)
+    assert decision.steps == (Step(N.NOTIFY, T.RESENT, "attempt 3"),)
     assert decision.attempt == 3
 
 
@@ -209,11 +241,11 @@ def test_a_deadline_on_a_settled_saga_is_ignored():
 def test_cancel_racing_a_late_reservation_releases_exactly_once_per_cause():
     """Cancel while pending, then the reservation lands: the in-flight release covers it."""
     cancelling = decide(S.AWAITING_CREDIT, O.PENDING, None, CancelRequested())
-    late = decide(cancelling.state, cancelling.order_status, None, CreditReserved())
-    released = decide(late.state, late.order_status, None, CreditReleased())
+    late = decide(cancelling.state, cancelling.order_status, None, reserved())
+    confirmed = decide(late.state, late.order_status, None, released())
     assert cancelling.actions == (Action.RELEASE_CREDIT,)
     assert late.actions == ()
-    assert released.order_status is O.CANCELLED
+    assert confirmed.order_status is O.CANCELLED
 
 
 # -- operator actions (orders.admin_service) -------------------------------------------------
@@ -229,7 +261,7 @@ def test_cancel_racing_a_late_reservation_releases_exactly_once_per_cause():
     ],
 )
 def test_an_operator_retry_resends_the_current_step_and_restarts_its_deadline(
-    state: S, status: O, step: str, action: Action
+    state: S, status: O, step: StepName, action: Action
 ):
     decision = decide(state, status, "why", RetryRequested())
     assert (decision.state, decision.order_status, decision.rejection_reason) == (
@@ -238,7 +270,7 @@ def test_an_operator_retry_resends_the_current_step_and_restarts_its_deadline(
         "why",
     )
     assert decision.actions == (action,)
-    assert decision.steps == (Step(step, "retried", "operator"),)
+    assert decision.steps == (Step(step, T.RETRIED, "operator"),)
     assert decision.restart_deadline
 
 
@@ -257,8 +289,8 @@ def test_an_operator_compensation_rejects_and_releases_the_credit():
     )
     assert decision.actions == (Action.RELEASE_CREDIT,)
     assert decision.steps == (
-        Step("reserve_credit", "compensated", "operator"),
-        Step("release_credit", "started"),
+        Step(N.RESERVE_CREDIT, T.COMPENSATED, "operator"),
+        Step(N.RELEASE_CREDIT, T.STARTED),
     )
     assert decision.restart_deadline
 

@@ -2,7 +2,7 @@
 the confirmation that a new user's welcome notification is stored."""
 
 from common.bus import Envelope, Handlers, Only
-from common.contracts import NotificationRecorded, ReleaseCredit, ReserveCredit
+from common.contracts import NotificationKind, NotificationRecorded, ReleaseCredit, ReserveCredit
 from common.db import UnitOfWork
 from users import credit, service
 from users.cache import UserCache
@@ -27,5 +27,7 @@ def handlers(cache: UserCache) -> Handlers:
         ReserveCredit: on_reserve_credit,
         ReleaseCredit: on_release_credit,
         # Only the welcome's: the others close an order saga, the orders service's business.
-        NotificationRecorded: Only(lambda event: event.kind == "welcome", on_welcome_recorded),
+        NotificationRecorded: Only(
+            lambda event: event.kind == NotificationKind.WELCOME, on_welcome_recorded
+        ),
     }

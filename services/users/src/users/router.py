@@ -6,7 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from common.auth import CurrentUser, revoke_session
+from common.errors import Conflict, NotFound, Unauthorized
 from common.http import DatabaseDep, RedisDep
+from common.openapi import raises, sends_location
 from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, caller_read
 from users import service
 from users.cache import UserCache
@@ -32,6 +34,8 @@ def _cache(request: Request) -> UserCache:
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=[AUTH_LIMIT]
 )
+@raises(Conflict)  # the email is taken
+@sends_location
 async def register(
     body: UserCreate, request: Request, response: Response, db: DatabaseDep
 ) -> UserOut:
@@ -47,6 +51,7 @@ async def register(
     response_model=SessionOut,
     dependencies=[AUTH_LIMIT],
 )
+@raises(Unauthorized)  # wrong email or password
 async def login(
     body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
 ) -> SessionOut:
@@ -71,6 +76,7 @@ async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
 
 # response_model documents the shape; the body is the cached JSON, sent as it is.
 @router.get("/me", response_model=UserOut)
+@raises(NotFound)  # a session whose user is gone
 async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
     caller = read.caller.id
     view = await service.get_visible_user_json(db, _cache(request), caller, caller, read.values)
@@ -78,6 +84,7 @@ async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
 
 
 @router.get("/{user_id}", response_model=UserOut)
+@raises(NotFound)
 async def get_user(
     user_id: uuid.UUID, request: Request, read: CallerView, db: DatabaseDep
 ) -> Response:

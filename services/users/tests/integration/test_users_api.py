@@ -1,4 +1,4 @@
-"""The users HTTP contract (DESIGN.md section 5) against real Postgres and Redis."""
+"""The users HTTP contract (docs/design.md section 5) against real Postgres and Redis."""
 
 import uuid
 from typing import Any

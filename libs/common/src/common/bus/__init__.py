@@ -7,7 +7,7 @@ What a service uses:
 * the API lifespan (common.http) and the worker runtime (common.worker) run the service's
   :class:`Outbox`; ``worker.py`` declares the service's consumers (common.worker)
 
-See DESIGN.md section 3 for the guarantees and the traps this package designs out.
+See docs/design.md section 3 for the guarantees and the traps this package designs out.
 """
 
 from common.bus.consumer import Consumer, Handler, Handlers, Only

@@ -42,8 +42,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -130,17 +131,80 @@ class Entry(NamedTuple):
     deliveries: int
 
 
-@dataclass
-class _Ready:
-    """An entry decoded and routed, ready for its handler."""
+@dataclass(kw_only=True, eq=False)
+class _Tracked:
+    """A pending entry being settled, with what this process has tried on it."""
 
     key: str
     entry_id: str
     deliveries: int
+    failures: int = 0
+    """This process's failed handler attempts (they count toward ``bus_max_attempts``)."""
+    retries: int = 0
+    """Retry-later outcomes so far (counted or held), for the backoff."""
+    settled: bool = False
+    """Acknowledged or dead-lettered."""
+
+
+@dataclass(kw_only=True, eq=False)
+class _Ready(_Tracked):
+    """An entry decoded and routed, ready for its handler."""
+
     envelope: Envelope
     route: _Route
     message: Message
     duplicate: bool = False
+
+
+class Verdict(StrEnum):
+    """What became of entries; :meth:`Consumer.settle` maps each to what the bus does."""
+
+    HANDLED = "handled"
+    """The handlers committed: XACK."""
+    DUPLICATE = "duplicate"
+    """The inbox had every one of them already: XACK."""
+    UNWANTED = "unwanted"
+    """No handler of this group wants it (or the entry is gone from the stream): XACK."""
+    RETRY_LATER = "retry-later"
+    """Try again after a backoff. ``counted``: a handler's own failure, which after
+    ``bus_max_attempts`` becomes poison; not counted: held (it may be handled later)."""
+    POISON = "poison"
+    """It can never be handled: the dead-letter stream."""
+    DEPENDENCY_DOWN = "dependency-down"
+    """Postgres or Redis unreachable: pause until both answer, try again, count nothing."""
+    STRANDED = "stranded"
+    """An unexpected error outside the handler: logged; the entries stay pending, to be
+    re-read at restart or reclaimed."""
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """A verdict with what settling it needs."""
+
+    verdict: Verdict
+    reason: str = ""
+    """Why (the dead letter's error, the handler's failure, the log line)."""
+    counted: bool = True
+    """retry-later: does it count toward ``bus_max_attempts``?"""
+    culprit: _Ready | None = None
+    """retry-later of a batch: the entry whose handler failed."""
+    message_type: str = ""
+    attempts: int = 0
+    envelope: str = ""
+    """poison: what the dead letter records."""
+    error: BaseException | None = None
+    """dependency-down, stranded: the error seen."""
+    duration_ms: float = 0.0
+
+
+def _poison(message_type: str, attempts: int, reason: str, envelope: str) -> Outcome:
+    return Outcome(
+        Verdict.POISON,
+        reason=reason,
+        message_type=message_type,
+        attempts=attempts,
+        envelope=envelope,
+    )
 
 
 class Consumer:
@@ -275,7 +339,7 @@ class Consumer:
                     if await self._recreate_groups():
                         continue
                 if is_unavailable(exc):
-                    await self._pause_for_dependencies(exc)
+                    await self._wait_out_outage(exc)
                     continue
                 logger.exception("bus read failed; retrying", extra={"group": self.group})
                 await self._pause(self.block_ms / 1000)
@@ -385,227 +449,149 @@ class Consumer:
     async def _process(self, batch: list[Entry]) -> None:
         """Handle a batch: the entries' handlers in one unit of work, one pipelined XACK.
 
-        The one place where ack, retry and dead-lettering are decided:
+        Preparing (:meth:`_prepare`) and attempting (:meth:`_attempt`) only say what became
+        of the entries, as an :class:`Outcome`; :meth:`settle` alone acts on it. So:
 
         * entries that need no handler (a type this group ignores, undecodable, delivered
-          too often) are acknowledged or dead-lettered first, each on its own;
+          too often) are settled first, each on its own;
         * the rest run together: one inbox INSERT, every handler, one COMMIT, one XACK per
           stream. If a handler raises, nothing of the batch is committed, and each entry
-          is handled alone (:meth:`_handle_alone`), so one bad message never fails its
+          is then handled alone (:meth:`_handle_alone`), so one bad message never fails its
           neighbours;
         * Postgres or Redis unreachable is nobody's failure: consumption pauses
-          (:meth:`_pause_for_dependencies`) and the batch is tried again once both answer;
+          (:meth:`_wait_out_outage`) and the same entries are tried again once both answer;
         * stopping: the entries stay pending; this consumer re-reads them when it restarts
           (or another one reclaims them).
         """
         ready = await self._prepare_all(batch)
-        if len(ready) == 1:
-            await self._handle_alone(ready[0])
-            return
-        while ready and not self._stopping.is_set():
-            await self._dependencies_up.wait()
-            if self._stopping.is_set():
+        if len(ready) > 1:
+            last = await self._until_settled(ready)
+            if last is None or last.verdict is not Verdict.RETRY_LATER:
                 return
-            try:
-                await self._attempt(ready)
-                return
-            except _HandlerFailed as failed:
-                # The failed handler's attempt counts toward its entry's limit; the others'
-                # handlers ran in a transaction that rolled back: not their failure.
-                self._remember_error((failed.item.key, failed.item.entry_id), failed.error)
-                await asyncio.gather(
-                    *(self._handle_alone(item, failures=int(item is failed.item)) for item in ready)
-                )
-                return
-            except Exception as exc:
-                if is_unavailable(exc):
-                    await self._pause_for_dependencies(exc)
-                    continue
-                self._log_unprocessed(batch, exc)
-                return
+            ready = [item for item in ready if not item.settled]
+        await asyncio.gather(*(self._handle_alone(item) for item in ready))
 
     async def _prepare_all(self, batch: list[Entry]) -> list[_Ready]:
         """Settle what needs no handler; the rest, ready to handle (each message once)."""
         ready: list[_Ready] = []
         seen: set[uuid.UUID] = set()
         for entry in batch:
+            tracked = _Tracked(key=entry.key, entry_id=entry.entry_id, deliveries=entry.deliveries)
             while not self._stopping.is_set():
                 await self._dependencies_up.wait()
-                try:
-                    item = await self._prepare(entry)
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        await self._pause_for_dependencies(exc)
-                        continue
-                    self._log_unprocessed([entry], exc)
-                    item = None
-                if item is not None:
+                prepared = await self._prepare(entry)
+                if isinstance(prepared, _Ready):
                     # The same message twice in one batch (a duplicate XADD): its second entry
                     # is acknowledged with the first, the inbox would skip it anyway.
-                    item.duplicate = item.envelope.id in seen
-                    seen.add(item.envelope.id)
-                    ready.append(item)
-                break
+                    prepared.duplicate = prepared.envelope.id in seen
+                    seen.add(prepared.envelope.id)
+                    ready.append(prepared)
+                    break
+                if not await self.settle([tracked], prepared):
+                    break
         return ready
 
-    async def _handle_alone(self, item: _Ready, failures: int = 0) -> None:
-        """Handle one entry until it is acknowledged, dead-lettered, or we stop: a handler
-        that raises is retried here, in-process, with exponential backoff and jitter; after
-        ``bus_max_attempts`` failures the entry goes to the dead-letter stream.
+    async def _handle_alone(self, item: _Ready) -> None:
+        """Handle one entry until it is settled for good or we stop (a failed handler is
+        retried here, in-process, with exponential backoff and jitter)."""
+        if item.retries:  # its batch's attempt failed because of it
+            await self._back_off(item)
+        await self._until_settled([item])
 
-        ``failures``: attempts already failed in this process (its batch's).
+    async def _until_settled(self, items: list[_Ready]) -> "Outcome | None":
+        """Attempt ``items`` together and settle, again while :meth:`settle` says so.
+
+        A batch stops at its first retry-later (the caller then handles each entry alone).
+        None when stopping interrupted it.
         """
-        ident = (item.key, item.entry_id)
-        if failures:
-            await self._back_off(item, failures)
         while not self._stopping.is_set():
             await self._dependencies_up.wait()
             if self._stopping.is_set():
-                return
+                return None
+            outcome = await self._attempt(items)
+            again = await self.settle(items, outcome)
+            if not again or (len(items) > 1 and outcome.verdict is Verdict.RETRY_LATER):
+                return outcome
+        return None
+
+    async def _prepare(self, entry: Entry) -> "_Ready | Outcome":
+        """Decode and route an entry: ready for its handler, or why it needs none."""
+        key, entry_id, fields, deliveries = entry
+        try:
+            if not fields:
+                # Only an entry deleted from the stream while pending reads back without fields.
+                return Outcome(Verdict.UNWANTED, reason="pending entry no longer in the stream")
             try:
-                if failures and self._attempts(item, failures) >= self.max_attempts:
-                    await self._give_up(item, self._attempts(item, failures))
-                else:
-                    await self._attempt([item])
-                return
-            except _HandlerFailed as failed:
-                failures += 1
-                self._remember_error(ident, failed.error)
-                await self._back_off(item, failures)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    await self._pause_for_dependencies(exc)
-                    continue
-                self._log_unprocessed([Entry(item.key, item.entry_id, {}, item.deliveries)], exc)
-                return
+                envelope = Envelope.from_fields(fields)
+            except ValueError as exc:
+                raw = fields.get(ENVELOPE_FIELD) or json.dumps(
+                    {text(k): text(v) for k, v in fields.items()}
+                )
+                return _poison("", deliveries, f"undecodable envelope: {exc}", text(raw))
+            route = self._routes.get(envelope.type)
+            if route is None:
+                return Outcome(Verdict.UNWANTED)  # a type this group ignores
+            if deliveries > self.max_attempts:
+                # Delivered this often without an outcome: its handler may crash the process.
+                error = self._last_errors.get(
+                    (key, entry_id), "no error recorded: the handler never returned"
+                )
+                return _poison(
+                    envelope.type,
+                    deliveries - 1,
+                    f"gave up after {deliveries - 1} deliveries; last error: {error}",
+                    envelope.to_json(),
+                )
+            try:
+                message = envelope.parse(route.message_type)
+            except ValueError as exc:
+                return _poison(
+                    envelope.type, deliveries, f"invalid payload: {exc}", envelope.to_json()
+                )
+            if route.wanted is not None and not route.wanted(message):
+                return Outcome(Verdict.UNWANTED)  # not for this group's handler
+        except Exception as exc:
+            return self._failure(exc)
+        return _Ready(
+            key=key,
+            entry_id=entry_id,
+            deliveries=deliveries,
+            envelope=envelope,
+            route=route,
+            message=message,
+        )
+
+    async def _attempt(self, items: list[_Ready]) -> "Outcome":
+        """One unit of work for ``items``: the inbox rows and the handlers, one COMMIT."""
+        started = time.perf_counter()
+        try:
+            async with self.database.transaction() as uow:
+                first_time = await inbox.record_many(
+                    uow.session,
+                    self.inbox_table,
+                    [(item.envelope.id, item.envelope.occurred_at) for item in items],
+                    self.group,
+                )
+                for item in items:
+                    item.duplicate = item.duplicate or item.envelope.id not in first_time
+                    if not item.duplicate:
+                        await self._run_handler(uow, item)
+        except _HandlerFailed as failed:
+            # The failed handler's attempt counts toward its entry's limit; the others'
+            # handlers ran in a transaction that rolled back: not their failure.
+            return Outcome(Verdict.RETRY_LATER, reason=failed.error, culprit=failed.item)
+        except Exception as exc:
+            return self._failure(exc)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        verdict = Verdict.DUPLICATE if all(item.duplicate for item in items) else Verdict.HANDLED
+        return Outcome(verdict, duration_ms=elapsed_ms)
 
     @staticmethod
-    def _attempts(item: _Ready, failures: int) -> int:
-        """Attempts used: earlier deliveries (other processes' tries) plus ours."""
-        return item.deliveries - 1 + failures
-
-    async def _back_off(self, item: _Ready, failures: int) -> None:
-        """Wait before the next attempt, with jitter; not when the next step is to give up."""
-        if self._attempts(item, failures) < self.max_attempts:
-            await self._pause(_jittered(self._retry_delay(failures)))
-
-    def _retry_delay(self, failures: int) -> float:
-        return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (failures - 1))
-
-    def _log_unprocessed(self, entries: list[Entry], exc: BaseException) -> None:
-        logger.error(
-            "bus entries not processed; they stay pending",
-            exc_info=exc,
-            extra={
-                "group": self.group,
-                "entries": [f"{entry.key}/{entry.entry_id}" for entry in entries],
-            },
-        )
-
-    async def _give_up(self, item: _Ready, attempts: int) -> None:
-        """Move an entry whose handler kept failing to the dead-letter stream."""
-        error = self._last_errors.get((item.key, item.entry_id), "no error recorded")
-        await self._dead_letter(
-            item.key,
-            item.entry_id,
-            item.envelope.type,
-            attempts,
-            f"gave up after {attempts} attempts; last error: {error}",
-            item.envelope.to_json(),
-        )
-
-    async def _prepare(self, entry: Entry) -> "_Ready | None":
-        """Decode and route an entry; None when it was settled here (acked, dead-lettered)."""
-        key, entry_id, fields, deliveries = entry
-        if not fields:
-            # Only an entry deleted from the stream while pending reads back without fields.
-            logger.warning("pending entry no longer in the stream", extra={"entry_id": entry_id})
-            await self.redis.xack(key, self.group, entry_id)
-            return None
-        try:
-            envelope = Envelope.from_fields(fields)
-        except ValueError as exc:
-            raw = fields.get(ENVELOPE_FIELD) or json.dumps(
-                {text(k): text(v) for k, v in fields.items()}
-            )
-            await self._dead_letter(
-                key, entry_id, "", deliveries, f"undecodable envelope: {exc}", text(raw)
-            )
-            return None
-        route = self._routes.get(envelope.type)
-        if route is None:
-            await self.redis.xack(key, self.group, entry_id)  # a type this group ignores
-            return None
-        if deliveries > self.max_attempts:
-            # Delivered this often without an outcome: its handler may crash the process.
-            error = self._last_errors.pop(
-                (key, entry_id), "no error recorded: the handler never returned"
-            )
-            await self._dead_letter(
-                key,
-                entry_id,
-                envelope.type,
-                deliveries - 1,
-                f"gave up after {deliveries - 1} deliveries; last error: {error}",
-                envelope.to_json(),
-            )
-            return None
-        try:
-            message = envelope.parse(route.message_type)
-        except ValueError as exc:
-            await self._dead_letter(
-                key,
-                entry_id,
-                envelope.type,
-                deliveries,
-                f"invalid payload: {exc}",
-                envelope.to_json(),
-            )
-            return None
-        if route.wanted is not None and not route.wanted(message):
-            await self.redis.xack(key, self.group, entry_id)  # not for this group's handler
-            return None
-        return _Ready(key, entry_id, deliveries, envelope, route, message)
-
-    async def _attempt(self, items: list[_Ready]) -> None:
-        """One unit of work for ``items``, then one XACK per stream.
-
-        Raises :class:`_HandlerFailed` when a handler itself failed (nothing is committed).
-        """
-        started = time.perf_counter()
-        async with self.database.transaction() as uow:
-            first_time = await inbox.record_many(
-                uow.session,
-                self.inbox_table,
-                [(item.envelope.id, item.envelope.occurred_at) for item in items],
-                self.group,
-            )
-            for item in items:
-                if item.envelope.id in first_time and not item.duplicate:
-                    await self._run_handler(uow, item)
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        await self._ack(items)
-        now = time.time()
-        for item in items:
-            self._last_errors.pop((item.key, item.entry_id), None)
-            metrics.HANDLED.labels(self.group, item.envelope.type).inc()
-            metrics.HANDLE_LATENCY.labels(self.group, item.envelope.type).observe(
-                max(0.0, now - item.envelope.occurred_at.timestamp())
-            )
-            if logger.isEnabledFor(logging.INFO):
-                handled = item.envelope.id in first_time and not item.duplicate
-                logger.info(
-                    "message handled" if handled else "duplicate message skipped",
-                    extra={
-                        "group": self.group,
-                        "type": item.envelope.type,
-                        "attempt": item.deliveries,
-                        "batch": len(items),
-                        "duration_ms": elapsed_ms,
-                        "correlation_id": item.envelope.correlation_id,
-                        "event_id": str(item.envelope.id),
-                    },
-                )
+    def _failure(exc: Exception) -> "Outcome":
+        """An error that is not a handler's own: an outage, or something unexpected."""
+        if is_unavailable(exc):
+            return Outcome(Verdict.DEPENDENCY_DOWN, error=exc)
+        return Outcome(Verdict.STRANDED, error=exc)
 
     async def _run_handler(self, uow: UnitOfWork, item: _Ready) -> None:
         """One handler, with the message's ids in the logging context and its trace span."""
@@ -632,23 +618,134 @@ class Consumer:
             correlation_id_var.reset(correlation_token)
             event_id_var.reset(event_token)
 
-    async def _ack(self, items: list[_Ready]) -> None:
+    # -- settling: the one place that acknowledges, retries, pauses or dead-letters ---------
+
+    async def settle(self, targets: Sequence["_Tracked"], outcome: "Outcome") -> bool:
+        """Do what ``outcome`` means for ``targets``; True when they are to be tried again.
+
+        handled, duplicate, unwanted -> XACK (one per stream); poison -> the dead-letter
+        stream (XADD + XACK, atomically); retry-later -> back off and try again, or, once a
+        handler has failed ``bus_max_attempts`` times, poison; dependency-down -> wait out
+        the outage, then try again (nothing counted); stranded -> log, the entries stay
+        pending for a restart or a reclaim.
+        """
+        try:
+            match outcome.verdict:
+                case Verdict.HANDLED | Verdict.DUPLICATE | Verdict.UNWANTED:
+                    await self._acknowledge(targets)
+                    self._record_settled(targets, outcome)
+                    return False
+                case Verdict.POISON:
+                    for target in targets:
+                        await self._dead_letter(target, outcome)
+                    return False
+                case Verdict.RETRY_LATER:
+                    return await self._retry_later(targets, outcome)
+                case Verdict.DEPENDENCY_DOWN:
+                    await self._wait_out_outage(outcome.error)
+                    return True
+                case Verdict.STRANDED:
+                    self._log_unprocessed(targets, outcome.error)
+                    return False
+        except Exception as exc:
+            if is_unavailable(exc):  # the XACK or the dead letter itself met the outage
+                await self._wait_out_outage(exc)
+                return True
+            self._log_unprocessed(targets, exc)
+        return False
+
+    async def _retry_later(self, targets: Sequence["_Tracked"], outcome: "Outcome") -> bool:
+        culprit = outcome.culprit or targets[0]
+        culprit.retries += 1
+        if outcome.counted:
+            culprit.failures += 1
+            self._remember_error((culprit.key, culprit.entry_id), outcome.reason)
+            attempts = self._attempts(culprit)
+            if attempts >= self.max_attempts and isinstance(culprit, _Ready):
+                await self.settle([culprit], self._gave_up(culprit, attempts))
+                return len(targets) > 1  # the rest of a batch is handled alone
+        if len(targets) == 1:
+            await self._back_off(culprit)
+        return True
+
+    def _gave_up(self, item: "_Ready", attempts: int) -> "Outcome":
+        error = self._last_errors.get((item.key, item.entry_id), "no error recorded")
+        return _poison(
+            item.envelope.type,
+            attempts,
+            f"gave up after {attempts} attempts; last error: {error}",
+            item.envelope.to_json(),
+        )
+
+    @staticmethod
+    def _attempts(item: "_Tracked") -> int:
+        """Attempts used: earlier deliveries (other processes' tries) plus ours."""
+        return item.deliveries - 1 + item.failures
+
+    async def _back_off(self, item: "_Tracked") -> None:
+        """Wait before the next attempt, with jitter, longer after each retry."""
+        await self._pause(_jittered(self._retry_delay(item.retries)))
+
+    def _retry_delay(self, retries: int) -> float:
+        return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (max(1, retries) - 1))
+
+    async def _acknowledge(self, targets: Sequence["_Tracked"]) -> None:
+        """The one XACK: one command per stream, pipelined when the batch spans several."""
         by_stream: dict[str, list[str]] = {}
-        for item in items:
-            by_stream.setdefault(item.key, []).append(item.entry_id)
+        for target in targets:
+            by_stream.setdefault(target.key, []).append(target.entry_id)
         if len(by_stream) == 1:
             [(key, entry_ids)] = by_stream.items()
             await self.redis.xack(key, self.group, *entry_ids)
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, entry_ids in by_stream.items():
-            pipe.xack(key, self.group, *entry_ids)
-        await pipe.execute()
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, entry_ids in by_stream.items():
+                pipe.xack(key, self.group, *entry_ids)
+            await pipe.execute()
+        for target in targets:
+            target.settled = True
+
+    def _record_settled(self, targets: Sequence["_Tracked"], outcome: "Outcome") -> None:
+        """Metrics and the log line of acknowledged entries."""
+        if outcome.reason:
+            logger.warning(outcome.reason, extra={"group": self.group})
+        now = time.time()
+        for item in targets:
+            self._last_errors.pop((item.key, item.entry_id), None)
+            if not isinstance(item, _Ready):
+                continue
+            metrics.HANDLED.labels(self.group, item.envelope.type).inc()
+            metrics.HANDLE_LATENCY.labels(self.group, item.envelope.type).observe(
+                max(0.0, now - item.envelope.occurred_at.timestamp())
+            )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "duplicate message skipped" if item.duplicate else "message handled",
+                    extra={
+                        "group": self.group,
+                        "type": item.envelope.type,
+                        "attempt": item.deliveries,
+                        "batch": len(targets),
+                        "duration_ms": outcome.duration_ms,
+                        "correlation_id": item.envelope.correlation_id,
+                        "event_id": str(item.envelope.id),
+                    },
+                )
+
+    def _log_unprocessed(self, targets: Sequence["_Tracked"], exc: BaseException | None) -> None:
+        logger.error(
+            "bus entries not processed; they stay pending",
+            exc_info=exc,
+            extra={
+                "group": self.group,
+                "entries": [f"{target.key}/{target.entry_id}" for target in targets],
+            },
+        )
 
     # -- pausing while Postgres or Redis is down -------------------------------------------
 
-    async def _pause_for_dependencies(self, exc: BaseException) -> None:
-        """Stop reading and handling until Postgres and Redis answer again.
+    async def _wait_out_outage(self, exc: BaseException | None) -> None:
+        """The one outage wait: stop reading and handling until Postgres and Redis answer again.
 
         The first task to see the outage starts one probe (ping both, with exponential
         backoff and jitter); every task waits for it. So an outage of minutes costs a few
@@ -701,38 +798,32 @@ class Consumer:
             self._last_errors.pop(next(iter(self._last_errors)))
         self._last_errors[ident] = error
 
-    async def _dead_letter(
-        self,
-        key: str,
-        entry_id: str,
-        message_type: str,
-        attempts: int,
-        error: str,
-        envelope: str,
-    ) -> None:
+    async def _dead_letter(self, target: "_Tracked", outcome: "Outcome") -> None:
+        """The one dead-lettering: XADD to the dead-letter stream and XACK, atomically."""
         await dead_letter(
             self.redis,
             prefix=self.prefix,
-            stream=key,
+            stream=target.key,
             group=self.group,
-            entry_id=entry_id,
+            entry_id=target.entry_id,
             consumer=self.consumer_name,
-            message_type=message_type,
-            attempts=attempts,
-            error=error,
-            envelope=envelope,
+            message_type=outcome.message_type,
+            attempts=outcome.attempts,
+            error=outcome.reason,
+            envelope=outcome.envelope,
         )
-        self._last_errors.pop((key, entry_id), None)
-        metrics.DEAD_LETTERED.labels(self.group, message_type or "unknown").inc()
+        target.settled = True
+        self._last_errors.pop((target.key, target.entry_id), None)
+        metrics.DEAD_LETTERED.labels(self.group, outcome.message_type or "unknown").inc()
         logger.error(
             "message dead-lettered",
             extra={
-                "stream": key,
+                "stream": target.key,
                 "group": self.group,
-                "entry_id": entry_id,
-                "type": message_type,
-                "attempts": attempts,
-                "error": error,
+                "entry_id": target.entry_id,
+                "type": outcome.message_type,
+                "attempts": outcome.attempts,
+                "error": outcome.reason,
             },
         )
 

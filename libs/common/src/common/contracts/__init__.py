@@ -18,6 +18,7 @@ from common.contracts.users import (
     ReserveCredit,
     UserRegistered,
 )
+from common.contracts.vocabulary import NotificationKind, SagaState, StepName, StepStatus
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     ReserveCredit,
@@ -48,12 +49,16 @@ __all__ = [
     "CreditReleased",
     "CreditReserved",
     "Message",
+    "NotificationKind",
     "NotificationRecorded",
     "OrderApproved",
     "OrderCancelled",
     "OrderRejected",
     "ReleaseCredit",
     "ReserveCredit",
+    "SagaState",
+    "StepName",
+    "StepStatus",
     "UserRegistered",
     "groups_reading",
 ]

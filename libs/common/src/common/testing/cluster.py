@@ -1,8 +1,9 @@
 """Private data stores for tests and drills: a Redis Cluster, a Postgres primary + replica.
 
 Everything runs from the installed binaries (``redis-server``, ``redis-cli``, Postgres's
-``initdb``/``pg_ctl``/``pg_basebackup``) on private ports, in private directories under
-``.run/``, and is torn down by :meth:`stop`. Never the machine's own Redis or Postgres.
+``initdb``/``pg_ctl``/``pg_basebackup``, through :mod:`common.testing.servers`) on private
+ports, in private directories, and is torn down by :meth:`stop`. Never the machine's own
+Redis or Postgres.
 
 * :class:`LocalRedisCluster`: ``n`` primaries (and optionally a replica each), created with
   ``redis-cli --cluster create``. ``cluster-require-full-coverage no``: while a primary is
@@ -14,31 +15,23 @@ Everything runs from the installed binaries (``redis-server``, ``redis-cli``, Po
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.testing.servers import (
+    FAST_POSTGRES,
+    PostgresServer,
+    ServerError,
+    port_open,
+    private_directory,
+    run_postgres_tool,
+    wait_until,
+)
+
 RUN_DIR = Path(os.environ.get("RUN_DIR", ".run"))
-
-
-def _wait(check: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not ready within {within} s")
-        time.sleep(0.05)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False
 
 
 def free_port_run(start: int, count: int) -> int:
@@ -82,7 +75,7 @@ class LocalRedisCluster:
         create = ["redis-cli", "--cluster", "create", *self.nodes.split(",")]
         create += ["--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=60)  # noqa: S603
-        _wait(self.healthy, within=30, what="redis cluster")
+        wait_until("redis cluster", self.healthy, 30)
         return self
 
     def start_node(self, port: int) -> None:
@@ -103,7 +96,7 @@ class LocalRedisCluster:
             "--logfile", "redis.log",
         ]  # fmt: skip
         self.processes[port] = subprocess.Popen(command)  # noqa: S603
-        _wait(lambda: port_open(port), within=10, what=f"redis node {port}")
+        wait_until(f"redis node {port}", lambda: port_open(port), 10)
 
     def kill_node(self, port: int) -> None:
         """SIGKILL one node (a drill), whoever started it; back with :meth:`start_node`."""
@@ -116,7 +109,7 @@ class LocalRedisCluster:
         if pid is None:
             raise RuntimeError(f"no redis node answers on {port}")
         os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not port_open(port), within=10, what=f"redis node {port} gone")
+        wait_until(f"redis node {port} gone", lambda: not port_open(port), 10)
 
     def cluster_info(self, port: int) -> dict[str, str]:
         result = subprocess.run(  # noqa: S603
@@ -138,17 +131,17 @@ class LocalRedisCluster:
         return True
 
     def wait_healthy(self, within: float = 30) -> None:
-        _wait(self.healthy, within=within, what="redis cluster")
+        wait_until("redis cluster", self.healthy, within)
 
     def wait_failover(self, key: str, dead: int, within: float = 30) -> None:
         """Until a replica serves ``key``'s slot in place of the killed primary ``dead``, and
         the cluster is healthy again. Right after a kill the other nodes still call the
         cluster ok (they notice only after ``cluster-node-timeout``): health alone is no sign
         that the failover happened."""
-        _wait(
+        wait_until(
+            f"failover of {key!r} away from {dead}",
             lambda: self._served_by_other(key, dead) and self.healthy(),
-            within=within,
-            what=f"failover of {key!r} away from {dead}",
+            within,
         )
 
     def _served_by_other(self, key: str, dead: int) -> bool:
@@ -206,102 +199,54 @@ class LocalRedisCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _postgres_bin() -> Path:
-    """The directory of the installed server binaries (``initdb`` is not on PATH on Debian)."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if versions:
-        return versions[-1].parent
-    found = shutil.which("initdb")
-    if not found:
-        raise RuntimeError("no Postgres server binaries (initdb) installed")
-    return Path(found).parent
-
-
 @dataclass
 class LocalPostgresPair:
     """A private Postgres primary on ``primary_port`` and its streaming replica."""
 
     primary_port: int
     replica_port: int
-    directory: Path = field(default_factory=lambda: RUN_DIR / "pg-pair")
+    directory: Path = field(default_factory=lambda: private_directory("pg-pair"))
 
     @property
-    def primary_dir(self) -> Path:
-        return self.directory / "primary"
+    def primary(self) -> PostgresServer:
+        return PostgresServer(self.directory / "primary", self.primary_port)
 
     @property
-    def replica_dir(self) -> Path:
-        return self.directory / "replica"
+    def replica(self) -> PostgresServer:
+        return PostgresServer(self.directory / "replica", self.replica_port)
 
     def url(self, database: str = "postgres", *, replica: bool = False) -> str:
-        port = self.replica_port if replica else self.primary_port
-        return f"postgresql://postgres@127.0.0.1:{port}/{database}"
-
-    def _run(self, args: Sequence[str], *, timeout: float = 120) -> None:
-        """Run a Postgres tool, as the ``postgres`` user when we are root."""
-        command = [str(_postgres_bin() / args[0]), *args[1:]]
-        kwargs: dict[str, object] = {}
-        if os.geteuid() == 0:
-            account = pwd.getpwnam("postgres")
-            kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        subprocess.run(  # noqa: S603
-            command, check=True, capture_output=True, timeout=timeout, cwd="/", **kwargs
-        )  # type: ignore[call-overload]
-
-    def _own(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            account = pwd.getpwnam("postgres")
-            os.chown(path, account.pw_uid, account.pw_gid)
+        return (self.replica if replica else self.primary).url(database)
 
     def start(self) -> "LocalPostgresPair":
         for port in (self.primary_port, self.replica_port):
             if port_open(port):
                 raise RuntimeError(f"port {port} is taken; is another Postgres running?")
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self._own(self.directory.resolve())
-        primary = str(self.primary_dir.resolve())
-        self._run(["initdb", "-D", primary, "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-        with (self.primary_dir / "postgresql.conf").open("a") as conf:
-            conf.write(
-                "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 5\n"
-                "hot_standby = on\nfsync = off\nsynchronous_commit = off\n"
-                "full_page_writes = off\nmax_connections = 200\n"
-                f"unix_socket_directories = '{primary}'\n"
-            )
-        with (self.primary_dir / "pg_hba.conf").open("a") as hba:
+        self.primary.initialise(
+            {**FAST_POSTGRES, "wal_level": "replica", "max_wal_senders": "5", "hot_standby": "on"}
+        )
+        with (self.primary.data / "pg_hba.conf").open("a") as hba:
             hba.write("host replication postgres 127.0.0.1/32 trust\n")
-        self.start_primary()
-        replica = str(self.replica_dir.resolve())
-        self._run(
+        self.primary.start()
+        run_postgres_tool(
             ["pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
-             "-D", replica, "-R", "-X", "stream", "-c", "fast"]
+             "-D", str(self.replica.data), "-R", "-X", "stream", "-c", "fast"]
         )  # fmt: skip
-        with (self.replica_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"port = {self.replica_port}\nunix_socket_directories = '{replica}'\n")
-        self.start_replica()
+        self.replica.configure({})
+        self.replica.start()
         return self
 
-    def _pg_ctl(self, data: Path, action: str, port: int | None = None) -> None:
-        args = ["pg_ctl", "-D", str(data.resolve()), "-w", "-t", "60"]
-        if action == "start":
-            args += ["-l", str((data / "server.log").resolve()), "-o", f"-p {port}", "start"]
-        else:
-            args += ["-m", "fast", action]
-        self._run(args)
-
     def start_primary(self) -> None:
-        self._pg_ctl(self.primary_dir, "start", self.primary_port)
+        self.primary.start()
 
     def start_replica(self) -> None:
-        self._pg_ctl(self.replica_dir, "start", self.replica_port)
+        self.replica.start()
 
     def stop_replica(self) -> None:
-        self._pg_ctl(self.replica_dir, "stop")
+        self.replica.stop()
 
     def stop(self) -> None:
-        for data in (self.replica_dir, self.primary_dir):
-            if (data / "postmaster.pid").exists():
-                with contextlib.suppress(subprocess.SubprocessError):
-                    self._pg_ctl(data, "stop")
+        for server in (self.replica, self.primary):
+            with contextlib.suppress(ServerError, subprocess.SubprocessError):
+                server.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -36,7 +36,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from common.testing.cluster import RUN_DIR, LocalPostgresPair, LocalRedisCluster, free_port_run
+from common.testing.cluster import (
+    RUN_DIR,
+    LocalPostgresPair,
+    LocalRedisCluster,
+    free_port_run,
+)
+from common.testing.servers import private_directory
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -108,10 +114,11 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
 
 @pytest.fixture(scope="session")
 def postgres_pair() -> Iterator[LocalPostgresPair]:
-    """A private Postgres primary with a streaming replica (about 5 s to start; the
-    directory is under .run/, which the ``postgres`` user can reach, unlike pytest's)."""
+    """A private Postgres primary with a streaming replica (about 5 s to start; its data in
+    the system's temporary directory, which the ``postgres`` user can reach, unlike pytest's
+    or a checkout under a private home)."""
     port = free_port_run(PG_PAIR_PORT, 2)
-    pair = LocalPostgresPair(port, port + 1, directory=RUN_DIR / f"test-pg-pair-{port}")
+    pair = LocalPostgresPair(port, port + 1, directory=private_directory("pg-pair"))
     try:
         pair.start()
         yield pair

@@ -1,0 +1,1 @@
+"""The API gateway: one front door (routing, merged docs, composite reads)."""

@@ -1,0 +1,50 @@
+"""The gateway: app factory and the ``gateway-api`` entry point.
+
+Built from common.http's parts like every service (problem+json errors, X-Request-ID,
+metrics and access log, load shedding, offline docs), without a database or Redis: the
+gateway stores nothing. Its lifespan opens one keep-alive pool per upstream.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.docs import install_docs
+from common.errors import install_error_handlers
+from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
+from common.tracing import instrument_app
+from gateway.proxy import Proxy, ProxyMiddleware
+from gateway.router import router
+from gateway.service import MergedDocument
+from gateway.settings import Settings
+from gateway.upstreams import open_upstreams
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_upstreams(settings) as upstreams:
+            app.state.upstreams = upstreams
+            yield
+
+    app = FastAPI(
+        title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.settings = settings
+    app.state.proxy = Proxy(settings.trusted_proxies)
+    app.state.merged_document = MergedDocument(settings.openapi_cache_seconds)
+    install_error_handlers(app)
+    app.add_middleware(ProxyMiddleware)
+    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    app.add_middleware(RequestContextMiddleware)
+    instrument_app(app)
+    app.include_router(router)
+    install_docs(app, openapi_url="/openapi.json")
+    return app
+
+
+def run() -> None:
+    serve("gateway.main:create_app", Settings())

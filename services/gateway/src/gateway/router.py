@@ -1,0 +1,70 @@
+"""The gateway's own routes: the composite read, the merged document and the probes.
+
+Everything under /users, /orders, /notifications and /admin never reaches this router: the
+proxy (gateway.proxy) answers it first.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.errors import Unauthorized
+from gateway import service
+from gateway.proxy import forwarded_headers
+from gateway.schemas import Overview
+
+router = APIRouter()
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+FORWARDED_TO_PARTS = frozenset(
+    {"authorization", "x-forwarded-for", "x-request-id", "x-correlation-id", "traceparent"}
+)
+
+
+@router.get(
+    "/me/overview",
+    response_model=Overview,
+    tags=["gateway"],
+    operation_id="gateway_overview",
+    summary="The caller's account at a glance: user, latest orders, unread notifications",
+    responses={401: {"description": "No valid bearer token", **PROBLEM}},
+)
+async def me_overview(request: Request) -> Overview:
+    if not request.headers.get("authorization", "").lower().startswith("bearer "):
+        raise Unauthorized("A bearer token is required.")
+    settings = request.app.state.settings
+    headers = {
+        name: value
+        for name, value in forwarded_headers(request.scope, settings.trusted_proxies)
+        if name in FORWARDED_TO_PARTS
+    }
+    return await service.overview(request.app.state.upstreams, headers, settings)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> dict[str, Any]:
+    """Every service's public operations and the gateway's own, in one document."""
+    app = request.app
+    merged: service.MergedDocument = app.state.merged_document
+    return await merged.get(app.openapi(), app.state.upstreams)
+
+
+@router.get("/healthz", tags=["probes"], summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["probes"], summary="The gateway serves; each upstream's breaker")
+async def readyz(request: Request) -> dict[str, Any]:
+    """Ready as soon as it serves: a service down behind it is that service's routes' 503,
+    not a reason to take the whole front door out of rotation."""
+    upstreams = request.app.state.upstreams
+    return {
+        "status": "ready",
+        "upstreams": {name: upstream.breaker.state for name, upstream in upstreams.items()},
+    }
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
