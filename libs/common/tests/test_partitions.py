@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import (
     PartitionedTable,
     advisory_key,
@@ -15,6 +17,7 @@ from common.partitions import (
     maintain_locked,
     status,
 )
+from common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +131,26 @@ async def test_one_maintainer_at_a_time(engine, table) -> None:
     done = await maintain_locked(engine, table.schema, [table], now=NOW)
     assert not done.skipped
     assert done.created
+
+
+async def test_the_workers_maintainer_applies_the_settings_and_reports_metrics(
+    engine, table, database_url
+) -> None:
+    settings = ServiceSettings(
+        database_url=database_url,
+        partition_intervals={"events": "month"},
+        partition_retention_days={"events": 60},
+        partition_ahead_days=40,
+    )
+    [planned] = configured([table], settings)
+    assert (planned.interval, planned.retention_days, planned.ahead_days) == ("month", 60, 40)
+
+    result = await PartitionMaintainer(engine, [planned]).run()
+
+    assert result is not None
+    assert result.created
+    assert all(len(name.rsplit("_p", 1)[1]) == 6 for name in result.created)  # monthly names
+    ahead = REGISTRY.get_sample_value("db_partition_ahead_seconds", {"table": "events"})
+    assert ahead is not None
+    assert ahead > 39 * 86_400
+    assert REGISTRY.get_sample_value("db_partition_default_rows", {"table": "events"}) == 0
