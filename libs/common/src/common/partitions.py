@@ -39,6 +39,7 @@ Interval = Literal["day", "month"]
 # the statement waits, and every writer queues behind it: this bounds that stall. A statement
 # that times out is retried by the next run (partitions exist days ahead: many runs' margin).
 DDL_LOCK_TIMEOUT = "300ms"
+DEFAULT_ROWS_CAP = 10_000  # rows in a default partition are counted up to this
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class TableStatus:
     table: str
     partitions: list[Partition]
     ahead_seconds: float  # from now to the upper bound of the newest partition
-    default_rows: int  # rows no partition covers: > 0 is an alert (they should be moved)
+    # Rows no partition covers (up to DEFAULT_ROWS_CAP): > 0 is an alert (they should be moved).
+    default_rows: int
 
     @property
     def oldest(self) -> datetime | None:
@@ -228,11 +230,15 @@ async def status(connection: AsyncConnection, schema: str, name: str) -> TableSt
     default_rows = 0
     for partition in partitions:
         if partition.lower is None and partition.upper is None:
-            # Exact, and cheap: the default partition is empty when all is well.
+            # Counted up to a cap: the default partition is empty when all is well, and a page
+            # view must not count millions of rows when it is not.
             default_rows += int(
                 (
                     await connection.execute(
-                        text(f'SELECT count(*) FROM "{schema}"."{partition.name}"')  # noqa: S608 (identifiers from code, never input)
+                        text(
+                            "SELECT count(*) FROM (SELECT 1 FROM "  # noqa: S608 (identifiers from code, never input)
+                            f'"{schema}"."{partition.name}" LIMIT {DEFAULT_ROWS_CAP}) capped'
+                        )
                     )
                 ).scalar_one()
             )
