@@ -137,7 +137,7 @@ async def saga_timeline(session: AsyncSession, order_id: uuid.UUID) -> SagaTimel
             message_type=step.message_type,
             cause_id=step.cause_id,
         )
-        for step in await repository.list_steps(session, order_id, since=order.created_at)
+        for step in await repository.list_steps(session, order_id, since=instance.created_at)
     ]
     definition = saga.definition(instance.definition_version)
     wait = definition.table.get(SagaState(instance.state))

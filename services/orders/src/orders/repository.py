@@ -75,8 +75,9 @@ async def get_saga(session: AsyncSession, order_id: uuid.UUID) -> Saga | None:
 async def list_steps(
     session: AsyncSession, order_id: uuid.UUID, *, since: datetime | None = None
 ) -> Sequence[SagaStep]:
-    """The saga's steps in order. ``since`` (the order's creation: no step is older) lets
-    PostgreSQL skip the monthly partitions before it instead of probing each one."""
+    """The saga's steps in order. ``since`` (the saga's creation: a step references its saga,
+    so none is older) lets PostgreSQL skip the monthly partitions before it instead of
+    probing each one."""
     statement = select(SagaStep).where(SagaStep.order_id == order_id)
     if since is not None:
         statement = statement.where(SagaStep.at >= since)
