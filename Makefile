@@ -8,6 +8,8 @@ TOOLS := python3 scripts/tools.py
 UV ?= uv
 RUN := $(UV) run --frozen
 STACK_SH := scripts/stack.sh
+# The AsyncAPI project's npm tools (parser, diff), installed from their lock (see asyncapi-check).
+ASYNCAPI_DIR := scripts/asyncapi
 # make test's private stack. Its ports, database and Redis DB can be moved (E2E_PORT_BASE=18100
 # E2E_WORKER_PORT_BASE=19100 E2E_DB_NAME=app_e2e_b E2E_REDIS_DB=12), so two checkouts can test at once.
 # It runs on its own Postgres and Redis (scripts/infra.py: ports E2E_PORT_BASE+32 and +79),
@@ -31,6 +33,11 @@ stack_env = STACK=$(1) MODE=local PORT_BASE=$(2) WORKER_PORT_BASE=$(3) DB_NAME=$
 	ORDERS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+2))) \
 	NOTIFICATIONS_WORKER_URL=http://127.0.0.1:$(shell echo $$(($(3)+3)))
 E2E_ENV := $(call stack_env,e2e,$(E2E_PORT_BASE),$(E2E_WORKER_PORT_BASE),$(E2E_DB_NAME),$(E2E_REDIS_DB))
+# make upgrade-drill's private stack: next to make test's (+150); the new release's workers
+# report on WORKER_PORT_BASE+100 (the old ones' ports are busy until each is replaced).
+UPGRADE_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+150)))
+UPGRADE_WORKER_PORT_BASE ?= $(shell echo $$(($(E2E_WORKER_PORT_BASE)+150)))
+UPGRADE_ENV := $(call stack_env,upgrade,$(UPGRADE_PORT_BASE),$(UPGRADE_WORKER_PORT_BASE),app_upgrade,$(E2E_REDIS_DB))
 SOAK_ENV := $(call stack_env,soak,$(SOAK_PORT_BASE),$(SOAK_WORKER_PORT_BASE),app_soak,$(E2E_REDIS_DB))
 INFRA := $(RUN) python scripts/infra.py
 # Inside `infra.py run`: the stack up, COMMAND, the stack down (even on failure), all before
@@ -38,9 +45,9 @@ INFRA := $(RUN) python scripts/infra.py
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
-	replay-dead-letters operator-token events settings-doc clients test check lint typecheck unit \
-	asyncapi-check e2e e2e-stack \
-	k8s-check bench soak \
+	replay-dead-letters release operator-token events settings-doc clients test check lint typecheck \
+	unit asyncapi-check e2e e2e-stack \
+	k8s-check bench soak upgrade-drill \
 	docker-e2e e2e-cluster
 
 help: ## list the verbs
@@ -87,6 +94,10 @@ dead-letters: sync ## list the bus's dead letters
 replay-dead-letters: sync ## replay dead letters: ID=<id> for one, or all of them
 	@$(STACK_SH) dead-letters replay $(if $(ID),$(ID),--all)
 
+release: ## record a release of HEAD: make release VERSION=x.y.z (CHANGELOG.md, version bump, commit)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	@python3 scripts/release.py cut $(VERSION)
+
 operator-token: sync ## a new operator token for /admin and its ORDERS_OPERATOR_TOKENS entry: NAME=alice
 	@$(RUN) python scripts/operator_token.py $(NAME)
 
@@ -113,23 +124,23 @@ test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI ru
 check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
 	@$(RUN) pytest -q -m "not integration and not cluster" libs services
 
-lint: sync ## ruff (lint + format check), import-linter layers; docs/events.md and docs/asyncapi.yaml are up to date
+lint: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## ruff, import-linter layers; docs/events.md and docs/asyncapi.yaml up to date, no unversioned breaking change since the last release
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) lint-imports --no-cache
 	@$(RUN) python scripts/event_catalogue.py --check
 	@$(RUN) python scripts/asyncapi_document.py --check
 	@$(RUN) python scripts/settings_reference.py --check
+	@$(RUN) python scripts/asyncapi_compat.py
 
 typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
-	@$(RUN) pytest libs services
+	@$(RUN) pytest libs services tests/release tests/upgrade
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
-ASYNCAPI_DIR := scripts/asyncapi
 $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json
 	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -159,6 +170,9 @@ docker-e2e: sync clients ## Docker mode on a real engine: images, compose stack,
 
 e2e-cluster: sync clients ## tests/e2e on a private Redis Cluster + Postgres replica, REPLICAS=2, with drills
 	@$(RUN) python scripts/e2e_cluster.py
+
+upgrade-drill: sync ## rolling upgrade from the last release (CHANGELOG.md) to this tree under load, REPLICAS=2, private stack
+	@$(UPGRADE_ENV) $(INFRA) run -- $(RUN) python scripts/upgrade_drill.py
 
 bench: sync ## the load benchmark against its baseline (see bench/README.md)
 	@bash bench/run.sh

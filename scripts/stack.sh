@@ -12,6 +12,8 @@
 # Docker mode: COMPOSE_FILE (colon-separated, default deploy/compose.yaml) adds override files
 # (`make docker-e2e` adds deploy/compose.e2e.yaml); VOLUMES=1 makes `down` drop the volumes.
 #
+# AUTOSTART=false (local mode): `up` migrates and configures the processes but starts none;
+# `start NAME` starts them one at a time (make upgrade-drill replaces a release's that way).
 # REPLICAS=n (local mode, default 1): n of every process. The n APIs of a service share its
 # port (SO_REUSEPORT: the kernel spreads connections over them, one entry point per service);
 # worker slot k > 1 is `<service>-worker-k`, with its own /healthz port (+10 per slot) and a
@@ -197,6 +199,7 @@ CONF
 command=$VENV/bin/${process%-[2-9]}
 environment=$(slot_environment "$process")
 directory=$ROOT
+autostart=${AUTOSTART:-true}
 autorestart=false
 startsecs=1
 stopsignal=TERM
@@ -265,6 +268,10 @@ up_local() {
     write_supervisor_config
     "$VENV/bin/supervisord" -c "$RUN_DIR/supervisord.conf"
   fi
+  if [[ ${AUTOSTART:-true} == false ]]; then  # the upgrade drill starts them one by one
+    say "Stack '$STACK' configured, nothing started (AUTOSTART=false; 'start NAME' starts one)"
+    return 0
+  fi
   say "Waiting for every API's /readyz and every worker's /healthz"
   # shellcheck disable=SC2046 # one URL a word
   if ! "$VENV/bin/python" scripts/wait_ready.py --timeout "${READY_TIMEOUT:-60}" $(probes); then
@@ -318,6 +325,8 @@ up_docker() {
     docker network inspect bridge >/dev/null 2>&1 || echo "BUILD_NETWORK=host"
   } >"$COMPOSE_ENV"
   load_compose_env
+  SHOP_VERSION=$(python3 scripts/release.py current)  # the images' version label
+  export SHOP_VERSION
   say "Building the images (${files[*]#"$ROOT"/})"
   "${COMPOSE[@]}" build --quiet
   say "Starting the compose stack (migrations first) and waiting until every service is healthy"

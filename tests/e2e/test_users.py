@@ -5,14 +5,18 @@ from typing import Any
 
 import pytest
 
+from common.version import VERSION
+
 from .conftest import Stack, assert_problem, sign_up
 
 
 async def test_every_service_serves_probes_docs_and_request_ids(stack: Stack):
     for client in stack.direct.values():
         assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/readyz")).json() == {"status": "ready"}
-        assert "http_requests_total" in (await client.get("/metrics")).text
+        assert (await client.get("/readyz")).json() == {"status": "ready", "version": VERSION}
+        metrics = (await client.get("/metrics")).text
+        assert "http_requests_total" in metrics
+        assert f'version="{VERSION}"' in metrics  # build_info{service, version}
         assert (await client.get("/openapi.json")).status_code == 200
         assert (await client.get("/docs")).status_code == 200
         echoed = await client.get("/healthz", headers={"X-Request-ID": "e2e-req-1"})

@@ -15,6 +15,7 @@ from common.http import DatabaseDep, create_service_app
 from common.settings import ServiceSettings
 from common.testing.plugin import asgi_client
 from common.unavailable import is_unavailable
+from common.version import VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,9 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient):
 async def test_readyz_checks_postgres_and_redis(client: httpx.AsyncClient):
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "version": VERSION}
+    metrics = (await client.get("/metrics")).text
+    assert f'build_info{{service="service",version="{VERSION}"}} 1.0' in metrics
 
 
 async def test_readyz_is_503_when_postgres_is_unreachable(redis_url: str):
@@ -174,3 +177,21 @@ def test_a_redis_connection_torn_down_mid_send_counts_as_unavailable() -> None:
     with pytest.raises(AttributeError) as bug:
         raise AttributeError("an application bug, not Redis")
     assert not is_unavailable(bug.value)
+
+
+async def test_readyz_is_503_draining_while_the_drain_file_exists(
+    database_url: str, redis_url: str, tmp_path
+):
+    drain_file = tmp_path / "draining"
+    settings = ServiceSettings(
+        database_url=database_url, redis_url=redis_url, drain_file=str(drain_file)
+    )
+    async with asgi_client(create_service_app(settings, title="t", routers=[])) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        drain_file.touch()  # what the pod's preStop hook does before SIGTERM
+        draining = await client.get("/readyz")
+        assert draining.status_code == 503
+        assert "draining" in draining.json()["detail"]
+        assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+        drain_file.unlink()
+        assert (await client.get("/readyz")).status_code == 200

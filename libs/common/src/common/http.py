@@ -7,7 +7,9 @@ metrics, one JSON access-log line per request) and the probes ``/healthz``, ``/r
 """
 
 import asyncio
+import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -33,6 +35,7 @@ from common.redis import create_redis
 from common.replica import RecentWriteMiddleware, Replica, create_replica_engine
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing, instrument_app
+from common.version import VERSION, publish_build_info
 
 logger = logging.getLogger("common.http")
 
@@ -176,6 +179,10 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
 PROBE_TIMEOUT_SECONDS = 2.0
+# After SIGTERM, in-flight requests get this long (Kubernetes' grace period is sized to it).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+# Rendered once: /readyz is polled often. The version says which release answers (upgrades).
+READY_BODY = json.dumps({"status": "ready", "version": VERSION}, separators=(",", ":"))
 
 
 async def _check(name: str, probe: Awaitable[Any]) -> str | None:
@@ -198,6 +205,9 @@ def probes_router(tag: str) -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
+        drain_file = request.app.state.settings.drain_file
+        if drain_file and os.path.exists(drain_file):  # noqa: ASYNC240 - one stat, no I/O wait
+            return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure
             for failure in await asyncio.gather(
@@ -209,7 +219,7 @@ def probes_router(tag: str) -> APIRouter:
             return problem_response(
                 503, "Not ready: " + ", ".join(failures), instance=request.url.path
             )
-        return Response('{"status":"ready"}', media_type="application/json")
+        return Response(READY_BODY, media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -262,6 +272,7 @@ def create_service_app(
             if app.state.replica is not None:
                 await app.state.replica.dispose()
 
+    publish_build_info(settings.service_name)
     # /docs from the installed Swagger UI (common.docs): it renders without internet.
     app = FastAPI(
         title=title,
@@ -325,6 +336,6 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         # forwarded_allow_ips) and rewrite the peer. Whom to believe is one setting,
         # trusted_proxies, applied in one place (common.ratelimit.client_address).
         proxy_headers=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
     )

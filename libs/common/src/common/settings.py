@@ -33,6 +33,10 @@ class ServiceSettings(BaseSettings):
     replica_stick_seconds: float = Field(default=5.0, ge=0)
     # A replica that failed is not tried again for this long (reads go to the primary).
     replica_retry_seconds: float = Field(default=5.0, gt=0)
+    # A rolling update drains before it stops: while this file exists (Kubernetes' preStop
+    # creates it), /readyz answers 503 "draining", so no new traffic is routed here before
+    # SIGTERM. Empty: no drain file.
+    drain_file: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A Redis Cluster instead of redis_url: seed nodes "host:port,host:port" (the client
     # discovers the rest). See common.redis.

@@ -58,6 +58,7 @@ from common.partitions import PartitionedTable
 from common.redis import create_redis
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing
+from common.version import VERSION, publish_build_info
 
 logger = logging.getLogger("common.worker")
 
@@ -126,6 +127,7 @@ def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
 
 async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asyncio.Event) -> None:
     """The worker's body, until ``stop`` is set (``run_worker`` sets it on a signal)."""
+    publish_build_info(settings.service_name)
     redis = create_redis(settings)
     outbox = (
         Outbox(redis, spec.outbox_table, settings=settings)
@@ -166,8 +168,10 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
     components: list[asyncio.Task[None]] = []
 
     def healthy() -> bool:
+        # Unhealthy (not ready) from the stop signal on: a rollout sees it draining.
         return (
-            consumer.running
+            not stop.is_set()
+            and consumer.running
             and all(task.running for task in background)
             and not any(component.done() for component in components)
             and (outbox is None or outbox.alive)
@@ -264,7 +268,7 @@ class HealthServer:
             return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
         if path == "/healthz":
             ok = self.healthy()
-            body = json.dumps({"status": "ok" if ok else "unhealthy"}).encode()
+            body = json.dumps({"status": "ok" if ok else "unhealthy", "version": VERSION}).encode()
             return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
         if path == "/metrics":
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest()

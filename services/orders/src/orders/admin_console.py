@@ -24,6 +24,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from common.contracts import SagaState, StepStatus
 from common.errors import NotFound
 from common.http import DatabaseDep, RedisDep
 from common.ratelimit import AUTH_LIMIT, READ_LIMIT, WRITE_LIMIT
@@ -40,7 +41,7 @@ from orders.admin_auth import (
     same_origin,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
-from orders.saga import OrderStatus, SagaState, StepStatus
+from orders.saga import OrderStatus
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -294,6 +295,7 @@ async def dead_letters_page(
     page = await admin_service.list_dead_letters(
         redis, _settings(request), where=where, limit=25, cursor=cursor or None
     )
+    held = await admin_service.list_held_messages(redis, _settings(request))
     next_query = {k: v for k, v in filters.values.items() if v}
     return _render(
         request,
@@ -301,6 +303,7 @@ async def dead_letters_page(
         operator,
         section="dead_letters",
         page=page,
+        held=held,
         filters=filters,
         next_url=f"/admin/ui/dead-letters?{urlencode({**next_query, 'cursor': page.next_cursor})}"
         if page.next_cursor

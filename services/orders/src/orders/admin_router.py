@@ -22,6 +22,7 @@ from orders.admin_schemas import (
     DeadLetterDetail,
     DeadLetterId,
     DeadLetterOut,
+    HeldMessageOut,
     MessageType,
     OrderStatusFilter,
     PartitionedTableOut,
@@ -133,6 +134,16 @@ async def list_dead_letters(
     return await admin_service.list_dead_letters(
         redis, _settings(request), where=where, limit=limit, cursor=cursor
     )
+
+
+@router.get("/held-messages", response_model=list[HeldMessageOut], dependencies=[READ_LIMIT])
+async def list_held_messages(
+    request: Request, operator: ApiOperator, redis: RedisDep
+) -> list[HeldMessageOut]:
+    """Messages of a newer schema version than their consumers read (a rolling upgrade under
+    way): not lost, not dead-lettered; retried until a consumer of the newer release reads
+    them. At most 200, oldest first."""
+    return await admin_service.list_held_messages(redis, _settings(request))
 
 
 @router.get(

@@ -19,7 +19,7 @@ records what happened there, in the transaction the router commits right after.
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.deadletters import DeadLetter, get_dead_letter, replay, scan_dead_letters
+from common.bus.held import list_held
 from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
@@ -41,6 +42,7 @@ from orders.admin_schemas import (
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
+    HeldMessageOut,
     RedriveFailure,
     RedriveFilter,
     Redriven,
@@ -305,6 +307,15 @@ async def list_dead_letters(
         items=[DeadLetterOut(**_letter_out(letter)) for letter in page],
         next_cursor=page[-1].id if len(letters) > limit and page else None,
     )
+
+
+MAX_HELD_LISTED = 200
+
+
+async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessageOut]:
+    """Messages held for a newer schema version than their consumers read (oldest first)."""
+    held = await list_held(redis, prefix=settings.bus_stream_prefix, limit=MAX_HELD_LISTED)
+    return [HeldMessageOut(**asdict(message)) for message in held]
 
 
 async def get_dead_letter_detail(

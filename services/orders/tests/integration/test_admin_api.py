@@ -15,7 +15,8 @@ from sqlalchemy import select, update
 from common.auth import create_session, hash_token
 from common.bus.deadletters import dead_letter, list_dead_letters
 from common.bus.envelope import Envelope
-from common.bus.streams import stream_key
+from common.bus.held import hold, newer_than_known
+from common.bus.streams import ensure_group, stream_key
 from common.contracts import NotificationKind, ReserveCredit
 from common.db import Database
 from common.logging import event_id_var
@@ -118,6 +119,7 @@ ADMIN_CALLS = [
     ("GET", "/admin/dead-letters"),
     ("GET", "/admin/dead-letters/1-0"),
     ("POST", "/admin/dead-letters/redrive"),
+    ("GET", "/admin/held-messages"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/"),
     ("GET", "/admin/ui/audit"),
@@ -258,6 +260,30 @@ async def test_the_timeline_shows_steps_message_ids_deadline_and_late_replies(
 
     missing = await client.get(f"/admin/sagas/{uuid.uuid4()}", headers=OPERATOR)
     assert missing.status_code == 404
+
+
+async def test_the_api_and_the_console_show_each_saga_s_definition_version(
+    client: httpx.AsyncClient, orders_db: Database, orders_settings: Settings
+):
+    old = await place(orders_db, orders_settings)
+    version_2 = orders_settings.model_copy(update={"saga_definition_version": 2})
+    new = await place(orders_db, version_2)
+    async with orders_db.transaction() as uow:  # a later release's worker handles the reply
+        await service.handle_event(uow, version_2, new, credit_reserved(new))
+
+    for order_id, version, waiting_for in ((old, 1, "reserve_credit"), (new, 2, "check_stock")):
+        timeline = (await client.get(f"/admin/sagas/{order_id}", headers=OPERATOR)).json()
+        assert (timeline["definition_version"], timeline["waiting_for"]) == (version, waiting_for)
+        assert timeline["compensable"]  # a PENDING order on a forward step
+
+    await client.post("/admin/login", data={"token": TOKEN})
+    page = await client.get(f"/admin/ui/sagas/{new}")
+    assert "waiting on <strong>check_stock</strong>" in page.text
+    assert "<dt>Definition</dt><dd>version 2</dd>" in page.text
+    listing = await client.get("/admin/", params={"state": "awaiting_stock"})
+    assert str(new) in listing.text
+    assert "<td>v2</td>" in listing.text
+    assert str(old) not in listing.text
 
 
 async def _on_stream(redis: Redis, stream: str, message_id: str) -> bool:
@@ -517,3 +543,49 @@ async def test_console_login_sets_a_strict_httponly_cookie_and_forms_need_the_cs
     assert cross_site.status_code == 403
     assert letter in {d.id for d in await list_dead_letters(redis, prefix=PREFIX, limit=1000)}
     client.cookies.clear()
+
+
+async def test_a_message_held_for_a_newer_version_is_listed_until_it_is_handled(
+    client: httpx.AsyncClient, redis: Redis
+):
+    key = stream_key(PREFIX, ReserveCredit.STREAM)
+    group = f"held-{uuid.uuid4().hex[:8]}"
+    await ensure_group(redis, key, group)
+    message = ReserveCredit(order_id=uuid.uuid4(), user_id=uuid.uuid4(), amount_cents=1)
+    newer = Envelope.wrap(message, source="next-release").model_copy(
+        update={"schema_version": ReserveCredit.SCHEMA_VERSION + 1}
+    )
+    fields: dict[Any, Any] = dict(newer.to_fields())
+    entry_id = str(await redis.xadd(key, fields))
+    response: Any = await redis.xreadgroup(group, "old-1", {key: ">"})  # pending for old-1
+    assert entry_id in [str(read) for _, entries in response for read, _ in entries]
+    later = newer_than_known(newer, ReserveCredit)
+    assert later is not None
+    await hold(
+        redis,
+        prefix=PREFIX,
+        group=group,
+        consumer="old-1",
+        stream=key,
+        entry_id=entry_id,
+        outcome=later,
+    )
+
+    listed = (await client.get("/admin/held-messages", headers=OPERATOR)).json()
+    mine = [held for held in listed if held["group"] == group]
+    assert [(h["entry_id"], h["type"], h["message_id"]) for h in mine] == [
+        (entry_id, ReserveCredit.TYPE, str(newer.id))
+    ]
+    assert (mine[0]["schema_version"], mine[0]["known_version"]) == (
+        ReserveCredit.SCHEMA_VERSION + 1,
+        ReserveCredit.SCHEMA_VERSION,
+    )
+    signed_in = await client.post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
+    assert signed_in.status_code == 303
+    page = await client.get("/admin/ui/dead-letters")
+    assert page.status_code == 200
+    assert entry_id in page.text
+
+    await redis.xack(key, group, entry_id)  # a newer consumer handled it
+    listed = (await client.get("/admin/held-messages", headers=OPERATOR)).json()
+    assert [held for held in listed if held["group"] == group] == []

@@ -28,17 +28,14 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
-    bindparam,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
 
+from common.bus.statements import LEGACY_OCCURRED_AT, InboxStatements
+from common.db import driver_connection
 from common.partitions import PartitionedTable
-
-LEGACY_OCCURRED_AT = "-infinity"  # the previous release's rows: the inbox_legacy partition
 
 # Each day's partition is inserted into, never updated, then dropped whole: vacuum matters only
 # to keep the visibility map current (the dedup probe is an index lookup), so let inserts
@@ -91,47 +88,20 @@ def partitioned(table: Table, *, retention_days: int, ahead_days: int = 14) -> P
     )
 
 
-def _record_statement(table: Table) -> TextClause:
-    name = f'"{table.schema}"."{table.name}"'
-    return text(
-        f"""
-        INSERT INTO {name} (message_id, consumer_group, occurred_at)
-        SELECT m.id, CAST(:group AS varchar), m.at FROM unnest(:ids, :ats) AS m(id, at)
-        WHERE NOT EXISTS (
-            SELECT 1 FROM {name} legacy
-            WHERE legacy.message_id = m.id AND legacy.consumer_group = CAST(:group AS varchar)
-              AND legacy.occurred_at = '{LEGACY_OCCURRED_AT}'
-        )
-        ON CONFLICT DO NOTHING
-        RETURNING message_id
-        """  # noqa: S608 (identifiers from code, never input)
-    ).bindparams(
-        bindparam("ids", type_=ARRAY(Uuid)),
-        bindparam("ats", type_=ARRAY(DateTime(timezone=True))),
-    )
-
-
 async def record_many(
     session: AsyncSession,
     table: Table,
     messages: Sequence[tuple[uuid.UUID, datetime]],
     group: str,
 ) -> set[uuid.UUID]:
-    """Mark a batch of messages ``(envelope id, envelope occurred_at)`` handled by ``group`` in
-    one INSERT; the ids that were new (the others were handled before: skip their handlers).
+    """Mark a batch of messages ``(envelope id, envelope occurred_at)`` handled by ``group``
+    in one INSERT (common.bus.statements, as the consumer does); the ids that were new (the
+    others were handled before: skip their handlers).
 
     A concurrent duplicate blocks on the primary key until the first transaction ends, then
     sees the row (first committed) or inserts it (first rolled back): never both effects.
     """
-    result = await session.execute(
-        _record_statement(table),
-        {
-            "group": group,
-            "ids": [message_id for message_id, _ in messages],
-            "ats": [occurred_at for _, occurred_at in messages],
-        },
-    )
-    return set(result.scalars().all())
+    return await InboxStatements(table).record(await driver_connection(session), messages, group)
 
 
 async def record(

@@ -21,6 +21,11 @@ FAILED = Counter(
     "Handler attempts that raised (the message stays pending and is retried)",
     ["group", "type"],
 )
+HELD = Counter(
+    "bus_messages_held_total",
+    "Deliveries held, not handled: a schema version newer than the consumer knows (retried)",
+    ["group", "type"],
+)
 DEAD_LETTERED = Counter(
     "bus_messages_dead_lettered_total",
     "Messages moved to the dead-letter stream",
