@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.errors import Unauthorized
+from common.openapi import BEARER, raises
 from gateway import service
 from gateway.proxy import forwarded_headers
 from gateway.schemas import Overview
 
-router = APIRouter()
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+router = APIRouter(tags=["gateway"])
 FORWARDED_TO_PARTS = frozenset(
     {"authorization", "x-forwarded-for", "x-request-id", "x-correlation-id", "traceparent"}
 )
@@ -24,11 +24,9 @@ FORWARDED_TO_PARTS = frozenset(
 @router.get(
     "/me/overview",
     response_model=Overview,
-    tags=["gateway"],
-    operation_id="gateway_overview",
     summary="The caller's account at a glance: user, latest orders, unread notifications",
-    responses={401: {"description": "No valid bearer token", **PROBLEM}},
 )
+@raises(Unauthorized, security=BEARER)
 async def me_overview(request: Request) -> Overview:
     if not request.headers.get("authorization", "").lower().startswith("bearer "):
         raise Unauthorized("A bearer token is required.")
@@ -49,12 +47,12 @@ async def openapi(request: Request) -> dict[str, Any]:
     return await merged.get(app.openapi(), app.state.upstreams)
 
 
-@router.get("/healthz", tags=["probes"], summary="The process is alive")
+@router.get("/healthz", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["probes"], summary="The gateway serves; each upstream's breaker")
+@router.get("/readyz", summary="The gateway serves; each upstream's breaker")
 async def readyz(request: Request) -> dict[str, Any]:
     """Ready as soon as it serves: a service down behind it is that service's routes' 503,
     not a reason to take the whole front door out of rotation."""
