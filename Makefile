@@ -47,7 +47,7 @@ INFRA := $(RUN) python scripts/infra.py
 # the infra goes away.
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
-.PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
+.PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
 	replay-dead-letters release operator-token events settings-doc clients test check lint typecheck \
 	unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak upgrade-drill \
@@ -87,6 +87,9 @@ start: ## start one stopped process, e.g. make start NAME=users-worker
 
 check-invariants: sync ## reservations equal approved orders; no saga past its deadline
 	@$(STACK_SH) check-invariants
+
+db-status: sync ## partitioned tables: partitions, days ahead, rows in default (docs/partitioning.md)
+	@$(STACK_SH) db-status
 
 dead-letters: sync ## list the bus's dead letters
 	@$(STACK_SH) dead-letters list

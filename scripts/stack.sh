@@ -391,6 +391,9 @@ case "$(mode):$command" in
   docker:start)   load_compose_env; docker start "$(container_of "${1:-}")" >/dev/null && say "started $1" ;;
   docker:stop)    load_compose_env; "${COMPOSE[@]}" stop "${1:?NAME=<process>}" ;;
   docker:urls)    urls ;;
+  docker:db-status)
+    load_compose_env
+    in_orders_api sh -c 'exec python -m common.partition_maintenance "$ORDERS_DATABASE_URL"' ;;
   docker:check-invariants)
     load_compose_env
     in_orders_api sh -c 'exec python - "$ORDERS_DATABASE_URL"' <scripts/check_invariants.py ;;
@@ -415,8 +418,9 @@ case "$(mode):$command" in
   local:stop)     ctl stop "${1:?NAME=<process>}" ;;  # graceful: SIGTERM, in-flight work finishes
   local:urls)     urls ;;
   *:check-invariants) "$VENV/bin/python" scripts/check_invariants.py "$DATABASE_URL" ;;
+  *:db-status) "$VENV/bin/python" -m common.partition_maintenance "$DATABASE_URL" ;;
   *:dead-letters)
     if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then "$VENV/bin/python" -m common.bus --cluster-nodes "$REDIS_CLUSTER_NODES" "$@"
     else "$VENV/bin/python" -m common.bus --redis-url "$REDIS_URL" "$@"; fi ;;
-  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|dead-letters list|replay|urls" ;;
+  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|db-status|dead-letters list|replay|urls" ;;
 esac

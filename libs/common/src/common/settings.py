@@ -7,7 +7,7 @@ settings of all three without collisions.
 
 import ipaddress
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -86,6 +86,16 @@ class ServiceSettings(BaseSettings):
     # Handled message ids are kept this long (far beyond any redelivery), then pruned.
     inbox_retention_hours: float = Field(default=7 * 24, gt=0)
     inbox_prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    # How often the worker maintains its time-partitioned tables (docs/partitioning.md).
+    partition_maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # Days of partitions created ahead of now (a default partition catches anything beyond).
+    partition_ahead_days: int = Field(default=14, ge=2, le=400)
+    # Per table name, the grid of new partitions: {"saga_steps": "day"} ("day" or "month").
+    partition_intervals: dict[str, Literal["day", "month"]] = Field(default_factory=dict)
+    # Per table name, days kept before a partition is dropped: {"saga_steps": 90}. The
+    # inbox's is inbox_retention_hours, rounded up to days.
+    partition_retention_days: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     # Rows are sent from memory right after their commit; the sweeper takes only rows older

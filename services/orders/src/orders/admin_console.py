@@ -398,6 +398,18 @@ async def audit_page(
     )
 
 
+# -- the database's partitions ---------------------------------------------------------------
+
+
+@router.get("/ui/database", response_class=HTMLResponse, dependencies=[READ_LIMIT])
+async def database_page(
+    request: Request, operator: ConsoleOperator, db: DatabaseDep
+) -> HTMLResponse:
+    async with db.session() as session:
+        tables = await admin_service.partition_status(session)
+    return _render(request, "database.html", operator, section="database", tables=tables)
+
+
 # -- the timeline as a picture --------------------------------------------------------------
 
 

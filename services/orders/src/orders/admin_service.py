@@ -32,6 +32,7 @@ from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
+from common.partitions import TableStatus, database_status
 from orders import admin_repository, repository, saga, service
 from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
@@ -138,7 +139,7 @@ async def saga_timeline(session: AsyncSession, order_id: uuid.UUID) -> SagaTimel
             message_type=step.message_type,
             cause_id=step.cause_id,
         )
-        for step in await repository.list_steps(session, order_id)
+        for step in await repository.list_steps(session, order_id, since=instance.created_at)
     ]
     definition = saga.definition(instance.definition_version)
     wait = definition.table.get(SagaState(instance.state))
@@ -445,3 +446,9 @@ async def list_audit(
         session, operator=operator, action=action, limit=limit + 1, after=after
     )
     return build_page(rows, limit, item=AuditOut.model_validate, key=lambda e: (e.at, e.id))
+
+
+async def partition_status(session: AsyncSession) -> list[TableStatus]:
+    """Every partitioned table of the database (all schemas: pg_catalog is readable)."""
+    connection = await session.connection()
+    return await database_status(connection)

@@ -501,6 +501,18 @@ async def test_the_audit_log_lists_every_action_newest_first_with_who(
     assert [e["target"] for e in mine] == [f"dead-letters:{letter}"]
 
 
+async def test_the_database_view_lists_the_partitioned_tables_of_every_schema(
+    client: httpx.AsyncClient,
+):
+    assert (await client.get("/admin/database")).status_code == 401
+    tables = {t["table"]: t for t in (await client.get("/admin/database", headers=OPERATOR)).json()}
+    assert {"orders.saga_steps", "orders.operator_audit", "orders.inbox"} <= set(tables)
+    steps = tables["orders.saga_steps"]
+    assert steps["partitions"] >= 2  # this month's and the default one
+    assert steps["ahead_seconds"] > 86_400
+    assert steps["default_rows"] == 0
+
+
 # -- the console's forms --------------------------------------------------------------------
 
 
