@@ -51,7 +51,7 @@ LOAD_AFTER_SECONDS = 8.0
 SETTLE_TIMEOUT_SECONDS = 90.0
 OLD_SUITES = ("tests/e2e/test_users.py", "tests/e2e/test_orders.py")
 SUITE_TIMEOUT_SECONDS = 240
-STEP_TIMEOUT_SECONDS = 120
+STEP_TIMEOUT_SECONDS = 300  # a stack.sh verb (the old `up` migrates and waits 60 s itself)
 READY_TIMEOUT_SECONDS = 180  # cold starts of 12 processes on a busy 2-core machine
 UNSETTLED = ("PENDING", "CANCELLING")
 

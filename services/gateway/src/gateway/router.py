@@ -7,9 +7,12 @@ proxy (gateway.proxy) answers it first.
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.errors import Unauthorized
+from common.errors import Unauthorized, problem_response
+from common.http import draining
+from common.version import VERSION
 from gateway import service
 from gateway.proxy import forwarded_headers
 from gateway.schemas import Overview
@@ -55,14 +58,20 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["probes"], summary="The gateway serves; each upstream's breaker")
-async def readyz(request: Request) -> dict[str, Any]:
+async def readyz(request: Request) -> Response:
     """Ready as soon as it serves: a service down behind it is that service's routes' 503,
-    not a reason to take the whole front door out of rotation."""
+    not a reason to take the whole front door out of rotation. Not ready while a rollout
+    drains it (its drain file exists); the body names the release (``version``)."""
+    if draining(request.app.state.settings):
+        return problem_response(503, "Not ready: draining", instance=request.url.path)
     upstreams = request.app.state.upstreams
-    return {
-        "status": "ready",
-        "upstreams": {name: upstream.breaker.state for name, upstream in upstreams.items()},
-    }
+    return JSONResponse(
+        {
+            "status": "ready",
+            "version": VERSION,
+            "upstreams": {name: upstream.breaker.state for name, upstream in upstreams.items()},
+        }
+    )
 
 
 @router.get("/metrics", include_in_schema=False)
