@@ -73,6 +73,7 @@ def stack_environment(cluster: LocalRedisCluster, pair: LocalPostgresPair) -> di
         "E2E_CLUSTER_PG_PORT": str(pair.primary_port),
         "E2E_CLUSTER_PG_DIR": str(pair.directory),
     }
+    env["GATEWAY_URL"] = f"http://127.0.0.1:{port_base}"  # what the suite's customers call
     for index, service in enumerate(("users", "orders", "notifications"), start=1):
         env[f"{service.upper()}_URL"] = f"http://127.0.0.1:{port_base + index}"
         env[f"{service.upper()}_WORKER_URL"] = f"http://127.0.0.1:{worker_base + index}"

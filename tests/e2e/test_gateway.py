@@ -37,6 +37,12 @@ async def test_merged_document_has_every_services_operations(stack: Stack):
         for path in public:
             assert merged["paths"][path].keys() == own["paths"][path].keys()
     assert "/me/overview" in merged["paths"]
+    # One scheme per credential: the services' identical bearer schemes are kept once.
+    schemes: set[str] = set()
+    for client in stack.direct.values():
+        own = (await client.get("/openapi.json")).json()
+        schemes |= own.get("components", {}).get("securitySchemes", {}).keys()
+    assert set(merged["components"].get("securitySchemes", {})) == schemes
     operation_ids = [
         operation["operationId"]
         for item in merged["paths"].values()

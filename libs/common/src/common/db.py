@@ -24,7 +24,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import (
 from common.settings import ServiceSettings
 
 if TYPE_CHECKING:  # the bus builds on this module, not the other way round
+    from redis.asyncio.client import Pipeline
+
     from common.bus.envelope import Envelope
     from common.bus.outbox import Outgoing
     from common.contracts import Message
@@ -87,6 +89,34 @@ def create_engine(
     )
 
 
+_DRIVER_KEY = "common.db.driver"
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under ``session``, inside the session's transaction.
+
+    The hot path's statements (the bus's inbox and outbox rows, each service's per-message
+    statements) run on it directly: asyncpg prepares each SQL text once per connection and
+    reuses it, and no SQLAlchemy compilation or result processing runs per call. They stay
+    in the unit of work's transaction: SQLAlchemy's asyncpg adapter starts the driver's
+    transaction only at its first statement, so it is started here if nothing ran yet.
+    The connection is cached in ``session.info`` for the rest of the transaction (keyed by
+    the transaction, so a session that commits and goes on never reuses a returned one).
+    """
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_DRIVER_KEY)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return cached[1]
+    connection = await session.connection()
+    adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    async with adapted._execute_mutex:
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+    driver = adapted.driver_connection
+    session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), driver)
+    return driver
+
+
 class Outbox(Protocol):
     """Where a unit of work's messages go (``common.bus.outbox.Outbox`` implements it)."""
 
@@ -102,6 +132,15 @@ class Outbox(Protocol):
 
     async def committed(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
         """The rows' transaction committed: send them now (or leave them to the sweeper)."""
+        ...
+
+    def stage(self, pipe: "Pipeline", rows: Sequence[tuple[int, "Outgoing"]]) -> bool:
+        """Queue committed rows' XADDs on ``pipe``, the caller's own round trip; False when
+        this outbox is not sending (its rows are then left to the sweeper)."""
+        ...
+
+    def staged_sent(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
+        """The pipe of :meth:`stage` went through: the rows are sent."""
         ...
 
 
@@ -121,6 +160,8 @@ class UnitOfWork:
         self._outbox = outbox
         self._outgoing: list[Outgoing] = []
         self._after_commit: list[AfterCommit] = []
+        self.committed: list[tuple[int, Outgoing]] = []
+        """The outbox rows this unit of work committed (set once it has)."""
 
     @property
     def session(self) -> AsyncSession:
@@ -219,8 +260,14 @@ class Database:
         self.outbox = outbox
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        """A unit of work: commit when the block succeeds, roll back when it raises."""
+    async def transaction(self, *, send: bool = True) -> AsyncIterator[UnitOfWork]:
+        """A unit of work: commit when the block succeeds, roll back when it raises.
+
+        ``send=False``: what it published is not sent after the commit but left in
+        ``uow.committed`` for the caller to send with its own Redis commands in one round
+        trip (the bus consumer sends them with its XACK, :meth:`Outbox.stage`); unsent, the
+        rows stay in the outbox table for the sweeper, as after any failed send.
+        """
         async with self.sessions() as session:
             uow = UnitOfWork(session, self.outbox)
             try:
@@ -229,7 +276,8 @@ class Database:
                     rows = await uow._write_outbox()
             finally:
                 uow._session = None
-            await uow._committed(rows)
+            uow.committed = rows
+            await uow._committed(rows if send else [])
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

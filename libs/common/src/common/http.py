@@ -221,7 +221,10 @@ def probes_router(tag: str) -> APIRouter:
         ]
         if failures:
             return problem_response(
-                503, "Not ready: " + ", ".join(failures), instance=request.url.path
+                503,
+                "Not ready: " + ", ".join(failures),
+                instance=request.url.path,
+                headers={"Retry-After": "1"},  # as every 503 (the document says so)
             )
         return Response(READY_BODY, media_type="application/json")
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common import openapi
 from common.docs import install_docs
 from common.errors import install_error_handlers
 from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
@@ -33,12 +34,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     publish_build_info(settings.service_name)
     app = FastAPI(
-        title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.proxy = Proxy(settings.trusted_proxies)
     app.state.merged_document = MergedDocument(settings.openapi_cache_seconds)
     install_error_handlers(app)
+    openapi.install(app)  # its own operations documented as every service's are
     app.add_middleware(ProxyMiddleware)
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
     app.add_middleware(RequestContextMiddleware)

@@ -112,7 +112,10 @@ def forwarded_headers(
         elif name not in HOP_BY_HOP and name not in REQUEST_SET_BY_GATEWAY:
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
     client = scope.get("client")
-    address = client_address(client[0] if client else None, forwarded_for, trusted)
+    peer = client[0] if client else None
+    # Without a forwarded header there is nothing to weigh: the peer is the client (and
+    # parsing its address on every request was 4% of the gateway's CPU in a profile).
+    address = client_address(peer, forwarded_for, trusted) if forwarded_for else peer or "unknown"
     request_id, correlation_id = scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
     headers.append(("x-forwarded-for", address))
     headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
@@ -143,6 +146,16 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+def _client_left(exc: BaseException) -> bool:
+    """aiohttp reports a failing request body as its own error, with ours as the cause."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientGone):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -179,6 +192,8 @@ class Proxy:
         except ClientGone:
             pass  # nobody to answer; leaving the block closed the upstream request
         except (aiohttp.ClientError, OSError) as exc:
+            if _client_left(exc):
+                return  # the client went away mid-upload: the service is not to blame
             # The connection broke after the request went out: the service may have acted
             # on it, so it is not retried; the client is told the answer was lost.
             upstream.breaker.failed()

@@ -171,3 +171,23 @@ async def test_breaker_opens_after_failures_and_lets_a_trial_through_later(loopb
                 assert time.monotonic() < deadline, "the breaker never let a trial through"
                 await asyncio.sleep(0.1)
             assert upstream_of_users.breaker.state == "closed"
+
+
+async def test_a_client_leaving_mid_upload_is_not_the_services_failure(front, upstream):
+    _, observed = upstream
+    _reader, writer = await asyncio.open_connection(*front.url.removeprefix("http://").split(":"))
+    writer.write(
+        b"POST /orders/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n\r\n"
+        + b"z" * 65536
+    )
+    await writer.drain()
+    deadline = time.monotonic() + 5
+    while not observed.body_chunks:  # the first chunk reached the service
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    writer.close()
+    breaker = front.app.state.upstreams["orders"].breaker
+    await asyncio.sleep(0.5)
+    assert breaker.failures == 0
+    async with httpx.AsyncClient(base_url=front.url) as client:
+        assert (await client.get("/orders/after")).status_code == 200

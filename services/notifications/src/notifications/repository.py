@@ -6,14 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Integer,
-    String,
-    Uuid,
     and_,
     case,
-    column,
     delete,
     extract,
     func,
@@ -24,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.db import driver_connection
 from notifications.models import Notification, Webhook, WebhookAttempt, WebhookDelivery
 
 CursorKey = tuple[datetime, uuid.UUID]
@@ -96,14 +91,15 @@ def _lock_key(user_id: uuid.UUID) -> int:
 
 
 # The notification's hot path in one round trip: the user's lock (taken first: the INSERT reads
-# from it), the insert unless its dedup key exists, and one pending delivery per webhook.
-_RECORD = text(
-    """
+# from it), the insert unless its dedup key exists, and one pending delivery per webhook. An
+# asyncpg prepared statement on the unit of work's connection (common.db.driver_connection):
+# it runs for every order outcome, so no SQLAlchemy compilation per call.
+_RECORD = """
     WITH locked AS (
-        SELECT pg_advisory_xact_lock(:namespace, :lock_key)
+        SELECT pg_advisory_xact_lock($1::int, $2::int)
     ), inserted AS (
         INSERT INTO notifications.notifications (id, user_id, kind, order_id, dedup_key, created_at)
-        SELECT :id, :user_id, :kind, :order_id, :dedup_key, clock_timestamp() FROM locked
+        SELECT $3::uuid, $4::uuid, $5::varchar, $6::uuid, $7::varchar, clock_timestamp() FROM locked
         ON CONFLICT (dedup_key) DO NOTHING
         RETURNING id, user_id, kind, order_id, dedup_key, read, created_at
     ), queued AS (
@@ -114,17 +110,7 @@ _RECORD = text(
         RETURNING 1
     )
     SELECT inserted.*, (SELECT count(*) FROM queued) AS queued FROM inserted
-    """
-).columns(
-    column("id", Uuid),
-    column("user_id", Uuid),
-    column("kind", String),
-    column("order_id", Uuid),
-    column("dedup_key", String),
-    column("read", Boolean),
-    column("created_at", DateTime(timezone=True)),
-    column("queued", Integer),
-)
+"""
 
 
 async def record_notification(
@@ -134,22 +120,19 @@ async def record_notification(
     :func:`lock_user`), and queue a delivery per webhook of the user: one statement.
     Returns the stored notification, whether this call inserted it, how many deliveries it
     queued."""
-    row = (
-        await session.execute(
-            _RECORD,
-            {
-                "namespace": _LOCK_NAMESPACE,
-                "lock_key": _lock_key(notification.user_id),
-                "id": notification.id,
-                "user_id": notification.user_id,
-                "kind": notification.kind,
-                "order_id": notification.order_id,
-                "dedup_key": notification.dedup_key,
-            },
-        )
-    ).one_or_none()
+    connection = await driver_connection(session)
+    row = await connection.fetchrow(
+        _RECORD,
+        _LOCK_NAMESPACE,
+        _lock_key(notification.user_id),
+        notification.id,
+        notification.user_id,
+        notification.kind,
+        notification.order_id,
+        notification.dedup_key,
+    )
     if row is not None:
-        values = dict(row._mapping)
+        values = dict(row)
         queued = int(values.pop("queued"))
         return Notification(**values), True, queued
     stored = await session.execute(

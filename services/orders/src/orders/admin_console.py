@@ -24,6 +24,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from common.contracts import SagaState, StepStatus
 from common.errors import NotFound
 from common.http import DatabaseDep, RedisDep
 from common.ratelimit import AUTH_LIMIT, READ_LIMIT, WRITE_LIMIT
@@ -40,7 +41,7 @@ from orders.admin_auth import (
     same_origin,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
-from orders.saga import OrderStatus, SagaState, StepStatus
+from orders.saga import OrderStatus
 from orders.settings import Settings
 
 logger = logging.getLogger(__name__)

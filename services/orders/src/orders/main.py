@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from common.http import create_service_app, serve
 from orders import admin_console, admin_router
 from orders.admin_auth import LoginRequired, login_redirect
+from orders.admission import backlog_lifespan
 from orders.models import outbox
 from orders.router import router
 from orders.settings import Settings
@@ -16,6 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="orders",
         routers=[router, admin_router.router, admin_console.router],
         outbox_table=outbox,
+        lifespan=backlog_lifespan,
     )
     app.add_exception_handler(LoginRequired, login_redirect)
     return app

@@ -1,41 +1,18 @@
 """Every query of the orders service."""
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.bus.statements import qualified
+from common.db import driver_connection
 from orders.models import Order, Saga, SagaStep
-
-
-async def insert_order(session: AsyncSession, order: Order) -> Order | None:
-    """Insert unless the user already used this idempotency key (then None).
-
-    One round trip: the inserted row comes back (RETURNING) as a loaded ORM object.
-    """
-    statement = (
-        insert(Order)
-        .values(
-            id=order.id,
-            user_id=order.user_id,
-            status=order.status,
-            total_cents=order.total_cents,
-            items=order.items,
-            idempotency_key=order.idempotency_key,
-            request_fingerprint=order.request_fingerprint,
-        )
-        .on_conflict_do_nothing(
-            index_elements=[Order.user_id, Order.idempotency_key],
-            index_where=Order.idempotency_key.is_not(None),
-        )
-        .returning(Order)
-    )
-    return (await session.scalars(statement)).one_or_none()
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -112,25 +89,73 @@ class SagaSnapshot:
     definition_version: int  # the saga definition it started on (orders.saga.DEFINITIONS)
 
 
-_SNAPSHOT = select(
-    _orders.c.id.label("order_id"),
-    _orders.c.user_id,
-    _orders.c.status,
-    _orders.c.total_cents,
-    _orders.c.rejection_reason,
-    _orders.c.created_at,
-    _sagas.c.state,
-    _sagas.c.version,
-    _sagas.c.attempt,
-    _sagas.c.deadline_at,
-    _sagas.c.correlation_id,
-    _sagas.c.definition_version,
-).join_from(_orders, _sagas, _sagas.c.order_id == _orders.c.id)
+# The statements below run on every order and every saga message: asyncpg prepared
+# statements on the unit of work's own connection (common.db.driver_connection), no
+# SQLAlchemy compilation per call. Their SQL is here, in one place, next to the models
+# that own the tables.
+
+_O = qualified(_orders)
+_S = qualified(_sagas)
+_T = qualified(_steps)
+
+_INSERT_ORDER = (
+    f"INSERT INTO {_O} (id, user_id, status, total_cents, items, idempotency_key, "  # noqa: S608 - names from models
+    "request_fingerprint) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) "
+    "ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    "RETURNING id, user_id, status, total_cents, items::text, rejection_reason, created_at, "
+    "updated_at"
+)
+_SNAPSHOT = (
+    "SELECT o.id AS order_id, o.user_id, o.status, o.total_cents, o.rejection_reason, "  # noqa: S608
+    "o.created_at, s.state, s.version, s.attempt, s.deadline_at, s.correlation_id, "
+    "s.definition_version "
+    f"FROM {_O} AS o JOIN {_S} AS s ON s.order_id = o.id WHERE o.id = $1"
+)
+_INSERT_SAGA = (
+    f"INSERT INTO {_S} (order_id, state, version, attempt, deadline_at, correlation_id, "  # noqa: S608
+    "definition_version) VALUES ($1, $2, 1, 0, $3, $4, $5)"
+)
+_TRANSITION = (
+    f"WITH moved AS (UPDATE {_S} SET state = $3, version = $2::int + 1, attempt = $4, "  # noqa: S608
+    "deadline_at = $5, updated_at = now() WHERE order_id = $1 AND version = $2 "
+    "RETURNING order_id) "
+    f"UPDATE {_O} SET status = $6, rejection_reason = $7, updated_at = now() "
+    "WHERE id = (SELECT order_id FROM moved) RETURNING id"
+)
+_INSERT_STEPS = (
+    f"INSERT INTO {_T} (order_id, name, status, detail, cause_id, message_id, message_type) "  # noqa: S608
+    "SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::varchar[], "
+    "$5::varchar[], $6::uuid[], $7::varchar[])"
+)
+
+
+async def insert_order(session: AsyncSession, order: Order) -> dict[str, Any] | None:
+    """Insert unless the user already used this idempotency key (then None).
+
+    One round trip: the inserted row comes back (RETURNING) as the columns of ``OrderOut``.
+    """
+    connection = await driver_connection(session)
+    row = await connection.fetchrow(
+        _INSERT_ORDER,
+        order.id,
+        order.user_id,
+        order.status,
+        order.total_cents,
+        json.dumps(order.items, separators=(",", ":")),
+        order.idempotency_key,
+        order.request_fingerprint,
+    )
+    if row is None:
+        return None
+    created = dict(row)
+    created["items"] = json.loads(created["items"])
+    return created
 
 
 async def get_saga_snapshot(session: AsyncSession, order_id: uuid.UUID) -> SagaSnapshot | None:
-    row = (await session.execute(_SNAPSHOT.where(_orders.c.id == order_id))).one_or_none()
-    return None if row is None else SagaSnapshot(**row._mapping)
+    connection = await driver_connection(session)
+    row = await connection.fetchrow(_SNAPSHOT, order_id)
+    return None if row is None else SagaSnapshot(**row)
 
 
 async def insert_saga(
@@ -142,16 +167,9 @@ async def insert_saga(
     correlation_id: str,
     definition_version: int,
 ) -> None:
-    await session.execute(
-        insert(_sagas).values(
-            order_id=order_id,
-            state=state,
-            version=1,
-            attempt=0,
-            deadline_at=deadline_at,
-            correlation_id=correlation_id,
-            definition_version=definition_version,
-        )
+    connection = await driver_connection(session)
+    await connection.execute(
+        _INSERT_SAGA, order_id, state, deadline_at, correlation_id, definition_version
     )
 
 
@@ -168,28 +186,36 @@ async def transition(
     """Move the saga and its order on, in one statement, if nobody did since ``current``
     was read (optimistic lock on the saga's version); False when somebody did: nothing is
     written, and the caller reads again and decides again."""
-    moved = (
-        update(_sagas)
-        .where(_sagas.c.order_id == current.order_id, _sagas.c.version == current.version)
-        .values(
-            state=state,
-            version=current.version + 1,
-            attempt=attempt,
-            deadline_at=deadline_at,
-            updated_at=func.now(),
-        )
-        .returning(_sagas.c.order_id)
-        .cte("moved")
+    connection = await driver_connection(session)
+    moved = await connection.fetchrow(
+        _TRANSITION,
+        current.order_id,
+        current.version,
+        state,
+        attempt,
+        deadline_at,
+        status,
+        rejection_reason,
     )
-    statement = (
-        update(_orders)
-        .where(_orders.c.id == select(moved.c.order_id).scalar_subquery())
-        .values(status=status, rejection_reason=rejection_reason, updated_at=func.now())
-        .returning(_orders.c.id)
-    )
-    return (await session.execute(statement)).first() is not None
+    return moved is not None
 
 
 async def insert_steps(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
-    if steps:
-        await session.execute(insert(_steps), steps)
+    if not steps:
+        return
+    connection = await driver_connection(session)
+    await connection.execute(
+        _INSERT_STEPS,
+        *(
+            [step[column] for step in steps]
+            for column in (
+                "order_id",
+                "name",
+                "status",
+                "detail",
+                "cause_id",
+                "message_id",
+                "message_type",
+            )
+        ),
+    )

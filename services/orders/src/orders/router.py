@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import StringConstraints
 
 from common.auth import CurrentUser
@@ -15,6 +15,7 @@ from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
 from common.types import Text
 from orders import service
+from orders.admission import admit_order
 from orders.schemas import OrderCreate, OrderOut, SagaOut
 from orders.settings import Settings
 
@@ -36,7 +37,10 @@ def _settings(request: Request) -> Settings:
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut, dependencies=[WRITE_LIMIT]
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OrderOut,
+    dependencies=[WRITE_LIMIT, Depends(admit_order)],
 )
 @raises(Conflict)  # the Idempotency-Key was used with another body
 @sends_location

@@ -45,8 +45,6 @@ from common.contracts import (
 )
 from common.contracts.inventory import StockChecked
 
-__all__ = ["SagaState", "StepName", "StepStatus"]  # re-exported: the saga's vocabulary
-
 
 class OrderStatus(StrEnum):
     PENDING = "PENDING"

@@ -26,13 +26,14 @@ from common.contracts import (
     ReserveCredit,
 )
 from common.contracts.inventory import CheckStock, StockLine
+from common.contracts.vocabulary import SagaState
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.logging import correlation_id_var, event_id_var
 from common.pagination import Page, build_page, decode_cursor
 from orders import repository, saga
 from orders.models import Order
-from orders.saga import Action, Decision, OrderStatus, SagaState
+from orders.saga import Action, Decision, OrderStatus
 from orders.schemas import OrderCreate, OrderOut, SagaOut, SagaStepOut
 from orders.settings import Settings
 
@@ -100,22 +101,22 @@ async def place_order(
     definition = saga.definition(settings.saga_definition_version)
     decision = saga.start(definition)
     current = repository.SagaSnapshot(
-        order_id=created.id,
-        user_id=created.user_id,
-        status=created.status,
-        total_cents=created.total_cents,
+        order_id=created["id"],
+        user_id=created["user_id"],
+        status=created["status"],
+        total_cents=created["total_cents"],
         rejection_reason=None,
-        created_at=created.created_at,
+        created_at=created["created_at"],
         state=decision.state,
         version=1,
         attempt=0,
         deadline_at=_deadline(settings, definition, decision),
-        correlation_id=correlation_id_var.get() or str(created.id),
+        correlation_id=correlation_id_var.get() or str(created["id"]),
         definition_version=definition.version,
     )
     await repository.insert_saga(
         session,
-        created.id,
+        created["id"],
         state=current.state,
         deadline_at=current.deadline_at,
         correlation_id=current.correlation_id,

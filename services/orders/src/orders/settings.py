@@ -18,7 +18,6 @@ class Settings(ServiceSettings):
 
     # How long the saga waits for each reply before it sends its request again (orders.saga).
     saga_credit_timeout_seconds: float = Field(default=30.0, gt=0)
-    saga_stock_timeout_seconds: float = Field(default=30.0, gt=0)  # definition version 2
     saga_release_timeout_seconds: float = Field(default=30.0, gt=0)
     saga_notification_timeout_seconds: float = Field(default=60.0, gt=0)
     # ReserveCredit is sent again this many times before the order is rejected (timeout);
@@ -27,12 +26,22 @@ class Settings(ServiceSettings):
     # Each re-send waits this much longer than the one before, up to the cap.
     saga_resend_backoff: float = Field(default=2.0, ge=1.0)
     saga_max_timeout_seconds: float = Field(default=600.0, gt=0)
+    # How long a version 2 saga waits for the stock check's reply (StockChecked) before it
+    # sends CheckStock again.
+    saga_stock_timeout_seconds: float = Field(default=30.0, gt=0)
     # The saga definition new orders start on (orders.saga.DEFINITIONS); a saga keeps the one
     # it started on until it settles. 2 adds the stock check (one more command and reply per
     # order, answered by an inventory service): switch only once every process knows it.
     saga_definition_version: int = 1
     # How often the worker looks for sagas past their deadline.
     saga_timer_interval_seconds: float = Field(default=0.5, gt=0)
+
+    # Admission (orders.admission): a new order is refused at once (503, Retry-After) while
+    # this many sagas are unsettled, so accepted orders keep a bounded latency instead of
+    # queueing behind the backlog (about the bound / the sustained rate). 0: no bound.
+    admission_max_pending_sagas: int = Field(default=50, ge=0)
+    # The backlog is counted at most this often (and only while orders arrive).
+    admission_refresh_seconds: float = Field(default=0.1, gt=0)
 
     # Operators of /admin (orders.admin_auth): "name:sha256hex,name:sha256hex". Only hashes are
     # configured; `make operator-token NAME=alice` prints a new token and its entry. Empty: no

@@ -262,6 +262,30 @@ async def test_the_timeline_shows_steps_message_ids_deadline_and_late_replies(
     assert missing.status_code == 404
 
 
+async def test_the_api_and_the_console_show_each_saga_s_definition_version(
+    client: httpx.AsyncClient, orders_db: Database, orders_settings: Settings
+):
+    old = await place(orders_db, orders_settings)
+    version_2 = orders_settings.model_copy(update={"saga_definition_version": 2})
+    new = await place(orders_db, version_2)
+    async with orders_db.transaction() as uow:  # a later release's worker handles the reply
+        await service.handle_event(uow, version_2, new, credit_reserved(new))
+
+    for order_id, version, waiting_for in ((old, 1, "reserve_credit"), (new, 2, "check_stock")):
+        timeline = (await client.get(f"/admin/sagas/{order_id}", headers=OPERATOR)).json()
+        assert (timeline["definition_version"], timeline["waiting_for"]) == (version, waiting_for)
+        assert timeline["compensable"]  # a PENDING order on a forward step
+
+    await client.post("/admin/login", data={"token": TOKEN})
+    page = await client.get(f"/admin/ui/sagas/{new}")
+    assert "waiting on <strong>check_stock</strong>" in page.text
+    assert "<dt>Definition</dt><dd>version 2</dd>" in page.text
+    listing = await client.get("/admin/", params={"state": "awaiting_stock"})
+    assert str(new) in listing.text
+    assert "<td>v2</td>" in listing.text
+    assert str(old) not in listing.text
+
+
 async def _on_stream(redis: Redis, stream: str, message_id: str) -> bool:
     for _, fields in await redis.xrange(stream) or []:
         if Envelope.from_fields(fields or {}).id == uuid.UUID(message_id):

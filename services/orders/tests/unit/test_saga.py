@@ -9,6 +9,7 @@ from common.contracts import (
     CreditReleased,
     CreditReserved,
     NotificationRecorded,
+    SagaState,
     StepName,
     StepStatus,
 )
@@ -23,7 +24,6 @@ from orders.saga import (
     OperatorActionRefused,
     OrderStatus,
     RetryRequested,
-    SagaState,
     Step,
     decide,
     start,

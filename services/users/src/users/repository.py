@@ -4,12 +4,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Table, bindparam, func, literal, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.bus.statements import qualified
+from common.db import driver_connection
 from users.models import CreditReservation, User
 
 
@@ -98,25 +100,29 @@ class CreditView:
     reservation: Reservation | None  # this order's, if it was answered before
 
 
-_LOCK_USER = select(_users.c.status, _users.c.credit_limit_cents).with_for_update()
-_reserved = (
-    select(func.coalesce(func.sum(_reservations.c.amount_cents), 0))
-    .where(_reservations.c.user_id == bindparam("user_id"), _reservations.c.status == "active")
-    .scalar_subquery()
-)
-_existing = _reservations.alias("existing")
+# The credit commands' statements, per ReserveCredit/ReleaseCredit message: asyncpg prepared
+# statements on the unit of work's own connection (common.db.driver_connection), no
+# SQLAlchemy compilation per call; their SQL in one place, next to the models.
+
+_U = qualified(_users)
+_R = qualified(_reservations)
+
+_LOCK_USER = f"SELECT status, credit_limit_cents FROM {_U} WHERE id = $1 FOR UPDATE"  # noqa: S608 - names from models
 # One row whether or not this order was answered before: the active total, and the answer.
-_RESERVED_AND_EXISTING = select(
-    _reserved.label("reserved_cents"),
-    _existing.c.user_id,
-    _existing.c.order_id,
-    _existing.c.amount_cents,
-    _existing.c.status,
-    _existing.c.rejection_reason,
-).select_from(
-    select(literal(1).label("one"))
-    .subquery("one")
-    .outerjoin(_existing, _existing.c.order_id == bindparam("order_id"))
+_RESERVED_AND_EXISTING = (
+    f"SELECT (SELECT coalesce(sum(amount_cents), 0) FROM {_R} "  # noqa: S608
+    "WHERE user_id = $1 AND status = 'active') AS reserved_cents, "
+    "e.user_id, e.order_id, e.amount_cents, e.status, e.rejection_reason "
+    f"FROM (SELECT 1) AS one LEFT OUTER JOIN {_R} AS e ON e.order_id = $2"
+)
+_INSERT_RESERVATION = (
+    f"INSERT INTO {_R} (id, user_id, order_id, amount_cents, status, rejection_reason, "  # noqa: S608
+    "released_at) VALUES ($1, $2, $3, $4, $5::varchar, $6, "
+    "CASE WHEN $5::varchar = 'released' THEN now() END)"
+)
+_RELEASE = (
+    f"UPDATE {_R} SET status = 'released', released_at = now() "  # noqa: S608
+    "WHERE order_id = $1 AND status = 'active'"
 )
 
 
@@ -132,37 +138,40 @@ async def lock_credit(
     would miss the reservation committed by the transaction it waited for (an overdraw,
     caught by the e2e test of 40 concurrent orders against credit for 10).
     """
-    user = (await session.execute(_LOCK_USER.where(_users.c.id == user_id))).one_or_none()
+    connection = await driver_connection(session)
+    user = await connection.fetchrow(_LOCK_USER, user_id)
     if user is None:
         return None
-    row = (
-        await session.execute(_RESERVED_AND_EXISTING, {"user_id": user_id, "order_id": order_id})
-    ).one()
+    row = await connection.fetchrow(_RESERVED_AND_EXISTING, user_id, order_id)
     reservation = (
-        Reservation(row.user_id, row.order_id, row.amount_cents, row.status, row.rejection_reason)
-        if row.order_id is not None
+        Reservation(
+            row["user_id"],
+            row["order_id"],
+            row["amount_cents"],
+            row["status"],
+            row["rejection_reason"],
+        )
+        if row["order_id"] is not None
         else None
     )
-    return CreditView(user.status, user.credit_limit_cents, row.reserved_cents, reservation)
+    return CreditView(
+        user["status"], user["credit_limit_cents"], int(row["reserved_cents"]), reservation
+    )
 
 
 async def insert_reservation(session: AsyncSession, reservation: Reservation) -> None:
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "user_id": reservation.user_id,
-        "order_id": reservation.order_id,
-        "amount_cents": reservation.amount_cents,
-        "status": reservation.status,
-        "rejection_reason": reservation.rejection_reason,
-    }
-    if reservation.status == "released":
-        values["released_at"] = func.now()
-    await session.execute(insert(_reservations).values(**values))
+    connection = await driver_connection(session)
+    await connection.execute(
+        _INSERT_RESERVATION,
+        uuid.uuid4(),
+        reservation.user_id,
+        reservation.order_id,
+        reservation.amount_cents,
+        reservation.status,
+        reservation.rejection_reason,
+    )
 
 
 async def release_reservation(session: AsyncSession, order_id: uuid.UUID) -> None:
-    await session.execute(
-        update(_reservations)
-        .where(_reservations.c.order_id == order_id, _reservations.c.status == "active")
-        .values(status="released", released_at=func.now())
-    )
+    connection = await driver_connection(session)
+    await connection.execute(_RELEASE, order_id)

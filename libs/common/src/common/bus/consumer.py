@@ -52,14 +52,16 @@ from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
 
-from common.bus import inbox, metrics
+from common.bus import metrics
 from common.bus.deadletters import dead_letter
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.held import RetryLater, hold, newer_than_known
+from common.bus.outbox import Outgoing
 from common.bus.periodic import Periodic
+from common.bus.statements import InboxStatements
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
-from common.db import Database, UnitOfWork
+from common.db import Database, UnitOfWork, driver_connection
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 from common.tracing import message_span
@@ -198,6 +200,8 @@ class Outcome:
     error: BaseException | None = None
     """dependency-down, stranded: the error seen."""
     duration_ms: float = 0.0
+    published: "Sequence[tuple[int, Outgoing]]" = ()
+    """handled: the outbox rows the handlers committed, sent with the XACK."""
 
 
 def _poison(message_type: str, attempts: int, reason: str, envelope: str) -> Outcome:
@@ -236,6 +240,7 @@ class Consumer:
         self.group = group
         self.consumer_name = consumer_name or settings.consumer_name
         self.inbox_table = inbox_table
+        self._inbox = InboxStatements(inbox_table)
         self.prefix = settings.bus_stream_prefix
         self.block_ms = settings.bus_block_ms
         self.batch_size = settings.bus_batch_size
@@ -570,9 +575,11 @@ class Consumer:
         """One unit of work for ``items``: the inbox rows and the handlers, one COMMIT."""
         started = time.perf_counter()
         try:
-            async with self.database.transaction() as uow:
-                first_time = await inbox.record_many(
-                    uow.session, self.inbox_table, [item.envelope.id for item in items], self.group
+            async with self.database.transaction(send=False) as uow:
+                first_time = await self._inbox.record(
+                    await driver_connection(uow.session),
+                    [item.envelope.id for item in items],
+                    self.group,
                 )
                 for item in items:
                     item.duplicate = item.duplicate or item.envelope.id not in first_time
@@ -586,7 +593,7 @@ class Consumer:
             return self._failure(exc)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         verdict = Verdict.DUPLICATE if all(item.duplicate for item in items) else Verdict.HANDLED
-        return Outcome(verdict, duration_ms=elapsed_ms)
+        return Outcome(verdict, duration_ms=elapsed_ms, published=tuple(uow.committed))
 
     @staticmethod
     def _failure(exc: Exception) -> "Outcome":
@@ -634,7 +641,7 @@ class Consumer:
         try:
             match outcome.verdict:
                 case Verdict.HANDLED | Verdict.DUPLICATE | Verdict.UNWANTED:
-                    await self._acknowledge(targets)
+                    await self._acknowledge(targets, outcome.published)
                     self._record_settled(targets, outcome)
                     return False
                 case Verdict.POISON:
@@ -703,19 +710,24 @@ class Consumer:
     def _retry_delay(self, retries: int) -> float:
         return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (max(1, retries) - 1))
 
-    async def _acknowledge(self, targets: Sequence["_Tracked"]) -> None:
-        """The one XACK: one command per stream, pipelined when the batch spans several."""
+    async def _acknowledge(
+        self, targets: Sequence["_Tracked"], published: Sequence[tuple[int, "Outgoing"]] = ()
+    ) -> None:
+        """The one XACK: one command per stream, in one round trip with the XADDs of what
+        the handlers published (XADDs first: an entry is never acknowledged before what its
+        handler published is on its way; rows not sent stay in the outbox for the sweeper).
+        """
         by_stream: dict[str, list[str]] = {}
         for target in targets:
             by_stream.setdefault(target.key, []).append(target.entry_id)
-        if len(by_stream) == 1:
-            [(key, entry_ids)] = by_stream.items()
-            await self.redis.xack(key, self.group, *entry_ids)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, entry_ids in by_stream.items():
-                pipe.xack(key, self.group, *entry_ids)
-            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        outbox = self.database.outbox
+        staged = outbox is not None and outbox.stage(pipe, published)
+        for key, entry_ids in by_stream.items():
+            pipe.xack(key, self.group, *entry_ids)
+        await pipe.execute()
+        if staged and outbox is not None:
+            outbox.staged_sent(published)
         for target in targets:
             target.settled = True
 

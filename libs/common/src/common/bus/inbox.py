@@ -47,20 +47,6 @@ async def record(session: AsyncSession, table: Table, message_id: uuid.UUID, gro
     return (await session.execute(statement)).first() is not None
 
 
-async def record_many(
-    session: AsyncSession, table: Table, message_ids: list[uuid.UUID], group: str
-) -> set[uuid.UUID]:
-    """Mark a batch of messages handled by ``group`` in one INSERT; the ids that were new
-    (the others were handled before: skip their handlers). Same guarantees as :func:`record`."""
-    statement = (
-        insert(table)
-        .values([{"message_id": message_id, "consumer_group": group} for message_id in message_ids])
-        .on_conflict_do_nothing()
-        .returning(table.c.message_id)
-    )
-    return set((await session.execute(statement)).scalars().all())
-
-
 async def prune(session: AsyncSession, table: Table, *, older_than: timedelta) -> int:
     """Forget handled messages older than ``older_than`` (a worker timer can call this).
 

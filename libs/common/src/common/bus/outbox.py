@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -35,13 +36,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    Text,
     Uuid,
-    bindparam,
-    cast,
     delete,
     func,
-    insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -49,9 +46,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import metrics
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
+from common.bus.statements import OutboxStatements
 from common.bus.streams import stream_key
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, driver_connection
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 
@@ -128,16 +126,7 @@ class Outbox:
         self.sweep_grace = timedelta(seconds=settings.outbox_sweep_grace_seconds)
         self.delete_delay_seconds = settings.outbox_delete_delay_seconds
         self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
-        # The envelope goes in as the JSON text made once for XADD, cast by Postgres.
-        self._insert = (
-            insert(table)
-            .values(
-                message_id=bindparam("message_id"),
-                stream=bindparam("stream"),
-                envelope=cast(bindparam("envelope_json", type_=Text), JSONB),
-            )
-            .returning(table.c.id, sort_by_parameter_order=True)
-        )
+        self._statements = OutboxStatements(table)
         self._database: Database | None = None
         self._sent: list[int] = []  # sent from memory, their rows not deleted yet
         self._wake = asyncio.Event()
@@ -158,17 +147,31 @@ class Outbox:
 
     async def write(self, session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[int]:
         """One INSERT for all the unit of work's messages; their row ids, in order."""
-        rows = [
-            {"message_id": item.envelope.id, "stream": item.stream, "envelope_json": item.json}
-            for item in outgoing
-        ]
-        return list((await session.execute(self._insert, rows)).scalars().all())
+        return await self._statements.write(
+            await driver_connection(session),
+            [item.envelope.id for item in outgoing],
+            [item.stream for item in outgoing],
+            [item.json for item in outgoing],
+        )
 
     async def committed(self, rows: Sequence[tuple[int, Outgoing]]) -> None:
         """Send committed rows now, from memory; the sweeper takes them if this fails."""
         if not self.sending:
             return
         await self._xadd((item.stream, item.json) for _, item in rows)
+        self.staged_sent(rows)
+
+    def stage(self, pipe: Pipeline, rows: Sequence[tuple[int, Outgoing]]) -> bool:
+        """Queue committed rows' XADDs on the caller's pipeline (one round trip with its own
+        commands, e.g. the consumer's XACK); False when not sending: the sweeper takes them."""
+        if not self.sending or not rows:
+            return False
+        for _, item in rows:
+            pipe.xadd(item.stream, {ENVELOPE_FIELD: item.json})
+        return True
+
+    def staged_sent(self, rows: Sequence[tuple[int, Outgoing]]) -> None:
+        """The staged XADDs went through: count them, delete their rows soon."""
         for _, item in rows:
             metrics.PUBLISHED.labels(item.stream, item.envelope.type).inc()
         self._sent.extend(row_id for row_id, _ in rows)
@@ -253,7 +256,7 @@ class Outbox:
             return 0
         try:
             async with self._db().transaction() as uow:
-                await uow.session.execute(delete(self.table).where(self.table.c.id.in_(ids)))
+                await self._statements.delete_ids(await driver_connection(uow.session), ids)
         except Exception:
             self._sent.extend(ids)  # next pass; at worst the sweeper sends them again
             raise

@@ -1,0 +1,68 @@
+"""The bus's own hot-path SQL, run as asyncpg prepared statements (common.db.driver_connection).
+
+Every message costs an inbox row on the consuming side and an outbox row (later deleted) on
+the publishing side. Written once here, as plain SQL over arrays so that one prepared
+statement serves any batch size; SQLAlchemy's :class:`~sqlalchemy.Table` objects stay the
+source of the table names (and of migrations). When a table's shape changes (e.g. the inbox
+partitioned by time), this is the one module to adapt.
+"""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+
+
+def qualified(table: Table) -> str:
+    """``"schema"."name"`` of a table, quoted."""
+    if table.schema:
+        return f'"{table.schema}"."{table.name}"'
+    return f'"{table.name}"'
+
+
+class InboxStatements:
+    """Record a batch of message ids as handled by a group: the ids that were new."""
+
+    def __init__(self, table: Table) -> None:
+        self.record_many = (
+            f"INSERT INTO {qualified(table)} (message_id, consumer_group) "
+            "SELECT unnest($1::uuid[]), $2::varchar "
+            "ON CONFLICT DO NOTHING RETURNING message_id"
+        )
+
+    async def record(
+        self, connection: Any, message_ids: Sequence[uuid.UUID], group: str
+    ) -> set[uuid.UUID]:
+        rows = await connection.fetch(self.record_many, list(message_ids), group)
+        return {uuid.UUID(bytes=row[0].bytes) for row in rows}
+
+
+class OutboxStatements:
+    """Insert a unit of work's outbox rows; delete sent rows by id."""
+
+    def __init__(self, table: Table) -> None:
+        name = qualified(table)
+        self.insert = (
+            f"INSERT INTO {name} (message_id, stream, envelope) "  # noqa: S608 - names from models
+            "SELECT m, s, e::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, s, e) "
+            "RETURNING id, message_id"
+        )
+        self.delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"  # noqa: S608 - ditto
+
+    async def write(
+        self,
+        connection: Any,
+        message_ids: Sequence[uuid.UUID],
+        streams: Sequence[str],
+        envelopes: Sequence[str],
+    ) -> list[int]:
+        """The new rows' ids, in the order of ``message_ids``."""
+        rows = await connection.fetch(
+            self.insert, list(message_ids), list(streams), list(envelopes)
+        )
+        by_message = {uuid.UUID(bytes=row[1].bytes): int(row[0]) for row in rows}
+        return [by_message[message_id] for message_id in message_ids]
+
+    async def delete_ids(self, connection: Any, ids: Sequence[int]) -> None:
+        await connection.execute(self.delete, list(ids))

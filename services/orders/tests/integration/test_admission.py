@@ -1,0 +1,79 @@
+"""Past the saga backlog bound, POST /orders is refused at once: 503 with Retry-After."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from common.auth import create_session
+from common.db import Database
+from common.testing.plugin import asgi_client
+from orders.main import create_app
+from orders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ORDER = {"items": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 100}]}
+
+
+async def pending_sagas(database: Database) -> int:
+    async with database.session() as session:
+        query = text("SELECT count(*) FROM orders.sagas WHERE deadline_at IS NOT NULL")
+        return int((await session.execute(query)).scalar_one())
+
+
+@pytest.fixture
+async def bounded_client(
+    orders_settings: Settings, orders_db: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    """No worker runs here, so every saga stays unsettled: room for exactly two orders.
+    The gauge is read at start and not again during the test (a long refresh interval)."""
+    settings = orders_settings.model_copy(
+        update={
+            "admission_max_pending_sagas": await pending_sagas(orders_db) + 2,
+            "admission_refresh_seconds": 600.0,
+        }
+    )
+    async with asgi_client(create_app(settings)) as client:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            issued = await create_session(redis, uuid.uuid4(), 600)
+        finally:
+            await redis.aclose()
+        client.headers["Authorization"] = f"Bearer {issued.token}"
+        yield client
+
+
+async def test_orders_past_the_backlog_bound_are_refused_at_once(
+    bounded_client: httpx.AsyncClient, orders_db: Database
+):
+    before = await pending_sagas(orders_db)
+    for _ in range(2):
+        accepted = await bounded_client.post("/orders", json=ORDER)
+        assert accepted.status_code == 202, accepted.text
+
+    refused = await bounded_client.post("/orders", json=ORDER)
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert await pending_sagas(orders_db) == before + 2  # the refused one started nothing
+
+
+async def test_without_a_bound_every_order_is_admitted(
+    orders_settings: Settings, orders_db: Database
+):
+    settings = orders_settings.model_copy(update={"admission_max_pending_sagas": 0})
+    async with asgi_client(create_app(settings)) as client:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            issued = await create_session(redis, uuid.uuid4(), 600)
+        finally:
+            await redis.aclose()
+        client.headers["Authorization"] = f"Bearer {issued.token}"
+        for _ in range(3):
+            response = await client.post("/orders", json=ORDER)
+            assert response.status_code == 202, response.text
