@@ -18,6 +18,9 @@ E2E_PORT_BASE ?= 18000
 E2E_WORKER_PORT_BASE ?= 19000
 E2E_DB_NAME ?= app_e2e
 E2E_REDIS_DB ?= 14
+# make unit runs its tests in this many processes (pytest-xdist), each on its own database,
+# Redis database (TEST_REDIS_DB minus its index) and ports; 1 runs them in one.
+UNIT_WORKERS ?= 2
 # make soak's private stack and infra: next to make test's (+50), so both can run at once.
 SOAK_SECONDS ?= 180
 SOAK_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+50)))
@@ -133,8 +136,8 @@ lint: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## ruff, import-linte
 typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
-unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
-	@$(RUN) pytest libs services tests/release tests/upgrade
+unit: sync ## unit and integration tests (real Postgres and Redis, throwaway databases), UNIT_WORKERS=2 processes
+	@$(RUN) pytest -n $(UNIT_WORKERS) --dist loadfile libs services tests/release tests/upgrade
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).

@@ -243,6 +243,23 @@ ensure_operator() {
   export ORDERS_OPERATOR_TOKENS
 }
 
+# Every stack encrypts webhook signing secrets with a key made once per checkout and stack, kept
+# in $RUN_DIR/webhook-secret-key (mode 600): the services refuse to start without a key, and
+# one in the repository would be everyone's. NOTIFICATIONS_WEBHOOK_SECRET_KEY set by the caller
+# wins. Run before every verb: compose requires the variable whatever it is asked to do.
+ensure_webhook_key() {
+  local file=$RUN_DIR/webhook-secret-key
+  if [[ -z ${NOTIFICATIONS_WEBHOOK_SECRET_KEY:-} ]]; then
+    if [[ ! -s $file ]]; then
+      mkdir -p "$RUN_DIR"
+      # A Fernet key: urlsafe base64 of 32 random bytes.
+      (umask 077 && head -c 32 /dev/urandom | base64 | tr '+/' '-_' >"$file")
+    fi
+    NOTIFICATIONS_WEBHOOK_SECRET_KEY=$(<"$file")
+  fi
+  export NOTIFICATIONS_WEBHOOK_SECRET_KEY
+}
+
 print_urls() {
   local service
   printf '  %-14s http://127.0.0.1:%s  (docs: /docs; the one address clients need)\n' \
@@ -359,6 +376,7 @@ in_orders_api() { "${COMPOSE[@]}" exec -T orders-api "$@"; }
 
 command=${1:-}
 shift || true
+ensure_webhook_key
 case "$(mode):$command" in
   docker:up)      up_docker ;;
   docker:down)    down_docker ;;

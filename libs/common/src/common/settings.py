@@ -52,6 +52,14 @@ class ServiceSettings(BaseSettings):
     worker_port: int = Field(default=9000, ge=1, le=65535)
     # Requests one API process serves at once; beyond, a 503 with Retry-After (load shedding).
     http_max_in_flight: int = Field(default=64, ge=1, le=100_000)
+    # Edge limits (common.edge), before parsing, auth and load shedding: a body over this is
+    # a 413; a body or the headers not arrived within their deadline is a 408.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Streaming responses (SSE) open at once in one process; they hold no load-shedding slot,
+    # and one more is a 503 with Retry-After.
+    http_max_streams: int = Field(default=256, ge=1, le=100_000)
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     consumer_name: str = Field(default_factory=socket.gethostname)
