@@ -279,6 +279,11 @@ async def _check(name: str, probe: Awaitable[Any]) -> str | None:
     return None
 
 
+def draining(settings: ServiceSettings) -> bool:
+    """Is a rollout draining this process (its ``drain_file`` exists; see the settings)?"""
+    return bool(settings.drain_file) and os.path.exists(settings.drain_file)
+
+
 def probes_router(tag: str) -> APIRouter:
     """``tag``: the service's name, so the probes' operation ids (``users_healthz``) stay
     unique in the gateway's merged document."""
@@ -290,8 +295,7 @@ def probes_router(tag: str) -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
-        drain_file = request.app.state.settings.drain_file
-        if drain_file and os.path.exists(drain_file):  # noqa: ASYNC240 - one stat, no I/O wait
+        if draining(request.app.state.settings):
             return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure

@@ -15,6 +15,7 @@ from common.docs import install_docs
 from common.errors import install_error_handlers
 from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
 from common.tracing import instrument_app
+from common.version import publish_build_info
 from gateway.proxy import Proxy, ProxyMiddleware
 from gateway.router import router
 from gateway.service import MergedDocument
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.upstreams = upstreams
             yield
 
+    publish_build_info(settings.service_name)
     app = FastAPI(
         title="gateway",
         lifespan=lifespan,

@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.errors import Unauthorized
+from common.errors import Problem, Unauthorized
+from common.http import draining
 from common.openapi import BEARER, raises
+from common.version import VERSION
 from gateway import service
 from gateway.proxy import forwarded_headers
 from gateway.schemas import Overview
@@ -53,12 +55,17 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The gateway serves; each upstream's breaker")
+@raises(503)  # draining
 async def readyz(request: Request) -> dict[str, Any]:
     """Ready as soon as it serves: a service down behind it is that service's routes' 503,
-    not a reason to take the whole front door out of rotation."""
+    not a reason to take the whole front door out of rotation. Not ready while a rollout
+    drains it (its drain file exists); the body names the release (``version``)."""
+    if draining(request.app.state.settings):
+        raise Problem("Not ready: draining", status=503)
     upstreams = request.app.state.upstreams
     return {
         "status": "ready",
+        "version": VERSION,
         "upstreams": {name: upstream.breaker.state for name, upstream in upstreams.items()},
     }
 
