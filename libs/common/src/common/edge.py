@@ -15,8 +15,10 @@ unread cannot be skipped safely, and a dropped connection tells a client nothing
 
 :class:`EdgeLimitsMiddleware` is plain ASGI and reads the body before the app sees the
 request, so the load-shedding slot behind it is taken only once the body has arrived: a
-stalled upload holds a connection and a small buffer, never a slot. A gateway mounts the same
-class in front of its own app.
+stalled upload holds a connection and a small buffer, never a slot. A gateway, which must
+stream bodies on rather than buffer them, mounts the same class with ``stream_body=True``: the
+body then flows to the app as it arrives, counted and timed on the way; past a limit the app
+is told the client left (it abandons its upstream request) and the client gets the 413 or 408.
 """
 
 import asyncio
@@ -47,10 +49,12 @@ class EdgeLimitsMiddleware:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         body_timeout_seconds: float = 10.0,
+        stream_body: bool = False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
+        self.stream_body = stream_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +63,9 @@ class EdgeLimitsMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
+            return
+        if self.stream_body:
+            await self._streaming(scope, receive, send)
             return
         try:
             async with asyncio.timeout(self.body_timeout_seconds):
@@ -77,6 +84,53 @@ class EdgeLimitsMiddleware:
         if disconnected:
             return  # nobody is left to answer
         await self.app(scope, _replay(body, receive), send)
+
+    async def _streaming(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The body passed on as it arrives, counted and timed; past a limit the app sees a
+        disconnect and, if it has not answered yet, the client gets the 413 or 408."""
+        owed: list[int] = []  # the status owed to the client once a limit is passed
+        answered = False
+        complete = False
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
+
+        async def counted() -> Message:
+            nonlocal size, complete
+            if owed:
+                return {"type": "http.disconnect"}
+            if complete:  # after the body only a disconnect can come, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                owed.append(408)
+                return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_body_bytes:
+                    owed.append(413)
+                    return {"type": "http.disconnect"}
+                complete = not message.get("more_body", False)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, watched)
+        if not owed or answered:
+            return
+        if owed[0] == 413:
+            await self._too_large(scope, receive, send)
+            return
+        await problem_response(
+            408,
+            f"The request body did not arrive within {self.body_timeout_seconds:g} s.",
+            instance=scope["path"],
+            headers=CLOSE,
+        )(scope, receive, send)
 
     async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
         """The whole body (None past the limit) and whether the client went away."""

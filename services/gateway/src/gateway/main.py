@@ -12,8 +12,9 @@ from fastapi import FastAPI
 
 from common import openapi
 from common.docs import install_docs
+from common.edge import EdgeLimitsMiddleware
 from common.errors import install_error_handlers
-from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
+from common.http import LoadShedMiddleware, RequestContextMiddleware, edge_limits, serve
 from common.tracing import instrument_app
 from common.version import publish_build_info
 from gateway.proxy import Proxy, ProxyMiddleware
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)  # its own operations documented as every service's are
     app.add_middleware(ProxyMiddleware)
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    # The edge limits apply here first (413, 408), on the body as it streams through.
+    app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings), stream_body=True)
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(router)
