@@ -21,6 +21,8 @@ E2E_REDIS_DB ?= 14
 # make unit runs its tests in this many processes (pytest-xdist), each on its own database,
 # Redis database (TEST_REDIS_DB minus its index) and ports; 1 runs them in one.
 UNIT_WORKERS ?= 2
+# What make e2e-stack runs against its private stack (a file or a test id narrows it).
+E2E_TESTS ?= tests/e2e
 # make soak's private stack and infra: next to make test's (+50), so both can run at once.
 SOAK_SECONDS ?= 180
 SOAK_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+50)))
@@ -160,9 +162,9 @@ k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and 
 e2e: sync clients ## tests/e2e against a stack that is already up (GATEWAY_URL; USERS_URL, ORDERS_URL, NOTIFICATIONS_URL for drills)
 	@$(RUN) pytest tests/e2e
 
-e2e-stack: sync clients ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after
+e2e-stack: sync clients ## own Postgres + Redis + stack, tests/e2e (drills included), invariants; all removed after (E2E_TESTS=... for a part)
 	@$(E2E_ENV) $(INFRA) run -- \
-	  $(call with_stack,$(RUN) pytest tests/e2e && $(STACK_SH) check-invariants)
+	  $(call with_stack,$(RUN) pytest $(E2E_TESTS) && $(STACK_SH) check-invariants)
 
 soak: sync ## minutes of mixed load with a fault every 15 s on a private stack (SOAK_SECONDS=180)
 	@$(SOAK_ENV) $(INFRA) run -- \

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import Table
@@ -159,14 +160,22 @@ class LoadShedMiddleware:
 
     A request that took a stream slot (:data:`STREAM_SLOT`) gives its in-flight slot back as
     soon as its response starts: an open event stream costs a connection and a task, not one
-    of the slots every short request needs. Its stream slot is released when it ends.
+    of the slots every short request needs. Its stream slot is released when it ends. The
+    routes whose paths are ``stream_paths`` (those that take :data:`STREAM_SLOT`, found by
+    :func:`create_service_app`) never take an in-flight slot at all: a burst of streams being
+    opened must not fill the slots short requests need; the stream cap bounds them instead.
     """
 
     def __init__(
-        self, app: ASGIApp, max_in_flight: int = 64, capacity: Capacity | None = None
+        self,
+        app: ASGIApp,
+        max_in_flight: int = 64,
+        capacity: Capacity | None = None,
+        stream_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.capacity = capacity or Capacity(max_in_flight, max_streams=max_in_flight)
+        self.stream_paths = stream_paths
 
     @property
     def in_flight(self) -> int:
@@ -177,6 +186,13 @@ class LoadShedMiddleware:
             await self.app(scope, receive, send)
             return
         capacity = self.capacity
+        if scope["path"] in self.stream_paths:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if scope.get(STREAM_KEY):
+                    capacity.streams -= 1
+            return
         if capacity.in_flight >= capacity.max_in_flight:
             await _at_capacity(scope, "The service is at capacity; retry shortly.")(
                 scope, receive, send
@@ -235,6 +251,18 @@ async def stream_slot(request: Request) -> None:
 
 
 STREAM_SLOT = Depends(stream_slot)
+
+
+def stream_paths(routers: Sequence[APIRouter]) -> frozenset[str]:
+    """The paths of the routes that take :data:`STREAM_SLOT` (their streams are bounded by
+    the stream cap, not by the load-shedding slots)."""
+    return frozenset(
+        route.path
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and any(dependency.dependency is stream_slot for dependency in route.dependencies)
+    )
 
 
 def edge_limits(settings: ServiceSettings) -> dict[str, Any]:
@@ -387,7 +415,7 @@ def create_service_app(
     HTTP_STREAMS_OPEN.set_function(lambda: capacity.streams)
     # Added last, so outermost: a shed or refused request still gets its X-Request-ID; the
     # edge limits come before load shedding, so a slot is taken only once the body is in.
-    app.add_middleware(LoadShedMiddleware, capacity=capacity)
+    app.add_middleware(LoadShedMiddleware, capacity=capacity, stream_paths=stream_paths(routers))
     app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)

@@ -20,7 +20,7 @@ and one type keeps every signature of the code base unchanged.
 
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -50,15 +50,22 @@ def create_redis(settings: ServiceSettings) -> Redis:
     """A client whose every call has a timeout, so a stuck Redis never hangs a request."""
     if settings.redis_cluster_nodes:
         return create_cluster(settings)
-    return Redis.from_url(
+    # A blocking pool: past redis_max_connections a command waits (up to the timeout) for a
+    # connection to come back, where the default pool would fail at once; a burst of
+    # requests (streams being opened) must queue for a moment, not answer 503.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
         **retry_options(),
     )
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # closed with the client, as from_url's is
+    return client
 
 
 def create_cluster(settings: ServiceSettings) -> Redis:

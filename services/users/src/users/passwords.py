@@ -1,9 +1,11 @@
 """Argon2id password hashing, off the event loop (a hash takes tens of milliseconds).
 
 A hash is the most expensive thing a client can ask of this service, and sign-up and login
-ask it of anyone. So at most ``hashes_in_flight`` run at once in a process; one more is a
-503 with ``Retry-After`` at once (rather than a queue of threads that would take both cores
-and every other request's latency with them). An unknown email is checked against a dummy
+ask it of anyone. So at most ``password_hashes_in_flight`` run at once in a process (rather
+than a thread per request, which would take every core and every other request's latency
+with them); a few more (``password_hashes_queued``) wait for a turn, at most
+``password_hash_wait_seconds``, so that a burst of honest sign-ups succeeds; past that a
+request is a 503 with ``Retry-After`` at once. An unknown email is checked against a dummy
 hash, so it costs the same as a wrong password and timing does not tell which emails exist.
 """
 
@@ -37,8 +39,10 @@ class Passwords:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
-        self.max_in_flight = settings.password_hashes_in_flight
-        self.in_flight = 0
+        self._running = asyncio.Semaphore(settings.password_hashes_in_flight)
+        self.max_waiting = settings.password_hashes_queued
+        self.wait_seconds = settings.password_hash_wait_seconds
+        self.waiting = 0
         # Verified against when the email is unknown, so both cases take the same time.
         self._dummy_hash = self._hasher.hash("not-a-real-password")
 
@@ -59,10 +63,24 @@ class Passwords:
         return password_hash is not None and matches
 
     async def _bounded(self, work: Callable[[str], T], argument: str) -> T:
-        if self.in_flight >= self.max_in_flight:
-            raise HashingBusy()
-        self.in_flight += 1
+        await self._take_a_turn()
         try:
             return await asyncio.to_thread(work, argument)
         finally:
-            self.in_flight -= 1
+            self._running.release()
+
+    async def _take_a_turn(self) -> None:
+        """A running slot now, or after a bounded wait in a bounded queue; else 503."""
+        if not self._running.locked():
+            await self._running.acquire()  # free: taken without waiting
+            return
+        if self.waiting >= self.max_waiting:
+            raise HashingBusy()
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await self._running.acquire()
+        except TimeoutError:
+            raise HashingBusy() from None
+        finally:
+            self.waiting -= 1

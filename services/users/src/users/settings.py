@@ -16,8 +16,12 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
-    # Password hashes running at once in one process; one more is a 503 with Retry-After.
-    password_hashes_in_flight: int = Field(default=4, ge=1, le=1000)
+    # Password hashes running at once in one process (a hash takes a core for tens of ms),
+    # and how many more may wait for a turn, for at most how long; past that, a 503 with
+    # Retry-After at once (users.passwords).
+    password_hashes_in_flight: int = Field(default=2, ge=1, le=1000)
+    password_hashes_queued: int = Field(default=32, ge=0, le=10_000)
+    password_hash_wait_seconds: float = Field(default=2.0, gt=0)
     # Failed logins per email within the window; beyond, a 429 until the window ends
     # (counted before any hash is spent, whoever sends them).
     login_failures_per_email: int = Field(default=10, ge=1)

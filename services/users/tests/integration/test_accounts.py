@@ -141,7 +141,11 @@ async def test_hashes_in_flight_are_bounded_and_unknown_emails_cost_one(
 ):
     """Defect 8 too: with the only slot taken, checking an unknown email is refused like
     any other check, so it runs the hasher (before, it answered False at once)."""
-    passwords = Passwords(users_settings.model_copy(update={"password_hashes_in_flight": 1}))
+    passwords = Passwords(
+        users_settings.model_copy(
+            update={"password_hashes_in_flight": 1, "password_hashes_queued": 0}
+        )
+    )
     first = asyncio.create_task(passwords.hash("a password"))
     await asyncio.sleep(0)  # the first hash has taken the slot
     with pytest.raises(HashingBusy) as busy:
@@ -151,6 +155,21 @@ async def test_hashes_in_flight_are_bounded_and_unknown_emails_cost_one(
     stored = await first
     assert await passwords.verify(stored, "a password")
     assert not await passwords.verify(None, "a password")
+
+
+async def test_a_burst_of_hashes_waits_its_turn_in_a_bounded_queue(users_settings: Settings):
+    """Honest concurrent sign-ups queue briefly and all succeed; past the queue, 503 at once."""
+    passwords = Passwords(
+        users_settings.model_copy(
+            update={"password_hashes_in_flight": 1, "password_hashes_queued": 3}
+        )
+    )
+    burst = [asyncio.create_task(passwords.hash(f"password {n}")) for n in range(4)]
+    await asyncio.sleep(0)  # one runs, three wait: the queue is full
+    with pytest.raises(HashingBusy):
+        await passwords.hash("one too many")
+    hashes = await asyncio.gather(*burst)
+    assert len(set(hashes)) == 4
 
 
 async def test_a_credit_limit_must_be_a_json_integer(users_client: httpx.AsyncClient):
