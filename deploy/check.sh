@@ -15,6 +15,9 @@
 #             Dockerfile of every service (the service is a build argument); no other may appear
 #   compose   deploy/compose.yaml against the compose specification's JSON schema, plus references
 #
+# The reference checks no tool does are scripts/deploy_checks.py (tested in tests/deploy);
+# this script runs the tools and that module, and reports.
+#
 # One line per check, PASS or FAIL (a failure's log follows it), then "deploy-check: N passed, M
 # failed". Exit status 0 when every check passed, 1 otherwise, 2 on a usage error.
 #
