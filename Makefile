@@ -18,6 +18,9 @@ E2E_PORT_BASE ?= 18000
 E2E_WORKER_PORT_BASE ?= 19000
 E2E_DB_NAME ?= app_e2e
 E2E_REDIS_DB ?= 14
+# make unit runs its tests in this many processes (pytest-xdist), each on its own database,
+# Redis database (TEST_REDIS_DB minus its index) and ports; 1 runs them in one.
+UNIT_WORKERS ?= 2
 # make soak's private stack and infra: next to make test's (+50), so both can run at once.
 SOAK_SECONDS ?= 180
 SOAK_PORT_BASE ?= $(shell echo $$(($(E2E_PORT_BASE)+50)))
@@ -44,7 +47,7 @@ INFRA := $(RUN) python scripts/infra.py
 # the infra goes away.
 with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
-.PHONY: help sync up down ps logs migrate kill stop start check-invariants dead-letters \
+.PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
 	replay-dead-letters release operator-token events settings-doc clients test check lint typecheck \
 	unit asyncapi-check e2e e2e-stack \
 	k8s-check bench soak upgrade-drill \
@@ -84,6 +87,9 @@ start: ## start one stopped process, e.g. make start NAME=users-worker
 
 check-invariants: sync ## reservations equal approved orders; no saga past its deadline
 	@$(STACK_SH) check-invariants
+
+db-status: sync ## partitioned tables: partitions, days ahead, rows in default (docs/partitioning.md)
+	@$(STACK_SH) db-status
 
 dead-letters: sync ## list the bus's dead letters
 	@$(STACK_SH) dead-letters list
@@ -133,8 +139,8 @@ lint: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## ruff, import-linte
 typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
-unit: sync ## unit and integration tests (real Postgres and Redis, throwaway database)
-	@$(RUN) pytest libs services tests/release tests/upgrade
+unit: sync ## unit and integration tests (real Postgres and Redis, throwaway databases), UNIT_WORKERS=2 processes
+	@$(RUN) pytest -n $(UNIT_WORKERS) --dist loadfile libs services tests/release tests/upgrade
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).

@@ -29,7 +29,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from bench import gateway, histograms, procs, stacklogs, wrk
+from bench import gateway, histograms, preload, procs, stacklogs, wrk
 from bench.loadgen import quantiles_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +119,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--only", choices=("read", "saga"), help="measure one part (memory is always reported)"
     )
+    parser.add_argument(
+        "--preload-orders", type=int, default=0, help="first COPY N orders of history (preload.py)"
+    )
     args = parser.parse_args(argv)
+    if args.preload_orders:
+        log(preload.report(asyncio.run(preload.preload(args.dsn, args.preload_orders, months=6))))
     return Config(
         users_url=f"http://127.0.0.1:{args.port_base + 1}",
         orders_url=f"http://127.0.0.1:{args.port_base + 2}",

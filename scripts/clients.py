@@ -6,8 +6,9 @@ each document into a package under ``clients/`` (git-ignored, excluded from ruff
 it only to check the code that uses it). tests/e2e drives orders through them and asserts on
 their typed error objects.
 
-The documents come from the apps themselves (no stack needed). When the gateway serves one
-merged document, :data:`SOURCES` becomes ``{"api_client": gateway_document}``: one line.
+The documents come from the apps themselves (no stack needed): the gateway's merged
+document, built by the gateway's own merge from the four apps' documents, into one package
+``api_client``; :data:`SOURCES` can name one package per service instead (one line).
 
 Usage: python scripts/clients.py [OUTPUT_DIR]
 """
@@ -20,6 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
+from gateway.main import create_app as gateway_app
+from gateway.openapi import merge_documents
 from notifications.main import create_app as notifications_app
 from orders.main import create_app as orders_app
 from users.main import create_app as users_app
@@ -39,7 +44,22 @@ def _service_documents() -> dict[str, Document]:
     }
 
 
-SOURCES: dict[str, Document] = _service_documents()
+def _gateway_document() -> dict[str, Document]:
+    """The one document clients see through the gateway: ``api_client``."""
+    services: dict[str, Callable[[], FastAPI]] = {
+        "users": users_app,
+        "orders": orders_app,
+        "notifications": notifications_app,
+    }
+
+    def merged() -> dict[str, Any]:
+        documents = {name: app().openapi() for name, app in services.items()}
+        return merge_documents(gateway_app().openapi(), documents)
+
+    return {"api_client": merged}
+
+
+SOURCES: dict[str, Document] = _gateway_document()  # or _service_documents()
 
 
 def generate(package: str, document: dict[str, Any], output: Path) -> None:

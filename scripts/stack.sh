@@ -243,6 +243,23 @@ ensure_operator() {
   export ORDERS_OPERATOR_TOKENS
 }
 
+# Every stack encrypts webhook signing secrets with a key made once per checkout and stack, kept
+# in $RUN_DIR/webhook-secret-key (mode 600): the services refuse to start without a key, and
+# one in the repository would be everyone's. NOTIFICATIONS_WEBHOOK_SECRET_KEY set by the caller
+# wins. Run before every verb: compose requires the variable whatever it is asked to do.
+ensure_webhook_key() {
+  local file=$RUN_DIR/webhook-secret-key
+  if [[ -z ${NOTIFICATIONS_WEBHOOK_SECRET_KEY:-} ]]; then
+    if [[ ! -s $file ]]; then
+      mkdir -p "$RUN_DIR"
+      # A Fernet key: urlsafe base64 of 32 random bytes.
+      (umask 077 && head -c 32 /dev/urandom | base64 | tr '+/' '-_' >"$file")
+    fi
+    NOTIFICATIONS_WEBHOOK_SECRET_KEY=$(<"$file")
+  fi
+  export NOTIFICATIONS_WEBHOOK_SECRET_KEY
+}
+
 print_urls() {
   local service
   printf '  %-14s http://127.0.0.1:%s  (docs: /docs; the one address clients need)\n' \
@@ -359,6 +376,7 @@ in_orders_api() { "${COMPOSE[@]}" exec -T orders-api "$@"; }
 
 command=${1:-}
 shift || true
+ensure_webhook_key
 case "$(mode):$command" in
   docker:up)      up_docker ;;
   docker:down)    down_docker ;;
@@ -373,6 +391,9 @@ case "$(mode):$command" in
   docker:start)   load_compose_env; docker start "$(container_of "${1:-}")" >/dev/null && say "started $1" ;;
   docker:stop)    load_compose_env; "${COMPOSE[@]}" stop "${1:?NAME=<process>}" ;;
   docker:urls)    urls ;;
+  docker:db-status)
+    load_compose_env
+    in_orders_api sh -c 'exec python -m common.partition_maintenance "$ORDERS_DATABASE_URL"' ;;
   docker:check-invariants)
     load_compose_env
     in_orders_api sh -c 'exec python - "$ORDERS_DATABASE_URL"' <scripts/check_invariants.py ;;
@@ -397,8 +418,9 @@ case "$(mode):$command" in
   local:stop)     ctl stop "${1:?NAME=<process>}" ;;  # graceful: SIGTERM, in-flight work finishes
   local:urls)     urls ;;
   *:check-invariants) "$VENV/bin/python" scripts/check_invariants.py "$DATABASE_URL" ;;
+  *:db-status) "$VENV/bin/python" -m common.partition_maintenance "$DATABASE_URL" ;;
   *:dead-letters)
     if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then "$VENV/bin/python" -m common.bus --cluster-nodes "$REDIS_CLUSTER_NODES" "$@"
     else "$VENV/bin/python" -m common.bus --redis-url "$REDIS_URL" "$@"; fi ;;
-  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|dead-letters list|replay|urls" ;;
+  *) die "usage: stack.sh up|down|ps|logs|migrate|kill NAME|stop NAME|start NAME|check-invariants|db-status|dead-letters list|replay|urls" ;;
 esac

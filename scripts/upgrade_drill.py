@@ -51,7 +51,7 @@ LOAD_AFTER_SECONDS = 8.0
 SETTLE_TIMEOUT_SECONDS = 90.0
 OLD_SUITES = ("tests/e2e/test_users.py", "tests/e2e/test_orders.py")
 SUITE_TIMEOUT_SECONDS = 240
-STEP_TIMEOUT_SECONDS = 120
+STEP_TIMEOUT_SECONDS = 300  # a stack.sh verb (the old `up` migrates and waits 60 s itself)
 READY_TIMEOUT_SECONDS = 180  # cold starts of 12 processes on a busy 2-core machine
 UNSETTLED = ("PENDING", "CANCELLING")
 
@@ -62,16 +62,18 @@ class Figures:
 
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     connection_errors: list[str] = field(default_factory=list)
+    timeouts: list[str] = field(default_factory=list)
     orders: list[tuple[str, str]] = field(default_factory=list)  # (order id, customer token)
 
     @property
     def requests(self) -> int:
-        return sum(self.statuses.values()) + len(self.connection_errors)
+        return sum(self.statuses.values()) + len(self.connection_errors) + len(self.timeouts)
 
     def summary(self) -> str:
         return (
             f"{self.requests} requests, {dict(sorted(self.statuses.items()))}, "
-            f"{len(self.connection_errors)} connection errors, {len(self.orders)} orders"
+            f"{len(self.connection_errors)} connection errors, {len(self.timeouts)} timeouts, "
+            f"{len(self.orders)} orders"
         )
 
     @property
@@ -197,6 +199,9 @@ class Load:
     async def call(self, method: str, target: str, **kwargs: object) -> httpx.Response | None:
         try:
             response = await self.client.request(method, target, **kwargs)  # type: ignore[arg-type]
+        except httpx.TimeoutException as exc:  # no answer in time: a failure, but not a drop
+            self.figures.timeouts.append(f"{method} {target}: {exc!r}")
+            return None
         except httpx.HTTPError as exc:
             self.figures.connection_errors.append(f"{method} {target}: {exc!r}")
             return None
@@ -320,6 +325,10 @@ async def drill(old: Path) -> int:
         problems.append(f"unexpected statuses {figures.unexpected}")
     if figures.connection_errors:
         problems.append(f"{len(figures.connection_errors)} connection errors")
+    if figures.timeouts:
+        problems.append(
+            f"{len(figures.timeouts)} requests unanswered in {REQUEST_TIMEOUT_SECONDS}s"
+        )
     print("\n==> upgrade drill figures")
     print(f"  duration            {time.monotonic() - began:.1f}s")
     print(f"  requests            {figures.requests}")
@@ -327,6 +336,9 @@ async def drill(old: Path) -> int:
     print(f"  connection errors   {len(figures.connection_errors)}")
     for error in figures.connection_errors[:10]:
         print(f"    {error}")
+    print(
+        f"  timeouts            {len(figures.timeouts)} (no answer in {REQUEST_TIMEOUT_SECONDS}s)"
+    )
     print(f"  orders placed       {len(figures.orders)} (sagas left open: {unsettled})")
     for line in timeline:
         print(f"  {line}")

@@ -1,4 +1,5 @@
-"""Each running service answers only what its /openapi.json declares.
+"""Each running service, and the gateway in front of them, answers only what its
+/openapi.json declares (the gateway's: the merged document, every service's operations).
 
 Schemathesis loads every service's document from the running stack and sends generated
 requests (valid and, on purpose, invalid ones) to every operation over HTTP: an answer whose
@@ -18,7 +19,7 @@ import pytest
 from common.openapi import BEARER, OPERATOR
 from common.testing.openapi import assert_no_server_errors, openapi_schema_from_url
 
-from .conftest import NOTIFICATIONS_URL, ORDERS_URL, ROOT, USERS_URL, Stack, sign_up
+from .conftest import GATEWAY_URL, NOTIFICATIONS_URL, ORDERS_URL, ROOT, USERS_URL, Stack, sign_up
 
 MAX_EXAMPLES = int(os.environ.get("E2E_PROPERTY_MAX_EXAMPLES", "8"))
 # The live stream's 200 never ends; a webhook's URL is resolved by DNS (random hosts: slow).
@@ -33,7 +34,7 @@ def operator_token() -> str | None:
     return kept.read_text().strip() if kept.exists() else None
 
 
-@pytest.mark.parametrize("base_url", [USERS_URL, ORDERS_URL, NOTIFICATIONS_URL])
+@pytest.mark.parametrize("base_url", [USERS_URL, ORDERS_URL, NOTIFICATIONS_URL, GATEWAY_URL])
 async def test_every_answer_is_one_the_document_declares(stack: Stack, base_url: str):
     customer = await sign_up(stack)
     tokens = {BEARER: customer.token}

@@ -7,6 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from common.testing.cluster import free_port_run
+from common.testing.plugin import worker_port
 from common.testing.servers import (
     PostgresServer,
     RedisServer,
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_private_postgres_starts_keeps_its_data_across_a_restart_and_stops() -> None:
-    port = free_port_run(17300, 1)
+    port = free_port_run(worker_port(17400), 1)
     server = PostgresServer(private_directory("test-pg") / "pg", port)
     server.initialise()
     server.start()
@@ -40,7 +41,7 @@ async def test_a_private_postgres_starts_keeps_its_data_across_a_restart_and_sto
 
 
 async def test_a_private_redis_comes_back_empty_after_a_restart() -> None:
-    port = free_port_run(17320, 1)
+    port = free_port_run(worker_port(17440), 1)
     server = RedisServer(private_directory("test-redis"), port)
     server.start()
     try:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -70,6 +71,7 @@ async def notifications_settings(redis_target: RedisTarget) -> Settings:
         stream_resync_seconds=0,
         stream_retry_ms=100,
         webhook_allow_private_targets=True,
+        webhook_secret_key=Fernet.generate_key().decode(),
         webhook_dns_timeout_seconds=1.0,
         webhook_timeout_seconds=2.0,
         webhook_max_attempts=5,

@@ -28,6 +28,7 @@ from common.openapi import BEARER, raises
 from common.redis import publish, pubsub_namespace
 
 SESSION_KEY_PREFIX = "session:"
+SESSION_INDEX_PREFIX = "sessions:"
 REVOCATION_CHANNEL_PREFIX = "auth:revoked:"
 USER_SCOPE_KEY = "common.auth.user"
 
@@ -57,6 +58,13 @@ def session_key(user_id: UUID, token_hash: str) -> str:
     return f"{SESSION_KEY_PREFIX}{{{user_id}}}:{token_hash}"
 
 
+def session_index_key(user_id: UUID) -> str:
+    """The set of a user's token hashes (same hash tag as the sessions): what "sign out
+    everywhere" and a password change find the sessions by. It lives as long as the newest
+    session; hashes of expired sessions in it are harmless (their keys are gone)."""
+    return f"{SESSION_INDEX_PREFIX}{{{user_id}}}"
+
+
 def claimed_user(token: str) -> AuthenticatedUser | None:
     """Who the token says it belongs to, not yet checked against its session (None: not a
     token this system issues)."""
@@ -72,7 +80,14 @@ def claimed_user(token: str) -> AuthenticatedUser | None:
 
 async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> IssuedSession:
     token = f"{user_id}.{secrets.token_urlsafe(32)}"
-    await redis.set(session_key(user_id, hash_token(token)), str(user_id), ex=ttl_seconds)
+    token_hash = hash_token(token)
+    index = session_index_key(user_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(session_key(user_id, token_hash), str(user_id), ex=ttl_seconds)
+        pipe.sadd(index, token_hash)
+        pipe.expire(index, ttl_seconds, gt=True)
+        pipe.expire(index, ttl_seconds, nx=True)
+        await pipe.execute()
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
     return IssuedSession(token=token, user_id=user_id, expires_at=expires_at)
 
@@ -89,7 +104,28 @@ async def revoke_session(redis: Redis, user: AuthenticatedUser) -> None:
     Two round trips, not a pipeline: on a cluster the key and the channel are on different
     shards, and the key must be gone before anyone acts on the announcement."""
     await redis.delete(user.session_key)
+    await redis.srem(session_index_key(user.id), user.token_hash)
     await publish(redis, revocation_channel(redis), user.token_hash)
+
+
+async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None = None) -> int:
+    """End every session of the user but the one whose token hash is ``keep``: their keys
+    go at once (every later request is a 401, in every service), then each revocation is
+    announced as :func:`revoke_session` does. Returns how many were ended."""
+    index = session_index_key(user_id)
+    hashes = [
+        value.decode() if isinstance(value, bytes) else str(value)
+        for value in await redis.smembers(index)
+    ]
+    ended = [token_hash for token_hash in hashes if token_hash != keep]
+    if not ended:
+        return 0
+    await redis.delete(*(session_key(user_id, token_hash) for token_hash in ended))
+    await redis.srem(index, *ended)
+    channel = revocation_channel(redis)
+    for token_hash in ended:
+        await publish(redis, channel, token_hash)
+    return len(ended)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +28,8 @@ from common import openapi
 from common.bus import Outbox
 from common.db import Database, create_engine
 from common.docs import install_docs
-from common.errors import REQUEST_ID_SCOPE_KEY, install_error_handlers, problem_response
+from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
+from common.errors import REQUEST_ID_SCOPE_KEY, Problem, install_error_handlers, problem_response
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
@@ -51,6 +52,10 @@ HTTP_LATENCY = Histogram(
 HTTP_SHED = Counter(
     "http_requests_shed_total", "Requests refused with a 503 because the process was at capacity"
 )
+HTTP_IN_FLIGHT = Gauge(
+    "http_requests_in_flight", "Requests holding a load-shedding slot (streams excluded)"
+)
+HTTP_STREAMS_OPEN = Gauge("http_streams_open", "Streaming responses open (SSE)")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REQUEST_ID_HEADER = "x-request-id"
 CORRELATION_ID_HEADER = "x-correlation-id"
@@ -127,6 +132,23 @@ class RequestContextMiddleware:
             correlation_id_var.reset(correlation_token)
 
 
+class Capacity:
+    """What one process serves at once: ``max_in_flight`` requests (load shedding) and, apart
+    from them, ``max_streams`` open streaming responses. Shared by :class:`LoadShedMiddleware`
+    and the :data:`STREAM_SLOT` dependency (``app.state.capacity``)."""
+
+    def __init__(self, max_in_flight: int, max_streams: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_streams = max_streams
+        self.in_flight = 0
+        self.streams = 0
+
+
+def _at_capacity(scope: Scope, detail: str) -> Response:
+    HTTP_SHED.inc()
+    return problem_response(503, detail, instance=scope["path"], headers={"Retry-After": "1"})
+
+
 class LoadShedMiddleware:
     """Past capacity, answer at once: 503 with ``Retry-After`` instead of a growing queue.
 
@@ -134,32 +156,95 @@ class LoadShedMiddleware:
     overload, requests beyond that would queue for the event loop and the database pool, and
     every accepted order would slow to seconds; refused at the door, they cost almost
     nothing and the client knows to come back, while accepted ones keep a bounded latency.
+
+    A request that took a stream slot (:data:`STREAM_SLOT`) gives its in-flight slot back as
+    soon as its response starts: an open event stream costs a connection and a task, not one
+    of the slots every short request needs. Its stream slot is released when it ends.
     """
 
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_in_flight: int = 64, capacity: Capacity | None = None
+    ) -> None:
         self.app = app
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
+        self.capacity = capacity or Capacity(max_in_flight, max_streams=max_in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        return self.capacity.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
-            HTTP_SHED.inc()
-            response = problem_response(
-                503,
-                "The service is at capacity; retry shortly.",
-                instance=scope["path"],
-                headers={"Retry-After": "1"},
+        capacity = self.capacity
+        if capacity.in_flight >= capacity.max_in_flight:
+            await _at_capacity(scope, "The service is at capacity; retry shortly.")(
+                scope, receive, send
             )
-            await response(scope, receive, send)
             return
-        self.in_flight += 1
+        capacity.in_flight += 1
+        holding = True
+
+        async def send_releasing_streams(message: Message) -> None:
+            nonlocal holding
+            if holding and message["type"] == "http.response.start":
+                if not scope.get(STREAM_KEY) and _is_event_stream(message):
+                    # A stream no STREAM_SLOT counted (a proxied one, in a gateway): counted
+                    # now, past the cap's check; it still gives its slot back.
+                    capacity.streams += 1
+                    scope[STREAM_KEY] = True
+                if scope.get(STREAM_KEY):
+                    holding = False
+                    capacity.in_flight -= 1
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_releasing_streams)
         finally:
-            self.in_flight -= 1
+            if holding:
+                capacity.in_flight -= 1
+            if scope.get(STREAM_KEY):
+                capacity.streams -= 1
+
+
+def _is_event_stream(message: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+        for name, value in message.get("headers", [])
+    )
+
+
+STREAM_KEY = "common.http.stream"
+
+
+async def stream_slot(request: Request) -> None:
+    """Route dependency of a streaming response: one of the process's ``http_max_streams``
+    stream slots (503 with ``Retry-After`` when all are taken), held until the response
+    ends; the request's load-shedding slot is given back when the response starts."""
+    capacity: Capacity = request.app.state.capacity
+    if request.scope.get(STREAM_KEY):
+        return
+    if capacity.streams >= capacity.max_streams:
+        raise Problem(
+            f"This process already serves {capacity.max_streams} open streams; retry shortly.",
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    capacity.streams += 1
+    request.scope[STREAM_KEY] = True
+
+
+STREAM_SLOT = Depends(stream_slot)
+
+
+def edge_limits(settings: ServiceSettings) -> dict[str, Any]:
+    """The options of :class:`common.edge.EdgeLimitsMiddleware` from ``settings``:
+    ``app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))``, in a service (done
+    by :func:`create_service_app`) or a gateway. The header deadline is :func:`serve`'s."""
+    return {
+        "max_body_bytes": settings.http_max_body_bytes,
+        "body_timeout_seconds": settings.http_body_timeout_seconds,
+    }
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
@@ -194,6 +279,11 @@ async def _check(name: str, probe: Awaitable[Any]) -> str | None:
     return None
 
 
+def draining(settings: ServiceSettings) -> bool:
+    """Is a rollout draining this process (its ``drain_file`` exists; see the settings)?"""
+    return bool(settings.drain_file) and os.path.exists(settings.drain_file)
+
+
 def probes_router(tag: str) -> APIRouter:
     """``tag``: the service's name, so the probes' operation ids (``users_healthz``) stay
     unique in the gateway's merged document."""
@@ -205,8 +295,7 @@ def probes_router(tag: str) -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
-        drain_file = request.app.state.settings.drain_file
-        if drain_file and os.path.exists(drain_file):  # noqa: ASYNC240 - one stat, no I/O wait
+        if draining(request.app.state.settings):
             return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure
@@ -217,7 +306,10 @@ def probes_router(tag: str) -> APIRouter:
         ]
         if failures:
             return problem_response(
-                503, "Not ready: " + ", ".join(failures), instance=request.url.path
+                503,
+                "Not ready: " + ", ".join(failures),
+                instance=request.url.path,
+                headers={"Retry-After": "1"},  # as every 503 (the document says so)
             )
         return Response(READY_BODY, media_type="application/json")
 
@@ -289,8 +381,14 @@ def create_service_app(
             service=settings.service_name,
             seconds=settings.replica_stick_seconds,
         )
-    # Added last, so outermost of the two: a shed request still gets its X-Request-ID.
-    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
+    app.state.capacity = capacity
+    HTTP_IN_FLIGHT.set_function(lambda: capacity.in_flight)  # the process's app: one per process
+    HTTP_STREAMS_OPEN.set_function(lambda: capacity.streams)
+    # Added last, so outermost: a shed or refused request still gets its X-Request-ID; the
+    # edge limits come before load shedding, so a slot is taken only once the body is in.
+    app.add_middleware(LoadShedMiddleware, capacity=capacity)
+    app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(probes_router(settings.service_name))
@@ -338,4 +436,6 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
+        # The request line and headers within a deadline (common.edge), or a 408.
+        http=header_deadline_protocol(settings.http_header_timeout_seconds),
     )

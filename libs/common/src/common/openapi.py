@@ -184,11 +184,15 @@ def route_security(route: RouteContext) -> list[str]:
     return sorted(scheme for scheme in schemes if scheme)
 
 
+# Required where always sent, so schemathesis' header check proves it is (a missing
+# Retry-After on a 503 fails the property tests).
 _RETRY_AFTER = {
+    "required": True,
     "description": "Seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 0},
 }
 _REQUEST_ID = {
+    "required": True,
     "description": "The request's id (the client's X-Request-ID if it sent a valid one)",
     "schema": {"type": "string"},
 }
@@ -234,6 +238,7 @@ def _document_operation(operation: dict[str, Any], route: RouteContext) -> None:
         response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
         if getattr(route.endpoint, _LOCATION_ATTRIBUTE, False) and code.startswith("2"):
             response["headers"]["Location"] = {
+                "required": True,
                 "description": "The created resource",
                 "schema": {"type": "string", "format": "uri-reference"},
             }

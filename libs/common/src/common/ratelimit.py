@@ -252,17 +252,34 @@ def _is_trusted(address: IPAddress, trusted: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in trusted)
 
 
+def address_bucket(address: str) -> str:
+    """What an address is counted as: itself for IPv4, its /64 for IPv6 (one host usually
+    holds a whole /64, so counting per full address would give it 2^64 buckets)."""
+    parsed = _parse_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return address
+
+
 def _request_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
     peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
+    return address_bucket(client_address(peer, request.headers.getlist("x-forwarded-for"), trusted))
 
 
-def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency: ``dependencies=[Depends(rate_limit("write"))]``."""
+def rate_limit(group: str, *, by_address: bool = False) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: ``dependencies=[Depends(rate_limit("write"))]``. ``by_address``:
+    always counted per client address, whatever token comes with the request (sign-up and
+    login: a token must not buy a fresh bucket of password hashes)."""
 
     @raises(TooManyRequests)
     async def limited(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
+        if by_address:
+            if limiter.enabled:
+                await limiter.check(
+                    group, f"addr:{_request_address(request, limiter.trusted_proxies)}"
+                )
+            return
         if USER_SCOPE_KEY not in request.scope and await _counted_caller(request, group):
             return
         if not limiter.enabled:
@@ -308,6 +325,6 @@ async def _counted_caller(
     return found
 
 
-AUTH_LIMIT = Depends(rate_limit("auth"))
+AUTH_LIMIT = Depends(rate_limit("auth", by_address=True))
 READ_LIMIT = Depends(rate_limit("read"))
 WRITE_LIMIT = Depends(rate_limit("write"))

@@ -7,7 +7,7 @@ settings of all three without collisions.
 
 import ipaddress
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,6 +52,14 @@ class ServiceSettings(BaseSettings):
     worker_port: int = Field(default=9000, ge=1, le=65535)
     # Requests one API process serves at once; beyond, a 503 with Retry-After (load shedding).
     http_max_in_flight: int = Field(default=64, ge=1, le=100_000)
+    # Edge limits (common.edge), before parsing, auth and load shedding: a body over this is
+    # a 413; a body or the headers not arrived within their deadline is a 408.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Streaming responses (SSE) open at once in one process; they hold no load-shedding slot,
+    # and one more is a 503 with Retry-After.
+    http_max_streams: int = Field(default=256, ge=1, le=100_000)
     log_level: str = "INFO"
     session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     consumer_name: str = Field(default_factory=socket.gethostname)
@@ -78,6 +86,16 @@ class ServiceSettings(BaseSettings):
     # Handled message ids are kept this long (far beyond any redelivery), then pruned.
     inbox_retention_hours: float = Field(default=7 * 24, gt=0)
     inbox_prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    # How often the worker maintains its time-partitioned tables (docs/partitioning.md).
+    partition_maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # Days of partitions created ahead of now (a default partition catches anything beyond).
+    partition_ahead_days: int = Field(default=14, ge=2, le=400)
+    # Per table name, the grid of new partitions: {"saga_steps": "day"} ("day" or "month").
+    partition_intervals: dict[str, Literal["day", "month"]] = Field(default_factory=dict)
+    # Per table name, days kept before a partition is dropped: {"saga_steps": 90}. The
+    # inbox's is inbox_retention_hours, rounded up to days.
+    partition_retention_days: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_sweep_interval_seconds: float = Field(default=1.0, gt=0)
     # Rows are sent from memory right after their commit; the sweeper takes only rows older

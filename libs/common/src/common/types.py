@@ -21,7 +21,7 @@ schema reads as before and its OpenAPI document keeps the limits.
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Strict
 from pydantic_core import PydanticCustomError
 
 LINE_BREAKS_AND_TAB = frozenset("\t\n\r")
@@ -74,3 +74,8 @@ def _refuse_if_text(value: object) -> object:
 TextFirst = BeforeValidator(_refuse_if_text)
 """For a string type with its own validator (``Annotated[EmailStr, TextFirst]``): the same
 check as :data:`Text`, run first, so the 422 says the same thing for every field."""
+
+
+Integer = Annotated[int, Strict()]
+"""A whole number as JSON writes one: ``true`` is not 1 and ``"3"`` or ``3.0`` not 3 (a 422
+naming the field). Lax parsing would take a boolean as a quantity."""

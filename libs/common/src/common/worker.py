@@ -47,11 +47,14 @@ from sqlalchemy import Table
 
 from common.bus import inbox
 from common.bus.consumer import Consumer, Handlers
+from common.bus.inbox import partitioned as partitioned_inbox
 from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
 from common.db import Database, create_engine
 from common.logging import configure_logging
+from common.partition_maintenance import PartitionMaintainer, configured
+from common.partitions import PartitionedTable
 from common.redis import create_redis
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing
@@ -101,6 +104,9 @@ class WorkerSpec:
     outbox_table: Table | None = None
     timers: Sequence[Timer] = ()
     long_running: Sequence[LongRunning] = ()
+    # The schema's time-partitioned tables, the inbox's included (common.partitions): the
+    # worker creates partitions ahead and drops those past retention (one replica at a time).
+    partitioned: Sequence[PartitionedTable] = ()
 
 
 def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
@@ -139,12 +145,23 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         settings=settings,
     )
     trimmer = StreamTrimmer(redis, consumer.streams, settings=settings)
+    maintainer = PartitionMaintainer(
+        database.engine,
+        configured(
+            [partitioned_inbox(spec.inbox_table, retention_days=1), *spec.partitioned], settings
+        ),
+    )
     background = [
         Periodic("trim-streams", settings.stream_trim_interval_seconds, trimmer.trim_all),
         Periodic(
-            f"prune-{spec.inbox_table.fullname}",
+            f"prune-legacy-{spec.inbox_table.fullname}",
             settings.inbox_prune_interval_seconds,
             _pruner(spec.inbox_table, context),
+        ),
+        Periodic(
+            f"partitions-{spec.inbox_table.schema}",
+            settings.partition_maintenance_interval_seconds,
+            maintainer.run,
         ),
         *(Periodic(t.name, t.interval_seconds, _bind(t, context)) for t in spec.timers),
     ]
@@ -186,12 +203,13 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
 
 
 def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None]]:
-    """Keep the inbox from growing for ever: forget what was handled long ago."""
+    """The previous release's inbox rows (its partition alone: the others are dropped whole
+    by the partition maintenance) are forgotten by a DELETE, while there are any."""
     retention = timedelta(hours=context.settings.inbox_retention_hours)
 
     async def prune() -> None:
         async with context.database.transaction() as uow:
-            removed = await inbox.prune(uow.session, table, older_than=retention)
+            removed = await inbox.prune_legacy(uow.session, table, older_than=retention)
         if removed:
             logger.info("inbox pruned", extra={"table": table.fullname, "removed": removed})
 

@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 from sqlalchemy import BigInteger, Column, String, Table, text
 
 from common.bus import Outbox, add_inbox_table, add_outbox_table
+from common.bus.inbox import legacy_partition_sql, partitioned
 from common.db import Database, create_engine, schema_metadata
+from common.partitions import create_default_sql
 from common.settings import ServiceSettings
 
 from .harness import Harness
@@ -39,6 +41,12 @@ async def bus_database(database_url: str, redis_url: str) -> AsyncIterator[Datab
     async with database.engine.begin() as connection:
         await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         await connection.run_sync(metadata.create_all)
+        # The inbox is partitioned: the previous release's partition and a default one.
+        for statement in [
+            *legacy_partition_sql(inbox),
+            create_default_sql(partitioned(inbox, retention_days=7)),
+        ]:
+            await connection.execute(text(statement))
     yield database
     await database.dispose()
 

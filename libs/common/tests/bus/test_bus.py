@@ -202,7 +202,9 @@ async def test_an_effect_committed_but_not_acked_is_not_repeated(h: Harness) -> 
     await h.read(h.group, "dead-1")
     # dead-1 ran the handler and committed, then died before XACK.
     async with h.database.transaction() as uow:
-        assert await bus.inbox.record(uow.session, h.inbox, envelope.id, h.group)
+        assert await bus.inbox.record(
+            uow.session, h.inbox, envelope.id, envelope.occurred_at, h.group
+        )
         await uow.session.execute(h.effects.insert().values(key="k1"))
 
     await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=50)

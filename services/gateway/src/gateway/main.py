@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common import openapi
 from common.docs import install_docs
+from common.edge import EdgeLimitsMiddleware
 from common.errors import install_error_handlers
-from common.http import LoadShedMiddleware, RequestContextMiddleware, serve
+from common.http import LoadShedMiddleware, RequestContextMiddleware, edge_limits, serve
 from common.tracing import instrument_app
+from common.version import publish_build_info
 from gateway.proxy import Proxy, ProxyMiddleware
 from gateway.router import router
 from gateway.service import MergedDocument
@@ -30,15 +33,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.upstreams = upstreams
             yield
 
+    publish_build_info(settings.service_name)
     app = FastAPI(
-        title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.proxy = Proxy(settings.trusted_proxies)
     app.state.merged_document = MergedDocument(settings.openapi_cache_seconds)
     install_error_handlers(app)
+    openapi.install(app)  # its own operations documented as every service's are
     app.add_middleware(ProxyMiddleware)
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    # The edge limits apply here first (413, 408), on the body as it streams through.
+    app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings), stream_body=True)
     app.add_middleware(RequestContextMiddleware)
     instrument_app(app)
     app.include_router(router)

@@ -4,15 +4,19 @@ Paths keep their operations intact (operation ids, security, responses); each se
 operations carry their tags, and a service's operation without a tag gets the service's name.
 Components that are identical across documents are kept once; a component that differs
 under the same name is renamed ``<Service><Name>`` in that service's part, with every
-reference to it. Security schemes of the same name and kind are one scheme.
+reference to it. Security schemes of the same name and kind are one scheme. A proxied operation also
+declares the gateway's own answer when its service does not answer in time (504; a service
+down is a 503, which every operation already declares).
 """
 
 import copy
 from typing import Any
 
+from common.openapi import problem_response
 from gateway.upstreams import ROUTES
 
 Document = dict[str, Any]
+GATEWAY_STATUSES = (504,)
 REF_PREFIX = "#/components/"
 
 
@@ -111,6 +115,9 @@ def _add(merged: Document, source: str, document: Document, own_paths: bool) -> 
             if isinstance(operation, dict) and "responses" in operation:
                 operation.setdefault("tags", [source])
                 _rename_security(operation, renames)
+                if not own_paths:
+                    for status in GATEWAY_STATUSES:
+                        operation["responses"].setdefault(str(status), problem_response(status))
         merged["paths"][path] = item
     known = {tag["name"] for tag in merged["tags"]}
     for tag in document.get("tags", []):

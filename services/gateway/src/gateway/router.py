@@ -9,13 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.errors import Unauthorized
+from common.errors import Problem, Unauthorized
+from common.http import draining
+from common.openapi import BEARER, raises
+from common.version import VERSION
 from gateway import service
 from gateway.proxy import forwarded_headers
 from gateway.schemas import Overview
 
-router = APIRouter()
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+router = APIRouter(tags=["gateway"])
 FORWARDED_TO_PARTS = frozenset(
     {"authorization", "x-forwarded-for", "x-request-id", "x-correlation-id", "traceparent"}
 )
@@ -24,11 +26,9 @@ FORWARDED_TO_PARTS = frozenset(
 @router.get(
     "/me/overview",
     response_model=Overview,
-    tags=["gateway"],
-    operation_id="gateway_overview",
     summary="The caller's account at a glance: user, latest orders, unread notifications",
-    responses={401: {"description": "No valid bearer token", **PROBLEM}},
 )
+@raises(Unauthorized, security=BEARER)
 async def me_overview(request: Request) -> Overview:
     if not request.headers.get("authorization", "").lower().startswith("bearer "):
         raise Unauthorized("A bearer token is required.")
@@ -49,18 +49,23 @@ async def openapi(request: Request) -> dict[str, Any]:
     return await merged.get(app.openapi(), app.state.upstreams)
 
 
-@router.get("/healthz", tags=["probes"], summary="The process is alive")
+@router.get("/healthz", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["probes"], summary="The gateway serves; each upstream's breaker")
+@router.get("/readyz", summary="The gateway serves; each upstream's breaker")
+@raises(503)  # draining
 async def readyz(request: Request) -> dict[str, Any]:
     """Ready as soon as it serves: a service down behind it is that service's routes' 503,
-    not a reason to take the whole front door out of rotation."""
+    not a reason to take the whole front door out of rotation. Not ready while a rollout
+    drains it (its drain file exists); the body names the release (``version``)."""
+    if draining(request.app.state.settings):
+        raise Problem("Not ready: draining", status=503)
     upstreams = request.app.state.upstreams
     return {
         "status": "ready",
+        "version": VERSION,
         "upstreams": {name: upstream.breaker.state for name, upstream in upstreams.items()},
     }
 

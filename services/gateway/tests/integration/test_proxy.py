@@ -85,13 +85,13 @@ async def test_request_body_streams_in_chunks(front, upstream):
     _, observed = upstream
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(32):
+        for _ in range(16):  # 1 MiB: the most a body may be (the edge limit)
             yield b"y" * 65536
             await asyncio.sleep(0)
 
     async with httpx.AsyncClient(base_url=front.url, timeout=10) as client:
         response = await client.post("/orders/upload", content=body())
-    assert response.json()["body_size"] == 32 * 65536
+    assert response.json()["body_size"] == 16 * 65536
     assert len(observed.body_chunks) > 1  # it was never one whole body
 
 
@@ -233,3 +233,37 @@ async def test_a_connection_never_accepted_is_a_503_not_a_504(loopback):
             assert response.status_code == 503, response.text
             assert response.json()["service"] == "orders"
             assert time.monotonic() - started < 5  # two connect timeouts, not the deadline
+
+
+async def test_a_body_over_the_limit_is_a_413_at_the_gateway_declared_or_streamed(front, upstream):
+    _, observed = upstream
+    calls_before = len(observed.body_chunks)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"z" * 65536
+
+    async with httpx.AsyncClient(base_url=front.url, timeout=10) as client:
+        declared = await client.post("/orders/upload", content=b"x" * (1024 * 1024 + 1))
+        streamed = await client.post("/orders/upload", content=chunked())
+
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert len(observed.body_chunks) - calls_before < 20  # the upstream never got it whole
+
+
+async def test_a_stalled_body_is_a_408_at_the_gateway(loopback, upstream):
+    url, _ = upstream
+    async with loopback.gateway(
+        users_url=url, orders_url=url, notifications_url=url, http_body_timeout_seconds=0.5
+    ) as gateway:
+        port = int(gateway.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /orders/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nx")
+        await writer.drain()
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(4096), timeout=5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 3

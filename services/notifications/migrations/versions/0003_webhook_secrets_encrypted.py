@@ -30,7 +30,7 @@ SCHEMA = "notifications"
 
 
 def _box() -> SecretBox:
-    return SecretBox.from_setting(Settings().webhook_secret_key)
+    return Settings().secret_box()
 
 
 def upgrade() -> None:

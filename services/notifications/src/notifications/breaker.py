@@ -4,8 +4,10 @@ closed --N consecutive failures--> open --cool-down--> half-open --probe ok--> c
                                      ^                     |
                                      +----probe failed-----+
 
-* Key: the endpoint is the webhook's URL; its state lives in the hash
-  ``notifications:breaker:{<sha256(url)[:32]>}`` (``state``, ``failures``, ``open_until`` in
+* Key: the endpoint is the webhook (its id), not its URL: two customers who register the
+  same receiver each have their own breaker, so one cannot suspend the other's deliveries
+  by failing on purpose. Its state lives in the hash
+  ``notifications:breaker:{<sha256(endpoint)[:32]>}`` (``state``, ``failures``, ``open_until`` in
   Redis-clock milliseconds), refreshed to a TTL on every write so idle endpoints leave no key.
 * Half-open is not stored: it is "open and the cool-down is over". Then exactly one caller
   wins the probe lock (``SET <key>:probe <token> NX PX <lease>``) and makes the one probe
@@ -98,10 +100,10 @@ class Admission:
     retry_in: float = 0.0
 
 
-def endpoint_key(url: str) -> str:
+def endpoint_key(endpoint: str) -> str:
     """The state hash's key; its hash tag puts the probe lock (``<key>:probe``), which the
     scripts touch with it, in the same Redis Cluster slot."""
-    return KEY_PREFIX + "{" + hashlib.sha256(url.encode()).hexdigest()[:32] + "}"
+    return KEY_PREFIX + "{" + hashlib.sha256(endpoint.encode()).hexdigest()[:32] + "}"
 
 
 class CircuitBreaker:
@@ -122,8 +124,8 @@ class CircuitBreaker:
         self._admit = redis.register_script(_ADMIT)
         self._record = redis.register_script(_RECORD)
 
-    async def admit(self, url: str) -> Admission:
-        key = endpoint_key(url)
+    async def admit(self, endpoint: str) -> Admission:
+        key = endpoint_key(endpoint)
         token = uuid.uuid4().hex
         verdict, wait_ms = await self._admit(
             keys=[key, key + ":probe"], args=[token, self.probe_lease_ms, self.probe_wait_ms]
@@ -131,12 +133,12 @@ class CircuitBreaker:
         if verdict == "closed":
             return Admission(True)
         if verdict == "probe":
-            self._transition(url, "open>half_open")
+            self._transition(endpoint, "open>half_open")
             return Admission(True, probe_token=token)
         return Admission(False, retry_in=int(wait_ms) / 1000)
 
-    async def record(self, url: str, *, success: bool, probe_token: str | None) -> None:
-        key = endpoint_key(url)
+    async def record(self, endpoint: str, *, success: bool, probe_token: str | None) -> None:
+        key = endpoint_key(endpoint)
         transition = await self._record(
             keys=[key, key + ":probe"],
             args=[
@@ -148,22 +150,22 @@ class CircuitBreaker:
             ],
         )
         if transition:
-            self._transition(url, str(transition))
+            self._transition(endpoint, str(transition))
 
-    async def state(self, url: str) -> Literal["closed", "open", "half_open"]:
+    async def state(self, endpoint: str) -> Literal["closed", "open", "half_open"]:
         """For operators and tests: the endpoint's state as the next caller would see it."""
-        state, open_until = await self.redis.hmget(endpoint_key(url), ["state", "open_until"])
+        state, open_until = await self.redis.hmget(endpoint_key(endpoint), ["state", "open_until"])
         if state != "open":
             return "closed"
         seconds, micros = await self.redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         return "open" if now_ms < int(open_until or 0) else "half_open"
 
-    def _transition(self, url: str, transition: str) -> None:
+    def _transition(self, endpoint: str, transition: str) -> None:
         from_state, _, to_state = transition.partition(">")
         BREAKER_TRANSITIONS.labels(from_state, to_state).inc()
         log = logger.warning if to_state == "open" else logger.info
         log(
             "webhook circuit breaker " + to_state.replace("_", "-"),
-            extra={"endpoint": endpoint_key(url), "from": from_state, "to": to_state},
+            extra={"endpoint": endpoint_key(endpoint), "from": from_state, "to": to_state},
         )

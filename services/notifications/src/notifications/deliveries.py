@@ -77,7 +77,7 @@ class Dispatcher:
         """``wake``: set it to have queued deliveries claimed now (after a commit queued some)."""
         self.database = database
         self.settings = settings
-        self.box = box or SecretBox.from_setting(settings.webhook_secret_key)
+        self.box = box or settings.secret_box()
         attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
         self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
         self.breaker = CircuitBreaker(
@@ -176,7 +176,7 @@ class Dispatcher:
 
     async def deliver(self, client: httpx.AsyncClient, delivery: ClaimedDelivery) -> None:
         settings = self.settings
-        admission = await self.breaker.admit(delivery.url)
+        admission = await self.breaker.admit(str(delivery.webhook_id))
         if not admission.allowed:
             async with self.database.transaction() as uow:
                 await repository.defer_delivery(uow.session, delivery, seconds=admission.retry_in)
@@ -189,7 +189,7 @@ class Dispatcher:
         result = await self._attempt(client, delivery, attempt)
         elapsed = time.perf_counter() - started
         await self.breaker.record(
-            delivery.url, success=result.ok, probe_token=admission.probe_token
+            str(delivery.webhook_id), success=result.ok, probe_token=admission.probe_token
         )
 
         if result.ok:

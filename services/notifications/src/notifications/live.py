@@ -264,10 +264,6 @@ class LiveHub:
                 STREAMS_REVOKED.inc()
             subscription.close()
 
-    @property
-    def connected_streams(self) -> int:
-        return sum(len(s) for s in self._subscriptions.values())
-
     async def _run(self) -> None:
         while not self.closing:
             pubsub = self.redis.pubsub()

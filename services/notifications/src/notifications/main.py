@@ -9,7 +9,6 @@ from common.http import create_service_app, serve
 from notifications.live import LiveHub, on_shutdown_signal
 from notifications.models import outbox
 from notifications.router import router
-from notifications.secretbox import SecretBox
 from notifications.settings import Settings
 
 
@@ -18,7 +17,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.secret_box = SecretBox.from_setting(settings.webhook_secret_key)
+        # No key: start-up fails (secretbox.MissingSecretKey), the process exits. Not in
+        # the factory: building the app for its OpenAPI document needs no key.
+        app.state.secret_box = settings.secret_box()
         # The process's one pub/sub connection, shared by every stream it serves.
         hub = LiveHub(app.state.redis, queue_size=settings.stream_queue_size)
         app.state.live_hub = hub

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.bus import add_inbox_table, add_outbox_table
 from common.db import schema_metadata
+from common.partitions import PartitionedTable
 
 
 class Base(DeclarativeBase):
@@ -115,6 +116,8 @@ class WebhookAttempt(Base):
     __table_args__ = (
         CheckConstraint(f"outcome IN {ATTEMPT_OUTCOMES}", name="outcome"),
         Index("ix_webhook_attempts_webhook_id_at", "webhook_id", "at", "id"),
+        # Monthly partitions, dropped after their retention (migration 0004, common.partitions).
+        {"postgresql_partition_by": "RANGE (at)"},
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -124,6 +127,8 @@ class WebhookAttempt(Base):
     webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(Webhook.id, ondelete="CASCADE"))
     notification_id: Mapped[uuid.UUID]
     attempt: Mapped[int] = mapped_column(Integer)
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique.
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
@@ -135,3 +140,7 @@ class WebhookAttempt(Base):
 # The bus's tables in this schema: messages waiting to be published, messages handled.
 outbox = add_outbox_table(Base.metadata)
 inbox = add_inbox_table(Base.metadata)
+
+# Time-partitioned history (migration 0004) and its defaults; settings override the grid and
+# the retention per table (common.partition_maintenance). The inbox's plan is the bus's own.
+PARTITIONED = (PartitionedTable("notifications", "webhook_attempts", "at", "month", 90),)

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
 from common.errors import Conflict, NotFound, Problem
-from common.http import DatabaseDep, RedisDep
+from common.http import STREAM_SLOT, DatabaseDep, RedisDep
 from common.openapi import raises, sends_location
 from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
@@ -66,7 +66,7 @@ async def list_notifications(
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    dependencies=[READ_LIMIT],
+    dependencies=[READ_LIMIT, STREAM_SLOT],
     summary="Server-sent events of the caller's new notifications",
     responses={200: {"content": {"text/event-stream": {}}}},
 )

@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
+from notifications.secretbox import SecretBox
 
 
 class Settings(ServiceSettings):
@@ -41,12 +42,21 @@ class Settings(ServiceSettings):
     # Signing secrets are stored encrypted with this Fernet key (urlsafe base64 of 32 bytes:
     # `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
     # Several keys, comma-separated: the first encrypts, all decrypt (rotating this key).
-    # Unset: a fixed, public DEVELOPMENT key (secretbox.DEV_ONLY_KEY) and a warning; every
-    # deployment manifest sets it from a Secret.
+    # Unset: the services refuse to start (`make up` generates one per checkout into
+    # .run/<stack>/webhook-secret-key; the Kubernetes overlays take it from a Secret).
     webhook_secret_key: SecretStr | None = None
+    # Development only: without a key, use the fixed, public development key
+    # (secretbox.DEV_ONLY_KEY) with a warning, instead of refusing to start.
+    webhook_dev_key_allowed: bool = False
     # After POST .../rotate-secret the old secret still signs deliveries (a second signature
     # in webhook-signature) this long, so receivers can switch without losing one.
     webhook_secret_rotation_grace_seconds: float = Field(default=24 * 3600, ge=0)
+
+    def secret_box(self) -> SecretBox:
+        """The webhook secrets' box (refuses without a key: :class:`MissingSecretKey`)."""
+        return SecretBox.from_setting(
+            self.webhook_secret_key, dev_key_allowed=self.webhook_dev_key_allowed
+        )
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> "Settings":

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import time
@@ -33,6 +34,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import httpx
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -63,7 +65,54 @@ def check_url(url: str) -> str:
         raise TargetRefused("the URL must not contain credentials")
     if port == 0:
         raise TargetRefused("port 0 is not a valid port")
+    check_host(parts.hostname)
     return url
+
+
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+ASCII_LABEL = re.compile(r"[a-z0-9_-]+")
+
+
+def check_host(host: str) -> None:
+    """A host name DNS can carry, or an IP literal; the refusal names the rule it broke.
+
+    Checked before any lookup: a name the resolver cannot even encode (an empty label, a
+    label over 63 characters, a broken ``xn--`` label, a soft hyphen) would otherwise fail
+    deep in the resolver with an error of its own."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    name = host.removesuffix(".")
+    if len(name) > MAX_HOST_LENGTH:
+        raise TargetRefused(f"the host name is longer than {MAX_HOST_LENGTH} characters")
+    for label in name.split("."):
+        _check_label(label)
+
+
+def _check_label(label: str) -> None:
+    if not label:
+        raise TargetRefused("the host name has an empty label (two dots in a row, or a dot first)")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise TargetRefused(f"a host name label is longer than {MAX_LABEL_LENGTH} characters")
+    if label.startswith("-") or label.endswith("-"):
+        raise TargetRefused("a host name label starts or ends with a hyphen")
+    if label.isascii() and not label.startswith("xn--"):
+        if not ASCII_LABEL.fullmatch(label):
+            raise TargetRefused(
+                "a host name label has a character other than letters, digits, '-' and '_'"
+            )
+        return
+    try:
+        encoded = idna.encode(label)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise TargetRefused(
+            f"a host name label is not a valid internationalised name (IDNA: {exc})"
+        ) from exc
+    if len(encoded) > MAX_LABEL_LENGTH:
+        raise TargetRefused(f"a host name label is longer than {MAX_LABEL_LENGTH} characters")
 
 
 # IPv6 ranges whose addresses carry an IPv4 address. Where the IPv4 decides where a packet
@@ -127,7 +176,10 @@ class Target:
 async def resolve(url: str, *, dns_timeout: float, allow_private: bool) -> Target:
     """Resolve the URL's host (at most ``dns_timeout`` seconds) and check every address."""
     check_url(url)
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise TargetRefused(f"not a valid URL: {exc}") from exc
     host = parsed.host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     loop = asyncio.get_running_loop()
@@ -139,16 +191,17 @@ async def resolve(url: str, *, dns_timeout: float, allow_private: bool) -> Targe
         raise TargetRefused(f"resolving {host!r} took longer than {dns_timeout} s") from exc
     except OSError as exc:
         raise TargetRefused(f"{host!r} does not resolve: {exc.strerror or exc}") from exc
+    except (UnicodeError, ValueError) as exc:  # the resolver's own encoding refused it
+        raise TargetRefused(f"{host!r} is not a host name that can be resolved") from exc
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses:
         raise TargetRefused(f"{host!r} does not resolve")
-    if not allow_private:
-        refused = sorted({str(a) for a in addresses if not is_public(a)})
-        if refused:
-            raise TargetRefused(
-                f"{host!r} resolves to a private, loopback or link-local address "
-                f"({', '.join(refused)})"
-            )
+    # The addresses themselves are not named: that would map internal names for anyone.
+    if not allow_private and any(not is_public(address) for address in addresses):
+        raise TargetRefused(
+            f"{host!r} resolves to a private, loopback or link-local address"
+            " (or another that is not public)"
+        )
     return Target(parsed, addresses[0])
 
 

@@ -16,7 +16,7 @@ from common.worker import WorkerContext, WorkerSpec, run_worker
 from notifications.consumers import handlers
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
-from notifications.models import inbox, outbox
+from notifications.models import PARTITIONED, inbox, outbox
 from notifications.service import Fanout
 from notifications.settings import Settings
 
@@ -38,6 +38,7 @@ def spec(settings: Settings) -> WorkerSpec:
         inbox_table=inbox,
         outbox_table=outbox,
         long_running=[deliver_webhooks],
+        partitioned=PARTITIONED,
     )
 
 

@@ -62,7 +62,9 @@ async def test_0003_encrypts_existing_secrets_keeping_the_same_signing_key(
         assert row is not None
         assert "secret" not in dict(row)  # the plaintext column is gone
         assert legacy_secret not in str(dict(row))
-        whsec = SecretBox.from_setting(SecretStr(key)).decrypt(row["secret_ciphertext"])
+        whsec = SecretBox.from_setting(SecretStr(key), dev_key_allowed=False).decrypt(
+            row["secret_ciphertext"]
+        )
         assert whsec == "whsec_" + base64.b64encode(legacy_secret.encode()).decode()
 
         # A receiver still on the old scheme's key verifies the new scheme with it.

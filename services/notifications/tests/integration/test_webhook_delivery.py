@@ -210,7 +210,7 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
         notification = await record(user.id)
 
         async def opened() -> bool:
-            return await breaker.state(receiver.url) != "closed"
+            return await breaker.state(webhook["id"]) != "closed"
 
         await eventually(opened, timeout=5)
         assert threshold <= len(receiver.hits) <= threshold + 1  # + maybe the first probe
@@ -230,7 +230,7 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
             return await delivery_status(database, notification.id) == ["succeeded"]
 
         await eventually(delivered, timeout=5)
-        assert await breaker.state(receiver.url) == "closed"
+        assert await breaker.state(webhook["id"]) == "closed"
 
     assert len(receiver.successes()) == 1
     # While open nothing was attempted: every recorded attempt is a hit the receiver saw.
@@ -258,7 +258,7 @@ async def test_connection_refused_counts_as_a_failure_and_opens_the_breaker(
 
         async def opened_after_two_attempts() -> bool:
             attempts = await attempts_of(client, user, webhook)
-            return len(attempts) == 2 and await breaker.state(url) == "open"
+            return len(attempts) == 2 and await breaker.state(webhook["id"]) == "open"
 
         await eventually(opened_after_two_attempts, timeout=5)
         # Let the dispatcher try again (backoff <= 50 ms): the breaker holds it back.
@@ -268,6 +268,37 @@ async def test_connection_refused_counts_as_a_failure_and_opens_the_breaker(
     assert len(attempts) == 2
     assert all(a["status_code"] is None and a["error"] for a in attempts)
     assert await delivery_status(database, notification.id) == ["pending"]  # waits, not lost
+
+
+async def test_the_breaker_is_per_webhook_not_per_url(
+    client, new_user, record, dispatcher, database, redis
+):
+    """Defect 6: a customer whose receiver fails (on purpose) opens only their own breaker;
+    another customer's webhook to the same URL is still attempted."""
+    url = f"http://127.0.0.1:{free_port()}/hooks"  # nothing listens: every attempt fails
+    attacker, victim = await new_user(), await new_user()
+    attackers_webhook = await register(client, attacker, url)
+    victims_webhook = await register(client, victim, url)
+    breaker = CircuitBreaker(
+        redis, failure_threshold=2, cooldown_seconds=60, probe_lease_seconds=5, probe_wait_seconds=1
+    )
+    async with dispatcher(
+        webhook_breaker_failure_threshold=2,
+        webhook_breaker_cooldown_seconds=60,
+        webhook_max_attempts=100,
+    ):
+        await record(attacker.id)
+
+        async def attackers_breaker_open() -> bool:
+            return await breaker.state(attackers_webhook["id"]) == "open"
+
+        await eventually(attackers_breaker_open, timeout=5)
+        await record(victim.id)
+
+        async def victims_delivery_attempted() -> bool:
+            return len(await attempts_of(client, victim, victims_webhook)) >= 1
+
+        await eventually(victims_delivery_attempted, timeout=5)
 
 
 async def deferred(database: Database, notification_id: uuid.UUID) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from common.testing.plugin import asgi_client
 from notifications.main import create_app
-from notifications.secretbox import SecretBox
+from notifications.secretbox import MissingSecretKey, SecretBox
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +114,44 @@ async def test_invalid_webhooks_are_422_naming_the_field(client, new_user, body,
     user = await new_user()
     response = await client.post("/notifications/webhooks", json=body, headers=user.auth)
     assert problem_fields(response, 422) == {field}
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://a..b/", "empty label"),
+        ("http://.example.com/", "empty label"),
+        ("http://xn--/", "hyphen"),
+        ("http://xn--a/", "IDNA"),
+        (f"http://{'a' * 64}.example.com/", "longer than 63"),
+        (f"http://{'a.' * 127}com/", "longer than 253"),
+        ("http://a\u00adb.example.com/", "IDNA"),  # a soft hyphen
+        ("http://-a.example.com/", "hyphen"),
+        ("http://a!b.example.com/", "character"),
+    ],
+)
+async def test_an_unusable_host_is_a_422_naming_the_rule_on_a_live_connection(
+    client, new_user, url, rule
+):
+    """Defect 5: these were a 500 and a reset keep-alive connection."""
+    user = await new_user()
+    response = await client.post("/notifications/webhooks", json={"url": url}, headers=user.auth)
+    assert problem_fields(response, 422) == {"url"}
+    assert rule in response.json()["errors"][0]["message"]
+    # The same keep-alive connection still answers.
+    assert (await client.get("/notifications/webhooks", headers=user.auth)).status_code == 200
+
+
+async def test_a_refused_internal_name_does_not_tell_its_address(notifications_settings, new_user):
+    settings = notifications_settings.model_copy(update={"webhook_allow_private_targets": False})
+    user = await new_user()
+    async with asgi_client(create_app(settings)) as strict:
+        response = await strict.post(
+            "/notifications/webhooks", json={"url": "http://localhost/x"}, headers=user.auth
+        )
+    assert problem_fields(response, 422) == {"url"}
+    assert "127.0.0.1" not in response.text
+    assert "::1" not in response.text
 
 
 async def test_webhooks_need_a_token(client):
@@ -223,3 +261,11 @@ async def test_secrets_are_stored_encrypted_and_rotation_answers_a_new_one_once(
         f"/notifications/webhooks/{uuid.uuid4()}/rotate-secret", headers=user.auth
     )
     problem_fields(unknown, 404)
+
+
+async def test_the_api_refuses_to_start_without_a_webhook_key(notifications_settings):
+    """Defect 11: without a key it started, encrypting with the key in this repository."""
+    settings = notifications_settings.model_copy(update={"webhook_secret_key": None})
+    with pytest.raises(MissingSecretKey):
+        async with asgi_client(create_app(settings)):
+            pass

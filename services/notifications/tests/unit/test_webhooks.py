@@ -15,7 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifications import secretbox, webhooks
 from notifications.deliveries import backoff_seconds
-from notifications.secretbox import SecretBox, SecretUnreadable
+from notifications.secretbox import MissingSecretKey, SecretBox, SecretUnreadable
 from notifications.settings import Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the specification's example secret
@@ -78,24 +78,35 @@ def test_a_delivery_without_a_secret_is_a_bug():
 
 def test_the_secret_box_round_trips_and_refuses_another_key():
     key = Fernet.generate_key().decode()
-    box = SecretBox.from_setting(SecretStr(key))
+    box = SecretBox.from_setting(SecretStr(key), dev_key_allowed=False)
     ciphertext = box.encrypt(SECRET)
     assert SECRET not in ciphertext
     assert box.decrypt(ciphertext) == SECRET
     with pytest.raises(SecretUnreadable):
-        SecretBox.from_setting(SecretStr(Fernet.generate_key().decode())).decrypt(ciphertext)
+        SecretBox.from_setting(
+            SecretStr(Fernet.generate_key().decode()), dev_key_allowed=False
+        ).decrypt(ciphertext)
     # Rotating the at-rest key: the new key first, the old one still decrypts.
-    rotated = SecretBox.from_setting(SecretStr(f"{Fernet.generate_key().decode()},{key}"))
+    rotated = SecretBox.from_setting(
+        SecretStr(f"{Fernet.generate_key().decode()},{key}"), dev_key_allowed=False
+    )
     assert rotated.decrypt(ciphertext) == SECRET
 
 
-def test_the_secret_box_without_a_key_uses_the_marked_development_key():
-    assert (
-        SecretBox.from_setting(None).decrypt(SecretBox([secretbox.DEV_ONLY_KEY]).encrypt(SECRET))
-        == SECRET
-    )
+def test_without_a_key_the_secret_box_refuses_unless_the_development_flag_is_on():
+    """Defect 11: no key was a silent fall-back to the key in this repository."""
+    with pytest.raises(MissingSecretKey):
+        SecretBox.from_setting(None, dev_key_allowed=False)
+    with pytest.raises(MissingSecretKey):
+        SecretBox.from_setting(SecretStr(" "), dev_key_allowed=False)
+    with pytest.raises(MissingSecretKey):  # the public key, set on purpose, is no key either
+        SecretBox.from_setting(SecretStr(secretbox.DEV_ONLY_KEY), dev_key_allowed=False)
+    with pytest.raises(MissingSecretKey):
+        Settings(webhook_secret_key=None).secret_box()
+    development = SecretBox.from_setting(None, dev_key_allowed=True)
+    assert development.decrypt(SecretBox([secretbox.DEV_ONLY_KEY]).encrypt(SECRET)) == SECRET
     with pytest.raises(ValueError, match="Fernet"):
-        SecretBox.from_setting(SecretStr("not-a-key"))
+        SecretBox.from_setting(SecretStr("not-a-key"), dev_key_allowed=False)
 
 
 def test_the_body_has_exactly_the_documented_fields():

@@ -7,20 +7,28 @@ token is hashed and compared with every configured hash in constant time.
 
 * The JSON API takes the token as ``Authorization: Bearer <token>``. No token, or one that is
   nobody's: 401. A customer's session token: 403 (it is valid, just not for this).
-* The console keeps the token in an HttpOnly, SameSite=Strict cookie set by its login form,
-  and every form it serves carries a CSRF token derived from the operator's token (an HMAC, so
-  nothing is stored server-side); a POST without the matching one, or from another origin, is
-  refused. A console page without a valid cookie redirects to the login page.
+* The console's login form takes the token once and starts a console session: a random
+  session id in an HttpOnly, SameSite=Strict cookie, and in Redis (only its hash, as the
+  key ``admin:console:<sha256>`` -> operator name) with a TTL; sign-out deletes it, so a
+  replayed cookie is worthless afterwards, and the operator token itself never sits in a
+  browser. Every form carries a CSRF token derived from the session id (an HMAC); a POST
+  without the matching one, or from another origin, is refused. A console page without a
+  live session redirects to the login page.
+* Every ``/admin`` response is ``Cache-Control: no-store`` (:class:`NoStoreMiddleware`): the
+  pages and the JSON carry every customer's data.
 """
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import hash_token, optional_user
 from common.errors import Problem, Unauthorized
@@ -30,6 +38,7 @@ from orders.settings import Settings
 OPERATOR_COOKIE = "orders_operator"
 CSRF_FIELD = "csrf_token"
 _CSRF_CONTEXT = b"orders.admin.csrf"
+CONSOLE_SESSION_PREFIX = "admin:console:"
 
 
 class Forbidden(Problem):
@@ -59,8 +68,41 @@ def find_operator(token: str, hashes: dict[str, str]) -> Operator | None:
             found = name
     if found is None:
         return None
-    csrf = hmac.new(token.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
-    return Operator(name=found, csrf_token=csrf)
+    return Operator(name=found, csrf_token=_csrf_of(token))
+
+
+def _csrf_of(secret: str) -> str:
+    return hmac.new(secret.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def _console_key(session_id: str) -> str:
+    return CONSOLE_SESSION_PREFIX + hash_token(session_id)
+
+
+async def start_console_session(redis: Redis, operator: Operator, ttl_seconds: int) -> str:
+    """A new console session of ``operator``: its id (the cookie's value), kept in Redis
+    (hashed) with a TTL."""
+    session_id = secrets.token_urlsafe(32)
+    await redis.set(_console_key(session_id), operator.name, ex=ttl_seconds)
+    return session_id
+
+
+async def end_console_session(redis: Redis, session_id: str) -> None:
+    await redis.delete(_console_key(session_id))
+
+
+async def console_session_operator(
+    redis: Redis, session_id: str, hashes: dict[str, str]
+) -> Operator | None:
+    """The operator of a live console session; None when it expired, was ended, or its
+    operator is no longer configured."""
+    name = await redis.get(_console_key(session_id))
+    if name is None:
+        return None
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    if name not in hashes:
+        return None
+    return Operator(name=name, csrf_token=_csrf_of(session_id))
 
 
 def _settings(request: Request) -> Settings:
@@ -93,14 +135,20 @@ async def api_operator(request: Request) -> Operator:
 
 
 async def console_operator(request: Request) -> Operator:
-    """FastAPI dependency of the console: the operator behind the cookie (or bearer token)."""
+    """FastAPI dependency of the console: the operator behind the session cookie (or the
+    bearer token)."""
     bearer = _bearer(request)
-    token = bearer or request.cookies.get(OPERATOR_COOKIE)
-    operator = find_operator(token, _settings(request).operator_hashes()) if token else None
-    if operator is not None:
-        return operator
+    hashes = _settings(request).operator_hashes()
     if bearer is not None:
-        raise await _refuse(request)
+        operator = find_operator(bearer, hashes)
+        if operator is None:
+            raise await _refuse(request)
+        return operator
+    session_id = request.cookies.get(OPERATOR_COOKIE)
+    if session_id and len(session_id) <= 128:
+        operator = await console_session_operator(request.app.state.redis, session_id, hashes)
+        if operator is not None:
+            return operator
     raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
 
 
@@ -133,3 +181,29 @@ def safe_next(path: str | None) -> str:
 
 ApiOperator = Annotated[Operator, Depends(api_operator)]
 ConsoleOperator = Annotated[Operator, Depends(console_operator)]
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on every response under ``prefix``, errors and redirects
+    included (a route's own header could not cover a 401 or a 404 raised before it)."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/admin") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"cache-control"
+                ]
+                message["headers"] = [*headers, (b"cache-control", b"no-store")]
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)

@@ -8,7 +8,8 @@ the page that shows the outcome (its audit entry), so a reload never repeats an 
 Pages: ``/admin/`` (sagas, with filters), ``/admin/ui/sagas/{id}`` (timeline, drawn as an
 inline SVG, with retry and compensate), ``/admin/ui/dead-letters`` (list, inspect, redrive
 one or all matching a filter), ``/admin/ui/audit``; ``/admin/login`` takes an operator token
-and keeps it in an HttpOnly, SameSite=Strict cookie (see ``admin_auth``).
+and starts a console session (a random id in an HttpOnly, SameSite=Strict cookie and in Redis
+with a TTL; see ``admin_auth``).
 """
 
 import logging
@@ -36,9 +37,11 @@ from orders.admin_auth import (
     Forbidden,
     Operator,
     check_csrf,
+    end_console_session,
     find_operator,
     safe_next,
     same_origin,
+    start_console_session,
 )
 from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
 from orders.saga import OrderStatus
@@ -119,7 +122,7 @@ class Filters:
         self.values[name] = raw
         if not raw:
             return None
-        if not raw.isdigit() or int(raw) > 10 * 365 * 86400:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or int(raw) > 10 * 365 * 86400:
             self.errors.append(f"{name}: a whole number of seconds")
             return None
         return int(raw)
@@ -147,13 +150,19 @@ async def login_page(request: Request, next: PageCursor = "/admin/") -> HTMLResp
 async def login(
     request: Request,
     db: DatabaseDep,
+    redis: RedisDep,
     token: Annotated[str, Form(max_length=512)] = "",
     next: Annotated[str, Form(max_length=200)] = "/admin/",
 ) -> Response:
+    """A console session for an operator token: a random id in the cookie and in Redis (with
+    a TTL), never the token itself. A refused sign-in is audited."""
     settings = _settings(request)
     operator = find_operator(token.strip(), settings.operator_hashes()) if token.strip() else None
     if operator is None or not same_origin(request):
+        reason = "cross-site form" if operator is not None else "not an operator token"
         logger.warning("operator sign-in refused", extra={"path": request.url.path})
+        async with db.transaction() as uow:
+            await admin_service.record_failed_sign_in(uow.session, reason)
         return _render(
             request,
             "login.html",
@@ -162,12 +171,15 @@ async def login(
             next=safe_next(next),
             error="That is not an operator token.",
         )
+    session_id = await start_console_session(
+        redis, operator, settings.operator_cookie_max_age_seconds
+    )
     async with db.transaction() as uow:
         await admin_service.record_session(uow.session, operator, "console.login")
     response = _see(safe_next(next))
     response.set_cookie(
         OPERATOR_COOKIE,
-        token.strip(),
+        session_id,
         max_age=settings.operator_cookie_max_age_seconds,
         path="/admin",
         httponly=True,
@@ -179,9 +191,17 @@ async def login(
 
 @router.post("/logout", dependencies=[WRITE_LIMIT])
 async def logout(
-    request: Request, operator: ConsoleOperator, db: DatabaseDep, csrf: CsrfToken = ""
+    request: Request,
+    operator: ConsoleOperator,
+    db: DatabaseDep,
+    redis: RedisDep,
+    csrf: CsrfToken = "",
 ) -> RedirectResponse:
+    """The console session ends server-side: its cookie, replayed, signs nobody in."""
     check_csrf(request, operator, csrf)
+    session_id = request.cookies.get(OPERATOR_COOKIE)
+    if session_id:
+        await end_console_session(redis, session_id)
     async with db.transaction() as uow:
         await admin_service.record_session(uow.session, operator, "console.logout")
     response = _see("/admin/login")
@@ -354,7 +374,7 @@ async def redrive_form(
 
 
 def _is_entry_id(value: str) -> bool:
-    return re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", value) is not None
+    return admin_service.is_entry_id(value)
 
 
 # -- audit ----------------------------------------------------------------------------------
@@ -376,6 +396,18 @@ async def audit_page(
         if page.next_cursor
         else None,
     )
+
+
+# -- the database's partitions ---------------------------------------------------------------
+
+
+@router.get("/ui/database", response_class=HTMLResponse, dependencies=[READ_LIMIT])
+async def database_page(
+    request: Request, operator: ConsoleOperator, db: DatabaseDep
+) -> HTMLResponse:
+    async with db.session() as session:
+        tables = await admin_service.partition_status(session)
+    return _render(request, "database.html", operator, section="database", tables=tables)
 
 
 # -- the timeline as a picture --------------------------------------------------------------

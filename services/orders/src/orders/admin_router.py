@@ -25,6 +25,7 @@ from orders.admin_schemas import (
     HeldMessageOut,
     MessageType,
     OrderStatusFilter,
+    PartitionedTableOut,
     Reason,
     RedriveFilter,
     RedriveRequest,
@@ -182,3 +183,11 @@ async def list_audit(
         return await admin_service.list_audit(
             session, operator=by, action=action, limit=limit, cursor=cursor
         )
+
+
+@router.get("/database", response_model=list[PartitionedTableOut], dependencies=[READ_LIMIT])
+async def database_status(operator: ApiOperator, db: DatabaseDep) -> list[PartitionedTableOut]:
+    """Every partitioned table of the database: partitions, days ahead, rows in default."""
+    async with db.session() as session:
+        tables = await admin_service.partition_status(session)
+    return [PartitionedTableOut.of(table) for table in tables]

@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from common.contracts import SagaState, StepName
+from common.partitions import TableStatus
 from orders.saga import OrderStatus
 
 # Filters are matched exactly, so they only need the characters real values use; anything
@@ -176,3 +177,23 @@ class AuditOut(BaseModel):
     target: str
     outcome: str
     detail: dict[str, Any]
+
+
+class PartitionedTableOut(BaseModel):
+    """A partitioned table as the console shows it (common.partitions.TableStatus)."""
+
+    table: str
+    partitions: int
+    oldest: datetime | None
+    ahead_seconds: float
+    default_rows: int  # > 0: writes found no partition (an alert)
+
+    @classmethod
+    def of(cls, status: TableStatus) -> "PartitionedTableOut":
+        return cls(
+            table=status.table,
+            partitions=len(status.partitions),
+            oldest=status.oldest,
+            ahead_seconds=round(status.ahead_seconds, 1),
+            default_rows=status.default_rows,
+        )

@@ -32,6 +32,7 @@ from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
+from common.partitions import TableStatus, database_status
 from orders import admin_repository, repository, saga, service
 from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
@@ -138,7 +139,7 @@ async def saga_timeline(session: AsyncSession, order_id: uuid.UUID) -> SagaTimel
             message_type=step.message_type,
             cause_id=step.cause_id,
         )
-        for step in await repository.list_steps(session, order_id)
+        for step in await repository.list_steps(session, order_id, since=instance.created_at)
     ]
     definition = saga.definition(instance.definition_version)
     wait = definition.table.get(SagaState(instance.state))
@@ -267,16 +268,22 @@ def _matcher(where: RedriveFilter) -> Callable[[DeadLetter], bool]:
     return match
 
 
-def _stream_id_part(text: str) -> bool:
-    """ASCII digits of an unsigned 64-bit number (Redis refuses anything else: a 500)."""
-    return text.isascii() and text.isdigit() and int(text) <= STREAM_ID_PART_MAX
+def is_entry_id(value: str) -> bool:
+    """A Redis stream entry id Redis itself would take: ``<ms>-<seq>``, ASCII digits, each
+    part at most 2^64-1 (``str.isdigit`` alone takes "²", and Redis refuses larger parts)."""
+    ms, dash, seq = value.partition("-")
+    return bool(dash) and all(
+        part.isascii() and part.isdigit() and len(part) <= 20 and int(part) <= STREAM_ID_PART_MAX
+        for part in (ms, seq)
+    )
 
 
 def _dead_letter_cursor(cursor: str | None) -> str | None:
+    """A page cursor: an entry id after which (older) the page starts; ``0-0`` has nothing
+    before it and cannot be an exclusive bound, so it is no cursor this API issued."""
     if cursor is None:
         return None
-    ms, dash, seq = cursor.partition("-")
-    if not (dash and _stream_id_part(ms) and _stream_id_part(seq)):
+    if not is_entry_id(cursor) or set(cursor) <= {"0", "-"}:
         raise Problem(
             "The cursor is not one this API issued.",
             status=400,
@@ -320,7 +327,11 @@ async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessa
 async def get_dead_letter_detail(
     redis: Redis, settings: Settings, dead_letter_id: str
 ) -> DeadLetterDetail:
-    letter = await get_dead_letter(redis, dead_letter_id, prefix=settings.bus_stream_prefix)
+    letter = (
+        await get_dead_letter(redis, dead_letter_id, prefix=settings.bus_stream_prefix)
+        if is_entry_id(dead_letter_id)
+        else None
+    )
     if letter is None:
         raise NotFound(f"No dead letter {dead_letter_id} (redriven already, or never was).")
     return DeadLetterDetail(
@@ -332,7 +343,9 @@ async def get_dead_letter_detail(
 
 
 async def _redrive_one(redis: Redis, prefix: str, letter_id: str) -> Redriven | RedriveFailure:
-    letter = await get_dead_letter(redis, letter_id, prefix=prefix)
+    letter = (
+        await get_dead_letter(redis, letter_id, prefix=prefix) if is_entry_id(letter_id) else None
+    )
     if letter is None:
         return RedriveFailure(id=letter_id, reason="not found (redriven already, or never was)")
     if not letter.envelope:
@@ -405,6 +418,16 @@ async def record_session(session: AsyncSession, operator: Operator, action: str)
     await _audit(session, operator, action, "console", "ok", {})
 
 
+UNKNOWN_OPERATOR = Operator(name="(unknown)", csrf_token="")
+
+
+async def record_failed_sign_in(session: AsyncSession, reason: str) -> None:
+    """A refused console sign-in, audited (never with the token that was presented)."""
+    await _audit(
+        session, UNKNOWN_OPERATOR, "console.login", "console", "refused", {"reason": reason}
+    )
+
+
 async def get_audit_entry(session: AsyncSession, audit_id: uuid.UUID) -> AuditOut | None:
     entry = await session.get(OperatorAudit, audit_id)
     return None if entry is None else AuditOut.model_validate(entry)
@@ -423,3 +446,9 @@ async def list_audit(
         session, operator=operator, action=action, limit=limit + 1, after=after
     )
     return build_page(rows, limit, item=AuditOut.model_validate, key=lambda e: (e.at, e.id))
+
+
+async def partition_status(session: AsyncSession) -> list[TableStatus]:
+    """Every partitioned table of the database (all schemas: pg_catalog is readable)."""
+    connection = await session.connection()
+    return await database_status(connection)

@@ -3,9 +3,12 @@
 Load shedding by HTTP requests in flight (common.http) does not see a saga backlog: a
 ``POST /orders`` is quick, the work it starts waits in the streams. Past the rate the workers
 sustain, accepted orders would wait longer and longer. So a new order is admitted only while
-the number of unsettled sagas (those with a deadline) is under
-``admission_max_pending_sagas``; the rest get 503 with ``Retry-After`` at once, and accepted
-orders keep a bounded latency (about the bound divided by the sustained rate).
+the number of sagas still before their pivot (waiting for credit, or for stock on definition
+version 2) is under ``admission_max_pending_sagas``; the rest get 503 with ``Retry-After`` at
+once, and accepted orders keep a bounded latency (about the bound divided by the sustained
+rate). Sagas past the pivot (waiting for a notification or a release) are not counted: the
+customer's answer is already given, and a notifications outage must not stop the shop from
+taking orders.
 
 The count is a cached gauge, not a query per request: read at most every
 ``admission_refresh_seconds``, and only while orders arrive (an idle API reads nothing); the
@@ -22,13 +25,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 
+from common.contracts import SagaState
 from common.db import Database
 from common.errors import Problem
 from orders.settings import Settings
 
 logger = logging.getLogger("orders.admission")
 
-_PENDING_SAGAS = text("SELECT count(*) FROM orders.sagas WHERE deadline_at IS NOT NULL")
+BEFORE_THE_PIVOT = (SagaState.AWAITING_CREDIT, SagaState.AWAITING_STOCK)
+_PENDING_SAGAS = text(
+    "SELECT count(*) FROM orders.sagas WHERE deadline_at IS NOT NULL AND state = ANY(:states)"
+).bindparams(states=[str(state) for state in BEFORE_THE_PIVOT])
 
 
 class Overloaded(Problem):

@@ -4,7 +4,7 @@ from fastapi import FastAPI
 
 from common.http import create_service_app, serve
 from orders import admin_console, admin_router
-from orders.admin_auth import LoginRequired, login_redirect
+from orders.admin_auth import LoginRequired, NoStoreMiddleware, login_redirect
 from orders.admission import backlog_lifespan
 from orders.models import outbox
 from orders.router import router
@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=backlog_lifespan,
     )
     app.add_exception_handler(LoginRequired, login_redirect)
+    app.add_middleware(NoStoreMiddleware, prefix="/admin")
     return app
 
 

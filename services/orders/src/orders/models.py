@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from common.bus import add_inbox_table, add_outbox_table
 from common.contracts import SagaState
 from common.db import schema_metadata
+from common.partitions import PartitionedTable
 from orders.saga import OrderStatus
 
 ORDER_STATUSES = tuple(status.value for status in OrderStatus)
@@ -75,6 +76,7 @@ class Saga(Base):
             "ix_sagas_deadline_at", "deadline_at", postgresql_where=text("deadline_at IS NOT NULL")
         ),
         Index("ix_sagas_created_at_order_id", "created_at", "order_id"),  # the operator's list
+        Index("ix_sagas_state_created_at_order_id", "state", "created_at", "order_id"),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.orders.id"), primary_key=True)
@@ -96,16 +98,25 @@ class Saga(Base):
 
 
 class SagaStep(Base):
-    """The saga's history, one row per step event, in order."""
+    """The saga's history, one row per step event, in order.
+
+    Range partitioned by ``at``, monthly (migration 0005, common.partitions): the primary key
+    holds the partition key, as PostgreSQL requires; ``id`` alone is unique in practice.
+    """
 
     __tablename__ = "saga_steps"
-    __table_args__ = (Index("ix_saga_steps_order_id_id", "order_id", "id"),)
+    __table_args__ = (
+        Index("ix_saga_steps_order_id_id", "order_id", "id"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.sagas.order_id"))
     name: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique, and session.get(id) stays.
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # For the operator's timeline: the message this step sent (its envelope id and type), and
     # the incoming message (a reply) whose handling made the step, where there was one.
@@ -122,9 +133,14 @@ class OperatorAudit(Base):
     """
 
     __tablename__ = "operator_audit"
-    __table_args__ = (Index("ix_operator_audit_at_id", "at", "id"),)
+    __table_args__ = (
+        Index("ix_operator_audit_at_id", "at", "id"),
+        {"postgresql_partition_by": "RANGE (at)"},  # monthly (migration 0005)
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # Part of the table's primary key (a partitioned table's key must hold the partition
+    # key), not of the ORM's identity: the id alone is unique, and session.get(id) stays.
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     operator: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
@@ -136,3 +152,12 @@ class OperatorAudit(Base):
 # The bus's tables in this schema: messages waiting to be published, messages handled.
 outbox = add_outbox_table(Base.metadata)
 inbox = add_inbox_table(Base.metadata)
+
+# Time-partitioned history (migration 0005) and its defaults; settings override the grid and
+# the retention per table (common.partition_maintenance). The inbox's plan is the bus's own.
+PARTITIONED = (
+    # Read per order (a saga's timeline) and by the console: a month per partition keeps the
+    # per-order lookup to a dozen partitions over the retention.
+    PartitionedTable("orders", "saga_steps", "at", "month", retention_days=400),
+    PartitionedTable("orders", "operator_audit", "at", "month", retention_days=730),
+)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from common.types import Text
+from common.types import Integer, Text
 
 Sku = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
 
@@ -15,8 +15,8 @@ class OrderItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Sku
-    quantity: int = Field(ge=1, le=1000)
-    unit_price_cents: int = Field(ge=1, le=100_000_000)
+    quantity: Integer = Field(ge=1, le=1000)
+    unit_price_cents: Integer = Field(ge=1, le=100_000_000)
 
 
 class OrderCreate(BaseModel):

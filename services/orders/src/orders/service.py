@@ -148,7 +148,7 @@ async def get_saga(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUI
     order = await get_order(session, user_id, order_id)
     instance = await repository.get_saga(session, order.id)
     assert instance is not None  # created with the order
-    steps = await repository.list_steps(session, order.id)
+    steps = await repository.list_steps(session, order.id, since=instance.created_at)
     return SagaOut(
         order_id=order.id,
         state=instance.state,

@@ -37,9 +37,10 @@ class Settings(ServiceSettings):
     saga_timer_interval_seconds: float = Field(default=0.5, gt=0)
 
     # Admission (orders.admission): a new order is refused at once (503, Retry-After) while
-    # this many sagas are unsettled, so accepted orders keep a bounded latency instead of
-    # queueing behind the backlog (about the bound / the sustained rate). 0: no bound.
-    admission_max_pending_sagas: int = Field(default=50, ge=0)
+    # this many sagas wait for credit, so accepted orders keep a bounded latency instead of
+    # queueing behind the backlog (about the bound / the sustained rate: set it to the
+    # sustained rate for a p99 near a second). 0: no bound.
+    admission_max_pending_sagas: int = Field(default=200, ge=0)
     # The backlog is counted at most this often (and only while orders arrive).
     admission_refresh_seconds: float = Field(default=0.1, gt=0)
 

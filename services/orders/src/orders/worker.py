@@ -8,7 +8,7 @@ found by the timer on its first run.
 from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
 from orders import saga, service
 from orders.consumers import handlers
-from orders.models import inbox, outbox
+from orders.models import PARTITIONED, inbox, outbox
 from orders.settings import Settings
 
 
@@ -31,6 +31,7 @@ def spec(settings: Settings) -> WorkerSpec:
         timers=[
             Timer("saga-deadlines", settings.saga_timer_interval_seconds, expire_overdue_sagas)
         ],
+        partitioned=PARTITIONED,
     )
 
 

@@ -111,11 +111,14 @@ async def all_pages(client: httpx.AsyncClient, path: str, **params: Any) -> list
 
 # -- who may call it ------------------------------------------------------------------------
 
+# Fixed, so that test ids are the same in every process (pytest-xdist compares them).
+UNKNOWN_ORDER = uuid.UUID("00000000-0000-4000-8000-000000000404")
+
 ADMIN_CALLS = [
     ("GET", "/admin/sagas"),
-    ("GET", f"/admin/sagas/{uuid.uuid4()}"),
-    ("POST", f"/admin/sagas/{uuid.uuid4()}/retry"),
-    ("POST", f"/admin/sagas/{uuid.uuid4()}/compensate"),
+    ("GET", f"/admin/sagas/{UNKNOWN_ORDER}"),
+    ("POST", f"/admin/sagas/{UNKNOWN_ORDER}/retry"),
+    ("POST", f"/admin/sagas/{UNKNOWN_ORDER}/compensate"),
     ("GET", "/admin/dead-letters"),
     ("GET", "/admin/dead-letters/1-0"),
     ("POST", "/admin/dead-letters/redrive"),
@@ -496,6 +499,18 @@ async def test_the_audit_log_lists_every_action_newest_first_with_who(
     assert len({e["id"] for e in entries}) == len(entries)
     mine = await all_pages(client, "/admin/audit", operator="other")
     assert [e["target"] for e in mine] == [f"dead-letters:{letter}"]
+
+
+async def test_the_database_view_lists_the_partitioned_tables_of_every_schema(
+    client: httpx.AsyncClient,
+):
+    assert (await client.get("/admin/database")).status_code == 401
+    tables = {t["table"]: t for t in (await client.get("/admin/database", headers=OPERATOR)).json()}
+    assert {"orders.saga_steps", "orders.operator_audit", "orders.inbox"} <= set(tables)
+    steps = tables["orders.saga_steps"]
+    assert steps["partitions"] >= 2  # this month's and the default one
+    assert steps["ahead_seconds"] > 86_400
+    assert steps["default_rows"] == 0
 
 
 # -- the console's forms --------------------------------------------------------------------

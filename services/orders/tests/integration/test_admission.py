@@ -11,6 +11,7 @@ from sqlalchemy import text
 from common.auth import create_session
 from common.db import Database
 from common.testing.plugin import asgi_client
+from orders.admission import BEFORE_THE_PIVOT, SagaBacklog
 from orders.main import create_app
 from orders.settings import Settings
 
@@ -21,8 +22,9 @@ ORDER = {"items": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 100}]}
 
 async def pending_sagas(database: Database) -> int:
     async with database.session() as session:
-        query = text("SELECT count(*) FROM orders.sagas WHERE deadline_at IS NOT NULL")
-        return int((await session.execute(query)).scalar_one())
+        query = text("SELECT count(*) FROM orders.sagas WHERE state = ANY(:states)")
+        states = [str(state) for state in BEFORE_THE_PIVOT]
+        return int((await session.execute(query, {"states": states})).scalar_one())
 
 
 @pytest.fixture
@@ -77,3 +79,24 @@ async def test_without_a_bound_every_order_is_admitted(
         for _ in range(3):
             response = await client.post("/orders", json=ORDER)
             assert response.status_code == 202, response.text
+
+
+async def test_sagas_past_their_pivot_do_not_hold_back_new_orders(
+    bounded_client: httpx.AsyncClient, orders_db: Database, orders_settings: Settings
+):
+    """A notifications outage leaves sagas waiting after the customer's answer: they must not
+    stop the shop from taking orders."""
+    before = await pending_sagas(orders_db)
+    placed = [(await bounded_client.post("/orders", json=ORDER)).json()["id"] for _ in range(2)]
+    async with orders_db.transaction() as uow:
+        await uow.session.execute(
+            text(
+                "UPDATE orders.sagas SET state = 'awaiting_notification' WHERE order_id = ANY(:ids)"
+            ),
+            {"ids": [uuid.UUID(order_id) for order_id in placed]},
+        )
+
+    backlog = SagaBacklog(orders_db, orders_settings)
+    await backlog.refresh()
+
+    assert backlog.pending == before

@@ -87,3 +87,18 @@ async def test_a_printable_sku_and_key_are_accepted(orders_client: httpx.AsyncCl
 
     assert response.status_code == 202, response.text
     assert [item["sku"] for item in response.json()["items"]] == ["OK-1", "Café-№5"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("quantity", True), ("quantity", "2"), ("quantity", 2.0), ("unit_price_cents", False)],
+)
+async def test_a_number_must_be_a_json_integer(
+    orders_client: httpx.AsyncClient, field: str, value: Any
+):
+    """Issue 17: ``"quantity": true`` was taken as 1."""
+    item: dict[str, Any] = {"sku": "OK-1", "quantity": 1, "unit_price_cents": 100}
+    item[field] = value
+    response = await orders_client.post("/orders", json={"items": [item]})
+    assert response.status_code == 422, response.text
+    assert [error["field"] for error in response.json()["errors"]] == [f"items[0].{field}"]

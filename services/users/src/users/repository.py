@@ -24,6 +24,12 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def set_password_hash(session: AsyncSession, user_id: uuid.UUID, password_hash: str) -> None:
+    await session.execute(
+        update(User).where(User.id == user_id).values(password_hash=password_hash)
+    )
+
+
 async def insert_user(session: AsyncSession, user: User) -> bool:
     """Insert unless the email is taken; False when it is (no exception, no rollback)."""
     statement = (

@@ -5,15 +5,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from common.auth import CurrentUser, revoke_session
+from common.auth import CurrentUser, revoke_all_sessions, revoke_session
 from common.errors import Conflict, NotFound, Unauthorized
 from common.http import DatabaseDep, RedisDep
 from common.openapi import raises, sends_location
-from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, caller_read
+from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, TooManyRequests, caller_read
 from users import service
 from users.cache import UserCache
-from users.passwords import Passwords
-from users.schemas import SessionCreate, SessionOut, UserCreate, UserOut
+from users.passwords import HashingBusy, Passwords
+from users.schemas import PasswordChange, SessionCreate, SessionOut, UserCreate, UserOut
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -34,7 +34,7 @@ def _cache(request: Request) -> UserCache:
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=[AUTH_LIMIT]
 )
-@raises(Conflict)  # the email is taken
+@raises(Conflict, HashingBusy)  # the email is taken; too many hashes in flight
 @sends_location
 async def register(
     body: UserCreate, request: Request, response: Response, db: DatabaseDep
@@ -51,7 +51,7 @@ async def register(
     response_model=SessionOut,
     dependencies=[AUTH_LIMIT],
 )
-@raises(Unauthorized)  # wrong email or password
+@raises(Unauthorized, TooManyRequests, HashingBusy)  # wrong; too many failures; hashes busy
 async def login(
     body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
 ) -> SessionOut:
@@ -61,7 +61,7 @@ async def login(
             redis,
             _passwords(request),
             body,
-            request.app.state.settings.session_ttl_seconds,
+            request.app.state.settings,
         )
     return SessionOut(token=issued.token, user_id=issued.user_id, expires_at=issued.expires_at)
 
@@ -71,6 +71,28 @@ async def login(
 )
 async def logout(caller: CurrentUser, redis: RedisDep) -> Response:
     await revoke_session(redis, caller)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/sessions", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WRITE_LIMIT])
+async def logout_everywhere(caller: CurrentUser, redis: RedisDep) -> Response:
+    """Sign out everywhere: every session of the caller ends, in every service at once."""
+    await revoke_all_sessions(redis, caller.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AUTH_LIMIT])
+@raises(403, TooManyRequests, HashingBusy)  # the current password is wrong; as for login
+async def change_password(
+    body: PasswordChange, request: Request, caller: CurrentUser, db: DatabaseDep, redis: RedisDep
+) -> Response:
+    """A new password, the current one required (403 when wrong); every other session of
+    the caller ends, this one stays."""
+    async with db.transaction() as uow:
+        await service.change_password(
+            uow, redis, _passwords(request), caller, body, request.app.state.settings
+        )
+    await revoke_all_sessions(redis, caller.id, keep=caller.token_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from common.types import Text, TextFirst
+from common.types import Integer, Text, TextFirst
 
 Email = Annotated[EmailStr, TextFirst]
 Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -18,7 +18,7 @@ class UserCreate(BaseModel):
     email: Email = Field(max_length=320)
     password: Text = Field(min_length=8, max_length=128)
     name: Name
-    credit_limit_cents: int = Field(ge=0, le=100_000_000)
+    credit_limit_cents: Integer = Field(ge=0, le=100_000_000)
 
 
 class UserOut(BaseModel):
@@ -36,6 +36,13 @@ class SessionCreate(BaseModel):
 
     email: Email = Field(max_length=320)
     password: Text = Field(min_length=1, max_length=128)
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Text = Field(min_length=1, max_length=128)
+    new_password: Text = Field(min_length=8, max_length=128)
 
 
 class SessionOut(BaseModel):

@@ -1,5 +1,6 @@
 """Business rules of the users service. Functions take a session; they never commit."""
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -7,15 +8,17 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.auth import IssuedSession, create_session
+from common.auth import AuthenticatedUser, IssuedSession, create_session
 from common.contracts import UserRegistered
 from common.db import Database, UnitOfWork
-from common.errors import Conflict, NotFound, Unauthorized
+from common.errors import Conflict, NotFound, Problem, Unauthorized
+from common.ratelimit import TooManyRequests
 from users import repository
 from users.cache import UserCache
 from users.models import User
 from users.passwords import Passwords
-from users.schemas import SessionCreate, UserCreate, UserOut
+from users.schemas import PasswordChange, SessionCreate, UserCreate, UserOut
+from users.settings import Settings
 
 
 async def user_view(session: AsyncSession, user: User) -> UserOut:
@@ -77,13 +80,81 @@ async def announce_unwelcomed_again(
 
 
 async def login(
-    session: AsyncSession, redis: Redis, passwords: Passwords, data: SessionCreate, ttl: int
+    session: AsyncSession,
+    redis: Redis,
+    passwords: Passwords,
+    data: SessionCreate,
+    settings: Settings,
 ) -> IssuedSession:
-    user = await repository.get_user_by_email(session, data.email.lower())
+    """A session for the right email and password. Failures are counted per email before
+    any hash is spent (:class:`LoginFailures`); an unknown email costs a hash all the same."""
+    email = data.email.lower()
+    failures = LoginFailures(redis, settings)
+    await failures.check(email)
+    user = await repository.get_user_by_email(session, email)
     password_ok = await passwords.verify(user.password_hash if user else None, data.password)
     if user is None or not password_ok or user.status != "active":
+        await failures.record(email)
         raise Unauthorized("Wrong email or password.")
-    return await create_session(redis, user.id, ttl)
+    return await create_session(redis, user.id, settings.session_ttl_seconds)
+
+
+async def change_password(
+    uow: UnitOfWork,
+    redis: Redis,
+    passwords: Passwords,
+    caller: AuthenticatedUser,
+    data: PasswordChange,
+    settings: Settings,
+) -> None:
+    """The new password, once the current one is proven; the caller then ends every other
+    session (:func:`common.auth.revoke_all_sessions`), after the commit. A wrong current
+    password is a 403 (the token is fine, the proof is not: a 401 would tell the client to
+    drop a valid token), and counts as a failed login."""
+    user = await repository.get_user(uow.session, caller.id)
+    if user is None:
+        raise Unauthorized()
+    failures = LoginFailures(redis, settings)
+    await failures.check(user.email)
+    if not await passwords.verify(user.password_hash, data.current_password):
+        await failures.record(user.email)
+        raise Problem("The current password is wrong.", status=403)
+    new_hash = await passwords.hash(data.new_password)
+    await repository.set_password_hash(uow.session, user.id, new_hash)
+
+
+class LoginFailures:
+    """Failed logins per email in a fixed window (``login_failures_per_email`` per
+    ``login_failure_window_seconds``): past it, a 429 until the window ends, whoever asks
+    and from wherever, so guessing one account's password cannot be spread over addresses.
+    Keyed by a hash of the email (no address in Redis keys)."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.limit = settings.login_failures_per_email
+        self.window = settings.login_failure_window_seconds
+
+    @staticmethod
+    def key(email: str) -> str:
+        return f"loginfail:{{{hashlib.sha256(email.encode()).hexdigest()}}}"
+
+    async def check(self, email: str) -> None:
+        key = self.key(email)
+        count = await self.redis.get(key)
+        if count is not None and int(count) >= self.limit:
+            ttl = await self.redis.ttl(key)
+            retry_after = str(max(1, ttl if ttl > 0 else self.window))
+            raise TooManyRequests(
+                f"Too many failed logins for this email; retry in {retry_after} s.",
+                headers={"Retry-After": retry_after},
+            )
+
+    async def record(self, email: str) -> None:
+        key = self.key(email)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.window, nx=True)
+            await pipe.execute()
 
 
 async def get_visible_user_json(

@@ -578,7 +578,7 @@ class Consumer:
             async with self.database.transaction(send=False) as uow:
                 first_time = await self._inbox.record(
                     await driver_connection(uow.session),
-                    [item.envelope.id for item in items],
+                    [(item.envelope.id, item.envelope.occurred_at) for item in items],
                     self.group,
                 )
                 for item in items:

@@ -9,9 +9,12 @@ partitioned by time), this is the one module to adapt.
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table
+
+LEGACY_OCCURRED_AT = "-infinity"  # the previous release's inbox rows (common.bus.inbox)
 
 
 def qualified(table: Table) -> str:
@@ -22,19 +25,35 @@ def qualified(table: Table) -> str:
 
 
 class InboxStatements:
-    """Record a batch of message ids as handled by a group: the ids that were new."""
+    """Record a batch of messages ``(envelope id, envelope occurred_at)`` as handled by a
+    group: the ids that were new.
+
+    The inbox is partitioned by ``occurred_at`` (common.bus.inbox explains the key); the
+    ``NOT EXISTS`` looks in the ``inbox_legacy`` partition (the planner prunes to it), where
+    the previous release's rows are, so a message an old replica handled is skipped here.
+    """
 
     def __init__(self, table: Table) -> None:
+        name = qualified(table)
         self.record_many = (
-            f"INSERT INTO {qualified(table)} (message_id, consumer_group) "
-            "SELECT unnest($1::uuid[]), $2::varchar "
+            f"INSERT INTO {name} (message_id, consumer_group, occurred_at) "  # noqa: S608 - names from models
+            "SELECT m.id, $3::varchar, m.at "
+            "FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, at) "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {name} legacy WHERE legacy.message_id = m.id "
+            "AND legacy.consumer_group = $3::varchar "
+            f"AND legacy.occurred_at = '{LEGACY_OCCURRED_AT}') "
             "ON CONFLICT DO NOTHING RETURNING message_id"
         )
 
     async def record(
-        self, connection: Any, message_ids: Sequence[uuid.UUID], group: str
+        self, connection: Any, messages: Sequence[tuple[uuid.UUID, datetime]], group: str
     ) -> set[uuid.UUID]:
-        rows = await connection.fetch(self.record_many, list(message_ids), group)
+        rows = await connection.fetch(
+            self.record_many,
+            [message_id for message_id, _ in messages],
+            [occurred_at for _, occurred_at in messages],
+            group,
+        )
         return {uuid.UUID(bytes=row[0].bytes) for row in rows}
 
 

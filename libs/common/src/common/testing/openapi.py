@@ -34,9 +34,19 @@ from schemathesis.core.result import Err
 from schemathesis.openapi import from_asgi, from_url
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import APIOperation, BaseSchema
-from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-CONFORMANCE_CHECKS = [status_code_conformance, content_type_conformance]
+CONFORMANCE_CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("PROPERTY_MAX_EXAMPLES", "100")),

@@ -16,6 +16,10 @@ Started only for the tests that ask (``common.testing.cluster``, torn down after
   17000: the first free run of ports from there).
 * ``postgres_pair``: a private Postgres primary and its streaming replica
   (``TEST_PG_PAIR_PORT``, default 17090, and the next port).
+
+Under pytest-xdist (``make unit`` runs ``-n 2``) each worker process is a run of its own: its
+own throwaway database, Redis database ``TEST_REDIS_DB`` minus the worker's index, and ports
+moved up by 100 per worker (:func:`worker_port`), so the workers never share a key or a port.
 """
 
 import asyncio
@@ -46,9 +50,18 @@ from common.testing.servers import private_directory
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
-CLUSTER_PORT_BASE = int(os.environ.get("TEST_CLUSTER_PORT_BASE", "17000"))
-PG_PAIR_PORT = int(os.environ.get("TEST_PG_PAIR_PORT", "17090"))
+# pytest-xdist names its workers gw0, gw1...; a run without it is worker 0.
+WORKER_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15")) - WORKER_INDEX
+
+
+def worker_port(base: int) -> int:
+    """``base`` moved into this worker's own range of ports (100 a worker)."""
+    return base + 100 * WORKER_INDEX
+
+
+CLUSTER_PORT_BASE = worker_port(int(os.environ.get("TEST_CLUSTER_PORT_BASE", "17000")))
+PG_PAIR_PORT = worker_port(int(os.environ.get("TEST_PG_PAIR_PORT", "17090")))
 
 
 def _with_database(admin_url: str, database: str) -> str:

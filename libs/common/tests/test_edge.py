@@ -1,0 +1,211 @@
+"""Edge limits on a real socket: stalled bodies and headers, oversized bodies, open streams.
+
+Each test serves ``create_service_app`` with uvicorn on 127.0.0.1 (common.testing.server), with
+the header-deadline protocol ``serve`` gives uvicorn, and talks to it as an attacker would.
+"""
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from starlette.responses import StreamingResponse
+
+from common.auth import CurrentUser
+from common.edge import header_deadline_protocol
+from common.http import STREAM_SLOT, Capacity, create_service_app
+from common.settings import ServiceSettings
+from common.testing.server import served
+
+pytestmark = pytest.mark.integration
+
+router = APIRouter()
+release_streams = asyncio.Event()
+
+
+@router.get("/ping")
+async def ping() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@router.post("/echo")
+async def echo(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+@router.post("/private")
+async def private(caller: CurrentUser, body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+@router.get("/stream", dependencies=[STREAM_SLOT])
+async def stream() -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        yield b": connected\n\n"
+        await release_streams.wait()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def opened_at_least(opened: list[httpx.Response], count: int) -> bool:
+    return len(opened) >= count
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@router.get("/proxied-stream")
+async def proxied_stream() -> StreamingResponse:
+    """An event stream no STREAM_SLOT counted (what a gateway passes through)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b": connected\n\n"
+        await release_streams.wait()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def settings(database_url: str, redis_url: str, **extra: Any) -> ServiceSettings:
+    return ServiceSettings(database_url=database_url, redis_url=redis_url, **extra)
+
+
+async def raw_request(url: str, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def answer_then_close(reader: asyncio.StreamReader, within: float) -> tuple[int, bytes]:
+    """The status and body of the one response on the connection, read to its EOF: the
+    server answered, then closed (never a silent drop)."""
+    async with asyncio.timeout(within):
+        data = await reader.read()  # until the server closes
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head, "the connection was closed without an answer"
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def test_stalled_bodies_hold_no_slot_and_get_a_408_then_close(
+    database_url: str, redis_url: str
+) -> None:
+    """Defect 1: 4 stalled bodies on a process with 2 slots; everyone else is still served."""
+    app = create_service_app(
+        settings(database_url, redis_url, http_max_in_flight=2, http_body_timeout_seconds=1.5),
+        title="t",
+        routers=[router],
+    )
+    async with served(app) as url:
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        stalled = [await raw_request(url, head) for _ in range(4)]
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            assert (await client.get("/ping")).status_code == 200
+            assert (await client.post("/echo", json={"a": 1})).json() == {"a": 1}
+        for reader, writer in stalled:
+            status, body = await answer_then_close(reader, within=5)
+            assert status == 408
+            assert json.loads(body)["status"] == 408
+            writer.close()
+
+
+async def test_headers_that_never_end_get_a_408_then_close(
+    database_url: str, redis_url: str
+) -> None:
+    app = create_service_app(settings(database_url, redis_url), title="t", routers=[router])
+    async with served(app, http=header_deadline_protocol(1.0)) as url:
+        reader, writer = await raw_request(url, b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+        status, body = await answer_then_close(reader, within=5)
+        writer.close()
+        assert status == 408
+        assert json.loads(body)["title"] == "Request Timeout"
+        # A connection that says nothing at all is answered the same way.
+        reader, writer = await raw_request(url, b"")
+        assert (await answer_then_close(reader, within=5))[0] == 408
+        writer.close()
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            assert (await client.get("/ping")).status_code == 200  # in time: served
+
+
+async def test_a_body_over_the_limit_is_a_413_before_auth_or_parsing(
+    database_url: str, redis_url: str
+) -> None:
+    """Defect 3: an unauthenticated oversized body is refused for its size, unread."""
+    app = create_service_app(
+        settings(database_url, redis_url, http_max_body_bytes=1000), title="t", routers=[router]
+    )
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        declared = await client.post("/private", content=b"x" * 5000)
+        assert declared.status_code == 413
+        assert declared.headers["content-type"] == "application/problem+json"
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+            for _ in range(10):
+                yield b"y" * 200
+
+        streamed = await client.post("/echo", content=chunked())
+        assert streamed.status_code == 413
+        assert (await client.post("/echo", json={"fits": True})).status_code == 200
+        assert (await client.post("/private", json={})).status_code == 401
+
+
+async def test_streams_hold_no_load_shed_slot_and_have_their_own_cap(
+    database_url: str, redis_url: str
+) -> None:
+    """Defect 2: open streams leave the short requests their slots; one stream past the
+    process's cap is a 503 with Retry-After."""
+    release_streams.clear()
+    app = create_service_app(
+        settings(database_url, redis_url, http_max_in_flight=2, http_max_streams=3),
+        title="t",
+        routers=[router],
+    )
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        capacity: Capacity = app.state.capacity
+        async with asyncio.TaskGroup() as streams:
+            opened: list[httpx.Response] = []
+
+            async def open_stream() -> None:
+                async with client.stream("GET", "/stream") as response:
+                    opened.append(response)
+                    async for _ in response.aiter_bytes():
+                        pass
+
+            for count in range(1, 4):  # one after the other: opening takes a slot a moment
+                streams.create_task(open_stream())
+                await until(functools.partial(opened_at_least, opened, count))
+            assert [response.status_code for response in opened] == [200, 200, 200]
+            assert capacity.in_flight == 0
+            assert (await client.get("/ping")).status_code == 200
+            refused = await client.get("/stream")
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            release_streams.set()
+        await until(lambda: not capacity.streams and not capacity.in_flight)
+
+
+async def test_an_event_stream_nobody_counted_gives_its_slot_back_too(
+    database_url: str, redis_url: str
+) -> None:
+    release_streams.clear()
+    app = create_service_app(
+        settings(database_url, redis_url, http_max_in_flight=1), title="t", routers=[router]
+    )
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        capacity: Capacity = app.state.capacity
+        async with client.stream("GET", "/proxied-stream") as response:
+            assert response.status_code == 200
+            await until(lambda: capacity.streams == 1)
+            assert capacity.in_flight == 0
+            assert (await client.get("/ping")).status_code == 200  # the only slot is free
+            release_streams.set()
+        await until(lambda: not capacity.streams and not capacity.in_flight)

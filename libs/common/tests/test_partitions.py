@@ -1,0 +1,156 @@
+"""Partition maintenance on real Postgres: ahead, retention, the default partition, the lock."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from common.partition_maintenance import PartitionMaintainer, configured
+from common.partitions import (
+    PartitionedTable,
+    advisory_key,
+    create_default_sql,
+    maintain_locked,
+    status,
+)
+from common.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def table(engine: AsyncEngine) -> PartitionedTable:
+    """A fresh daily-partitioned table in a schema of its own, with only a default partition."""
+    plan = PartitionedTable(
+        schema=f"parts_{uuid.uuid4().hex[:8]}",
+        name="events",
+        column="at",
+        interval="day",
+        retention_days=7,
+        ahead_days=3,
+    )
+    async with engine.begin() as connection:
+        await connection.execute(text(f"CREATE SCHEMA {plan.schema}"))
+        await connection.execute(
+            text(
+                f"CREATE TABLE {plan.qualified} (id bigint, at timestamptz NOT NULL, "
+                "PRIMARY KEY (id, at)) PARTITION BY RANGE (at)"
+            )
+        )
+        await connection.execute(text(create_default_sql(plan)))
+    return plan
+
+
+async def _names(engine: AsyncEngine, table: PartitionedTable) -> list[str]:
+    async with engine.connect() as connection:
+        return [p.name for p in (await status(connection, table.schema, table.name)).partitions]
+
+
+async def test_retention_drops_old_partitions_and_keeps_new_ones(engine, table) -> None:
+    # Partitions from 10 days back, created as if maintained back then.
+    await maintain_locked(engine, table.schema, [table], now=NOW - timedelta(days=10))
+    async with engine.begin() as connection:
+        for days in range(10, -1, -1):
+            await connection.execute(
+                text(f"INSERT INTO {table.qualified} VALUES (:id, :at)"),  # noqa: S608
+                {"id": days, "at": NOW - timedelta(days=days)},
+            )
+
+        # A late write, long past the retention: no partition, so the default one took it.
+        await connection.execute(
+            text(f"INSERT INTO {table.qualified} VALUES (99, :at)"),  # noqa: S608
+            {"at": NOW - timedelta(days=30)},
+        )
+
+    result = await maintain_locked(engine, table.schema, [table], now=NOW)
+
+    names = await _names(engine, table)
+    # Dropped: every day whose end is 7 days or more before now (days -10 .. -8).
+    assert sorted(result.dropped) == ["events_p20261124", "events_p20261125", "events_p20261126"]
+    assert "events_p20261127" in names  # ends less than 7 days ago: kept
+    assert {"events_p20261204", "events_p20261205", "events_p20261206", "events_p20261207"} <= set(
+        names
+    )
+    async with engine.connect() as connection:
+        kept = (
+            await connection.execute(text(f"SELECT id FROM {table.qualified} ORDER BY id"))  # noqa: S608
+        ).scalars()
+        assert list(kept) == list(range(8))
+        table_status = await status(connection, table.schema, table.name)
+    assert table_status.default_rows == 0
+    assert table_status.ahead_seconds > 3 * 86_400 - 13 * 3600
+
+
+async def test_a_write_without_its_partition_lands_in_default_then_moves(engine, table) -> None:
+    far = NOW + timedelta(days=5)  # beyond the 3 days ahead
+    await maintain_locked(engine, table.schema, [table], now=NOW)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(f"INSERT INTO {table.qualified} VALUES (1, :at)"),  # noqa: S608
+            {"at": far},
+        )
+        assert (await status(connection, table.schema, table.name)).default_rows == 1
+
+    result = await maintain_locked(engine, table.schema, [table], now=NOW + timedelta(days=3))
+
+    assert result.moved_rows == 1
+    async with engine.connect() as connection:
+        assert (await status(connection, table.schema, table.name)).default_rows == 0
+        where = (
+            await connection.execute(
+                text(f"SELECT tableoid::regclass::text FROM {table.qualified}")  # noqa: S608
+            )
+        ).scalar_one()
+    assert where == f"{table.schema}.events_p{far:%Y%m%d}"
+
+
+async def test_one_maintainer_at_a_time(engine, table) -> None:
+    async with engine.connect() as holder:
+        await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(table.schema)})
+        await holder.commit()
+        skipped = await maintain_locked(engine, table.schema, [table], now=NOW)
+        await holder.execute(
+            text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(table.schema)}
+        )
+        await holder.commit()
+    assert skipped.skipped
+    assert await _names(engine, table) == ["events_default"]
+    done = await maintain_locked(engine, table.schema, [table], now=NOW)
+    assert not done.skipped
+    assert done.created
+
+
+async def test_the_workers_maintainer_applies_the_settings_and_reports_metrics(
+    engine, table, database_url
+) -> None:
+    settings = ServiceSettings(
+        database_url=database_url,
+        partition_intervals={"events": "month"},
+        partition_retention_days={"events": 60},
+        partition_ahead_days=40,
+    )
+    [planned] = configured([table], settings)
+    assert (planned.interval, planned.retention_days, planned.ahead_days) == ("month", 60, 40)
+
+    result = await PartitionMaintainer(engine, [planned]).run()
+
+    assert result is not None
+    assert result.created
+    assert all(len(name.rsplit("_p", 1)[1]) == 6 for name in result.created)  # monthly names
+    ahead = REGISTRY.get_sample_value("db_partition_ahead_seconds", {"table": "events"})
+    assert ahead is not None
+    assert ahead > 39 * 86_400
+    assert REGISTRY.get_sample_value("db_partition_default_rows", {"table": "events"}) == 0
