@@ -154,7 +154,7 @@ asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate
 	@$(RUN) node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
 	@$(RUN) pytest -q tests/asyncapi
 
-k8s-check: sync ## render + validate Kubernetes manifests, lint Dockerfiles and compose (offline)
+k8s-check: sync ## render + validate Kubernetes manifests, lint the Dockerfile and compose (offline)
 	@$(TOOLS) kubectl
 	@bash deploy/check.sh
 	@$(RUN) pytest tests/deploy

@@ -52,7 +52,7 @@ TOOLS = {
         Tool(
             "uv",
             "uv",
-            "0.13.9",  # the version that writes uv.lock; the Dockerfiles pin the same
+            "0.13.9",  # the version that writes uv.lock; deploy/Dockerfile pins the same
             "uv-0.13.9.data/scripts/uv",
             {
                 "x86_64": (

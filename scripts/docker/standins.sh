@@ -5,7 +5,7 @@
 #   scripts/docker/standins.sh ENV_FILE
 #
 # Pinned references are read from where they are pinned: UV_IMAGE and PYTHON_IMAGE from the
-# ARG defaults in services/users/Dockerfile, POSTGRES_IMAGE and REDIS_IMAGE from the defaults in
+# ARG defaults in deploy/Dockerfile, POSTGRES_IMAGE and REDIS_IMAGE from the defaults in
 # deploy/compose.yaml. For each, ENV_FILE gets `NAME=<reference to use>`; compose and the builds
 # read them from the environment. A stand-in is built once and reused while its inputs (this
 # script and scripts/docker/standin/) are unchanged: a later run costs a few `docker image
@@ -32,7 +32,7 @@ INPUTS=$(cat "$0" scripts/docker/standin/* | sha256sum | cut -c1-16)
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-pinned_arg() { sed -n "s/^ARG $1=//p" services/users/Dockerfile | head -1; }
+pinned_arg() { sed -n "s/^ARG $1=//p" deploy/Dockerfile | head -1; }
 pinned_compose() { sed -n "s/.*\${$1:-\([^}]*\)}.*/\1/p" deploy/compose.yaml | head -1; }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }

@@ -249,7 +249,9 @@ class Proxy:
                 return await upstream.session.request(
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
-            except aiohttp.ClientConnectorError:
+            # No connection was made, whether refused, unresolvable or not accepted in time
+            # (a stopped container's address answers nothing): nothing reached the service.
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 upstream.breaker.failed()
                 if not retry or attempt == 2:
                     raise UpstreamUnavailable(upstream.name, 1.0) from None

@@ -6,6 +6,8 @@ about 0.10 ms of client CPU with aiohttp against 1.3 ms with httpx (16 concurren
 uvloop), and the gateway's budget for a whole proxied request is 0.4 ms.
 """
 
+import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,11 +101,33 @@ class Upstream:
             raise UpstreamUnavailable(self.name, wait)
 
 
+class BoundedResolver(aiohttp.ThreadedResolver):
+    """The system resolver with a deadline: ``sock_connect`` does not cover the name lookup,
+    and a resolver that does not answer (a stopped compose service's name is forwarded to the
+    host's resolvers, which a container may not reach: ~10 s per lookup) would hold the request
+    until the route's deadline, a 504. Past the deadline the lookup fails as an ``OSError``,
+    which aiohttp reports as a connection that was never made: a 503 with Retry-After."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await super().resolve(host, port, family)
+        except TimeoutError:
+            raise OSError(f"{host}: no address within {self.timeout:g} s") from None
+
+
 def _session(settings: Settings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=settings.upstream_pool_size,
         keepalive_timeout=settings.upstream_keepalive_seconds,
         ttl_dns_cache=300,
+        resolver=BoundedResolver(settings.upstream_connect_timeout_seconds),
     )
     return aiohttp.ClientSession(
         connector=connector,

@@ -2,8 +2,10 @@
 streaming both ways, disconnects, deadlines, the retry rule and the breaker."""
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -191,6 +193,46 @@ async def test_a_client_leaving_mid_upload_is_not_the_services_failure(front, up
     assert breaker.failures == 0
     async with httpx.AsyncClient(base_url=front.url) as client:
         assert (await client.get("/orders/after")).status_code == 200
+
+
+@contextlib.contextmanager
+def never_accepting_url() -> Iterator[str]:
+    """A port that listens but whose accept queue is full: the kernel drops further SYNs, so a
+    connection attempt hangs, as to the address of a stopped container on a bridge network."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # more than the queue holds (listen(0) keeps one or two)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+async def test_a_connection_never_accepted_is_a_503_not_a_504(loopback):
+    with never_accepting_url() as url:
+        async with (
+            loopback.gateway(
+                orders_url=url,
+                breaker_failures=100,
+                upstream_connect_timeout_seconds=0.3,
+                route_deadline_seconds=10.0,
+            ) as front,
+            httpx.AsyncClient(base_url=front.url, timeout=15) as client,
+        ):
+            started = time.monotonic()
+            response = await client.get("/orders/1")
+            assert response.status_code == 503, response.text
+            assert response.json()["service"] == "orders"
+            assert time.monotonic() - started < 5  # two connect timeouts, not the deadline
 
 
 async def test_a_body_over_the_limit_is_a_413_at_the_gateway_declared_or_streamed(front, upstream):
