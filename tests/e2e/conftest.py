@@ -177,6 +177,8 @@ def _approval_ms(order: dict[str, Any]) -> float:
 
 
 APPROVAL_LATENCIES_MS: dict[str, list[float]] = {}
+# One line per drill that is not a fault drill (the starvation drill), for the summary.
+DRILL_LINES: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -186,6 +188,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for figures in harness.RESULTS:
             terminalreporter.write_line(figures.summary())
         terminalreporter.write_line(f"figures as JSON: {harness.write_results()}")
+    for line in DRILL_LINES:
+        terminalreporter.write_line(line)
     for module, latencies in sorted(APPROVAL_LATENCIES_MS.items()):
         ordered = sorted(latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
