@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from common.bus.held import HeldMessage
 from common.errors import Conflict, NotFound
 from common.http import DatabaseDep, RedisDep
 from common.openapi import raises
@@ -22,7 +23,6 @@ from orders.admin_schemas import (
     DeadLetterDetail,
     DeadLetterId,
     DeadLetterOut,
-    HeldMessageOut,
     MessageType,
     OrderStatusFilter,
     PartitionedTableOut,
@@ -136,10 +136,10 @@ async def list_dead_letters(
     )
 
 
-@router.get("/held-messages", response_model=list[HeldMessageOut], dependencies=[READ_LIMIT])
+@router.get("/held-messages", response_model=list[HeldMessage], dependencies=[READ_LIMIT])
 async def list_held_messages(
     request: Request, operator: ApiOperator, redis: RedisDep
-) -> list[HeldMessageOut]:
+) -> list[HeldMessage]:
     """Messages of a newer schema version than their consumers read (a rolling upgrade under
     way): not lost, not dead-lettered; retried until a consumer of the newer release reads
     them. At most 200, oldest first."""

@@ -100,22 +100,6 @@ class DeadLetterOut(BaseModel):
     correlation_id: str | None
 
 
-class HeldMessageOut(BaseModel):
-    """A message of a newer schema version than its consumer group reads: pending, retried
-    each reclaim cycle, handled once a consumer of the newer release reads it."""
-
-    group: str
-    stream: str
-    entry_id: str
-    type: str
-    schema_version: int
-    known_version: int
-    message_id: str
-    consumer: str
-    reason: str
-    held_at: str
-
-
 class DeadLetterDetail(DeadLetterOut):
     entry_id: str
     envelope: dict[str, Any] | None  # None when the entry's envelope is not JSON

@@ -19,7 +19,7 @@ records what happened there, in the transaction the router commits right after.
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.deadletters import DeadLetter, get_dead_letter, replay, scan_dead_letters
-from common.bus.held import list_held
+from common.bus.held import HeldMessage, list_held
 from common.contracts import SagaState, StepStatus
 from common.db import UnitOfWork
 from common.errors import Conflict, NotFound, Problem
@@ -42,7 +42,6 @@ from orders.admin_schemas import (
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
-    HeldMessageOut,
     RedriveFailure,
     RedriveFilter,
     Redriven,
@@ -318,10 +317,9 @@ async def list_dead_letters(
 MAX_HELD_LISTED = 200
 
 
-async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessageOut]:
+async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessage]:
     """Messages held for a newer schema version than their consumers read (oldest first)."""
-    held = await list_held(redis, prefix=settings.bus_stream_prefix, limit=MAX_HELD_LISTED)
-    return [HeldMessageOut(**asdict(message)) for message in held]
+    return await list_held(redis, prefix=settings.bus_stream_prefix, limit=MAX_HELD_LISTED)
 
 
 async def get_dead_letter_detail(

@@ -67,7 +67,9 @@ def newer_than_known(envelope: Envelope, known: type[Message]) -> RetryLater | N
 
 @dataclass(frozen=True)
 class HeldMessage:
-    """One held entry, as operators see it."""
+    """One held entry, as operators see it (``GET /admin/held-messages`` serves it as is): a
+    message of a newer schema version than its consumer group reads, pending, retried each
+    reclaim cycle, handled once a consumer of the newer release reads it."""
 
     group: str
     stream: str
