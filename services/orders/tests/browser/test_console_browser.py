@@ -27,23 +27,13 @@ from common.auth import hash_token
 from common.bus.deadletters import dead_letter, list_dead_letters
 from common.bus.streams import stream_key
 from common.db import Database
+from common.testing.chromium import CHROMIUM, CHROMIUM_ARGS
 from common.testing.replies import credit_reserved
 from orders import saga, service
 from orders.models import Saga, SagaStep
 from orders.schemas import OrderCreate, OrderItem
 from orders.settings import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[4]
 SCREENSHOTS = REPO / ".run" / "screenshots"
 TOKEN = "browser-operator-" + uuid.uuid4().hex
