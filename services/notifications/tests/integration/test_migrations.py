@@ -1,41 +1,23 @@
 """Migration 0003 on a database that has webhooks with plaintext secrets (made by 0002)."""
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from alembic import command
-from alembic.config import Config
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from common.testing.plugin import throwaway_database
+from common.testing.plugin import alembic
 from notifications.secretbox import SecretBox
 
 from ..conftest import SERVICE_DIR
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def empty_database() -> AsyncIterator[tuple[str, str]]:
-    """A database of its own (asyncpg URL, SQLAlchemy URL): this test migrates up and down."""
-    async with throwaway_database() as url:
-        yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
-
-
-async def alembic(sqlalchemy_url: str, verb: str, revision: str) -> None:
-    config = Config(str(SERVICE_DIR / "alembic.ini"))
-    config.set_main_option("script_location", str(SERVICE_DIR / "migrations"))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url)
-    await asyncio.to_thread(getattr(command, verb), config, revision)
 
 
 async def test_0003_encrypts_existing_secrets_keeping_the_same_signing_key(
@@ -44,7 +26,7 @@ async def test_0003_encrypts_existing_secrets_keeping_the_same_signing_key(
     plain_url, url = empty_database
     key = Fernet.generate_key().decode()
     monkeypatch.setenv("NOTIFICATIONS_WEBHOOK_SECRET_KEY", key)
-    await alembic(url, "upgrade", "0002")
+    await alembic(SERVICE_DIR, url, "upgrade", "0002")
     webhook_id, legacy_secret = uuid.uuid4(), "a-users-own-secret-ünïcode"
     connection = await asyncpg.connect(plain_url, timeout=10)
     try:
@@ -55,7 +37,7 @@ async def test_0003_encrypts_existing_secrets_keeping_the_same_signing_key(
             "https://example.com/hook",
             legacy_secret,
         )
-        await alembic(url, "upgrade", "head")
+        await alembic(SERVICE_DIR, url, "upgrade", "head")
         row = await connection.fetchrow(
             "SELECT * FROM notifications.webhooks WHERE id = $1", webhook_id
         )
@@ -77,7 +59,7 @@ async def test_0003_encrypts_existing_secrets_keeping_the_same_signing_key(
         ).digest()
         assert signed == "v1," + base64.b64encode(legacy_key_mac).decode()
 
-        await alembic(url, "downgrade", "0002")
+        await alembic(SERVICE_DIR, url, "downgrade", "0002")
         restored = await connection.fetchval(
             "SELECT secret FROM notifications.webhooks WHERE id = $1", webhook_id
         )

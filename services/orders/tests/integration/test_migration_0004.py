@@ -1,17 +1,13 @@
 """Migration 0004 (saga definition versions) under the previous release's rows and inserts,
 and back down to 0003."""
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from alembic import command
-from alembic.config import Config
 
-from common.testing.plugin import throwaway_database
+from common.testing.plugin import alembic
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +24,6 @@ INSERT_SAGA = """
 """
 
 
-@pytest.fixture
-async def empty_database() -> AsyncIterator[tuple[str, str]]:
-    """A database of its own (asyncpg URL, SQLAlchemy URL): this test migrates up and down."""
-    async with throwaway_database() as url:
-        yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
-
-
-async def alembic(sqlalchemy_url: str, verb: str, revision: str) -> None:
-    config = Config(str(SERVICE_DIR / "alembic.ini"))
-    config.set_main_option("script_location", str(SERVICE_DIR / "migrations"))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url)
-    await asyncio.to_thread(getattr(command, verb), config, revision)
-
-
 async def place(connection: asyncpg.Connection, state: str = "awaiting_credit") -> uuid.UUID:
     order_id = uuid.uuid4()
     await connection.execute(INSERT_ORDER, order_id, uuid.uuid4())
@@ -53,11 +35,11 @@ async def test_0004_makes_old_sagas_version_1_and_downgrades_stock_checks_to_com
     empty_database: tuple[str, str],
 ):
     plain_url, url = empty_database
-    await alembic(url, "upgrade", "0003")
+    await alembic(SERVICE_DIR, url, "upgrade", "0003")
     connection = await asyncpg.connect(plain_url, timeout=10)
     try:
         before = await place(connection)
-        await alembic(url, "upgrade", "0004")
+        await alembic(SERVICE_DIR, url, "upgrade", "0004")
         after = await place(connection)  # the previous release, still running on 0004
         versions = await connection.fetch(
             "SELECT definition_version FROM orders.sagas WHERE order_id = ANY($1)",
@@ -66,7 +48,7 @@ async def test_0004_makes_old_sagas_version_1_and_downgrades_stock_checks_to_com
         assert [row["definition_version"] for row in versions] == [1, 1]
 
         checking = await place(connection, "awaiting_stock")  # a version 2 saga
-        await alembic(url, "downgrade", "0003")
+        await alembic(SERVICE_DIR, url, "downgrade", "0003")
         row = await connection.fetchrow(
             "SELECT o.status, o.rejection_reason, s.state FROM orders.orders o "
             "JOIN orders.sagas s ON s.order_id = o.id WHERE o.id = $1",

@@ -1,38 +1,20 @@
 """Migration 0005 on a database that holds rows: history partitioned, rows kept, the
 previous release's statements still valid, and back down again."""
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from alembic import command
-from alembic.config import Config
 
-from common.testing.plugin import throwaway_database
+from common.testing.plugin import alembic
 
 from ..conftest import SERVICE_DIR
 
 pytestmark = pytest.mark.integration
 
 MONTHS_AGO = datetime.now(UTC) - timedelta(days=70)
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    """A database of its own (asyncpg URL, SQLAlchemy URL): this test migrates up and down."""
-    async with throwaway_database() as url:
-        yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
-
-
-async def alembic(sqlalchemy_url: str, verb: str, revision: str) -> None:
-    config = Config(str(SERVICE_DIR / "alembic.ini"))
-    config.set_main_option("script_location", str(SERVICE_DIR / "migrations"))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url)
-    await asyncio.to_thread(getattr(command, verb), config, revision)
 
 
 async def _fill(connection: asyncpg.Connection) -> uuid.UUID:
@@ -80,14 +62,14 @@ async def _partitions(connection: asyncpg.Connection, table: str) -> list[str]:
 
 
 async def test_0005_partitions_history_keeping_rows_and_the_previous_release_statements(
-    database,
+    empty_database,
 ):
-    plain_url, url = database
-    await alembic(url, "upgrade", "0003")
+    plain_url, url = empty_database
+    await alembic(SERVICE_DIR, url, "upgrade", "0003")
     connection = await asyncpg.connect(plain_url, timeout=10)
     try:
         order_id = await _fill(connection)
-        await alembic(url, "upgrade", "0005")
+        await alembic(SERVICE_DIR, url, "upgrade", "0005")
 
         steps = await connection.fetch(
             "SELECT id, name, at FROM orders.saga_steps WHERE order_id = $1 ORDER BY id", order_id
@@ -116,7 +98,7 @@ async def test_0005_partitions_history_keeping_rows_and_the_previous_release_sta
         assert await connection.fetchval(old_inbox, fresh) == fresh
         assert await connection.fetchval(old_inbox, fresh) is None
 
-        await alembic(url, "downgrade", "0003")
+        await alembic(SERVICE_DIR, url, "downgrade", "0003")
         assert (
             await connection.fetchval(
                 "SELECT count(*) FROM orders.saga_steps WHERE order_id = $1", order_id

@@ -174,14 +174,27 @@ def redis_target(request: pytest.FixtureRequest, redis_url: str) -> RedisTarget:
 
 
 async def migrate(service_dir: Path, database_url: str) -> None:
-    """Run a service's Alembic migrations to head against ``database_url``.
+    """Run a service's Alembic migrations to head against ``database_url``."""
+    await alembic(service_dir, database_url, "upgrade", "head")
+
+
+async def alembic(service_dir: Path, database_url: str, verb: str, revision: str) -> None:
+    """``alembic <verb> <revision>`` (``upgrade``/``downgrade``) for a service's migrations.
 
     Alembic's async env runs its own event loop, so it goes to a worker thread.
     """
     config = Config(str(service_dir / "alembic.ini"))
     config.set_main_option("script_location", str(service_dir / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url)
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(getattr(command, verb), config, revision)
+
+
+@pytest.fixture
+async def empty_database() -> AsyncIterator[tuple[str, str]]:
+    """A database of its own (asyncpg URL, SQLAlchemy URL), for a test that migrates it up
+    and down; dropped after the test."""
+    async with throwaway_database() as url:
+        yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
 
 
 @asynccontextmanager
