@@ -5,12 +5,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import text
 
-from common.auth import create_session
 from common.db import Database
-from common.testing.plugin import asgi_client
+from common.testing.plugin import asgi_client, sign_in_as_a_new_user
 from orders.admission import BEFORE_THE_PIVOT, SagaBacklog
 from orders.main import create_app
 from orders.settings import Settings
@@ -40,12 +38,7 @@ async def bounded_client(
         }
     )
     async with asgi_client(create_app(settings)) as client:
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            issued = await create_session(redis, uuid.uuid4(), 600)
-        finally:
-            await redis.aclose()
-        client.headers["Authorization"] = f"Bearer {issued.token}"
+        await sign_in_as_a_new_user(client, settings.redis_url)
         yield client
 
 
@@ -70,12 +63,7 @@ async def test_without_a_bound_every_order_is_admitted(
 ):
     settings = orders_settings.model_copy(update={"admission_max_pending_sagas": 0})
     async with asgi_client(create_app(settings)) as client:
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            issued = await create_session(redis, uuid.uuid4(), 600)
-        finally:
-            await redis.aclose()
-        client.headers["Authorization"] = f"Bearer {issued.token}"
+        await sign_in_as_a_new_user(client, settings.redis_url)
         for _ in range(3):
             response = await client.post("/orders", json=ORDER)
             assert response.status_code == 202, response.text

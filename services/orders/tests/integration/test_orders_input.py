@@ -11,10 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
-from common.auth import create_session
-from common.testing.plugin import asgi_client
+from common.testing.plugin import asgi_client, sign_in_as_a_new_user
 from orders.main import create_app
 from orders.settings import Settings
 
@@ -24,12 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def orders_client(orders_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(create_app(orders_settings)) as client:
-        redis = Redis.from_url(orders_settings.redis_url)
-        try:
-            issued = await create_session(redis, uuid.uuid4(), 600)
-        finally:
-            await redis.aclose()
-        client.headers["Authorization"] = f"Bearer {issued.token}"
+        await sign_in_as_a_new_user(client, orders_settings.redis_url)
         yield client
 
 

@@ -40,6 +40,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from common.auth import create_session
 from common.testing.cluster import (
     RUN_DIR,
     LocalPostgresPair,
@@ -195,6 +196,19 @@ async def empty_database() -> AsyncIterator[tuple[str, str]]:
     and down; dropped after the test."""
     async with throwaway_database() as url:
         yield url.replace("postgresql+asyncpg://", "postgresql://", 1), url
+
+
+async def sign_in_as_a_new_user(client: httpx.AsyncClient, redis_url: str) -> uuid.UUID:
+    """Give ``client`` the bearer token of a fresh session for a new user id; returns the id
+    (the services check only the session, so no account needs to exist)."""
+    user_id = uuid.uuid4()
+    redis = Redis.from_url(redis_url)
+    try:
+        issued = await create_session(redis, user_id, 600)
+    finally:
+        await redis.aclose()
+    client.headers["Authorization"] = f"Bearer {issued.token}"
+    return user_id
 
 
 @asynccontextmanager
