@@ -56,7 +56,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPubSub
 
-from common.auth import AuthenticatedUser, revocation_channel
+from common.auth import AuthenticatedUser, revocation_channel, session_valid
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
 from common.redis import is_cluster, pubsub_namespace
@@ -540,8 +540,10 @@ class NotificationStream:
             logger.warning("stream slot not renewed; retried at the next heartbeat", exc_info=True)
 
     async def _session_alive(self) -> bool:
+        """The same session rule as every request's (``common.auth.session_valid``); a
+        check that cannot reach Redis keeps the stream (the next heartbeat asks again)."""
         try:
-            return bool(await self.redis.exists(self.user.session_key))
+            return await session_valid(self.redis, self.user)
         except Exception:
             logger.warning("session check failed; the stream stays open", exc_info=True)
             return True
