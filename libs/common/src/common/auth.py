@@ -139,7 +139,7 @@ async def revoke_session(redis: Redis, user: AuthenticatedUser) -> None:
     shards, and the key must be gone before anyone acts on the announcement."""
     await redis.delete(user.session_key)
     await redis.srem(session_index_key(user.id), user.token_hash)
-    await publish(redis, revocation_channel(redis), user.token_hash)
+    await publish(redis, [(revocation_channel(redis), user.token_hash)])
 
 
 async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None = None) -> int:
@@ -157,8 +157,7 @@ async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None =
     await redis.delete(*(session_key(user_id, token_hash) for token_hash in ended))
     await redis.srem(index, *ended)
     channel = revocation_channel(redis)
-    for token_hash in ended:
-        await publish(redis, channel, token_hash)
+    await publish(redis, [(channel, token_hash) for token_hash in ended])
     return len(ended)
 
 
