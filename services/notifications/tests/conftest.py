@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -33,7 +32,7 @@ from common.contracts import NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
 from common.testing.plugin import RedisTarget, migrate
-from common.testing.polling import eventually
+from common.testing.server import served
 from common.testing.sse import SseReader
 from common.testing.webhooks import Answer, Receiver
 from notifications import service
@@ -134,14 +133,6 @@ def record(database: Database, fanout: Fanout) -> RecordFn:
 # -- the API on a real port ----------------------------------------------------------------
 
 
-class InProcessServer(uvicorn.Server):
-    """uvicorn in the test's loop, without taking over the process's signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 @dataclass
 class RunningApi:
     app: FastAPI
@@ -151,29 +142,8 @@ class RunningApi:
 @contextlib.asynccontextmanager
 async def serve_app(settings: Settings) -> AsyncIterator[RunningApi]:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    server = InProcessServer(config)
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        assert not task.done(), "the server stopped during start-up"
-        return server.started
-
-    await eventually(started, timeout=10)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield RunningApi(app, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with served(app) as url:
+        yield RunningApi(app, url)
 
 
 @pytest.fixture(scope="session")
