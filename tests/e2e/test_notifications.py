@@ -5,95 +5,38 @@ loopback targets (`scripts/stack.sh` sets NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_TA
 its e2e stack); against a stack that refuses them, the webhook test is skipped.
 """
 
-import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.testing.polling import eventually
+from common.testing.sse import SseEvent, SseReader
+from common.testing.webhooks import Hit, Receiver, signature_is_valid
 
 from .conftest import Customer, Stack, place, settled, sign_up
 
 STREAM_CAP = 5  # NOTIFICATIONS_STREAM_MAX_PER_USER's default, which the e2e stack keeps
 
 
-@dataclass
-class Event:
-    id: str | None = None
-    event: str | None = None
-    data: str = ""
-    comments: list[str] = field(default_factory=list)
-    received_at: float = 0.0  # time.time() when its last line arrived
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.data)
+def notifications_until(kind: str) -> Callable[[SseEvent], bool]:
+    """For :meth:`SseReader.events_until`: stop at the first notification of this kind."""
+    return lambda block: block.event == "notification" and block.json["kind"] == kind
 
 
-class Stream:
-    """A ``text/event-stream`` read block by block (a block ends with a blank line)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._lines = response.aiter_lines()
-
-    async def block(self, within: float) -> Event:
-        block, data = Event(), list[str]()
-        async with asyncio.timeout(within):
-            while True:
-                line = await anext(self._lines)
-                if line == "":
-                    if data or block.id is not None or block.comments:
-                        block.data, block.received_at = "\n".join(data), time.time()
-                        return block
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "":
-                    block.comments.append(value)
-                elif name == "id":
-                    block.id = value
-                elif name == "event":
-                    block.event = value
-                elif name == "data":
-                    data.append(value)
-
-    async def events_until(self, kind: str, within: float = 20.0) -> list[Event]:
-        """The ``notification`` events up to the first of this kind (heartbeats skipped)."""
-        deadline = time.monotonic() + within
-        events = []
-        while True:
-            block = await self.block(max(0.01, deadline - time.monotonic()))
-            if block.event == "notification":
-                events.append(block)
-                if block.json["kind"] == kind:
-                    return events
-
-    async def notification(self, kind: str, within: float = 20.0) -> Event:
-        """The next ``notification`` event of this kind (others and heartbeats skipped)."""
-        return (await self.events_until(kind, within))[-1]
-
-    async def ended(self, within: float) -> bool:
-        """True once the server ends the response (blocks before the end skipped)."""
-        deadline = time.monotonic() + within
-        try:
-            while True:
-                await self.block(max(0.01, deadline - time.monotonic()))
-        except StopAsyncIteration:
-            return True
+async def notification(stream: SseReader, kind: str, within: float = 20.0) -> SseEvent:
+    """The next ``notification`` event of this kind (others and heartbeats skipped)."""
+    return (await stream.events_until(notifications_until(kind), within))[-1]
 
 
 @contextlib.asynccontextmanager
 async def stream_of(
     stack: Stack, customer: Customer, last_event_id: str | None = None
-) -> AsyncIterator[Stream]:
+) -> AsyncIterator[SseReader]:
     headers = dict(customer.auth)
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
@@ -102,7 +45,7 @@ async def stream_of(
     ) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        stream = Stream(response)
+        stream = SseReader(response)
         opening = await stream.block(within=10)
         assert "connected" in opening.comments  # subscribed: from here nothing is missed
         yield stream
@@ -114,7 +57,7 @@ async def test_the_stream_delivers_the_orders_notification_within_a_second_and_r
     customer = await sign_up(stack, credit_limit_cents=10_000)
     async with stream_of(stack, customer) as stream:
         placed = await place(stack, customer, 1_000)
-        approved_event = await stream.notification("order_approved")
+        approved_event = await notification(stream, "order_approved")
     order = await settled(stack, customer, placed["id"])
 
     assert order["status"] == "APPROVED"
@@ -135,71 +78,15 @@ async def test_the_stream_delivers_the_orders_notification_within_a_second_and_r
     await eventually(listed_kinds, lambda kinds: "order_cancelled" in kinds)
 
     async with stream_of(stack, customer, last_event_id=approved_event.id) as resumed:
-        replayed = await resumed.events_until("order_cancelled")
+        replayed = await resumed.events_until(notifications_until("order_cancelled"), 20.0)
 
     assert replayed[-1].json["order_id"] == placed["id"]  # the one missed...
     assert all(e.json["kind"] != "order_approved" for e in replayed)  # ...not the one seen
 
 
-@dataclass
-class Hit:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that answers 204 to every POST."""
-
-    def __init__(self) -> None:
-        self.hits: list[Hit] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> "Receiver":
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readline()  # request line
-            headers: dict[str, str] = {}
-            while (line := (await reader.readline()).decode().strip()) != "":
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.hits.append(Hit(headers, body))
-            writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-
-def signature_is_valid(secret: str, hit: Hit) -> bool:
-    """What a receiver does: verify with the Standard Webhooks reference library."""
-    try:
-        Webhook(secret).verify(hit.body, hit.headers)
-    except WebhookVerificationError:
-        return False
-    return True
-
-
 async def test_a_webhook_receives_a_signed_order_approved_delivery(stack: Stack):
     customer = await sign_up(stack, credit_limit_cents=10_000)
-    async with Receiver() as receiver:
+    async with Receiver(answer=lambda _: 204) as receiver:
         registered = await stack.notifications.post(
             "/notifications/webhooks",
             json={"url": f"http://127.0.0.1:{receiver.port}/shop"},

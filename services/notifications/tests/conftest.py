@@ -5,29 +5,26 @@
   whole responses).
 * ``record``: records a notification the way the worker's handlers do, through a Database
   whose commit listener PUBLISHes to the live streams (as the worker's does).
-* ``receivers``: tiny webhook receivers (bare asyncio HTTP/1.1) whose answers a test scripts.
+* ``open_stream``: a notification stream of a user, read with ``common.testing.sse``.
+* ``receivers``: webhook receivers (``common.testing.webhooks``) whose answers a test scripts.
 * ``dispatcher``: the worker's webhook dispatcher, run with the test's settings.
 """
 
 import asyncio
 import contextlib
-import json
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.auth import create_session
 from common.bus import Outbox
@@ -35,7 +32,9 @@ from common.contracts import NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
 from common.testing.plugin import RedisTarget, migrate
-from common.testing.polling import eventually
+from common.testing.server import served
+from common.testing.sse import SseReader
+from common.testing.webhooks import Answer, Receiver
 from notifications import service
 from notifications.deliveries import Dispatcher
 from notifications.live import LivePublisher
@@ -134,14 +133,6 @@ def record(database: Database, fanout: Fanout) -> RecordFn:
 # -- the API on a real port ----------------------------------------------------------------
 
 
-class InProcessServer(uvicorn.Server):
-    """uvicorn in the test's loop, without taking over the process's signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 @dataclass
 class RunningApi:
     app: FastAPI
@@ -151,29 +142,8 @@ class RunningApi:
 @contextlib.asynccontextmanager
 async def serve_app(settings: Settings) -> AsyncIterator[RunningApi]:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    server = InProcessServer(config)
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        assert not task.done(), "the server stopped during start-up"
-        return server.started
-
-    await eventually(started, timeout=10)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield RunningApi(app, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with served(app) as url:
+        yield RunningApi(app, url)
 
 
 @pytest.fixture(scope="session")
@@ -218,79 +188,6 @@ def new_user(redis: Redis) -> Callable[[], Awaitable[User]]:
 # -- server-sent events --------------------------------------------------------------------
 
 
-@dataclass
-class SseEvent:
-    id: str | None = None
-    event: str | None = None
-    data: str = ""
-    retry: int | None = None
-    comments: list[str] = field(default_factory=list)
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-class SseReader:
-    """Reads a ``text/event-stream`` block by block (a block ends with a blank line)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-
-    async def block(self, within: float = 5.0) -> SseEvent:
-        block = SseEvent()
-        data: list[str] = []
-        async with asyncio.timeout(within):
-            while True:
-                line = await anext(self._lines)
-                if line == "":
-                    if data or block.id is not None or block.comments or block.retry:
-                        block.data = "\n".join(data)
-                        return block
-                    continue
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "":
-                    block.comments.append(value)
-                elif name == "id":
-                    block.id = value
-                elif name == "event":
-                    block.event = value
-                elif name == "data":
-                    data.append(value)
-                elif name == "retry":
-                    block.retry = int(value)
-
-    async def event(self, within: float = 5.0) -> SseEvent:
-        """The next block that is an event (heartbeats skipped)."""
-        deadline = time.monotonic() + within
-        while True:
-            block = await self.block(max(0.01, deadline - time.monotonic()))
-            if block.event is not None:
-                return block
-
-    async def ended(self, within: float = 5.0) -> bool:
-        """True once the server has ended the response (blocks before the end skipped)."""
-        deadline = time.monotonic() + within
-        try:
-            while True:
-                await self.block(max(0.01, deadline - time.monotonic()))
-        except StopAsyncIteration:
-            return True
-
-    async def heartbeat(self, within: float = 5.0) -> list[SseEvent]:
-        """Blocks up to and including the next heartbeat: the events sent before it."""
-        deadline = time.monotonic() + within
-        events = []
-        while True:
-            block = await self.block(max(0.01, deadline - time.monotonic()))
-            if block.event is not None:
-                events.append(block)
-            elif "heartbeat" in block.comments:
-                return events
-
-
 OpenStream = Callable[..., contextlib.AbstractAsyncContextManager[SseReader]]
 
 
@@ -317,92 +214,11 @@ def open_stream(api: RunningApi) -> OpenStream:
 # -- webhook receivers ---------------------------------------------------------------------
 
 
-@dataclass
-class Hit:
-    """One request a receiver got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int  # what the receiver answered
-    at: float = field(default_factory=time.monotonic)
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def signature_is_valid(secret: str, hit: Hit) -> bool:
-    """What a receiver does: verify with the Standard Webhooks reference library."""
-    try:
-        Webhook(secret).verify(hit.body, hit.headers)
-    except WebhookVerificationError:
-        return False
-    return True
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1: ``answer(n)`` is the status of the n-th hit (1-based).
-
-    With ``secret`` set it behaves like a production receiver: a request that does not verify
-    with the Standard Webhooks reference library under that secret is answered 401."""
-
-    def __init__(self, answer: Callable[[int], int] = lambda _: 200, port: int = 0) -> None:
-        self.answer = answer
-        self.port = port
-        self.secret: str | None = None
-        self.hits: list[Hit] = []
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-    async def start(self) -> "Receiver":
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    def successes(self) -> list[Hit]:
-        return [hit for hit in self.hits if 200 <= hit.status < 300]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            method, path, _ = (await reader.readline()).decode().split(" ", 2)
-            headers: dict[str, str] = {}
-            while (line := (await reader.readline()).decode().strip()) != "":
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            status = self.answer(len(self.hits) + 1)
-            hit = Hit(method, path, headers, body, status)
-            if self.secret is not None and not signature_is_valid(self.secret, hit):
-                hit.status = status = 401
-            self.hits.append(hit)
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-
 @pytest.fixture
 async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
     started: list[Receiver] = []
 
-    async def start(answer: Callable[[int], int] = lambda _: 200, port: int = 0) -> Receiver:
+    async def start(answer: Answer = lambda _: 200, port: int = 0) -> Receiver:
         receiver = await Receiver(answer, port).start()
         started.append(receiver)
         return receiver

@@ -7,6 +7,12 @@ id) so that the session key carries the user's hash tag: a request's session, it
 rate limit and the user's cached views share one Redis Cluster slot, and one script reads
 them all in one round trip (:func:`common.ratelimit.caller_read`). A token whose id part was
 altered names a key that does not exist.
+
+The rule "this token's session is valid" is written once: :func:`claimed_user` parses the
+token, and :func:`session_valid` (Python) or :data:`SESSION_VALID_LUA` (the same comparison,
+for scripts that do more in the same round trip) decides: the session key holds the user id
+the token names. ``libs/common/tests/test_session_rule.py`` runs one table of cases through
+both and asserts they give the same, expected, answer.
 Every service resolves the caller with :func:`current_user`; logout deletes the key, so the
 token stops working everywhere at once, and PUBLISHes the token's hash on
 :func:`revocation_channel` (SPUBLISH on a Redis Cluster), so what a request checked once (an
@@ -31,6 +37,15 @@ SESSION_KEY_PREFIX = "session:"
 SESSION_INDEX_PREFIX = "sessions:"
 REVOCATION_CHANNEL_PREFIX = "auth:revoked:"
 USER_SCOPE_KEY = "common.auth.user"
+
+# The session rule of :func:`session_valid` as a Lua function, for a script to include and
+# call before its own work (``common.ratelimit``). GET gives false for a missing key, which
+# never equals the user id: none, expired and revoked sessions all fail the same way.
+SESSION_VALID_LUA = """
+local function session_valid(session_key, user_id)
+  return redis.call('GET', session_key) == user_id
+end
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +93,25 @@ def claimed_user(token: str) -> AuthenticatedUser | None:
     return AuthenticatedUser(id=user_id, token_hash=hash_token(token))
 
 
+async def session_valid(redis: Redis, user: AuthenticatedUser) -> bool:
+    """Whether the session of the token ``user`` was claimed from is still valid: its key
+    exists (not expired, not revoked) and holds the user id the token names (so a key that
+    names someone else is no session of this user). :data:`SESSION_VALID_LUA` is this rule
+    for scripts; every check, per request or on an open stream, goes through one of the two."""
+    stored = await redis.get(user.session_key)
+    if isinstance(stored, bytes):  # a client without decode_responses
+        stored = stored.decode()
+    return bool(stored == str(user.id))
+
+
+async def authenticate(redis: Redis, token: str) -> AuthenticatedUser | None:
+    """The user behind ``token`` if it is a token of ours with a valid session, else None."""
+    user = claimed_user(token)
+    if user is None or not await session_valid(redis, user):
+        return None
+    return user
+
+
 async def create_session(redis: Redis, user_id: UUID, ttl_seconds: int) -> IssuedSession:
     token = f"{user_id}.{secrets.token_urlsafe(32)}"
     token_hash = hash_token(token)
@@ -105,7 +139,7 @@ async def revoke_session(redis: Redis, user: AuthenticatedUser) -> None:
     shards, and the key must be gone before anyone acts on the announcement."""
     await redis.delete(user.session_key)
     await redis.srem(session_index_key(user.id), user.token_hash)
-    await publish(redis, revocation_channel(redis), user.token_hash)
+    await publish(redis, [(revocation_channel(redis), user.token_hash)])
 
 
 async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None = None) -> int:
@@ -123,8 +157,7 @@ async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None =
     await redis.delete(*(session_key(user_id, token_hash) for token_hash in ended))
     await redis.srem(index, *ended)
     channel = revocation_channel(redis)
-    for token_hash in ended:
-        await publish(redis, channel, token_hash)
+    await publish(redis, [(channel, token_hash) for token_hash in ended])
     return len(ended)
 
 
@@ -142,11 +175,7 @@ async def optional_user(request: Request) -> AuthenticatedUser | None:
         cached: AuthenticatedUser | None = request.scope[USER_SCOPE_KEY]
         return cached
     token = bearer_token(request)
-    user = claimed_user(token) if token is not None else None
-    if user is not None:
-        redis: Redis = request.app.state.redis
-        if await redis.get(user.session_key) != str(user.id):
-            user = None
+    user = await authenticate(request.app.state.redis, token) if token is not None else None
     request.scope[USER_SCOPE_KEY] = user
     return user
 

@@ -36,6 +36,7 @@ from limits import RateLimitItem, parse
 from redis.asyncio import Redis
 
 from common.auth import (
+    SESSION_VALID_LUA,
     USER_SCOPE_KEY,
     AuthenticatedUser,
     bearer_token,
@@ -80,12 +81,13 @@ _HIT = (
 
 # KEYS: the session, the two counters, then the keys to read. ARGV: the user id the token
 # names, then rate_limit's limit, window_ms, elapsed_ms.
-# -> {0} when the session is not that user's (none, expired, revoked, or a forged id);
-#    {1, remaining, wait_ms} when over the limit; {2, remaining, values} otherwise.
+# -> {0} when the session is not valid (common.auth's rule: none, expired, revoked, or a
+#    forged id); {1, remaining, wait_ms} when over the limit; {2, remaining, values} otherwise.
 _CALLER_READ = (
-    _SLIDING_WINDOW
+    SESSION_VALID_LUA
+    + _SLIDING_WINDOW
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+if not session_valid(KEYS[1], ARGV[1]) then return {0} end
 local verdict = rate_limit(KEYS[2], KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]),
                            tonumber(ARGV[4]))
 if verdict[1] == 0 then return {1, verdict[2], verdict[3]} end

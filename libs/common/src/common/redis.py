@@ -18,6 +18,7 @@ run the bus, sessions, rate limits, cache, breaker and live fan-out against a re
 and one type keeps every signature of the code base unchanged.
 """
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -121,8 +122,18 @@ def pubsub_namespace(redis: Redis) -> str:
     return str(redis.connection_pool.connection_kwargs.get("db", 0))
 
 
-async def publish(redis: Redis, channel: str, message: str) -> int:
-    """``SPUBLISH`` on a cluster (sharded pub/sub), ``PUBLISH`` otherwise."""
-    if is_cluster(redis):
-        return int(await redis.spublish(channel, message))
-    return int(await redis.publish(channel, message))
+async def publish(redis: Redis, messages: Sequence[tuple[str, str]]) -> None:
+    """Each ``(channel, message)`` published, all in one pipelined round trip: ``SPUBLISH``
+    on a cluster (sharded pub/sub: the client sends each to its channel's shard), ``PUBLISH``
+    otherwise. The one way the code base publishes (logouts, live notifications); fire and
+    forget, as pub/sub is: how many subscribers got a message is not returned."""
+    if not messages:
+        return
+    sharded = is_cluster(redis)
+    async with redis.pipeline(transaction=False) as pipe:
+        for channel, message in messages:
+            if sharded:
+                pipe.spublish(channel, message)
+            else:
+                pipe.publish(channel, message)
+        await pipe.execute()

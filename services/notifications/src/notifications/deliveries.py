@@ -24,7 +24,6 @@ crash between its 2xx and our commit).
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import UTC, datetime
 
@@ -32,6 +31,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
+from common.backoff import exponential, full_jitter
 from common.db import Database
 from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
@@ -56,10 +56,17 @@ MIN_SLEEP_SECONDS = 0.005
 LEASE_MARGIN_SECONDS = 10.0
 
 
-def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2 ** (attempt - 1))]."""
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 62))
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+def retry_delay(attempt: int, settings: Settings) -> float:
+    """After failed attempt ``attempt`` (1-based): full jitter over a doubling backoff from
+    ``webhook_backoff_base_seconds`` up to ``webhook_backoff_max_seconds``. Full jitter, as
+    a receiver that was down gets every webhook's retries at once otherwise."""
+    return full_jitter(
+        exponential(
+            attempt - 1,
+            base=settings.webhook_backoff_base_seconds,
+            cap=settings.webhook_backoff_max_seconds,
+        )
+    )
 
 
 class Dispatcher:
@@ -198,11 +205,7 @@ class Dispatcher:
             outcome, retry_in = "gave_up", None
         else:
             outcome = "retrying"
-            retry_in = backoff_seconds(
-                attempt,
-                base=settings.webhook_backoff_base_seconds,
-                cap=settings.webhook_backoff_max_seconds,
-            )
+            retry_in = retry_delay(attempt, settings)
         async with self.database.transaction() as uow:
             stored = await repository.record_attempt(
                 uow.session,

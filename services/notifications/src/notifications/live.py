@@ -1,10 +1,10 @@
 """Live notifications: PUBLISH after commit, one pub/sub connection per API, server-sent events.
 
 Publishing (worker): ``service.record`` marks each new notification on the unit of work's
-session; :class:`LivePublisher`, a commit listener, PUBLISHes them once the transaction has
-committed (never for a rolled-back one), on ``notifications:live:<redis db>:<user id>``.
-Pub/sub ignores database numbers, hence the db in the name: stacks sharing a Redis server
-(dev, e2e, tests) stay apart.
+session; :class:`LivePublisher`, a commit listener, PUBLISHes them (``common.redis.publish``)
+once the transaction has committed (never for a rolled-back one), on
+``notifications:live:<redis db>:<user id>``. Pub/sub ignores database numbers, hence the db in
+the name: stacks sharing a Redis server (dev, e2e, tests) stay apart.
 
 Fan-out (API): :class:`LiveHub` holds the process's one pub/sub connection, PSUBSCRIBEd to
 every user's channel, and hands each message to the :class:`Subscription` of every stream of
@@ -56,10 +56,10 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPubSub
 
-from common.auth import AuthenticatedUser, revocation_channel
+from common.auth import AuthenticatedUser, revocation_channel, session_valid
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
-from common.redis import is_cluster, pubsub_namespace
+from common.redis import is_cluster, publish, pubsub_namespace
 from notifications import repository
 from notifications.models import Notification
 from notifications.repository import CursorKey
@@ -118,7 +118,6 @@ class LivePublisher:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.sharded = is_cluster(redis)
 
     def publish_after_commit(self, uow: UnitOfWork, notification: Notification) -> None:
         """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back)."""
@@ -127,16 +126,13 @@ class LivePublisher:
 
     async def publish(self, payloads: list[dict[str, Any]]) -> None:
         """Best effort (streams also resync now and then): two tries, then a log line."""
+        messages = [
+            (live_channel(self.redis, uuid.UUID(payload["user_id"])), json.dumps(payload))
+            for payload in payloads
+        ]
         for attempt in (1, 2):
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for payload in payloads:
-                        channel = live_channel(self.redis, uuid.UUID(payload["user_id"]))
-                        if self.sharded:
-                            pipe.spublish(channel, json.dumps(payload))
-                        else:
-                            pipe.publish(channel, json.dumps(payload))
-                    await pipe.execute()
+                await publish(self.redis, messages)
             except Exception:
                 if attempt == 2:
                     LIVE_PUBLISHED.labels("failed").inc(len(payloads))
@@ -540,8 +536,10 @@ class NotificationStream:
             logger.warning("stream slot not renewed; retried at the next heartbeat", exc_info=True)
 
     async def _session_alive(self) -> bool:
+        """The same session rule as every request's (``common.auth.session_valid``); a
+        check that cannot reach Redis keeps the stream (the next heartbeat asks again)."""
         try:
-            return bool(await self.redis.exists(self.user.session_key))
+            return await session_valid(self.redis, self.user)
         except Exception:
             logger.warning("session check failed; the stream stays open", exc_info=True)
             return True

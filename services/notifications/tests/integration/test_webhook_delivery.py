@@ -12,11 +12,12 @@ from sqlalchemy import extract, func, select, update
 
 from common.db import Database
 from common.testing.polling import eventually
+from common.testing.webhooks import Receiver, signature_is_valid
 from notifications import repository, webhooks
 from notifications.breaker import CircuitBreaker
 from notifications.models import Webhook, WebhookDelivery
 
-from ..conftest import Receiver, free_port, signature_is_valid
+from ..conftest import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ import pytest
 from common.bus import Envelope, stream_key
 from common.contracts import Message, NotificationRecorded, OrderApproved, UserRegistered
 from common.testing.polling import eventually
+from common.testing.webhooks import signature_is_valid
 from common.worker import serve_worker
 from notifications.worker import spec
 
-from ..conftest import free_port, signature_is_valid
+from ..conftest import free_port
 
 pytestmark = pytest.mark.integration
 

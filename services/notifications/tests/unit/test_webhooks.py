@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifications import secretbox, webhooks
-from notifications.deliveries import backoff_seconds
+from notifications.deliveries import retry_delay
 from notifications.secretbox import MissingSecretKey, SecretBox, SecretUnreadable
 from notifications.settings import Settings
 
@@ -226,8 +226,9 @@ async def test_the_request_goes_to_the_checked_address_with_the_original_host():
 
 
 def test_backoff_is_full_jitter_doubling_up_to_the_cap():
+    settings = Settings(webhook_backoff_base_seconds=1.0, webhook_backoff_max_seconds=60.0)
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0), (500, 60.0)]:
-        delays = [backoff_seconds(attempt, base=1.0, cap=60.0) for _ in range(200)]
+        delays = [retry_delay(attempt, settings) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed delay
 

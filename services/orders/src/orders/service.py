@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.backoff import exponential
 from common.contracts import (
     Message,
     OrderApproved,
@@ -221,7 +222,12 @@ def _deadline(
 def _timeout(settings: Settings, wait: saga.Wait, attempt: int) -> float:
     """How long to wait: the row's timeout setting, stretched by each re-send (capped)."""
     base = float(getattr(settings, wait.timeout))  # a TimeoutSetting: a float field (tested)
-    return min(base * settings.saga_resend_backoff**attempt, settings.saga_max_timeout_seconds)
+    return exponential(
+        attempt,
+        base=base,
+        cap=settings.saga_max_timeout_seconds,
+        factor=settings.saga_resend_backoff,
+    )
 
 
 async def _message(uow: UnitOfWork, action: Action, order: repository.SagaSnapshot) -> Message:

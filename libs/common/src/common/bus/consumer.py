@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -52,6 +51,7 @@ from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
 
+from common.backoff import equal_jitter, exponential
 from common.bus import metrics
 from common.bus.deadletters import dead_letter
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
@@ -97,11 +97,6 @@ class _HandlerFailed(Exception):
         super().__init__(error)
         self.item = item
         self.error = error
-
-
-def _jittered(seconds: float) -> float:
-    """Between half and all of ``seconds``, so that retries of many entries spread out."""
-    return seconds / 2 + random.uniform(0, seconds / 2)  # noqa: S311 - not for security
 
 
 @dataclass(frozen=True)
@@ -705,10 +700,12 @@ class Consumer:
 
     async def _back_off(self, item: "_Tracked") -> None:
         """Wait before the next attempt, with jitter, longer after each retry."""
-        await self._pause(_jittered(self._retry_delay(item.retries)))
+        await self._pause(equal_jitter(self._retry_delay(item.retries)))
 
     def _retry_delay(self, retries: int) -> float:
-        return min(self.retry_max_seconds, self.retry_base_seconds * 2.0 ** (max(1, retries) - 1))
+        return exponential(
+            max(1, retries) - 1, base=self.retry_base_seconds, cap=self.retry_max_seconds
+        )
 
     async def _acknowledge(
         self, targets: Sequence["_Tracked"], published: Sequence[tuple[int, "Outgoing"]] = ()
@@ -801,13 +798,16 @@ class Consumer:
         return True
 
     async def _probe_until_up(self) -> None:
-        delay = self.retry_base_seconds
+        failed_probes = 0
         paused_at = time.monotonic()
         try:
             while not self._stopping.is_set():
-                await self._pause(_jittered(delay))
+                delay = exponential(
+                    failed_probes, base=self.retry_base_seconds, cap=self.pause_max_seconds
+                )
+                await self._pause(equal_jitter(delay))
                 if not await self._dependencies_answer():
-                    delay = min(delay * 2, self.pause_max_seconds)
+                    failed_probes += 1
                     continue
                 logger.info(
                     "Postgres and Redis answer; consumption resumed",
