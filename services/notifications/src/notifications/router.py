@@ -55,6 +55,12 @@ def _secret_box(request: Request) -> SecretBox:
 SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
 
 
+def _shown_once(created: service.WebhookSecret) -> WebhookWithSecret:
+    """The webhook as every answer shows it, plus its secret in clear (this once)."""
+    shown = WebhookOut.model_validate(created.webhook)
+    return WebhookWithSecret(**shown.model_dump(), secret=created.secret)
+
+
 @router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
 async def list_notifications(
     caller: CurrentUser, session: LaggingSession, limit: Limit = 20, cursor: Cursor = None
@@ -150,10 +156,10 @@ async def create_webhook(
     settings = _settings(request)
     await service.check_webhook_target(body.url, settings)
     async with db.transaction() as uow:
-        webhook = await service.create_webhook(uow.session, settings, box, caller.id, body)
-    response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
+        created = await service.create_webhook(uow, settings, box, caller.id, body)
+    response.headers["Location"] = f"/notifications/webhooks/{created.webhook.id}"
     response.headers["Cache-Control"] = "no-store"
-    return webhook
+    return _shown_once(created)
 
 
 @router.post(
@@ -173,11 +179,11 @@ async def rotate_webhook_secret(
     """A new secret, shown once. Until ``previous_secret_expires_at`` deliveries carry two
     signatures (new and old), so the receiver can switch to the new secret without a gap."""
     async with db.transaction() as uow:
-        webhook = await service.rotate_webhook_secret(
-            uow.session, _settings(request), box, caller.id, webhook_id
+        rotated = await service.rotate_webhook_secret(
+            uow, _settings(request), box, caller.id, webhook_id
         )
     response.headers["Cache-Control"] = "no-store"
-    return webhook
+    return _shown_once(rotated)
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut], dependencies=[READ_LIMIT])
@@ -196,7 +202,7 @@ async def list_webhooks(
 @raises(NotFound)
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
     async with db.transaction() as uow:
-        await service.delete_webhook(uow.session, caller.id, webhook_id)
+        await service.delete_webhook(uow, caller.id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -166,7 +166,7 @@ async def redrive_dead_letters(
 ) -> RedriveResult:
     """Put dead letters back on their streams: ``{"ids": [...]}`` or ``{"filter": {...}}``."""
     async with db.transaction() as uow:
-        return await admin_service.redrive(uow.session, redis, _settings(request), operator, body)
+        return await admin_service.redrive(uow, redis, _settings(request), operator, body)
 
 
 @router.get("/audit", response_model=Page[AuditOut], dependencies=[READ_LIMIT])
