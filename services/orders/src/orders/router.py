@@ -53,11 +53,11 @@ async def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
     async with db.transaction() as uow:
-        order, _created = await service.place_order(
+        placed = await service.place_order(
             uow, _settings(request), caller.id, body, idempotency_key
         )
-    response.headers["Location"] = f"/orders/{order.id}"
-    return order
+    response.headers["Location"] = f"/orders/{placed.order.id}"
+    return OrderOut.model_validate(placed.order)
 
 
 @router.get("", response_model=Page[OrderOut], dependencies=[READ_LIMIT])
@@ -101,4 +101,5 @@ async def cancel_order(
     order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:
     async with db.transaction() as uow:
-        return await service.cancel_order(uow, _settings(request), caller.id, order_id)
+        cancelled = await service.cancel_order(uow, _settings(request), caller.id, order_id)
+    return OrderOut.model_validate(cancelled)
