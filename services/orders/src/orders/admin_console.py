@@ -35,7 +35,6 @@ from orders.admin_auth import (
     OPERATOR_COOKIE,
     ConsoleOperator,
     Forbidden,
-    Operator,
     check_csrf,
     end_console_session,
     find_operator,
@@ -43,7 +42,8 @@ from orders.admin_auth import (
     same_origin,
     start_console_session,
 )
-from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
+from orders.admin_schemas import Operator, RedriveFilter, RedriveRequest, SagaTimeline
+from orders.context import ORDERS
 from orders.saga import OrderStatus
 from orders.settings import Settings
 
@@ -60,8 +60,7 @@ PageCursor = Annotated[str, Query(max_length=200)]
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return ORDERS.of(request.app).settings
 
 
 def _render(

@@ -34,7 +34,6 @@ from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
 from common.partitions import TableStatus, database_status
 from orders import admin_repository, repository, saga, service
-from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
 from orders.admin_schemas import (
     MAX_REDRIVE,
@@ -42,6 +41,7 @@ from orders.admin_schemas import (
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
+    Operator,
     RedriveFailure,
     RedriveFilter,
     Redriven,
