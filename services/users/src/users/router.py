@@ -31,9 +31,9 @@ async def register(
     body: UserCreate, context: UsersContextDep, response: Response, db: DatabaseDep
 ) -> UserOut:
     async with db.transaction() as uow:
-        user = await service.register(uow, context.passwords, body)
-    response.headers["Location"] = f"/users/{user.id}"
-    return user
+        account = await service.register(uow, context.passwords, body)
+    response.headers["Location"] = f"/users/{account.user.id}"
+    return UserOut.of(account.user, account.credit_available_cents)
 
 
 @router.post(
