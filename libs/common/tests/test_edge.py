@@ -16,8 +16,9 @@ from fastapi import APIRouter
 from starlette.responses import StreamingResponse
 
 from common.auth import CurrentUser
+from common.context import SHARED
 from common.edge import header_deadline_protocol
-from common.http import STREAM_SLOT, Capacity, create_service_app
+from common.http import STREAM_SLOT, create_service_app
 from common.settings import ServiceSettings
 from common.testing.server import served
 
@@ -170,7 +171,7 @@ async def test_streams_hold_no_load_shed_slot_and_have_their_own_cap(
         routers=[router],
     )
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
-        capacity: Capacity = app.state.capacity
+        capacity = SHARED.of(app).capacity
         async with asyncio.TaskGroup() as streams:
             opened: list[httpx.Response] = []
 
@@ -201,7 +202,7 @@ async def test_an_event_stream_nobody_counted_gives_its_slot_back_too(
         settings(database_url, redis_url, http_max_in_flight=1), title="t", routers=[router]
     )
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
-        capacity: Capacity = app.state.capacity
+        capacity = SHARED.of(app).capacity
         async with client.stream("GET", "/proxied-stream") as response:
             assert response.status_code == 200
             await until(lambda: capacity.streams == 1)

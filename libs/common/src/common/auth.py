@@ -28,7 +28,9 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from starlette.types import Scope
 
+from common.context import SHARED
 from common.errors import Unauthorized
 from common.openapi import BEARER, raises
 from common.redis import publish, pubsub_namespace
@@ -36,7 +38,7 @@ from common.redis import publish, pubsub_namespace
 SESSION_KEY_PREFIX = "session:"
 SESSION_INDEX_PREFIX = "sessions:"
 REVOCATION_CHANNEL_PREFIX = "auth:revoked:"
-USER_SCOPE_KEY = "common.auth.user"
+_CALLER_KEY = "common.auth.user"  # in the request's scope: see remember_caller
 
 # The session rule of :func:`session_valid` as a Lua function, for a script to include and
 # call before its own work (``common.ratelimit``). GET gives false for a missing key, which
@@ -56,6 +58,24 @@ class AuthenticatedUser:
     @property
     def session_key(self) -> str:
         return session_key(self.id, self.token_hash)
+
+
+def remember_caller(scope: Scope, user: AuthenticatedUser | None) -> None:
+    """The request's caller is now known (None: nobody signed in), for the rest of the
+    request: the dependencies that authenticate and rate-limit, the read-your-writes marker.
+    Kept in the request's own scope (``request.state`` may be shared lifespan state)."""
+    scope[_CALLER_KEY] = user
+
+
+def caller_known(scope: Scope) -> bool:
+    """Has something in this request looked its caller up already?"""
+    return _CALLER_KEY in scope
+
+
+def known_caller(scope: Scope) -> AuthenticatedUser | None:
+    """The caller :func:`remember_caller` kept; None when nobody (or nothing yet) did."""
+    user: AuthenticatedUser | None = scope.get(_CALLER_KEY)
+    return user
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +190,11 @@ def bearer_token(request: Request) -> str | None:
 
 async def optional_user(request: Request) -> AuthenticatedUser | None:
     """The caller behind the bearer token, or None; looked up once per request."""
-    # Cached in the request's own scope (request.state may be shared lifespan state).
-    if USER_SCOPE_KEY in request.scope:
-        cached: AuthenticatedUser | None = request.scope[USER_SCOPE_KEY]
-        return cached
+    if caller_known(request.scope):
+        return known_caller(request.scope)
     token = bearer_token(request)
-    user = await authenticate(request.app.state.redis, token) if token is not None else None
-    request.scope[USER_SCOPE_KEY] = user
+    user = await authenticate(SHARED.of(request.app).redis, token) if token is not None else None
+    remember_caller(request.scope, user)
     return user
 
 

@@ -17,11 +17,25 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from common.unavailable import is_overloaded
 
 PROBLEM_JSON = "application/problem+json"
-REQUEST_ID_SCOPE_KEY = "common.request_ids"  # (request id, correlation id), set by common.http
+_REQUEST_IDS_KEY = "common.request_ids"  # (request id, correlation id), set by common.http
+
+
+def remember_request_ids(scope: Scope, request_id: str, correlation_id: str) -> None:
+    """Kept in the request's scope by common.http's middleware, for :func:`request_ids`."""
+    scope[_REQUEST_IDS_KEY] = (request_id, correlation_id)
+
+
+def request_ids(scope: Scope) -> tuple[str, str] | None:
+    """The request's (request id, correlation id); None outside the middleware."""
+    ids: tuple[str, str] | None = scope.get(_REQUEST_IDS_KEY)
+    return ids
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -180,7 +194,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     from the scope: the traceback in the log and the response still carry them."""
     if is_overloaded(exc):  # raised outside the routes (a middleware), still a 503
         return unavailable_response(request, exc)
-    request_id, correlation_id = request.scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
+    request_id, correlation_id = request_ids(request.scope) or (None, None)
     logger.exception(
         "unhandled error",
         extra={

@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import openapi
 from common.bus import Outbox
+from common.context import SHARED, AppContext
 from common.db import Database, create_engine
 from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
-from common.errors import REQUEST_ID_SCOPE_KEY, Problem, install_error_handlers, problem_response
+from common.errors import Problem, install_error_handlers, problem_response, remember_request_ids
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
@@ -92,7 +93,7 @@ class RequestContextMiddleware:
         correlation_id = _incoming_id(headers.get(CORRELATION_ID_HEADER.encode())) or request_id
         # Also kept in the scope: the 500 handler runs outside this middleware (Starlette's
         # ServerErrorMiddleware is outermost), after the context variables are reset.
-        scope[REQUEST_ID_SCOPE_KEY] = (request_id, correlation_id)
+        remember_request_ids(scope, request_id, correlation_id)
         request_token = request_id_var.set(request_id)
         correlation_token = correlation_id_var.set(correlation_id)
         status = 500
@@ -136,7 +137,7 @@ class RequestContextMiddleware:
 class Capacity:
     """What one process serves at once: ``max_in_flight`` requests (load shedding) and, apart
     from them, ``max_streams`` open streaming responses. Shared by :class:`LoadShedMiddleware`
-    and the :data:`STREAM_SLOT` dependency (``app.state.capacity``)."""
+    and the :data:`STREAM_SLOT` dependency (the app's :class:`common.context.AppContext`)."""
 
     def __init__(self, max_in_flight: int, max_streams: int) -> None:
         self.max_in_flight = max_in_flight
@@ -237,7 +238,7 @@ async def stream_slot(request: Request) -> None:
     """Route dependency of a streaming response: one of the process's ``http_max_streams``
     stream slots (503 with ``Retry-After`` when all are taken), held until the response
     ends; the request's load-shedding slot is given back when the response starts."""
-    capacity: Capacity = request.app.state.capacity
+    capacity = SHARED.of(request.app).capacity
     if request.scope.get(STREAM_KEY):
         return
     if capacity.streams >= capacity.max_streams:
@@ -278,13 +279,11 @@ def edge_limits(settings: ServiceSettings) -> dict[str, Any]:
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
 # pool, a thread hop per request for what is an attribute lookup.
 async def get_database(request: Request) -> Database:
-    database: Database = request.app.state.db
-    return database
+    return SHARED.of(request.app).db
 
 
 async def get_redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
-    return redis
+    return SHARED.of(request.app).redis
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
@@ -323,7 +322,7 @@ def probes_router(tag: str) -> APIRouter:
 
     @router.get("/readyz", summary="Postgres and Redis are reachable")
     async def readyz(request: Request, db: DatabaseDep, redis: RedisDep) -> Response:
-        if draining(request.app.state.settings):
+        if draining(SHARED.of(request.app).settings):
             return problem_response(503, "Not ready: draining", instance=request.url.path)
         failures = [
             failure
@@ -361,36 +360,45 @@ def create_service_app(
     ``outbox_table``: the service's outbox; the app's units of work then publish through
     it (common.bus.Outbox), so what a request publishes leaves right after its commit.
     ``lifespan`` is the service's own extra start-up/shut-down, run inside the shared one
-    (it can use ``app.state.db`` and ``app.state.redis``).
+    (it can use ``SHARED.of(app)``, the :class:`common.context.AppContext`, and puts the
+    service's own context in its slot).
     """
+    capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
 
     @asynccontextmanager
     async def shared_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.redis = create_redis(settings)
-        outbox = (
-            Outbox(app.state.redis, outbox_table, settings=settings)
-            if outbox_table is not None
-            else None
-        )
-        app.state.db = Database(create_engine(settings), outbox=outbox)
+        redis = create_redis(settings)
+        outbox = None if outbox_table is None else Outbox(redis, outbox_table, settings=settings)
+        db = Database(create_engine(settings), outbox=outbox)
         replica_engine = create_replica_engine(settings)
-        app.state.replica = replica_engine and Replica(
-            replica_engine, retry_seconds=settings.replica_retry_seconds
+        replica = (
+            None
+            if replica_engine is None
+            else Replica(replica_engine, retry_seconds=settings.replica_retry_seconds)
         )
-        app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
+        SHARED.put(
+            app,
+            AppContext(
+                settings=settings,
+                db=db,
+                redis=redis,
+                replica=replica,
+                rate_limiter=RateLimiter.from_settings(settings, redis),
+                capacity=capacity,
+            ),
+        )
         try:
             async with AsyncExitStack() as stack:
                 if outbox is not None:
-                    await stack.enter_async_context(outbox.running(app.state.db))
+                    await stack.enter_async_context(outbox.running(db))
                 if lifespan is not None:
                     await stack.enter_async_context(lifespan(app))
                 yield
         finally:
-            await app.state.redis.aclose()
-            await app.state.db.dispose()
-            if app.state.replica is not None:
-                await app.state.replica.dispose()
+            await redis.aclose()
+            await db.dispose()
+            if replica is not None:
+                await replica.dispose()
 
     publish_build_info(settings.service_name)
     # /docs from the installed Swagger UI (common.docs): it renders without internet.
@@ -409,8 +417,6 @@ def create_service_app(
             service=settings.service_name,
             seconds=settings.replica_stick_seconds,
         )
-    capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
-    app.state.capacity = capacity
     HTTP_IN_FLIGHT.set_function(lambda: capacity.in_flight)  # the process's app: one per process
     HTTP_STREAMS_OPEN.set_function(lambda: capacity.streams)
     # Added last, so outermost: a shed or refused request still gets its X-Request-ID; the

@@ -37,12 +37,14 @@ from redis.asyncio import Redis
 
 from common.auth import (
     SESSION_VALID_LUA,
-    USER_SCOPE_KEY,
     AuthenticatedUser,
     bearer_token,
+    caller_known,
     claimed_user,
     optional_user,
+    remember_caller,
 )
+from common.context import SHARED
 from common.errors import Problem, Unauthorized
 from common.openapi import BEARER, raises
 from common.settings import ServiceSettings
@@ -275,14 +277,14 @@ def rate_limit(group: str, *, by_address: bool = False) -> Callable[[Request], A
 
     @raises(TooManyRequests)
     async def limited(request: Request) -> None:
-        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter = SHARED.of(request.app).rate_limiter
         if by_address:
             if limiter.enabled:
                 await limiter.check(
                     group, f"addr:{_request_address(request, limiter.trusted_proxies)}"
                 )
             return
-        if USER_SCOPE_KEY not in request.scope and await _counted_caller(request, group):
+        if not caller_known(request.scope) and await _counted_caller(request, group):
             return
         if not limiter.enabled:
             return
@@ -321,9 +323,9 @@ async def _counted_caller(
     token = bearer_token(request)
     if token is None:
         return None
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter = SHARED.of(request.app).rate_limiter
     found = await limiter.check_caller(token, group, keys_of)
-    request.scope[USER_SCOPE_KEY] = found.caller if found is not None else None
+    remember_caller(request.scope, found.caller if found is not None else None)
     return found
 
 

@@ -32,7 +32,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.auth import USER_SCOPE_KEY, AuthenticatedUser, optional_user
+from common.auth import known_caller, optional_user
+from common.context import SHARED
 from common.db import Database, closing_quietly, create_engine
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
@@ -130,15 +131,15 @@ async def recently_wrote(redis: Redis, service: str, user_id: uuid.UUID) -> bool
 
 
 async def _lagging_session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
-    app = request.app
-    replica: Replica | None = getattr(app.state, "replica", None)
+    shared = SHARED.of(request.app)
+    replica = shared.replica
     reason = None
     if replica is not None:
         user = await optional_user(request)
-        service = app.state.settings.service_name
-        if user is not None and await recently_wrote(app.state.redis, service, user.id):
+        service = shared.settings.service_name
+        if user is not None and await recently_wrote(shared.redis, service, user.id):
             reason = "recent_write"
-    async with lagging_session(app.state.db, replica, primary_reason=reason) as session:
+    async with lagging_session(shared.db, replica, primary_reason=reason) as session:
         yield session
 
 
@@ -162,9 +163,9 @@ class RecentWriteMiddleware:
 
         async def marking_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
-                user: AuthenticatedUser | None = scope.get(USER_SCOPE_KEY)
+                user = known_caller(scope)
                 if user is not None:
-                    await self._mark(scope["app"].state.redis, user.id)
+                    await self._mark(SHARED.of_scope(scope).redis, user.id)
             await send(message)
 
         await self.app(scope, receive, marking_send)

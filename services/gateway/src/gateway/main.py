@@ -17,6 +17,7 @@ from common.errors import install_error_handlers
 from common.http import LoadShedMiddleware, RequestContextMiddleware, edge_limits, serve
 from common.tracing import instrument_app
 from common.version import publish_build_info
+from gateway.context import GATEWAY, GatewayContext, upstreams_of
 from gateway.proxy import Proxy, ProxyMiddleware
 from gateway.router import router
 from gateway.service import MergedDocument
@@ -27,10 +28,13 @@ from gateway.upstreams import open_upstreams
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    proxy = Proxy(settings.trusted_proxies)
+    merged_document = MergedDocument(settings.openapi_cache_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_upstreams(settings) as upstreams:
-            app.state.upstreams = upstreams
+            GATEWAY.put(app, GatewayContext(settings, proxy, merged_document, upstreams))
             yield
 
     publish_build_info(settings.service_name)
@@ -42,12 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
         generate_unique_id_function=openapi.operation_id,
     )
-    app.state.settings = settings
-    app.state.proxy = Proxy(settings.trusted_proxies)
-    app.state.merged_document = MergedDocument(settings.openapi_cache_seconds)
     install_error_handlers(app)
     openapi.install(app)  # its own operations documented as every service's are
-    app.add_middleware(ProxyMiddleware)
+    app.add_middleware(ProxyMiddleware, proxy=proxy, settings=settings, upstreams_of=upstreams_of)
     app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
     # The edge limits apply here first (413, 408), on the body as it streams through.
     app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings), stream_body=True)

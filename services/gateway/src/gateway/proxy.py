@@ -11,15 +11,16 @@ import contextlib
 import ipaddress
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
-from common.errors import REQUEST_ID_SCOPE_KEY, problem_response
+from common.errors import problem_response, request_ids
 from common.ratelimit import client_address
+from gateway.settings import Settings
 from gateway.upstreams import ROUTES, Upstream, UpstreamUnavailable
 
 logger = logging.getLogger("gateway.proxy")
@@ -116,12 +117,13 @@ def forwarded_headers(
     # Without a forwarded header there is nothing to weigh: the peer is the client (and
     # parsing its address on every request was 4% of the gateway's CPU in a profile).
     address = client_address(peer, forwarded_for, trusted) if forwarded_for else peer or "unknown"
-    request_id, correlation_id = scope.get(REQUEST_ID_SCOPE_KEY, (None, None))
+    ids = request_ids(scope)
     headers.append(("x-forwarded-for", address))
     headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
     if host:
         headers.append(("x-forwarded-host", host.decode("latin-1")))
-    if request_id:
+    if ids is not None:
+        request_id, correlation_id = ids
         headers.append(("x-request-id", request_id))
         headers.append(("x-correlation-id", correlation_id))
     headers.append(("traceparent", traceparent(incoming_trace).decode()))
@@ -304,20 +306,32 @@ class Proxy:
 
 
 class ProxyMiddleware:
-    """In front of the gateway's own routes: a proxied path goes to its service."""
+    """In front of the gateway's own routes: a proxied path goes to its service.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``upstreams_of``: the app's upstreams (opened by its lifespan, after this is built)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        proxy: Proxy,
+        settings: Settings,
+        upstreams_of: Callable[[Scope], Mapping[str, Upstream]],
+    ) -> None:
         self.app = app
+        self.proxy = proxy
+        self.settings = settings
+        self.upstreams_of = upstreams_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
-        settings = state.settings
+        settings = self.settings
         route = route_of(scope["path"], settings.route_deadlines, settings.route_deadline_seconds)
         if route is None:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # the metrics and access log label: the route's prefix
-        await state.proxy(state.upstreams[route.service], route, scope, receive, send)
+        upstream = self.upstreams_of(scope)[route.service]
+        await self.proxy(upstream, route, scope, receive, send)

@@ -14,6 +14,7 @@ from common.http import draining
 from common.openapi import BEARER, raises
 from common.version import VERSION
 from gateway import service
+from gateway.context import GatewayContextDep
 from gateway.proxy import forwarded_headers
 from gateway.schemas import Overview
 
@@ -29,24 +30,22 @@ FORWARDED_TO_PARTS = frozenset(
     summary="The caller's account at a glance: user, latest orders, unread notifications",
 )
 @raises(Unauthorized, security=BEARER)
-async def me_overview(request: Request) -> Overview:
+async def me_overview(request: Request, context: GatewayContextDep) -> Overview:
     if not request.headers.get("authorization", "").lower().startswith("bearer "):
         raise Unauthorized("A bearer token is required.")
-    settings = request.app.state.settings
+    settings = context.settings
     headers = {
         name: value
         for name, value in forwarded_headers(request.scope, settings.trusted_proxies)
         if name in FORWARDED_TO_PARTS
     }
-    return await service.overview(request.app.state.upstreams, headers, settings)
+    return await service.overview(context.upstreams, headers, settings)
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi(request: Request) -> dict[str, Any]:
+async def openapi(request: Request, context: GatewayContextDep) -> dict[str, Any]:
     """Every service's public operations and the gateway's own, in one document."""
-    app = request.app
-    merged: service.MergedDocument = app.state.merged_document
-    return await merged.get(app.openapi(), app.state.upstreams)
+    return await context.merged_document.get(request.app.openapi(), context.upstreams)
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -56,13 +55,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="The gateway serves; each upstream's breaker")
 @raises(503)  # draining
-async def readyz(request: Request) -> dict[str, Any]:
+async def readyz(context: GatewayContextDep) -> dict[str, Any]:
     """Ready as soon as it serves: a service down behind it is that service's routes' 503,
     not a reason to take the whole front door out of rotation. Not ready while a rollout
     drains it (its drain file exists); the body names the release (``version``)."""
-    if draining(request.app.state.settings):
+    if draining(context.settings):
         raise Problem("Not ready: draining", status=503)
-    upstreams = request.app.state.upstreams
+    upstreams = context.upstreams
     return {
         "status": "ready",
         "version": VERSION,

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from gateway.context import GATEWAY
+
 from .upstream_app import Observed, stand_in
 
 pytestmark = pytest.mark.integration
@@ -139,7 +141,7 @@ async def test_refused_connection_is_a_503_naming_the_service_retried_once_if_id
             loopback.gateway(orders_url=url, breaker_failures=100) as front,
             httpx.AsyncClient(base_url=front.url) as client,
         ):
-            breaker = front.app.state.upstreams["orders"].breaker
+            breaker = GATEWAY.of(front.app).upstreams["orders"].breaker
             response = await client.get("/orders/1")
             assert response.status_code == 503
             assert response.headers["retry-after"]
@@ -158,7 +160,7 @@ async def test_breaker_opens_after_failures_and_lets_a_trial_through_later(loopb
             loopback.gateway(users_url=dead, breaker_failures=2, breaker_open_seconds=1.0) as front,
             httpx.AsyncClient(base_url=front.url) as client,
         ):
-            upstream_of_users = front.app.state.upstreams["users"]
+            upstream_of_users = GATEWAY.of(front.app).upstreams["users"]
             assert (await client.get("/users/x")).status_code == 503  # two failures: open
             assert upstream_of_users.breaker.state == "open"
             # The service comes back; the open breaker still refuses without trying.
@@ -188,7 +190,7 @@ async def test_a_client_leaving_mid_upload_is_not_the_services_failure(front, up
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     writer.close()
-    breaker = front.app.state.upstreams["orders"].breaker
+    breaker = GATEWAY.of(front.app).upstreams["orders"].breaker
     await asyncio.sleep(0.5)
     assert breaker.failures == 0
     async with httpx.AsyncClient(base_url=front.url) as client:

@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common.context import SHARED
 from common.http import create_service_app, serve
+from notifications.context import NOTIFICATIONS, NotificationsContext
 from notifications.live import LiveHub, on_shutdown_signal
 from notifications.models import outbox
 from notifications.router import router
@@ -19,10 +21,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # No key: start-up fails (secretbox.MissingSecretKey), the process exits. Not in
         # the factory: building the app for its OpenAPI document needs no key.
-        app.state.secret_box = settings.secret_box()
-        # The process's one pub/sub connection, shared by every stream it serves.
-        hub = LiveHub(app.state.redis, queue_size=settings.stream_queue_size)
-        app.state.live_hub = hub
+        box = settings.secret_box()
+        hub = LiveHub(SHARED.of(app).redis, queue_size=settings.stream_queue_size)
+        NOTIFICATIONS.put(app, NotificationsContext(settings, box, hub))
         await hub.start()
         # Streams never end by themselves, and uvicorn runs the lifespan's shutdown only
         # after every response has ended: so they end when the signal arrives.

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Header, Response, status
 from fastapi.responses import StreamingResponse
 
 from common.auth import CurrentUser
@@ -14,7 +14,8 @@ from common.pagination import Cursor, Limit, Page, decode_cursor
 from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
 from notifications import service
-from notifications.live import LiveHub, NotificationStream, StreamSlots
+from notifications.context import NotificationsContextDep
+from notifications.live import NotificationStream, StreamSlots
 from notifications.schemas import (
     NotificationOut,
     WebhookAttemptOut,
@@ -22,8 +23,6 @@ from notifications.schemas import (
     WebhookOut,
     WebhookWithSecret,
 )
-from notifications.secretbox import SecretBox
-from notifications.settings import Settings
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
@@ -37,22 +36,10 @@ LastEventId = Annotated[
 ]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _hub(request: Request) -> LiveHub:
-    hub: LiveHub = request.app.state.live_hub
-    return hub
-
-
-def _secret_box(request: Request) -> SecretBox:
-    box: SecretBox = request.app.state.secret_box
-    return box
-
-
-SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
+def _shown_once(created: service.WebhookSecret) -> WebhookWithSecret:
+    """The webhook as every answer shows it, plus its secret in clear (this once)."""
+    shown = WebhookOut.model_validate(created.webhook)
+    return WebhookWithSecret(**shown.model_dump(), secret=created.secret)
 
 
 @router.get("", response_model=Page[NotificationOut], dependencies=[READ_LIMIT])
@@ -72,7 +59,7 @@ async def list_notifications(
 )
 @raises(400, 429)  # 400: a Last-Event-ID this stream did not send; 429: too many open streams
 async def stream_notifications(
-    request: Request,
+    context: NotificationsContextDep,
     caller: CurrentUser,
     db: DatabaseDep,
     redis: RedisDep,
@@ -93,8 +80,8 @@ async def stream_notifications(
                 status=400,
                 errors=[{"field": "Last-Event-ID", "in": "header", "message": "invalid id"}],
             ) from exc
-    settings = _settings(request)
-    hub = _hub(request)
+    settings = context.settings
+    hub = context.live_hub
     if not await hub.ready(settings.redis_timeout_seconds):
         raise Problem(
             "The live stream is unavailable right now; retry shortly.",
@@ -139,21 +126,20 @@ async def stream_notifications(
 @sends_location
 async def create_webhook(
     body: WebhookCreate,
-    request: Request,
+    context: NotificationsContextDep,
     response: Response,
     caller: CurrentUser,
     db: DatabaseDep,
-    box: SecretBoxDep,
 ) -> WebhookWithSecret:
     """Register an endpoint. The answer carries its Standard Webhooks signing secret
     (``whsec_...``): the only time it is shown."""
-    settings = _settings(request)
+    settings = context.settings
     await service.check_webhook_target(body.url, settings)
     async with db.transaction() as uow:
-        webhook = await service.create_webhook(uow.session, settings, box, caller.id, body)
-    response.headers["Location"] = f"/notifications/webhooks/{webhook.id}"
+        created = await service.create_webhook(uow, settings, context.secret_box, caller.id, body)
+    response.headers["Location"] = f"/notifications/webhooks/{created.webhook.id}"
     response.headers["Cache-Control"] = "no-store"
-    return webhook
+    return _shown_once(created)
 
 
 @router.post(
@@ -164,20 +150,19 @@ async def create_webhook(
 @raises(NotFound)
 async def rotate_webhook_secret(
     webhook_id: uuid.UUID,
-    request: Request,
+    context: NotificationsContextDep,
     response: Response,
     caller: CurrentUser,
     db: DatabaseDep,
-    box: SecretBoxDep,
 ) -> WebhookWithSecret:
     """A new secret, shown once. Until ``previous_secret_expires_at`` deliveries carry two
     signatures (new and old), so the receiver can switch to the new secret without a gap."""
     async with db.transaction() as uow:
-        webhook = await service.rotate_webhook_secret(
-            uow.session, _settings(request), box, caller.id, webhook_id
+        rotated = await service.rotate_webhook_secret(
+            uow, context.settings, context.secret_box, caller.id, webhook_id
         )
     response.headers["Cache-Control"] = "no-store"
-    return webhook
+    return _shown_once(rotated)
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut], dependencies=[READ_LIMIT])
@@ -196,7 +181,7 @@ async def list_webhooks(
 @raises(NotFound)
 async def delete_webhook(webhook_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) -> Response:
     async with db.transaction() as uow:
-        await service.delete_webhook(uow.session, caller.id, webhook_id)
+        await service.delete_webhook(uow, caller.id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

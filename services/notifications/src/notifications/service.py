@@ -1,8 +1,11 @@
-"""Business rules of the notifications service. Functions take a session; they never commit."""
+"""Business rules of the notifications service.
+
+Writes take a :class:`common.db.UnitOfWork`, reads a session; nothing here commits.
+"""
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +22,6 @@ from notifications.schemas import (
     WebhookAttemptOut,
     WebhookCreate,
     WebhookOut,
-    WebhookWithSecret,
 )
 from notifications.secretbox import SecretBox
 from notifications.settings import Settings
@@ -116,15 +118,25 @@ async def check_webhook_target(url: str, settings: Settings) -> None:
         raise _url_problem(str(exc)) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookSecret:
+    """A webhook with its newly generated signing secret in clear: what creating a webhook or
+    rotating its secret returns, for the router to show once (it is stored encrypted)."""
+
+    webhook: Webhook
+    secret: str = field(repr=False)
+
+
 async def create_webhook(
-    session: AsyncSession,
+    uow: UnitOfWork,
     settings: Settings,
     box: SecretBox,
     user_id: uuid.UUID,
     body: WebhookCreate,
-) -> WebhookWithSecret:
+) -> WebhookSecret:
     """Call :func:`check_webhook_target` first (DNS; outside any transaction). The answer is
     the only place the generated secret ever appears in clear."""
+    session = uow.session
     await repository.lock_user(session, user_id)  # concurrent creations respect the limit
     if await repository.count_webhooks(session, user_id) >= settings.webhook_max_per_user:
         raise Conflict(
@@ -136,19 +148,20 @@ async def create_webhook(
         id=uuid.uuid4(), user_id=user_id, url=body.url, secret_ciphertext=box.encrypt(secret)
     )
     stored = await repository.insert_webhook(session, webhook)
-    return _with_secret(stored, secret)
+    return WebhookSecret(stored, secret)
 
 
 async def rotate_webhook_secret(
-    session: AsyncSession,
+    uow: UnitOfWork,
     settings: Settings,
     box: SecretBox,
     user_id: uuid.UUID,
     webhook_id: uuid.UUID,
-) -> WebhookWithSecret:
+) -> WebhookSecret:
     """A new secret signs every delivery from now on; the current one keeps signing too
     (a second signature) for the grace period, so the receiver can switch without a gap.
     Rotating again within the grace period ends the older secret's grace at once."""
+    session = uow.session
     webhook = await repository.get_webhook(session, user_id, webhook_id, for_update=True)
     if webhook is None:
         raise NotFound("No such webhook.")
@@ -162,12 +175,7 @@ async def rotate_webhook_secret(
         webhook.previous_secret_expires_at = None
     webhook.secret_ciphertext = box.encrypt(secret)
     await session.flush()
-    return _with_secret(webhook, secret)
-
-
-def _with_secret(webhook: Webhook, secret: str) -> WebhookWithSecret:
-    shown = WebhookOut.model_validate(webhook)
-    return WebhookWithSecret(**shown.model_dump(), secret=secret)
+    return WebhookSecret(webhook, secret)
 
 
 async def list_webhooks(
@@ -180,8 +188,8 @@ async def list_webhooks(
     )
 
 
-async def delete_webhook(session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
-    if not await repository.delete_webhook(session, user_id, webhook_id):
+async def delete_webhook(uow: UnitOfWork, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+    if not await repository.delete_webhook(uow.session, user_id, webhook_id):
         raise NotFound("No such webhook.")
 
 

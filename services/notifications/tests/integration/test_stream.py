@@ -14,6 +14,7 @@ from common.contracts import NotificationKind
 from common.pagination import decode_cursor, encode_cursor
 from common.testing.polling import eventually
 from notifications import service
+from notifications.context import NOTIFICATIONS
 from notifications.live import StreamSlots
 
 pytestmark = pytest.mark.integration
@@ -240,7 +241,7 @@ async def test_streams_end_cleanly_on_shutdown(
         open_stream(user, base_url=own_api.url) as stream,
     ):
         await stream.block()
-        own_api.app.state.live_hub.shutdown()  # what SIGTERM does
+        NOTIFICATIONS.of(own_api.app).live_hub.shutdown()  # what SIGTERM does
         assert await stream.ended(within=5)
 
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from common.testing.plugin import asgi_client
+from notifications.context import NOTIFICATIONS
 from notifications.main import create_app
 from notifications.secretbox import MissingSecretKey, SecretBox
 
@@ -236,7 +237,7 @@ async def test_secrets_are_stored_encrypted_and_rotation_answers_a_new_one_once(
         assert secret not in text_value
         assert secret.removeprefix("whsec_") not in text_value
         assert raw.hex() not in text_value
-    box: SecretBox = api.app.state.secret_box
+    box: SecretBox = NOTIFICATIONS.of(api.app).secret_box
     assert box.decrypt(row["secret_ciphertext"]) == secret
     assert row["previous_secret_ciphertext"] is None
 

@@ -21,7 +21,6 @@ token is hashed and compared with every configured hash in constant time.
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -31,8 +30,11 @@ from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import hash_token, optional_user
+from common.context import SHARED
 from common.errors import Problem, Unauthorized
 from common.openapi import OPERATOR, raises
+from orders.admin_schemas import Operator
+from orders.context import ORDERS
 from orders.settings import Settings
 
 OPERATOR_COOKIE = "orders_operator"
@@ -51,12 +53,6 @@ class LoginRequired(Exception):
     def __init__(self, next_path: str) -> None:
         super().__init__(next_path)
         self.next_path = next_path
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    name: str
-    csrf_token: str  # what the console's forms must send back
 
 
 def find_operator(token: str, hashes: dict[str, str]) -> Operator | None:
@@ -106,8 +102,7 @@ async def console_session_operator(
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return ORDERS.of(request.app).settings
 
 
 def _bearer(request: Request) -> str | None:
@@ -146,7 +141,8 @@ async def console_operator(request: Request) -> Operator:
         return operator
     session_id = request.cookies.get(OPERATOR_COOKIE)
     if session_id and len(session_id) <= 128:
-        operator = await console_session_operator(request.app.state.redis, session_id, hashes)
+        redis = SHARED.of(request.app).redis
+        operator = await console_session_operator(redis, session_id, hashes)
         if operator is not None:
             return operator
     raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))

@@ -35,7 +35,6 @@ from orders.admin_auth import (
     OPERATOR_COOKIE,
     ConsoleOperator,
     Forbidden,
-    Operator,
     check_csrf,
     end_console_session,
     find_operator,
@@ -43,7 +42,8 @@ from orders.admin_auth import (
     same_origin,
     start_console_session,
 )
-from orders.admin_schemas import RedriveFilter, RedriveRequest, SagaTimeline
+from orders.admin_schemas import Operator, RedriveFilter, RedriveRequest, SagaTimeline
+from orders.context import ORDERS
 from orders.saga import OrderStatus
 from orders.settings import Settings
 
@@ -60,8 +60,7 @@ PageCursor = Annotated[str, Query(max_length=200)]
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return ORDERS.of(request.app).settings
 
 
 def _render(
@@ -162,7 +161,7 @@ async def login(
         reason = "cross-site form" if operator is not None else "not an operator token"
         logger.warning("operator sign-in refused", extra={"path": request.url.path})
         async with db.transaction() as uow:
-            await admin_service.record_failed_sign_in(uow.session, reason)
+            await admin_service.record_failed_sign_in(uow, reason)
         return _render(
             request,
             "login.html",
@@ -175,7 +174,7 @@ async def login(
         redis, operator, settings.operator_cookie_max_age_seconds
     )
     async with db.transaction() as uow:
-        await admin_service.record_session(uow.session, operator, "console.login")
+        await admin_service.record_session(uow, operator, "console.login")
     response = _see(safe_next(next))
     response.set_cookie(
         OPERATOR_COOKIE,
@@ -203,7 +202,7 @@ async def logout(
     if session_id:
         await end_console_session(redis, session_id)
     async with db.transaction() as uow:
-        await admin_service.record_session(uow.session, operator, "console.logout")
+        await admin_service.record_session(uow, operator, "console.logout")
     response = _see("/admin/login")
     response.delete_cookie(OPERATOR_COOKIE, path="/admin", httponly=True, samesite="strict")
     return response
@@ -366,7 +365,7 @@ async def redrive_form(
     if body is None:
         raise Forbidden("The redrive form was not filled in as the console sends it.")
     async with db.transaction() as uow:
-        result = await admin_service.redrive(uow.session, redis, _settings(request), operator, body)
+        result = await admin_service.redrive(uow, redis, _settings(request), operator, body)
     back = {"audit": str(result.audit_id)}
     if type and not dead_letter_id:
         back["type"] = type

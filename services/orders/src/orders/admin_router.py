@@ -7,7 +7,7 @@ a 401 problem, a customer's token a 403. The HTML console is ``admin_console``.
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from common.bus.held import HeldMessage
 from common.errors import Conflict, NotFound
@@ -36,18 +36,13 @@ from orders.admin_schemas import (
     SagaTimeline,
     StreamName,
 )
-from orders.settings import Settings
+from orders.context import OrdersContextDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 OlderThan = Annotated[
     int | None, Query(ge=0, le=10 * 365 * 86400, description="Sagas started at least this long ago")
 ]
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 @router.get("/sagas", response_model=Page[SagaSummary], dependencies=[READ_LIMIT])
@@ -83,15 +78,17 @@ async def get_saga(order_id: uuid.UUID, operator: ApiOperator, db: DatabaseDep) 
 
 
 async def _saga_action(
-    request: Request, db: DatabaseDep, operator: ApiOperator, order_id: uuid.UUID, action: str
+    context: OrdersContextDep,
+    db: DatabaseDep,
+    operator: ApiOperator,
+    order_id: uuid.UUID,
+    action: str,
 ) -> SagaActionOut:
     async with db.transaction() as uow:
         if action == "retry":
-            outcome = await admin_service.retry_saga(uow, _settings(request), operator, order_id)
+            outcome = await admin_service.retry_saga(uow, context.settings, operator, order_id)
         else:
-            outcome = await admin_service.compensate_saga(
-                uow, _settings(request), operator, order_id
-            )
+            outcome = await admin_service.compensate_saga(uow, context.settings, operator, order_id)
     if outcome.refused is not None:  # the refusal's audit row is committed; now say no
         raise Conflict(outcome.refused, audit_id=str(outcome.audit_id))
     async with db.session() as session:
@@ -102,10 +99,10 @@ async def _saga_action(
 @router.post("/sagas/{order_id}/retry", response_model=SagaActionOut, dependencies=[WRITE_LIMIT])
 @raises(NotFound, Conflict)
 async def retry_saga(
-    order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
+    order_id: uuid.UUID, context: OrdersContextDep, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
     """Send the current step's command again now and restart its deadline (409 if settled)."""
-    return await _saga_action(request, db, operator, order_id, "retry")
+    return await _saga_action(context, db, operator, order_id, "retry")
 
 
 @router.post(
@@ -113,15 +110,15 @@ async def retry_saga(
 )
 @raises(NotFound, Conflict)
 async def compensate_saga(
-    order_id: uuid.UUID, request: Request, operator: ApiOperator, db: DatabaseDep
+    order_id: uuid.UUID, context: OrdersContextDep, operator: ApiOperator, db: DatabaseDep
 ) -> SagaActionOut:
     """Reject a PENDING order awaiting credit (reason ``operator``) and release its credit."""
-    return await _saga_action(request, db, operator, order_id, "compensate")
+    return await _saga_action(context, db, operator, order_id, "compensate")
 
 
 @router.get("/dead-letters", response_model=Page[DeadLetterOut], dependencies=[READ_LIMIT])
 async def list_dead_letters(
-    request: Request,
+    context: OrdersContextDep,
     operator: ApiOperator,
     redis: RedisDep,
     type: Annotated[MessageType | None, Query()] = None,
@@ -132,18 +129,18 @@ async def list_dead_letters(
 ) -> Page[DeadLetterOut]:
     where = RedriveFilter(type=type, stream=stream, group=group)
     return await admin_service.list_dead_letters(
-        redis, _settings(request), where=where, limit=limit, cursor=cursor
+        redis, context.settings, where=where, limit=limit, cursor=cursor
     )
 
 
 @router.get("/held-messages", response_model=list[HeldMessage], dependencies=[READ_LIMIT])
 async def list_held_messages(
-    request: Request, operator: ApiOperator, redis: RedisDep
+    context: OrdersContextDep, operator: ApiOperator, redis: RedisDep
 ) -> list[HeldMessage]:
     """Messages of a newer schema version than their consumers read (a rolling upgrade under
     way): not lost, not dead-lettered; retried until a consumer of the newer release reads
     them. At most 200, oldest first."""
-    return await admin_service.list_held_messages(redis, _settings(request))
+    return await admin_service.list_held_messages(redis, context.settings)
 
 
 @router.get(
@@ -151,22 +148,22 @@ async def list_held_messages(
 )
 @raises(NotFound)
 async def get_dead_letter(
-    dead_letter_id: DeadLetterId, request: Request, operator: ApiOperator, redis: RedisDep
+    dead_letter_id: DeadLetterId, context: OrdersContextDep, operator: ApiOperator, redis: RedisDep
 ) -> DeadLetterDetail:
-    return await admin_service.get_dead_letter_detail(redis, _settings(request), dead_letter_id)
+    return await admin_service.get_dead_letter_detail(redis, context.settings, dead_letter_id)
 
 
 @router.post("/dead-letters/redrive", response_model=RedriveResult, dependencies=[WRITE_LIMIT])
 async def redrive_dead_letters(
     body: RedriveRequest,
-    request: Request,
+    context: OrdersContextDep,
     operator: ApiOperator,
     db: DatabaseDep,
     redis: RedisDep,
 ) -> RedriveResult:
     """Put dead letters back on their streams: ``{"ids": [...]}`` or ``{"filter": {...}}``."""
     async with db.transaction() as uow:
-        return await admin_service.redrive(uow.session, redis, _settings(request), operator, body)
+        return await admin_service.redrive(uow, redis, context.settings, operator, body)
 
 
 @router.get("/audit", response_model=Page[AuditOut], dependencies=[READ_LIMIT])

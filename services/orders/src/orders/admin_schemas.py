@@ -1,6 +1,7 @@
 """Request and response bodies of the operator API (``/admin``, docs/design.md section 10)."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,16 @@ from pydantic import (
 from common.contracts import SagaState, StepName
 from common.partitions import TableStatus
 from orders.saga import OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts through the operator API or console (found by orders.admin_auth): the one
+    admin value the admin services take, and write to the audit log."""
+
+    name: str
+    csrf_token: str  # what the console's forms must send back
+
 
 # Filters are matched exactly, so they only need the characters real values use; anything
 # else (control characters included) is a 422 naming the field.

@@ -34,7 +34,6 @@ from common.errors import Conflict, NotFound, Problem
 from common.pagination import Page, build_page, decode_cursor
 from common.partitions import TableStatus, database_status
 from orders import admin_repository, repository, saga, service
-from orders.admin_auth import Operator
 from orders.admin_repository import SagaFilter
 from orders.admin_schemas import (
     MAX_REDRIVE,
@@ -42,6 +41,7 @@ from orders.admin_schemas import (
     AuditOut,
     DeadLetterDetail,
     DeadLetterOut,
+    Operator,
     RedriveFailure,
     RedriveFilter,
     Redriven,
@@ -162,7 +162,7 @@ class SagaActionOutcome:
 
 
 async def _audit(
-    session: AsyncSession,
+    uow: UnitOfWork,
     operator: Operator,
     action: str,
     target: str,
@@ -178,7 +178,7 @@ async def _audit(
         outcome=outcome,
         detail=detail,
     )
-    await admin_repository.add_audit(session, entry)
+    await admin_repository.add_audit(uow.session, entry)
     return entry.id
 
 
@@ -196,9 +196,7 @@ async def _saga_action(
         else:
             decision = await service.force_compensation(uow, settings, order_id)
     except (Conflict, service.SagaBusy) as exc:
-        audit_id = await _audit(
-            uow.session, operator, action, target, "refused", {"detail": exc.detail}
-        )
+        audit_id = await _audit(uow, operator, action, target, "refused", {"detail": exc.detail})
         return SagaActionOutcome(audit_id=audit_id, refused=exc.detail)
     detail = {
         "state": decision.state.value,
@@ -206,9 +204,7 @@ async def _saga_action(
         "steps": [f"{step.name}:{step.status}" for step in decision.steps],
         "sent": [action_.value for action_ in decision.actions],
     }
-    return SagaActionOutcome(
-        audit_id=await _audit(uow.session, operator, action, target, "ok", detail)
-    )
+    return SagaActionOutcome(audit_id=await _audit(uow, operator, action, target, "ok", detail))
 
 
 async def retry_saga(
@@ -357,7 +353,7 @@ async def _redrive_one(redis: Redis, prefix: str, letter_id: str) -> Redriven | 
 
 
 async def redrive(
-    session: AsyncSession,
+    uow: UnitOfWork,
     redis: Redis,
     settings: Settings,
     operator: Operator,
@@ -396,7 +392,7 @@ async def redrive(
         "failed": [failure.model_dump() for failure in failed[:50]],
         "more": more,
     }
-    audit_id = await _audit(session, operator, "dead_letters.redrive", target, outcome, detail)
+    audit_id = await _audit(uow, operator, "dead_letters.redrive", target, outcome, detail)
     return RedriveResult(
         audit_id=audit_id,
         matched=len(ids),
@@ -411,19 +407,17 @@ async def redrive(
 # -- audit ----------------------------------------------------------------------------------
 
 
-async def record_session(session: AsyncSession, operator: Operator, action: str) -> None:
+async def record_session(uow: UnitOfWork, operator: Operator, action: str) -> None:
     """Console sign-in and sign-out are operator actions too."""
-    await _audit(session, operator, action, "console", "ok", {})
+    await _audit(uow, operator, action, "console", "ok", {})
 
 
 UNKNOWN_OPERATOR = Operator(name="(unknown)", csrf_token="")
 
 
-async def record_failed_sign_in(session: AsyncSession, reason: str) -> None:
+async def record_failed_sign_in(uow: UnitOfWork, reason: str) -> None:
     """A refused console sign-in, audited (never with the token that was presented)."""
-    await _audit(
-        session, UNKNOWN_OPERATOR, "console.login", "console", "refused", {"reason": reason}
-    )
+    await _audit(uow, UNKNOWN_OPERATOR, "console.login", "console", "refused", {"reason": reason})
 
 
 async def get_audit_entry(session: AsyncSession, audit_id: uuid.UUID) -> AuditOut | None:

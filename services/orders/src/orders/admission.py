@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from common.contracts import SagaState
@@ -95,19 +94,12 @@ class SagaBacklog:
 
 
 @asynccontextmanager
-async def backlog_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    backlog = SagaBacklog(app.state.db, app.state.settings)
+async def saga_backlog(database: Database, settings: Settings) -> AsyncIterator[SagaBacklog]:
+    """The API process's backlog, for its lifespan (``POST /orders`` asks it to admit)."""
+    backlog = SagaBacklog(database, settings)
     if backlog.bound > 0:
         await backlog.refresh()  # the first order is judged on a count, not on zero
-    app.state.saga_backlog = backlog
     try:
-        yield
+        yield backlog
     finally:
-        await app.state.saga_backlog.close()
-
-
-async def admit_order(request: Request) -> None:
-    """Dependency of ``POST /orders``: refuse at once while the saga backlog is over its bound
-    (async: a sync dependency would run in a thread, away from the event loop)."""
-    backlog: SagaBacklog = request.app.state.saga_backlog
-    backlog.admit()
+        await backlog.close()

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import StringConstraints
 
 from common.auth import CurrentUser
@@ -15,9 +15,8 @@ from common.ratelimit import READ_LIMIT, WRITE_LIMIT
 from common.replica import LaggingSession
 from common.types import Text
 from orders import service
-from orders.admission import admit_order
+from orders.context import OrdersContextDep
 from orders.schemas import OrderCreate, OrderOut, SagaOut
-from orders.settings import Settings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -31,33 +30,31 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def _admit_order(context: OrdersContextDep) -> None:
+    """Refuse at once while the saga backlog is over its bound (orders.admission)."""
+    context.saga_backlog.admit()
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderOut,
-    dependencies=[WRITE_LIMIT, Depends(admit_order)],
+    dependencies=[WRITE_LIMIT, Depends(_admit_order)],
 )
 @raises(Conflict)  # the Idempotency-Key was used with another body
 @sends_location
 async def place_order(
     body: OrderCreate,
-    request: Request,
+    context: OrdersContextDep,
     response: Response,
     caller: CurrentUser,
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
     async with db.transaction() as uow:
-        order, _created = await service.place_order(
-            uow, _settings(request), caller.id, body, idempotency_key
-        )
-    response.headers["Location"] = f"/orders/{order.id}"
-    return order
+        placed = await service.place_order(uow, context.settings, caller.id, body, idempotency_key)
+    response.headers["Location"] = f"/orders/{placed.order.id}"
+    return OrderOut.model_validate(placed.order)
 
 
 @router.get("", response_model=Page[OrderOut], dependencies=[READ_LIMIT])
@@ -98,7 +95,8 @@ async def get_saga(order_id: uuid.UUID, caller: CurrentUser, db: DatabaseDep) ->
 )
 @raises(NotFound, Conflict)  # Conflict: not cancellable (any more), or busy
 async def cancel_order(
-    order_id: uuid.UUID, request: Request, caller: CurrentUser, db: DatabaseDep
+    order_id: uuid.UUID, context: OrdersContextDep, caller: CurrentUser, db: DatabaseDep
 ) -> OrderOut:
     async with db.transaction() as uow:
-        return await service.cancel_order(uow, _settings(request), caller.id, order_id)
+        cancelled = await service.cancel_order(uow, context.settings, caller.id, order_id)
+    return OrderOut.model_validate(cancelled)

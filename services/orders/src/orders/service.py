@@ -67,14 +67,23 @@ def _fingerprint(data: OrderCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """What placing an order did: ``order`` is the new order, or the first one placed with
+    the same Idempotency-Key and body (then ``created`` is False)."""
+
+    order: Order
+    created: bool
+
+
 async def place_order(
     uow: UnitOfWork,
     settings: Settings,
     user_id: uuid.UUID,
     data: OrderCreate,
     idempotency_key: str | None,
-) -> tuple[OrderOut, bool]:
-    """Create a PENDING order and start its saga; ``(order, created)``.
+) -> PlacedOrder:
+    """Create a PENDING order and start its saga.
 
     The same Idempotency-Key with the same body returns the first order (created=False);
     with another body it is a 409.
@@ -97,7 +106,7 @@ async def place_order(
         assert existing is not None
         if existing.request_fingerprint != fingerprint:
             raise Conflict("This Idempotency-Key was already used with a different request body.")
-        return OrderOut.model_validate(existing), False
+        return PlacedOrder(existing, created=False)
 
     definition = saga.definition(settings.saga_definition_version)
     decision = saga.start(definition)
@@ -124,7 +133,9 @@ async def place_order(
         definition_version=definition.version,
     )
     await _record(uow, definition, current, decision)
-    return OrderOut.model_validate(created), True
+    for column, value in created.items():  # what the database filled in (times, defaults)
+        setattr(order, column, value)
+    return PlacedOrder(order, created=True)
 
 
 async def get_order(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID) -> Order:
@@ -161,7 +172,7 @@ async def get_saga(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUI
 
 async def cancel_order(
     uow: UnitOfWork, settings: Settings, user_id: uuid.UUID, order_id: uuid.UUID
-) -> OrderOut:
+) -> Order:
     await get_order(uow.session, user_id, order_id)
     try:
         await handle_event(uow, settings, order_id, saga.CancelRequested())
@@ -170,7 +181,7 @@ async def cancel_order(
     order = await repository.get_order(uow.session, order_id)
     assert order is not None
     await uow.session.refresh(order)
-    return OrderOut.model_validate(order)
+    return order
 
 
 async def handle_event(

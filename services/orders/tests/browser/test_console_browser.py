@@ -127,7 +127,7 @@ async def timed_out_order(db: Database, settings: Settings) -> uuid.UUID:
     settings = settings.model_copy(update={"saga_max_resends": 0})  # compensate at once
     body = OrderCreate(items=[OrderItem(sku="book", quantity=2, unit_price_cents=1500)])
     async with db.transaction() as uow:
-        order, _ = await service.place_order(uow, settings, uuid.uuid4(), body, None)
+        order = (await service.place_order(uow, settings, uuid.uuid4(), body, None)).order
     async with db.transaction() as uow:
         past = datetime.now(UTC) - timedelta(seconds=1)
         await uow.session.execute(

@@ -63,8 +63,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def place(db: Database, settings: Settings, cents: int = 100) -> uuid.UUID:
     body = OrderCreate(items=[OrderItem(sku="sku", quantity=1, unit_price_cents=cents)])
     async with db.transaction() as uow:
-        order, _ = await service.place_order(uow, settings, uuid.uuid4(), body, None)
-    return order.id
+        placed = await service.place_order(uow, settings, uuid.uuid4(), body, None)
+    return placed.order.id
 
 
 async def time_out(db: Database, settings: Settings, order_id: uuid.UUID) -> None:

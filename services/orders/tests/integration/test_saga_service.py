@@ -59,11 +59,9 @@ async def owner(db: Database, order_id: uuid.UUID) -> uuid.UUID:
 
 async def place(db: Database, settings: Settings, *prices: int, key: str | None = None) -> Any:
     async with db.transaction() as uow:
-        order, created = await service.place_order(
-            uow, settings, uuid.uuid4(), order_of(*prices), key
-        )
-    assert created
-    return order
+        placed = await service.place_order(uow, settings, uuid.uuid4(), order_of(*prices), key)
+    assert placed.created
+    return placed.order
 
 
 async def test_placing_an_order_commits_order_saga_and_command_together(
@@ -86,10 +84,10 @@ async def test_a_failed_unit_of_work_leaves_no_order_and_no_command(
 
     async def place_then_fail() -> None:
         async with orders_db.transaction() as uow:
-            order, _ = await service.place_order(
+            placing = await service.place_order(
                 uow, orders_settings, uuid.uuid4(), order_of(1), None
             )
-            placed.append(order)
+            placed.append(placing.order)
             raise RuntimeError("the request failed after placing")
 
     with pytest.raises(RuntimeError):
@@ -110,10 +108,10 @@ async def test_the_same_idempotency_key_and_body_return_the_first_order(
             results.append(
                 await service.place_order(uow, orders_settings, user_id, order_of(5), "k-1")
             )
-    (first, created), (again, created_again) = results
-    assert (created, created_again) == (True, False)
-    assert again.id == first.id
-    assert await outbox_types(orders_db, first.id) == ["users.ReserveCredit"]  # sent once
+    first, again = results
+    assert (first.created, again.created) == (True, False)
+    assert again.order.id == first.order.id
+    assert await outbox_types(orders_db, first.order.id) == ["users.ReserveCredit"]  # sent once
 
     with pytest.raises(Conflict):
         async with orders_db.transaction() as uow:

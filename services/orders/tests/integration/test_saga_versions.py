@@ -23,8 +23,8 @@ from common.testing.polling import eventually
 from common.testing.replies import credit_reserved, notification_recorded, stock_checked
 from orders import admin_service, repository, service
 from orders.consumers import handlers
-from orders.models import inbox, outbox
-from orders.schemas import OrderCreate, OrderItem, OrderOut
+from orders.models import Order, inbox, outbox
+from orders.schemas import OrderCreate, OrderItem
 from orders.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -78,12 +78,12 @@ async def worker(database: Database, redis: Redis, settings: Settings) -> AsyncI
         await consumer.stop()
 
 
-async def place(database: Database, settings: Settings) -> OrderOut:
+async def place(database: Database, settings: Settings) -> Order:
     body = OrderCreate(items=[OrderItem(sku="sku-7", quantity=2, unit_price_cents=250)])
     async with database.transaction() as uow:
-        order, created = await service.place_order(uow, settings, uuid.uuid4(), body, None)
-    assert created
-    return order
+        placed = await service.place_order(uow, settings, uuid.uuid4(), body, None)
+    assert placed.created
+    return placed.order
 
 
 async def reply(redis: Redis, settings: Settings, message: Message) -> None:

@@ -5,8 +5,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common.context import SHARED
 from common.http import create_service_app, serve
 from users.cache import UserCache
+from users.context import USERS, UsersContext
 from users.models import outbox
 from users.passwords import Passwords
 from users.router import router
@@ -18,8 +20,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.passwords = Passwords(settings)
-        app.state.user_cache = UserCache(app.state.redis, settings.user_cache_ttl_seconds)
+        cache = UserCache(SHARED.of(app).redis, settings.user_cache_ttl_seconds)
+        USERS.put(app, UsersContext(settings, Passwords(settings), cache))
         yield
 
     return create_service_app(

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from common.auth import CurrentUser, revoke_all_sessions, revoke_session
 from common.errors import Conflict, NotFound, Unauthorized
@@ -12,7 +12,8 @@ from common.openapi import raises, sends_location
 from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, TooManyRequests, caller_read
 from users import service
 from users.cache import UserCache
-from users.passwords import HashingBusy, Passwords
+from users.context import UsersContextDep
+from users.passwords import HashingBusy
 from users.schemas import PasswordChange, SessionCreate, SessionOut, UserCreate, UserOut
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -21,28 +22,18 @@ CallerView = Annotated[CallerRead, Depends(caller_read("read", UserCache.keys))]
 """The caller, counted against the read limit, with their cached view: one Redis call."""
 
 
-def _passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.app.state.passwords
-    return passwords
-
-
-def _cache(request: Request) -> UserCache:
-    cache: UserCache = request.app.state.user_cache
-    return cache
-
-
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=[AUTH_LIMIT]
 )
 @raises(Conflict, HashingBusy)  # the email is taken; too many hashes in flight
 @sends_location
 async def register(
-    body: UserCreate, request: Request, response: Response, db: DatabaseDep
+    body: UserCreate, context: UsersContextDep, response: Response, db: DatabaseDep
 ) -> UserOut:
     async with db.transaction() as uow:
-        user = await service.register(uow, _passwords(request), body)
-    response.headers["Location"] = f"/users/{user.id}"
-    return user
+        account = await service.register(uow, context.passwords, body)
+    response.headers["Location"] = f"/users/{account.user.id}"
+    return UserOut.of(account.user, account.credit_available_cents)
 
 
 @router.post(
@@ -53,16 +44,10 @@ async def register(
 )
 @raises(Unauthorized, TooManyRequests, HashingBusy)  # wrong; too many failures; hashes busy
 async def login(
-    body: SessionCreate, request: Request, db: DatabaseDep, redis: RedisDep
+    body: SessionCreate, context: UsersContextDep, db: DatabaseDep, redis: RedisDep
 ) -> SessionOut:
     async with db.session() as session:
-        issued = await service.login(
-            session,
-            redis,
-            _passwords(request),
-            body,
-            request.app.state.settings,
-        )
+        issued = await service.login(session, redis, context.passwords, body, context.settings)
     return SessionOut(token=issued.token, user_id=issued.user_id, expires_at=issued.expires_at)
 
 
@@ -84,14 +69,16 @@ async def logout_everywhere(caller: CurrentUser, redis: RedisDep) -> Response:
 @router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AUTH_LIMIT])
 @raises(403, TooManyRequests, HashingBusy)  # the current password is wrong; as for login
 async def change_password(
-    body: PasswordChange, request: Request, caller: CurrentUser, db: DatabaseDep, redis: RedisDep
+    body: PasswordChange,
+    context: UsersContextDep,
+    caller: CurrentUser,
+    db: DatabaseDep,
+    redis: RedisDep,
 ) -> Response:
     """A new password, the current one required (403 when wrong); every other session of
     the caller ends, this one stays."""
     async with db.transaction() as uow:
-        await service.change_password(
-            uow, redis, _passwords(request), caller, body, request.app.state.settings
-        )
+        await service.change_password(uow, redis, context.passwords, caller, body, context.settings)
     await revoke_all_sessions(redis, caller.id, keep=caller.token_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -99,17 +86,18 @@ async def change_password(
 # response_model documents the shape; the body is the cached JSON, sent as it is.
 @router.get("/me", response_model=UserOut)
 @raises(NotFound)  # a session whose user is gone
-async def me(request: Request, read: CallerView, db: DatabaseDep) -> Response:
+async def me(context: UsersContextDep, read: CallerView, db: DatabaseDep) -> Response:
     caller = read.caller.id
-    view = await service.get_visible_user_json(db, _cache(request), caller, caller, read.values)
+    view = await service.get_visible_user_json(db, context.user_cache, caller, caller, read.values)
     return Response(view, media_type="application/json")
 
 
 @router.get("/{user_id}", response_model=UserOut)
 @raises(NotFound)
 async def get_user(
-    user_id: uuid.UUID, request: Request, read: CallerView, db: DatabaseDep
+    user_id: uuid.UUID, context: UsersContextDep, read: CallerView, db: DatabaseDep
 ) -> Response:
     caller = read.caller.id
-    view = await service.get_visible_user_json(db, _cache(request), caller, user_id, read.values)
+    cache = context.user_cache
+    view = await service.get_visible_user_json(db, cache, caller, user_id, read.values)
     return Response(view, media_type="application/json")

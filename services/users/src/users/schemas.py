@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from common.types import Integer, Text, TextFirst
+from users.models import User
 
 Email = Annotated[EmailStr, TextFirst]
 Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -29,6 +30,18 @@ class UserOut(BaseModel):
     credit_limit_cents: int
     credit_available_cents: int
     created_at: datetime
+
+    @classmethod
+    def of(cls, user: User, credit_available_cents: int) -> "UserOut":
+        return cls(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            status=user.status,
+            credit_limit_cents=user.credit_limit_cents,
+            credit_available_cents=credit_available_cents,
+            created_at=user.created_at,
+        )
 
 
 class SessionCreate(BaseModel):

@@ -1,8 +1,12 @@
-"""Business rules of the users service. Functions take a session; they never commit."""
+"""Business rules of the users service.
+
+Writes take a :class:`common.db.UnitOfWork`, reads a session; nothing here commits.
+"""
 
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
@@ -21,20 +25,20 @@ from users.schemas import PasswordChange, SessionCreate, UserCreate, UserOut
 from users.settings import Settings
 
 
-async def user_view(session: AsyncSession, user: User) -> UserOut:
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user and the credit they have left: their limit less what orders hold."""
+
+    user: User
+    credit_available_cents: int
+
+
+async def account_of(session: AsyncSession, user: User) -> Account:
     reserved = await repository.reserved_cents(session, user.id)
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        status=user.status,
-        credit_limit_cents=user.credit_limit_cents,
-        credit_available_cents=user.credit_limit_cents - reserved,
-        created_at=user.created_at,
-    )
+    return Account(user, user.credit_limit_cents - reserved)
 
 
-async def register(uow: UnitOfWork, passwords: Passwords, data: UserCreate) -> UserOut:
+async def register(uow: UnitOfWork, passwords: Passwords, data: UserCreate) -> Account:
     user = User(
         id=uuid.uuid4(),
         email=data.email.lower(),
@@ -48,7 +52,7 @@ async def register(uow: UnitOfWork, passwords: Passwords, data: UserCreate) -> U
     created = await repository.get_user(uow.session, user.id)
     assert created is not None
     await uow.session.refresh(created)
-    return await user_view(uow.session, created)
+    return await account_of(uow.session, created)
 
 
 def _announce_registration(uow: UnitOfWork, user: User) -> None:
@@ -179,5 +183,5 @@ async def get_visible_user_json(
         user = await repository.get_user(session, user_id)
         if user is None:
             raise NotFound(f"User {user_id} not found.")
-        view = await user_view(session, user)
-    return await cache.put(view, generation)
+        account = await account_of(session, user)
+    return await cache.put(UserOut.of(account.user, account.credit_available_cents), generation)
