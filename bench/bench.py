@@ -30,11 +30,13 @@ from redis.asyncio import Redis
 
 from bench import gateway, preload, procs, stacklogs, wrk
 from bench.config import FINAL_SETTLE_SECONDS, PROCESSES, STARTED, Config, log, parse_args
+from bench.idle import measure_idle
 from bench.readpath import read_path
 from bench.report import render, targets
 from bench.saga import saga, wait_all_settled
 from bench.stack import (
     create_users,
+    gateway_group,
     git_state,
     machine_quiet_check,
     postgres_headroom,
@@ -54,9 +56,10 @@ async def main_async(config: Config) -> int:
             " run; other work skews every figure"
         )
     pids = stack_pids(config)
-    cpu_groups: procs.PidGroups = {
+    process_groups: procs.PidGroups = {
         name: procs.fixed(pid, *replica_pids(config, name)) for name, pid in pids.items()
     }
+    cpu_groups = dict(process_groups)
     cpu_groups["postgres"] = procs.named("postgres")  # every database's backends
     cpu_groups["redis"] = procs.named("redis-server")
     # This process and its children: the load generator, wrk, py-spy.
@@ -107,6 +110,10 @@ async def main_async(config: Config) -> int:
             memory.enter("saga")
             report["saga"] = await saga(config, client, pool, redis, users, cpu, pids)
             report["saga"]["unsettled_at_end"] = await wait_all_settled(pool, FINAL_SETTLE_SECONDS)
+        if config.idle_seconds > 0:
+            report["idle"] = await measure_idle(
+                {**process_groups, **gateway_group(config)}, config.database, config.idle_seconds
+            )
     await memory.stop()
     await cpu.stop()
     report["stack_errors"] = stacklogs.errors_since(config.run_dir / "logs", log_start)

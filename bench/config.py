@@ -24,6 +24,7 @@ TARGET_P50_MS = 30.0
 TARGET_P99_MS = 150.0
 SUSTAIN_P99_MS = 250.0
 TARGET_RSS_MIB = 150.0
+TARGET_IDLE_PERCENT = 3.0  # the whole stack idle, % of one core
 PHASES = ("start", "sign-up", "read", "saga")
 KEEP_UP_SHARE = 0.95  # a step is sustained when at least this share of the offered rate completed
 
@@ -56,6 +57,12 @@ class Config:
     profile_rate: float
     parts: tuple[str, ...]
     preload_orders: int
+    idle_seconds: float
+
+    @property
+    def database(self) -> str:
+        """The bench database's name, from the DSN."""
+        return self.dsn.rsplit("/", 1)[-1].split("?")[0]
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--preload-orders", type=int, default=0, help="first COPY N orders of history (preload.py)"
     )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="idle CPU window after the load (0: skip)"
+    )
     args = parser.parse_args(argv)
     return Config(
         users_url=f"http://127.0.0.1:{args.port_base + 1}",
@@ -120,4 +130,5 @@ def parse_args(argv: list[str] | None = None) -> Config:
         profile_rate=args.profile_rate,
         parts=(args.only,) if args.only else ("read", "saga"),
         preload_orders=args.preload_orders,
+        idle_seconds=args.idle_seconds,
     )

@@ -12,6 +12,7 @@ from bench.config import (
     SUSTAIN_P99_MS,
     TARGET_AT_RATE,
     TARGET_CPU_MS_PER_SAGA,
+    TARGET_IDLE_PERCENT,
     TARGET_P50_MS,
     TARGET_P99_MS,
     TARGET_READ_RATIO,
@@ -108,6 +109,8 @@ def render(report: dict[str, Any]) -> str:
     lines += saga_section(saga_report)
     if saga_report.get("measured"):
         lines += bus_section(saga_report["bus"])
+    if report.get("idle"):
+        lines += idle_section(report["idle"])
     lines += profile_section(report)
     lines += memory_section(report)
     lines += errors_section(report.get("stack_errors", {}))
@@ -314,3 +317,32 @@ def targets_section(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         lines.append(f"  {row['target']:45} {row['value']:>22}  {verdict(row['ok'])}")
     return lines
+
+
+def idle_section(idle: dict[str, Any]) -> list[str]:
+    """Each process's CPU with no load, and the stack's total against its target."""
+    usage = idle["cpu_percent_of_core"]
+    lines = [
+        "",
+        f"Idle CPU, % of one core, over {idle['seconds']:g} s with no load (after the saga"
+        " load settled):",
+    ]
+    for name, value in usage.items():
+        note = IDLE_NOTES.get(name, "")
+        lines.append(f"  {name:22} {value:7.2f}{'  (' + note + ')' if note else ''}")
+    lines.append(
+        f"  {'stack total':22} {idle['stack_total_percent_of_core']:7.2f}"
+        f"  (the processes, the bench database's backends and Redis;"
+        f" target < {TARGET_IDLE_PERCENT:g})"
+    )
+    return lines
+
+
+IDLE_NOTES = {
+    "postgres-bench-db": "the backends connected to the bench database",
+    "redis": "the whole server: other users of it count too",
+    "postgres-server": "not in the total: every Postgres process of the machine",
+    "irq": "not in the total: interrupts",
+    "other": "not in the total: the rest of the machine",
+    "machine": "not in the total: % of all cores",
+}

@@ -131,3 +131,9 @@ def git_state() -> tuple[str, bool]:
         return result.stdout.strip()
 
     return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain"))
+
+
+def gateway_group(config: Config) -> procs.PidGroups:
+    """The gateway's process as a CPU group, when the bench stack runs one."""
+    pid = supervised_pid(config, "gateway-api")
+    return {} if pid is None else {"gateway-api": procs.fixed(pid)}
