@@ -33,7 +33,7 @@ from bench.config import FINAL_SETTLE_SECONDS, PROCESSES, STARTED, Config, log, 
 from bench.idle import measure_idle
 from bench.readpath import read_path
 from bench.report import render, targets
-from bench.saga import saga, wait_all_settled
+from bench.saga import Rig, saga, wait_all_settled
 from bench.stack import (
     create_users,
     gateway_group,
@@ -108,7 +108,8 @@ async def main_async(config: Config) -> int:
             )
         if "saga" in config.parts:
             memory.enter("saga")
-            report["saga"] = await saga(config, client, pool, redis, users, cpu, pids)
+            rig = Rig(config, users, client, pool, redis, cpu, pids)
+            report["saga"] = await saga(rig, config.rates, overload=config.overload)
             report["saga"]["unsettled_at_end"] = await wait_all_settled(pool, FINAL_SETTLE_SECONDS)
         if config.idle_seconds > 0:
             report["idle"] = await measure_idle(

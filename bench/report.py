@@ -13,6 +13,7 @@ from bench.config import (
     TARGET_AT_RATE,
     TARGET_CPU_MS_PER_SAGA,
     TARGET_IDLE_PERCENT,
+    TARGET_OVERLOAD_P99_MS,
     TARGET_P50_MS,
     TARGET_P99_MS,
     TARGET_READ_RATIO,
@@ -107,6 +108,8 @@ def render(report: dict[str, Any]) -> str:
     if report.get("read_path"):
         lines += read_section(report["read_path"])
     lines += saga_section(saga_report)
+    if saga_report.get("overload"):
+        lines += overload_section(saga_report["overload"])
     if saga_report.get("measured"):
         lines += bus_section(saga_report["bus"])
     if report.get("idle"):
@@ -346,3 +349,23 @@ IDLE_NOTES = {
     "other": "not in the total: the rest of the machine",
     "machine": "not in the total: % of all cores",
 }
+
+
+def overload_section(overload: dict[str, Any]) -> list[str]:
+    """What admission did with twice the sustainable load, and what the accepted orders saw."""
+    base = f"{overload['base_rate_per_second']:g}/s " + (
+        "sustained" if overload["base_is_sustained"] else "(no rate sustained: the lowest offered)"
+    )
+    latency = overload["accepted_post_to_approved_ms"]
+    end_to_end = overload["accepted_scheduled_send_to_approved_ms"]
+    return [
+        "",
+        f"Overload: {overload['offered_per_second']:g} orders/s offered (2x {base}) for one step",
+        f"  offered {overload['offered']}, accepted (202) {overload['accepted']}, refused (503)"
+        f" {overload['refused_503']}, other failures {overload['other_failures']}",
+        f"  accepted orders POST->APPROVED p50 {fmt(latency['p50'])} ms, p99 {fmt(latency['p99'])}"
+        f" ms (scheduled send -> APPROVED p99 {fmt(end_to_end['p99'])} ms);"
+        f" target p99 < {TARGET_OVERLOAD_P99_MS:g} ms",
+        f"  accepted orders' final statuses: {overload['order_statuses']};"
+        + (" all settled" if overload["all_accepted_settled"] else " NOT all settled"),
+    ]

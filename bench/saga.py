@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from bench import procs
 from bench.config import (
     KEEP_UP_SHARE,
+    OVERLOAD_SETTLE_SECONDS,
     ROOT,
     STACK_CPU,
     SUSTAIN_P99_MS,
@@ -28,11 +30,27 @@ from bench.loadgen import quantiles_ms
 from bench.profiling import profile_report, profile_start
 
 
-async def run_loadgen(config: Config, rate: float, users: list[BenchUser]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Rig:
+    """What every saga step needs: the settings, the users placing orders, the clients of
+    the stack and its stores, and the CPU tracker of its processes."""
+
+    config: Config
+    users: list[BenchUser]
+    client: httpx.AsyncClient
+    pool: asyncpg.Pool
+    redis: Redis
+    cpu: procs.CpuTracker
+    pids: dict[str, int]
+
+
+async def run_loadgen(
+    config: Config, rate: float, users: list[BenchUser], seconds: float
+) -> dict[str, Any]:
     spec = {
         "url": config.orders_url,
         "rate": rate,
-        "duration": config.step_seconds,
+        "duration": seconds,
         "tokens": [user.token for user in users],
         "max_inflight": 1024,
     }
@@ -46,7 +64,7 @@ async def run_loadgen(config: Config, rate: float, users: list[BenchUser]) -> di
         stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(
-        process.communicate(json.dumps(spec).encode()), timeout=config.step_seconds + 60
+        process.communicate(json.dumps(spec).encode()), timeout=seconds + 60
     )
     if process.returncode != 0:
         raise RuntimeError(f"the load generator failed:\n{stderr.decode(errors='replace')}")
@@ -125,29 +143,26 @@ async def probe_saga(client: httpx.AsyncClient, config: Config, user: BenchUser)
 
 
 async def saga_step(
-    config: Config,
-    rate: float,
-    users: list[BenchUser],
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    redis: Redis,
-    cpu: procs.CpuTracker,
-    pids: dict[str, int],
+    rig: Rig, rate: float, *, settle_seconds: float | None = None, profile: bool = True
 ) -> dict[str, Any]:
+    """One open-loop step at `rate` for the step's seconds; its figures once its sagas settled
+    (waiting at most `settle_seconds`, the configured settle time by default)."""
+    config, client, pool, redis, cpu = rig.config, rig.client, rig.pool, rig.redis, rig.cpu
+    seconds = config.step_seconds
     bus_before = await scrape_bus(client, config)
     counters_before = await backend_counters(pool, redis)
     profiler = None
-    if config.profile and rate == config.profile_rate:
-        profiler = await profile_start(config, pids[config.profile], config.step_seconds)
+    if profile and config.profile and rate == config.profile_rate:
+        profiler = await profile_start(config, rig.pids[config.profile], seconds)
     cpu_before, started = cpu.take(), time.monotonic()
-    load = await run_loadgen(config, rate, users)
+    load = await run_loadgen(config, rate, rig.users, seconds)
     during_load = cpu.take()
     usage = during_load.percent_since(cpu_before, time.monotonic() - started)
     if profiler is not None:
         await asyncio.wait_for(profiler.wait(), timeout=60)
     orders = {uuid.UUID(order_id): (sent, latency) for order_id, sent, latency in load["orders"]}
     ids = list(orders)
-    pending, waiting = await wait_settled(pool, ids, config.settle_seconds)
+    pending, waiting = await wait_settled(pool, ids, settle_seconds or config.settle_seconds)
     # CPU per saga: everything the stack spent from the first POST until the sagas settled
     # (the drain included), over the sagas approved. It travels between machines far better
     # than a rate does.
@@ -191,6 +206,7 @@ async def saga_step(
     step: dict[str, Any] = {
         "offered_per_second": rate,
         "planned": load["planned"],
+        "skipped_inflight_cap": load["skipped_inflight_cap"],
         "sent": load["sent"],
         "send_rate_per_second": load["sent"] / max(load["send_window_seconds"], 1e-9),
         "accepted": len(orders),
@@ -228,24 +244,36 @@ async def saga_step(
     return step
 
 
-async def saga(
-    config: Config,
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    redis: Redis,
-    users: list[BenchUser],
-    cpu: procs.CpuTracker,
-    pids: dict[str, int],
-) -> dict[str, Any]:
-    broken = await probe_saga(client, config, users[0])
+async def saga(rig: Rig, rates: tuple[float, ...], *, overload: bool) -> dict[str, Any]:
+    """The ladder at ``rates`` (stopping once the stack falls behind), then, with
+    ``overload``, one step at twice the highest sustained rate."""
+    config, client = rig.config, rig.client
+    broken = await probe_saga(client, config, rig.users[0])
     if broken is not None:
         log(f"saga: NOT MEASURED: {broken}")
         return {"measured": False, "reason": broken, "steps": []}
     bus_start = await scrape_bus(client, config)
+    steps = await ladder(rig, rates)
+    sustained = [step["offered_per_second"] for step in steps if step["sustained"]]
+    max_sustained = max(sustained, default=0.0)
+    report: dict[str, Any] = {
+        "measured": True,
+        "load": f"open loop, {config.step_seconds:g} s a step, {len(rig.users)} users"
+        " round-robin, one item of 100 cents an order",
+        "steps": steps,
+        "max_sustained_per_second": max_sustained,
+        "bus": bus_summary(bus_start, await scrape_bus(client, config)),
+    }
+    if overload and steps:
+        report["overload"] = await overload_step(rig, max_sustained, rates)
+    return report
+
+
+async def ladder(rig: Rig, rates: tuple[float, ...]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
-    for rate in config.rates:
-        log(f"saga: {rate:g} orders/s offered for {config.step_seconds:g} s ...")
-        step = await saga_step(config, rate, users, client, pool, redis, cpu, pids)
+    for rate in rates:
+        log(f"saga: {rate:g} orders/s offered for {rig.config.step_seconds:g} s ...")
+        step = await saga_step(rig, rate)
         steps.append(step)
         lag = step["generator"]["schedule_lag_ms"]
         log(
@@ -261,12 +289,40 @@ async def saga(
         if stuck or (behind and rate >= TARGET_AT_RATE):
             log("saga: the stack did not keep up; higher rates skipped")
             break
-    sustained = [step["offered_per_second"] for step in steps if step["sustained"]]
-    return {
-        "measured": True,
-        "load": f"open loop, {config.step_seconds:g} s a step, {len(users)} users round-robin,"
-        " one item of 100 cents an order",
-        "steps": steps,
-        "max_sustained_per_second": max(sustained, default=0.0),
-        "bus": bus_summary(bus_start, await scrape_bus(client, config)),
+    return steps
+
+
+async def overload_step(
+    rig: Rig, sustained_rate: float, rates: tuple[float, ...]
+) -> dict[str, Any]:
+    """Twice the highest sustained rate: admission (orders/admission.py) should refuse what
+    the stack cannot take (503) and keep the accepted orders fast and every one settled.
+
+    With no sustained rate (a busy machine), twice the lowest rate offered, said so."""
+    base = sustained_rate or min(rates)
+    rate = 2 * base
+    log(f"saga: overload, {rate:g} orders/s (2x {base:g}/s) for {rig.config.step_seconds:g} s")
+    step = await saga_step(rig, rate, settle_seconds=OVERLOAD_SETTLE_SECONDS, profile=False)
+    statuses = {status: count for status, count in step["http_errors"].items()}
+    refused = statuses.pop("503", 0)
+    unsettled = step["still_pending_after_settle"] + step["sagas_unsettled_after_settle"]
+    overload = {
+        "base_rate_per_second": base,
+        "base_is_sustained": bool(sustained_rate),
+        "offered_per_second": rate,
+        "offered": step["planned"],
+        "accepted": step["accepted"],
+        "refused_503": refused,
+        "other_failures": sum(statuses.values()) + step["skipped_inflight_cap"],
+        "accepted_post_to_approved_ms": step["post_to_approved_ms"],
+        "accepted_scheduled_send_to_approved_ms": step["scheduled_send_to_approved_ms"],
+        "order_statuses": step["statuses"],
+        "all_accepted_settled": unsettled == 0,
+        "step": step,
     }
+    log(
+        f"saga: overload: {overload['offered']} offered, {overload['accepted']} accepted,"
+        f" {refused} refused (503), accepted p99 {step['post_to_approved_ms']['p99']:.0f} ms,"
+        f" {'all settled' if unsettled == 0 else f'{unsettled} NOT settled'}"
+    )
+    return overload
