@@ -32,7 +32,7 @@ from bench import gateway, preload, procs, stacklogs, wrk
 from bench.config import FINAL_SETTLE_SECONDS, PROCESSES, STARTED, Config, log, parse_args
 from bench.idle import measure_idle
 from bench.readpath import read_path
-from bench.report import render, targets
+from bench.report import render
 from bench.saga import Rig, saga, wait_all_settled
 from bench.stack import (
     create_users,
@@ -44,6 +44,7 @@ from bench.stack import (
     stack_pids,
     supervised_pid,
 )
+from bench.targets import targets
 
 
 async def main_async(config: Config) -> int:

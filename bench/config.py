@@ -13,19 +13,16 @@ PROCESSES = tuple(f"{service}-{kind}" for service in SERVICES for kind in ("api"
 STACK_CPU = (*PROCESSES, "postgres", "redis", "irq")
 
 
-# The targets of DESIGN.md section 8 as this benchmark checks them (see bench/README.md).
-TARGET_READ_RATIO = 1.0
-TARGET_SAGAS_PER_SECOND = 300
-TARGET_AT_RATE = 100
-TARGET_CPU_MS_PER_SAGA = 7.0
-CPU_FIGURE_AT_RATE = 20  # CPU per saga is quoted at this rate: well below saturation
-FINAL_SETTLE_SECONDS = 180.0
-TARGET_P50_MS = 30.0
-TARGET_P99_MS = 150.0
-SUSTAIN_P99_MS = 250.0
-TARGET_RSS_MIB = 150.0
-TARGET_IDLE_PERCENT = 3.0  # the whole stack idle, % of one core
+# The targets of docs/design.md section 8, as bench/targets.py checks them.
+TARGET_CPU_MS_PER_SAGA = {20.0: 15.0, 100.0: 10.0}  # offered rate -> CPU ms per saga
+TARGET_SAGAS_PER_SECOND = 150
 TARGET_OVERLOAD_P99_MS = 1000.0  # accepted orders at 2x the sustained rate
+TARGET_READ_RATIO = 1.0
+TARGET_IDLE_PERCENT = 3.0  # the whole stack idle, % of one core
+# The ladder always measures this rate (the rate of the 10 ms target) unless nothing moves.
+TARGET_AT_RATE = 100
+FINAL_SETTLE_SECONDS = 180.0
+SUSTAIN_P99_MS = 250.0
 PHASES = ("start", "sign-up", "read", "saga")
 KEEP_UP_SHARE = 0.95  # a step is sustained when at least this share of the offered rate completed
 # The overload step's backlog is bounded by admission; give it time to drain.
