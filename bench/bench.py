@@ -29,7 +29,9 @@ import httpx
 from redis.asyncio import Redis
 
 from bench import gateway, preload, procs, stacklogs, wrk
+from bench.compare import comparison
 from bench.config import FINAL_SETTLE_SECONDS, PROCESSES, STARTED, Config, log, parse_args
+from bench.database import database_figures
 from bench.idle import measure_idle
 from bench.readpath import read_path
 from bench.report import render
@@ -60,57 +62,28 @@ async def main_async(config: Config) -> int:
     process_groups: procs.PidGroups = {
         name: procs.fixed(pid, *replica_pids(config, name)) for name, pid in pids.items()
     }
-    cpu_groups = dict(process_groups)
-    cpu_groups["postgres"] = procs.named("postgres")  # every database's backends
-    cpu_groups["redis"] = procs.named("redis-server")
-    # This process and its children: the load generator, wrk, py-spy.
-    cpu_groups["bench"] = lambda: [os.getpid(), *procs.children(os.getpid())]
-    cpu = procs.CpuTracker(cpu_groups)
+    cpu = procs.CpuTracker(cpu_groups(process_groups))
     cpu.start()
     log_start = stacklogs.offsets(config.run_dir / "logs", PROCESSES)
     memory = procs.MemorySampler(pids)
     memory.start()
-    config.results_dir.mkdir(parents=True, exist_ok=True)
-    commit, dirty = git_state()
-    report: dict[str, Any] = {
-        "meta": {
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "commit": commit,
-            "dirty": dirty,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "machine": machine,
-            "config": {k: str(v) for k, v in asdict(config).items()},
-        }
-    }
+    report: dict[str, Any] = {"meta": meta(config, machine)}
     limits = httpx.Limits(max_connections=32)
     async with (
         httpx.AsyncClient(timeout=30.0, limits=limits) as client,
-        asyncpg.create_pool(config.dsn, min_size=1, max_size=2) as pool,
+        asyncpg.create_pool(config.dsn, min_size=1, max_size=4) as pool,
         Redis.from_url(config.redis_url) as redis,
     ):
         report["meta"]["postgres"] = await postgres_headroom(pool)
         log(f"creating {config.users} users with sessions")
         memory.enter("sign-up")
         users = await create_users(client, config)
-        if "read" in config.parts:
-            memory.enter("read")
-            report["read_path"] = await read_path(config, client, users[0], cpu, pids)
-            report["gateway"] = await gateway.compare(  # bench/gateway.py: the gateway's cost
-                gateway_url=gateway.gateway_url_beside(config.users_url),
-                users_url=config.users_url,
-                user_id=users[0].id,
-                token=users[0].token,
-                gateway_pid=supervised_pid(config, "gateway-api"),
-                connections=config.connections,
-                seconds=config.read_seconds,
-                rounds=config.rounds,
-                warmup_seconds=config.warmup_seconds,
-            )
+        rig = Rig(config, users, client, pool, redis, cpu, pids)
+        report |= await measure_pass(rig, memory, first=True)
+        if config.preload_orders:
+            report["preloaded"] = await preloaded_pass(rig, memory)
+        report["comparison"] = comparison(report, report.get("preloaded", {}), config.compare_rates)
         if "saga" in config.parts:
-            memory.enter("saga")
-            rig = Rig(config, users, client, pool, redis, cpu, pids)
-            report["saga"] = await saga(rig, config.rates, overload=config.overload)
             report["saga"]["unsettled_at_end"] = await wait_all_settled(pool, FINAL_SETTLE_SECONDS)
         if config.idle_seconds > 0:
             report["idle"] = await measure_idle(
@@ -120,7 +93,92 @@ async def main_async(config: Config) -> int:
     await cpu.stop()
     report["stack_errors"] = stacklogs.errors_since(config.run_dir / "logs", log_start)
     report["rss_samples"] = memory.samples
-    report["rss"] = {
+    report["rss"] = memory_report(memory, pids)
+    report["targets"] = targets(report)
+    report["meta"]["wall_seconds"] = round(time.monotonic() - STARTED, 1)
+    print(render(report), flush=True)
+    write_results(config, report)
+    return 0
+
+
+def cpu_groups(process_groups: procs.PidGroups) -> procs.PidGroups:
+    """The stack's processes, Postgres (every database's backends), Redis, and this process
+    with its children (the load generator, wrk, py-spy)."""
+    return {
+        **process_groups,
+        "postgres": procs.named("postgres"),
+        "redis": procs.named("redis-server"),
+        "bench": lambda: [os.getpid(), *procs.children(os.getpid())],
+    }
+
+
+def meta(config: Config, machine: dict[str, Any]) -> dict[str, Any]:
+    commit, dirty = git_state()
+    return {
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit,
+        "dirty": dirty,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": machine,
+        "config": {k: str(v) for k, v in asdict(config).items()},
+    }
+
+
+async def measure_pass(rig: Rig, memory: procs.MemorySampler, *, first: bool) -> dict[str, Any]:
+    """The figures of one state of the database. The first pass (empty) runs everything: the
+    read path and the gateway, the whole saga ladder and the overload step; the preloaded
+    pass the read path and the ladder at the compared rates only. Both end with the
+    database figures (lists, sizes, a retention drop while sagas run)."""
+    config = rig.config
+    figures: dict[str, Any] = {}
+    if "read" in config.parts:
+        memory.enter("read")
+        figures["read_path"] = await read_path(config, rig.client, rig.users[0], rig.cpu, rig.pids)
+        if first:
+            figures["gateway"] = await gateway_cost(rig)
+    if "saga" in config.parts:
+        memory.enter("saga")
+        rates = config.rates if first else config.compare_rates
+        figures["saga"] = await saga(rig, rates, overload=first and config.overload)
+        if figures["saga"]["measured"]:
+            figures["database"] = await database_figures(rig, min(config.compare_rates))
+    return figures
+
+
+async def gateway_cost(rig: Rig) -> dict[str, Any]:
+    """bench/gateway.py: the read path through the gateway beside the direct one."""
+    config, user = rig.config, rig.users[0]
+    return await gateway.compare(
+        gateway_url=gateway.gateway_url_beside(config.users_url),
+        users_url=config.users_url,
+        user_id=user.id,
+        token=user.token,
+        gateway_pid=supervised_pid(config, "gateway-api"),
+        connections=config.connections,
+        seconds=config.read_seconds,
+        rounds=config.rounds,
+        warmup_seconds=config.warmup_seconds,
+    )
+
+
+async def preloaded_pass(rig: Rig, memory: procs.MemorySampler) -> dict[str, Any]:
+    """COPY the history in (bench/preload.py), then measure again."""
+    config = rig.config
+    log(f"preload: {config.preload_orders:,} orders of history (COPY)")
+    memory.enter("preload")
+    counts = await preload.preload(config.dsn, config.preload_orders, months=6)
+    log(preload.report(counts))
+    figures = await measure_pass(rig, memory, first=False)
+    return {
+        "orders": config.preload_orders,
+        "preload": {"rows": counts.rows, "seconds": counts.seconds},
+        **figures,
+    }
+
+
+def memory_report(memory: procs.MemorySampler, pids: dict[str, int]) -> dict[str, Any]:
+    rss: dict[str, Any] = {
         name: {
             "pid": pid,
             "peak_hwm_mib": memory.hwm_kib.get(name, 0) / 1024,
@@ -131,24 +189,22 @@ async def main_async(config: Config) -> int:
         for name, pid in pids.items()
     }
     for name in PROCESSES:
-        report["rss"].setdefault(name, {"pid": None, "not_running": True})
-    report["targets"] = targets(report)
-    report["meta"]["wall_seconds"] = round(time.monotonic() - STARTED, 1)
-    print(render(report), flush=True)
+        rss.setdefault(name, {"pid": None, "not_running": True})
+    return rss
+
+
+def write_results(config: Config, report: dict[str, Any]) -> None:
+    config.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = report["meta"]["timestamp"].replace(":", "").replace("-", "")
     text = json.dumps(report, indent=2, default=str)
-    for path in (config.results_dir / f"{stamp}.json", config.results_dir / "latest.json"):
-        path.write_text(text + "\n")
-    log(f"wrote {config.results_dir / f'{stamp}.json'} and latest.json")
-    return 0
+    path = config.results_dir / f"{stamp}.json"
+    for target in (path, config.results_dir / "latest.json"):
+        target.write_text(text + "\n")
+    log(f"wrote {path} and latest.json")
 
 
 def main() -> None:
-    config = parse_args()
-    if config.preload_orders:
-        counts = asyncio.run(preload.preload(config.dsn, config.preload_orders, months=6))
-        log(preload.report(counts))
-    sys.exit(asyncio.run(main_async(config)))
+    sys.exit(asyncio.run(main_async(parse_args())))
 
 
 if __name__ == "__main__":

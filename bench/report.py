@@ -33,6 +33,8 @@ def render(report: dict[str, Any]) -> str:
         lines += overload_section(saga_report["overload"])
     if saga_report.get("measured"):
         lines += bus_section(saga_report["bus"])
+    if report.get("comparison"):
+        lines += database_section(report["comparison"], report.get("preloaded"))
     if report.get("idle"):
         lines += idle_section(report["idle"])
     lines += profile_section(report)
@@ -290,3 +292,47 @@ def overload_section(overload: dict[str, Any]) -> list[str]:
         f"  accepted orders' final statuses: {overload['order_statuses']};"
         + (" all settled" if overload["all_accepted_settled"] else " NOT all settled"),
     ]
+
+
+def database_section(rows: list[dict[str, Any]], preloaded: dict[str, Any] | None) -> list[str]:
+    """The figures issue 21 compares: on the empty database and, with --preload-orders N,
+    after the preload, with the ratio and a verdict where a figure has a limit."""
+    title = (
+        f"Empty database vs preloaded with {preloaded['orders']:,} orders"
+        f" ({sum(preloaded['preload']['rows'].values()):,} rows COPYed in"
+        f" {preloaded['preload']['seconds']:.0f} s)"
+        if preloaded
+        else "Database figures, empty database (--preload-orders N adds a preloaded column)"
+    )
+    lines = [
+        "",
+        title + "; lists: their SQL straight to Postgres, random users (bench/scale_probe.py):",
+        f"  {'figure':52} {'empty':>10} {'preloaded':>10} {'ratio':>7}  limits",
+    ]
+    for row in rows:
+        if row["empty"] is None and row["preloaded"] is None:
+            continue
+        digits = 2 if row["unit"] in ("ms", "x") else 0 if row["unit"] in ("", "/s") else 1
+        figure = f"{row['figure']}" + (f" ({row['unit']})" if row["unit"] else "")
+        lines.append(
+            f"  {figure:52} {fmt(row['empty'], digits):>10} {fmt(row['preloaded'], digits):>10}"
+            f" {fmt(row['ratio'], 2):>7}  {limits_verdict(row, preloaded is not None)}"
+        )
+    return lines
+
+
+def limits_verdict(row: dict[str, Any], preloaded: bool) -> str:
+    """``<= 1.2x empty, < 20: PASS``; empty when the figure has no limit."""
+    value = row["preloaded"] if preloaded else row["empty"]
+    texts, checks = [], []
+    if row["ratio_limit"] is not None and preloaded:
+        texts.append(f"<= {row['ratio_limit']:g}x empty")
+        if row["ratio"] is not None:
+            checks.append(row["ratio"] <= row["ratio_limit"])
+    if row["limit"] is not None:
+        texts.append(f"< {row['limit']:g}" if row["limit"] else "0")
+        if value is not None:
+            checks.append(value < row["limit"] if row["limit"] else value == 0)
+    if not texts:
+        return ""
+    return ", ".join(texts) + (f": {verdict(all(checks))}" if checks else "")

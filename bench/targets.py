@@ -7,8 +7,11 @@ from bench import gateway
 from bench.config import (
     TARGET_CPU_MS_PER_SAGA,
     TARGET_IDLE_PERCENT,
+    TARGET_LIST_P99_MS,
     TARGET_OVERLOAD_P99_MS,
+    TARGET_PRELOADED_RATIO,
     TARGET_READ_RATIO,
+    TARGET_RETENTION_DROP_S,
     TARGET_SAGAS_PER_SECOND,
 )
 
@@ -29,6 +32,7 @@ def targets(report: dict[str, Any]) -> list[Row]:
         read_path(report.get("read_path")),
         idle(report.get("idle")),
         gateway_cost(report.get("gateway")),
+        *database(report.get("comparison", []), preloaded="preloaded" in report),
     ]
 
 
@@ -80,3 +84,52 @@ def gateway_cost(result: dict[str, Any] | None) -> Row:
         return row(target, None, None)
     value = result["gateway_cpu_ms_per_request"]
     return row(target, f"{value:.2f} ms", value <= gateway.TARGET_CPU_MS_PER_REQUEST)
+
+
+def database(rows: list[dict[str, Any]], *, preloaded: bool) -> list[Row]:
+    """Issue 21: the preloaded database against the empty one (NOT MEASURED without a
+    preload), the lists' p99 and a retention drop (on the preloaded database if any)."""
+    column = "preloaded" if preloaded else "empty"
+    where = "preloaded" if preloaded else "empty db"
+
+    def worst(prefix: str, key: str) -> tuple[str, float] | None:
+        found = [(r["figure"], r[key]) for r in rows if r["figure"].startswith(prefix)]
+        measured = [(figure, value) for figure, value in found if value is not None]
+        return max(measured, key=lambda item: item[1]) if measured else None
+
+    cpu_ratio = worst("CPU per saga", "ratio") if preloaded else None
+    list_ratio = worst("p99 ", "ratio") if preloaded else None
+    list_p99 = worst("p99 ", column)
+    drop = {r["figure"]: r[column] for r in rows if r["figure"].startswith("retention drop")}
+    drop_ms, waiting = (
+        drop.get("retention drop: time"),
+        drop.get("retention drop: backends waiting"),
+    )
+    drop_failed = drop.get("retention drop: failed (lock timeout)")
+    ratio = TARGET_PRELOADED_RATIO
+    return [
+        row(
+            f"preloaded: CPU per saga <= {ratio:g}x empty",
+            cpu_ratio and f"{cpu_ratio[1]:.2f}x ({cpu_ratio[0].removeprefix('CPU per saga ')})",
+            cpu_ratio and cpu_ratio[1] <= ratio,
+        ),
+        row(
+            f"preloaded: list p99 <= {ratio:g}x empty",
+            list_ratio and f"{list_ratio[1]:.2f}x",
+            list_ratio and list_ratio[1] <= ratio,
+        ),
+        row(
+            f"list p99 < {TARGET_LIST_P99_MS:g} ms ({where})",
+            list_p99 and f"{list_p99[1]:.1f} ms",
+            list_p99 and list_p99[1] < TARGET_LIST_P99_MS,
+        ),
+        row(
+            f"retention drop < {TARGET_RETENTION_DROP_S:g} s, no saga waiting ({where})",
+            None
+            if drop_ms is None
+            else f"{drop_ms:.0f} ms, {waiting} waiting" + (", FAILED" if drop_failed else ""),
+            None
+            if drop_ms is None
+            else drop_ms < 1000 * TARGET_RETENTION_DROP_S and waiting == 0 and not drop_failed,
+        ),
+    ]
