@@ -11,7 +11,7 @@ This module only drives the run; the parts live by concern:
   metrics, Postgres and Redis counters), ``profiling`` (py-spy), ``stacklogs``;
 * report: ``report`` (the target table and the text tables), JSON written here.
 
-    python -m bench.bench [--rates 50,75,100,150,200,300,400] [--profile orders-worker] ...
+    python -m bench.bench [--rates 20,50,100] [--preload-orders N] [--profile orders-worker] ...
 """
 
 import asyncio
@@ -129,18 +129,21 @@ async def measure_pass(rig: Rig, memory: procs.MemorySampler, *, first: bool) ->
     """The figures of one state of the database. The first pass (empty) runs everything: the
     read path and the gateway, the whole saga ladder and the overload step; the preloaded
     pass the read path and the ladder at the compared rates only. Both end with the
-    database figures (lists, sizes, a retention drop while sagas run)."""
+    database figures (lists, sizes, a retention drop while sagas run). BENCH_PROFILE
+    profiles the first pass only: a second profile would overwrite the first's file."""
     config = rig.config
     figures: dict[str, Any] = {}
     if "read" in config.parts:
         memory.enter("read")
-        figures["read_path"] = await read_path(config, rig.client, rig.users[0], rig.cpu, rig.pids)
+        figures["read_path"] = await read_path(
+            config, rig.client, rig.users[0], rig.cpu, rig.pids, profiled=first
+        )
         if first:
             figures["gateway"] = await gateway_cost(rig)
     if "saga" in config.parts:
         memory.enter("saga")
         rates = config.rates if first else config.compare_rates
-        figures["saga"] = await saga(rig, rates, overload=first and config.overload)
+        figures["saga"] = await saga(rig, rates, overload=first and config.overload, profile=first)
         if figures["saga"]["measured"]:
             figures["database"] = await database_figures(rig, min(config.compare_rates))
     return figures

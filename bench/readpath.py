@@ -73,6 +73,8 @@ async def read_path(
     user: BenchUser,
     cpu: procs.CpuTracker,
     pids: dict[str, int],
+    *,
+    profiled: bool = True,
 ) -> dict[str, Any]:
     profile: dict[str, Any] | None = None
     baseline = await start_baseline(config, client)
@@ -90,7 +92,12 @@ async def read_path(
         for round_number in range(1, config.rounds + 1):
             for name, url in targets.items():
                 profiler = None
-                if config.profile == "users-api" and name == "service" and round_number == 1:
+                if (
+                    profiled
+                    and config.profile == "users-api"
+                    and name == "service"
+                    and round_number == 1
+                ):
                     profiler = await profile_start(
                         config, pids["users-api"], config.read_seconds - 1
                     )

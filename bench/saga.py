@@ -244,16 +244,19 @@ async def saga_step(
     return step
 
 
-async def saga(rig: Rig, rates: tuple[float, ...], *, overload: bool) -> dict[str, Any]:
+async def saga(
+    rig: Rig, rates: tuple[float, ...], *, overload: bool, profile: bool = True
+) -> dict[str, Any]:
     """The ladder at ``rates`` (stopping once the stack falls behind), then, with
-    ``overload``, one step at twice the highest sustained rate."""
+    ``overload``, one step at twice the highest sustained rate. With ``profile``, the step at
+    the profiled rate is profiled (BENCH_PROFILE)."""
     config, client = rig.config, rig.client
     broken = await probe_saga(client, config, rig.users[0])
     if broken is not None:
         log(f"saga: NOT MEASURED: {broken}")
         return {"measured": False, "reason": broken, "steps": []}
     bus_start = await scrape_bus(client, config)
-    steps = await ladder(rig, rates)
+    steps = await ladder(rig, rates, profile=profile)
     sustained = [step["offered_per_second"] for step in steps if step["sustained"]]
     max_sustained = max(sustained, default=0.0)
     report: dict[str, Any] = {
@@ -269,11 +272,11 @@ async def saga(rig: Rig, rates: tuple[float, ...], *, overload: bool) -> dict[st
     return report
 
 
-async def ladder(rig: Rig, rates: tuple[float, ...]) -> list[dict[str, Any]]:
+async def ladder(rig: Rig, rates: tuple[float, ...], *, profile: bool) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for rate in rates:
         log(f"saga: {rate:g} orders/s offered for {rig.config.step_seconds:g} s ...")
-        step = await saga_step(rig, rate)
+        step = await saga_step(rig, rate, profile=profile)
         steps.append(step)
         lag = step["generator"]["schedule_lag_ms"]
         log(
