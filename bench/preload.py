@@ -1,10 +1,11 @@
 """Preload the bench database with months of history, COPY-fast: ``--preload-orders N``.
 
 N settled orders of N/100 users, spread evenly over ``--months`` months back from now, each
-with its saga, four saga steps and an "order approved" notification; a tenth of the users
-have a webhook, whose notifications have a succeeded delivery and its attempt. The
-partitions the rows' times need are created first (common.partitions' grid), so the rows
-land in their month's or day's partition, not in the default one.
+with its active credit reservation, its saga, four saga steps and an "order approved"
+notification; a tenth of the users have a webhook, whose notifications have a succeeded
+delivery and its attempt. The partitions the rows' times need are created first
+(common.partitions' grid), so the rows land in their month's or day's partition, not in
+the default one.
 
 Rows go in by ``COPY`` (asyncpg ``copy_records_to_table``), in batches of a few thousand
 orders: generating the rows in Python costs about as much as Postgres' side. Only a database
@@ -96,6 +97,7 @@ class Batch:
     notifications: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     attempts: list[tuple[Any, ...]] = field(default_factory=list)
+    reservations: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _batch(
@@ -111,6 +113,9 @@ def _batch(
         created = since + timedelta(seconds=random.random() * span_seconds)  # noqa: S311
         settled = created + timedelta(milliseconds=40)
         batch.orders.append((order_id, user_id, "APPROVED", 1000, ITEMS, created, settled))
+        # An approved order holds its credit: the saga invariant (active reservations = approved
+        # orders, per user) holds after a preload, and the credit check reads a real history.
+        batch.reservations.append((uuid.uuid4(), user_id, order_id, 1000, "active", created))
         batch.sagas.append((order_id, "settled", 4, None, str(order_id), created, settled))
         for index, (name, status) in enumerate(STEPS):
             batch.steps.append((order_id, name, status, created + timedelta(milliseconds=index)))
@@ -162,6 +167,14 @@ COLUMNS = {
         "updated_at",
         "welcome_sent_at",
         "welcomed_at",
+    ),
+    ("users", "credit_reservations"): (
+        "id",
+        "user_id",
+        "order_id",
+        "amount_cents",
+        "status",
+        "created_at",
     ),
     ("orders", "orders"): (
         "id",
@@ -268,6 +281,7 @@ async def preload(dsn: str, orders: int, months: int) -> Counts:
             batch = _batch(size, user_ids, webhooks, since, span)
             async with connection.transaction():
                 await _copy(connection, "orders", "orders", batch.orders, counts)
+                await _copy(connection, "users", "credit_reservations", batch.reservations, counts)
                 await _copy(connection, "orders", "sagas", batch.sagas, counts)
                 await _copy(connection, "orders", "saga_steps", batch.steps, counts)
                 await _copy(

@@ -221,3 +221,21 @@ class MemorySampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.sample()  # the last word: VmHWM is the process's peak over its whole life
+
+
+def postgres_backends_of(database: str) -> Callable[[], list[int]]:
+    """The Postgres backends connected to one database, by their process title
+    (``postgres: <user> <database> <client> <state>``): the stack's own share of Postgres
+    on a server other work shares."""
+
+    def resolve() -> list[int]:
+        found = []
+        for pid in pids_named("postgres"):
+            with contextlib.suppress(OSError):
+                title = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode()
+                words = title.split()
+                if len(words) > 2 and words[0] == "postgres:" and words[2] == database:
+                    found.append(pid)
+        return found
+
+    return resolve
