@@ -1,5 +1,6 @@
 """Partition maintenance on real Postgres: ahead, retention, the default partition, the lock."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -7,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import (
+    DDL_ATTEMPTS,
     PartitionedTable,
     advisory_key,
     create_default_sql,
@@ -92,6 +95,37 @@ async def test_retention_drops_old_partitions_and_keeps_new_ones(engine, table) 
         table_status = await status(connection, table.schema, table.name)
     assert table_status.default_rows == 0
     assert table_status.ahead_seconds > 3 * 86_400 - 13 * 3600
+
+
+def _retries() -> float:
+    return REGISTRY.get_sample_value("db_partition_ddl_lock_retries_total") or 0.0
+
+
+async def test_maintenance_behind_a_reader_tries_again_and_gets_through(engine, table) -> None:
+    await maintain_locked(engine, table.schema, [table], now=NOW - timedelta(days=10))
+    retries_before = _retries()
+    async with engine.connect() as reader:
+        # A transaction that read the table holds its lock past one lock timeout (100 ms).
+        await reader.execute(text(f"SELECT count(*) FROM {table.qualified}"))  # noqa: S608
+        maintenance = asyncio.create_task(maintain_locked(engine, table.schema, [table], now=NOW))
+        await asyncio.sleep(0.35)
+        assert not maintenance.done()
+        await reader.rollback()
+        result = await asyncio.wait_for(maintenance, timeout=10)
+    assert result is not None
+    assert len(result.dropped) == 3
+    assert _retries() > retries_before
+
+
+async def test_maintenance_gives_up_when_the_lock_never_comes(engine, table) -> None:
+    await maintain_locked(engine, table.schema, [table], now=NOW - timedelta(days=10))
+    retries_before = _retries()
+    async with engine.connect() as reader:
+        await reader.execute(text(f"SELECT count(*) FROM {table.qualified}"))  # noqa: S608
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            await maintain_locked(engine, table.schema, [table], now=NOW)
+        await reader.rollback()
+    assert _retries() - retries_before == DDL_ATTEMPTS - 1
 
 
 async def test_a_write_without_its_partition_lands_in_default_then_moves(engine, table) -> None:

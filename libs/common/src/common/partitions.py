@@ -13,32 +13,46 @@ partitioned by time (docs/partitioning.md says which tables and why). This modul
 
 Exactly one process maintains a schema at a time: :func:`maintain_locked` takes a session
 advisory lock (any replica of any worker of that schema may hold it; the others skip the run).
-Every DDL statement runs with a short ``lock_timeout``: a drop waits for the parent's lock
-behind a long transaction at most that long (and the writers queued behind the drop wait at
-most that long too), then gives up until the next run.
+Every DDL transaction runs with a short ``lock_timeout`` (100 ms): behind a running
+transaction it waits at most that long (and the writers queued behind it wait at most that
+long too), then tries again a moment later, a few times, before it gives up until the next run.
 """
 
+import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.backoff import equal_jitter, exponential
+
 logger = logging.getLogger("common.partitions")
+T = TypeVar("T")
+LOCK_RETRIES = Counter(
+    "db_partition_ddl_lock_retries_total",
+    "Partition DDL statements tried again because the parent's lock was not granted in time",
+)
 
 Interval = Literal["day", "month"]
 
 # CREATE ... PARTITION OF, DETACH and DROP take an ACCESS EXCLUSIVE lock on the parent (DETACH
 # CONCURRENTLY is not allowed while a default partition exists). Behind a running transaction
 # the statement waits, and every writer queues behind it: this bounds that stall. A statement
-# that times out is retried by the next run (partitions exist days ahead: many runs' margin).
-DDL_LOCK_TIMEOUT = "300ms"
+# that times out is tried again a few times, a moment later (the transactions in its way are
+# short: one usually ends between two attempts), then left to the next run (partitions exist
+# days ahead: many runs' margin).
+DDL_LOCK_TIMEOUT = "100ms"
+DDL_ATTEMPTS = 5
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout that expired
 DEFAULT_ROWS_CAP = 10_000  # rows in a default partition are counted up to this
 
 
@@ -267,11 +281,34 @@ async def database_status(connection: AsyncConnection) -> list[TableStatus]:
 
 
 async def _ddl(connection: AsyncConnection, *statements: str) -> None:
-    """Run ``statements`` in one short transaction with the DDL lock timeout."""
-    async with connection.begin():
-        await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+    """Run ``statements`` in one short DDL transaction (:func:`_in_ddl_transaction`)."""
+
+    async def run() -> None:
         for statement in statements:
             await connection.execute(text(statement))
+
+    await _in_ddl_transaction(connection, run)
+
+
+async def _in_ddl_transaction(connection: AsyncConnection, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` in one transaction with the DDL lock timeout; when a lock is not granted in
+    time, all of it again (up to ``DDL_ATTEMPTS``) after a short, growing pause, so that
+    writers never queue behind it for longer than one timeout."""
+    for attempt in range(DDL_ATTEMPTS):
+        try:
+            async with connection.begin():
+                await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+                return await work()
+        except DBAPIError as error:
+            if not _lock_not_granted(error) or attempt == DDL_ATTEMPTS - 1:
+                raise
+            LOCK_RETRIES.inc()
+            await asyncio.sleep(equal_jitter(exponential(attempt, base=0.2, cap=2.0)))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _lock_not_granted(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
 async def _create_ahead(
@@ -300,8 +337,8 @@ async def _create_one(
 ) -> int:
     name = f'"{table.schema}"."{partition_name(table, lower)}"'
     default = f'"{table.schema}"."{table.default_partition}"'
-    async with connection.begin():
-        await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+
+    async def create() -> int:
         has_default = (
             await connection.execute(
                 text("SELECT to_regclass(:name) IS NOT NULL"), {"name": default}
@@ -343,6 +380,8 @@ async def _create_one(
             extra={"table": table.name, "rows": stray, "partition": partition_name(table, lower)},
         )
         return int(stray)
+
+    return await _in_ddl_transaction(connection, create)
 
 
 async def _drop_expired(
