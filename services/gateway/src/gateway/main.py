@@ -14,7 +14,13 @@ from common import openapi
 from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware
 from common.errors import install_error_handlers
-from common.http import LoadShedMiddleware, RequestContextMiddleware, edge_limits, serve
+from common.http import (
+    NO_NATIVE_TELEMETRY,
+    LoadShedMiddleware,
+    RequestContextMiddleware,
+    edge_limits,
+    serve,
+)
 from common.tracing import instrument_app
 from common.version import publish_build_info
 from gateway.context import GATEWAY, GatewayContext, upstreams_of
@@ -45,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         generate_unique_id_function=openapi.operation_id,
+        telemetry=NO_NATIVE_TELEMETRY,
     )
     install_error_handlers(app)
     openapi.install(app)  # its own operations documented as every service's are
