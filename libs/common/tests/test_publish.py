@@ -3,7 +3,6 @@ single Redis (PUBLISH) and on a Redis Cluster (SPUBLISH, channels on different s
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -11,25 +10,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub
 
-from common.redis import create_redis, is_cluster, publish
-from common.settings import ServiceSettings
-from common.testing.plugin import RedisTarget
+from common.redis import is_cluster, publish
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def redis(redis_target: RedisTarget) -> AsyncIterator[Redis]:
-    settings = ServiceSettings(
-        service_name="publish-test",
-        database_url=redis_target.database_url,
-        **redis_target.settings(),
-    )
-    client = create_redis(settings)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def _next_message(redis: Redis, pubsub: Any) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ Both must give the case's expected answer, so they cannot drift apart.
 Every case runs on a single Redis and on a Redis Cluster (``redis_target``)."""
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -22,9 +22,6 @@ from common.auth import (
     revoke_session,
 )
 from common.ratelimit import RateLimiter
-from common.redis import create_redis
-from common.settings import ServiceSettings
-from common.testing.plugin import RedisTarget
 from common.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -128,20 +125,6 @@ CASES = [
     Case("malformed: id not a uuid", _fixed("someone.secret"), valid=False),
     Case("malformed: empty", _fixed(""), valid=False),
 ]
-
-
-@pytest.fixture
-async def redis(redis_target: RedisTarget) -> AsyncIterator[Redis]:
-    settings = ServiceSettings(
-        service_name="session-rule",
-        database_url=redis_target.database_url,
-        **redis_target.settings(),
-    )
-    client = create_redis(settings)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def _lua_check(redis: Redis, token: str) -> AuthenticatedUser | None:
