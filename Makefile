@@ -21,6 +21,8 @@ E2E_REDIS_DB ?= 14
 # make unit runs its tests in this many processes (pytest-xdist), each on its own database,
 # Redis database (TEST_REDIS_DB minus its index) and ports; 1 runs them in one.
 UNIT_WORKERS ?= 2
+# What make unit runs (make test adds tests/asyncapi and tests/deploy to the same parallel run).
+UNIT_PATHS ?= libs services tests/release tests/upgrade
 # What make e2e-stack runs against its private stack (a file or a test id narrows it).
 E2E_TESTS ?= tests/e2e
 # make soak's private stack and infra: next to make test's (+50), so both can run at once.
@@ -51,7 +53,7 @@ with_stack = bash -c 'trap "$(STACK_SH) down" EXIT; $(STACK_SH) up && $(1)'
 
 .PHONY: help sync up down ps logs migrate kill stop start check-invariants db-status dead-letters \
 	replay-dead-letters release operator-token events settings-doc clients test check lint typecheck \
-	unit asyncapi-check e2e e2e-stack \
+	unit asyncapi-check asyncapi-validate deploy-check e2e e2e-stack \
 	k8s-check bench soak upgrade-drill \
 	docker-e2e e2e-cluster
 
@@ -124,7 +126,11 @@ clients/.generated: $(CLIENT_SOURCES) uv.lock
 clients: sync clients/.generated ## generate typed API clients from the OpenAPI documents into clients/
 
 # --- checking it --------------------------------------------------------------------------
-test: lint typecheck unit asyncapi-check k8s-check e2e-stack ## everything CI runs
+# make test runs the document and manifest checks first, then every pytest tier but e2e in one
+# parallel run (the deploy checks' slow tools overlap with the database-bound tests), then e2e.
+test: lint typecheck asyncapi-validate deploy-check ## everything CI runs
+	@$(MAKE) --no-print-directory unit UNIT_PATHS="$(UNIT_PATHS) tests/asyncapi tests/deploy"
+	@$(MAKE) --no-print-directory e2e-stack
 
 check: lint typecheck ## the fast loop: lint, types, unit tests (no integration, no stack)
 	@$(RUN) pytest -q -m "not integration and not cluster" libs services
@@ -142,7 +148,7 @@ typecheck: sync clients ## mypy, strict (tests/e2e uses the generated clients)
 	@$(RUN) mypy libs services scripts tests bench
 
 unit: sync ## unit and integration tests (real Postgres and Redis, throwaway databases), UNIT_WORKERS=2 processes
-	@$(RUN) pytest -n $(UNIT_WORKERS) --dist loadfile libs services tests/release tests/upgrade
+	@$(RUN) pytest -n $(UNIT_WORKERS) --dist loadfile $(UNIT_PATHS)
 
 # The official AsyncAPI parser (npm), installed from the committed lock into a git-ignored
 # folder; again whenever the lock changes. --ignore-scripts: no install-time code (telemetry).
@@ -150,14 +156,18 @@ $(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.js
 	@SCARF_ANALYTICS=false $(RUN) npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-asyncapi-check: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json ## validate docs/asyncapi.yaml with @asyncapi/parser
-	@$(RUN) node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+asyncapi-check: asyncapi-validate ## validate docs/asyncapi.yaml with @asyncapi/parser, and its tests
 	@$(RUN) pytest -q tests/asyncapi
 
-k8s-check: sync ## render + validate Kubernetes manifests, lint the Dockerfile and compose (offline)
+asyncapi-validate: sync $(ASYNCAPI_DIR)/node_modules/.package-lock.json
+	@$(RUN) node $(ASYNCAPI_DIR)/validate.mjs docs/asyncapi.yaml
+
+k8s-check: deploy-check ## render + validate Kubernetes manifests, lint the Dockerfile and compose (offline), and the checks' tests
+	@$(RUN) pytest tests/deploy
+
+deploy-check: sync
 	@$(TOOLS) kubectl
 	@bash deploy/check.sh
-	@$(RUN) pytest tests/deploy
 
 e2e: sync clients ## tests/e2e against a stack that is already up (GATEWAY_URL; USERS_URL, ORDERS_URL, NOTIFICATIONS_URL for drills)
 	@$(RUN) pytest tests/e2e
