@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import openapi
+from common import openapi, serving
 from common.bus import Outbox
 from common.db import Database, create_engine
 from common.docs import install_docs
@@ -452,7 +451,7 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
     listener = shared_listener(settings.host, settings.port) if settings.reuse_port else None
     if listener is not None:  # kept referenced: a collected socket would close its fd
         where = {"fd": listener.fileno()}
-    uvicorn.run(
+    serving.run(
         app_factory,
         factory=True,
         **where,

@@ -76,11 +76,16 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class Timer:
-    """``run(context)`` now and then every ``interval_seconds`` after each run ends."""
+    """``run(context)`` now and then every ``interval_seconds`` after each run ends.
+
+    A run that found nothing to do may return :class:`common.bus.periodic.Idle`: the next
+    then waits up to ``idle_interval_seconds`` (see :class:`common.bus.periodic.Periodic`).
+    """
 
     name: str
     interval_seconds: float
-    run: Callable[[WorkerContext], Awaitable[None]]
+    run: Callable[[WorkerContext], Awaitable[object]]
+    idle_interval_seconds: float | None = None
 
 
 # A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
@@ -163,7 +168,15 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
             settings.partition_maintenance_interval_seconds,
             maintainer.run,
         ),
-        *(Periodic(t.name, t.interval_seconds, _bind(t, context)) for t in spec.timers),
+        *(
+            Periodic(
+                t.name,
+                t.interval_seconds,
+                _bind(t, context),
+                idle_interval_seconds=t.idle_interval_seconds,
+            )
+            for t in spec.timers
+        ),
     ]
     components: list[asyncio.Task[None]] = []
 
@@ -216,9 +229,9 @@ def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None
     return prune
 
 
-def _bind(timer: Timer, context: WorkerContext) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        await timer.run(context)
+def _bind(timer: Timer, context: WorkerContext) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return await timer.run(context)
 
     return run
 
