@@ -31,9 +31,11 @@ from redis.asyncio import Redis
 
 from bench import gateway, histograms, preload, procs, stacklogs, wrk
 from bench.loadgen import quantiles_ms
+from common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("users", "orders", "notifications")
+WORKER_POOL_SETTINGS = ("worker_db_pool_size", "worker_db_max_overflow")
 PROCESSES = tuple(f"{service}-{kind}" for service in SERVICES for kind in ("api", "worker"))
 # What a saga costs the machine: the six processes, Postgres, Redis and interrupt time.
 STACK_CPU = (*PROCESSES, "postgres", "redis", "irq")
@@ -203,7 +205,8 @@ def machine_quiet_check() -> dict[str, Any]:
 
 
 async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
-    """Can Postgres take every connection the stack may open? (6 pools of size + overflow)."""
+    """Can Postgres take every connection the stack may open? (three APIs' and three
+    workers' pools, each size + overflow: common.db.PoolBounds, the defaults unless set)."""
     limit = int(await pool.fetchval("SHOW max_connections"))
     in_use = int(
         await pool.fetchval(
@@ -214,9 +217,9 @@ async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
     may_open = 0
     for service in SERVICES:
         prefix = service.upper()
-        size = int(os.environ.get(f"{prefix}_DB_POOL_SIZE", "10"))
-        overflow = int(os.environ.get(f"{prefix}_DB_MAX_OVERFLOW", "10"))
-        may_open += 2 * (size + overflow)  # an API and a worker
+        for setting in ("db_pool_size", "db_max_overflow", *WORKER_POOL_SETTINGS):
+            default = ServiceSettings.model_fields[setting].default
+            may_open += int(os.environ.get(f"{prefix}_{setting.upper()}", default))
     if in_use + may_open > limit:
         log(
             f"WARNING: the stack's pools may open up to {may_open} Postgres connections and"

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import openapi, serving
 from common.bus import Outbox
-from common.db import Database, create_engine
+from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
 from common.errors import REQUEST_ID_SCOPE_KEY, Problem, install_error_handlers, problem_response
@@ -379,6 +379,12 @@ def create_service_app(
         )
         app.state.rate_limiter = RateLimiter.from_settings(settings, app.state.redis)
         try:
+            await check_connection_budget(
+                app.state.db.engine,
+                PoolBounds.api(settings),
+                process=f"{settings.service_name}-api",
+                prefix=settings.model_config.get("env_prefix", ""),
+            )
             async with AsyncExitStack() as stack:
                 if outbox is not None:
                     await stack.enter_async_context(outbox.running(app.state.db))

@@ -51,7 +51,7 @@ from common.bus.inbox import partitioned as partitioned_inbox
 from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
-from common.db import Database, create_engine
+from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.logging import configure_logging
 from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import PartitionedTable
@@ -139,7 +139,8 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         if spec.outbox_table is not None
         else None
     )
-    database = Database(create_engine(settings), outbox=outbox)
+    pool = PoolBounds.worker(settings)
+    database = Database(create_engine(settings, pool=pool), outbox=outbox)
     context = WorkerContext(settings, database, redis)
     consumer = Consumer(
         database,
@@ -192,6 +193,12 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
 
     health = HealthServer(settings.host, settings.worker_port, healthy)
     try:
+        await check_connection_budget(
+            database.engine,
+            pool,
+            process=f"{settings.service_name}-worker",
+            prefix=settings.model_config.get("env_prefix", ""),
+        )
         if outbox is not None:
             outbox.start(database)
         await consumer.start()
