@@ -28,7 +28,7 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_by_the_retry(
         client_id = await redis.client_id()  # the one pooled connection
         other = Redis.from_url(redis_url)  # a connection of its own, outside the pool
         try:
-            await other.client_kill_filter(_id=client_id)
+            await other.client_kill_filter(_id=str(client_id))
         finally:
             await other.aclose()
         assert await redis.get("test:redis-client:stale") == "1"
