@@ -1,5 +1,7 @@
 """The unit of work's database side against a real Postgres."""
 
+import logging
+
 import pytest
 from sqlalchemy import text
 
@@ -42,12 +44,18 @@ async def _server_limits(database: Database) -> tuple[int, int]:
     return limit, int(reserved[0])
 
 
-async def test_a_pool_that_fits_the_free_connections_starts(database_url: str) -> None:
+async def test_a_pool_that_fits_the_free_connections_starts(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="common.db")  # the log line is part of the check
     database = Database(create_engine(ServiceSettings(database_url=database_url)))
     try:
         await check_connection_budget(database.engine, PoolBounds(2, 1), process="orders-api")
     finally:
         await database.dispose()
+    [checked] = [r for r in caplog.records if r.getMessage() == "connection budget checked"]
+    assert checked.__dict__["component"] == "orders-api"
+    assert checked.__dict__["pool_most"] == 3
 
 
 async def test_a_pool_bigger_than_the_server_allows_refuses_to_start_and_says_why(

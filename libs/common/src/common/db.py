@@ -171,7 +171,7 @@ async def check_connection_budget(
         )
     logger.info(
         "connection budget checked",
-        extra={"process": process, "pool_most": pool.most, "free": free, "limit": limit},
+        extra={"component": process, "pool_most": pool.most, "free": free, "limit": limit},
     )
 
 
