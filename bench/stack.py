@@ -14,6 +14,9 @@ import httpx
 
 from bench import procs
 from bench.config import PROCESSES, ROOT, SERVICES, BenchUser, Config, log
+from common.settings import ServiceSettings
+
+WORKER_POOL_SETTINGS = ("worker_db_pool_size", "worker_db_max_overflow")
 
 
 def supervised_pid(config: Config, name: str) -> int | None:
@@ -66,7 +69,8 @@ def machine_quiet_check() -> dict[str, Any]:
 
 
 async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
-    """Can Postgres take every connection the stack may open? (6 pools of size + overflow)."""
+    """Can Postgres take every connection the stack may open? (three APIs' and three
+    workers' pools, each size + overflow: common.db.PoolBounds, the defaults unless set)."""
     limit = int(await pool.fetchval("SHOW max_connections"))
     in_use = int(
         await pool.fetchval(
@@ -77,9 +81,9 @@ async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
     may_open = 0
     for service in SERVICES:
         prefix = service.upper()
-        size = int(os.environ.get(f"{prefix}_DB_POOL_SIZE", "10"))
-        overflow = int(os.environ.get(f"{prefix}_DB_MAX_OVERFLOW", "10"))
-        may_open += 2 * (size + overflow)  # an API and a worker
+        for setting in ("db_pool_size", "db_max_overflow", *WORKER_POOL_SETTINGS):
+            default = ServiceSettings.model_fields[setting].default
+            may_open += int(os.environ.get(f"{prefix}_{setting.upper()}", default))
     if in_use + may_open > limit:
         log(
             f"WARNING: the stack's pools may open up to {may_open} Postgres connections and"

@@ -34,8 +34,8 @@ SELECT u.id, u.email, u.name, u.status, u.credit_limit_cents,
   FROM users.users u
  WHERE u.id = $1
 """
-# The same pool bounds as a service's SQLAlchemy engine (db_pool_size 10 + max_overflow 10).
-POOL_MIN, POOL_MAX = 10, 20
+# The same pool bounds as an API's SQLAlchemy engine (db_pool_size 6 + db_max_overflow 2).
+POOL_MIN, POOL_MAX = 6, 8
 
 
 def create_app(dsn: str) -> FastAPI:

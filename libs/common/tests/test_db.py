@@ -1,9 +1,17 @@
 """The unit of work's database side against a real Postgres."""
 
+import logging
+
 import pytest
 from sqlalchemy import text
 
-from common.db import Database, create_engine
+from common.db import (
+    ConnectionBudgetExceeded,
+    Database,
+    PoolBounds,
+    check_connection_budget,
+    create_engine,
+)
 from common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -27,3 +35,63 @@ async def test_a_read_session_whose_server_connection_died_closes_without_raisin
             assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await database.dispose()
+
+
+async def _server_limits(database: Database) -> tuple[int, int]:
+    async with database.engine.connect() as connection:
+        limit = int((await connection.execute(text("SHOW max_connections"))).scalar_one())
+        reserved = (await connection.execute(text("SHOW superuser_reserved_connections"))).one()
+    return limit, int(reserved[0])
+
+
+async def test_a_pool_that_fits_the_free_connections_starts(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="common.db")  # the log line is part of the check
+    database = Database(create_engine(ServiceSettings(database_url=database_url)))
+    try:
+        await check_connection_budget(database.engine, PoolBounds(2, 1), process="orders-api")
+    finally:
+        await database.dispose()
+    [checked] = [r for r in caplog.records if r.getMessage() == "connection budget checked"]
+    assert checked.__dict__["component"] == "orders-api"
+    assert checked.__dict__["pool_most"] == 3
+
+
+async def test_a_pool_bigger_than_the_server_allows_refuses_to_start_and_says_why(
+    database_url: str,
+) -> None:
+    database = Database(create_engine(ServiceSettings(database_url=database_url)))
+    try:
+        limit, reserved = await _server_limits(database)
+        # Even on an otherwise empty server, this pool could not open every connection.
+        too_big = PoolBounds(limit - reserved, 1, ("worker_db_pool_size", "worker_db_max_overflow"))
+        with pytest.raises(ConnectionBudgetExceeded) as refused:
+            await check_connection_budget(
+                database.engine, too_big, process="orders-worker", prefix="ORDERS_"
+            )
+    finally:
+        await database.dispose()
+    message = str(refused.value)
+    assert message.startswith(f"orders-worker: its Postgres pool may open {too_big.most} ")
+    assert f"ORDERS_WORKER_DB_POOL_SIZE={limit - reserved}" in message
+    assert f"max_connections {limit}, {reserved} reserved for superusers" in message
+
+
+async def test_an_unreachable_server_is_not_checked(unused_tcp_port: int) -> None:
+    """Started during an outage, a process starts and reports it in /readyz, as ever."""
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{unused_tcp_port}/nothing"
+    database = Database(create_engine(ServiceSettings(database_url=url, db_pool_timeout_seconds=2)))
+    try:
+        await check_connection_budget(database.engine, PoolBounds(10_000, 0), process="orders-api")
+    finally:
+        await database.dispose()
+
+
+def test_workers_have_smaller_default_pools_that_fit_two_replicas_in_100() -> None:
+    settings = ServiceSettings()
+    api, worker = PoolBounds.api(settings), PoolBounds.worker(settings)
+    assert worker.most < api.most
+    assert worker.size >= settings.bus_batches_in_flight  # each batch holds a connection
+    services, replicas, operators = 3, 2, 10
+    assert services * replicas * (api.most + worker.most) + operators <= 100

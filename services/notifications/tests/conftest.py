@@ -79,6 +79,7 @@ async def notifications_settings(redis_target: RedisTarget) -> Settings:
         webhook_breaker_failure_threshold=5,
         webhook_breaker_cooldown_seconds=0.3,
         webhook_poll_interval_seconds=0.05,
+        webhook_idle_poll_seconds=0.05,
     )
 
 

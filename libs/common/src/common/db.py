@@ -24,6 +24,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import MetaData, text
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from common.settings import ServiceSettings
+from common.unavailable import is_unavailable
 
 if TYPE_CHECKING:  # the bus builds on this module, not the other way round
     from redis.asyncio.client import Pipeline
@@ -62,19 +64,57 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+@dataclass(frozen=True)
+class PoolBounds:
+    """How many Postgres connections one process's pool keeps, and may open at most.
+
+    An API serves many requests at once; a worker needs few connections (its batches in
+    flight, the outbox, its timers), so it has its own, smaller bounds. The stack's budget,
+    every process's ``most`` times the replicas plus room for operators, must fit the
+    server's ``max_connections`` (docs/design.md section 9; checked per process at start by
+    :func:`check_connection_budget`).
+    """
+
+    size: int
+    overflow: int
+    setting_names: tuple[str, str] = ("db_pool_size", "db_max_overflow")
+
+    @property
+    def most(self) -> int:
+        return self.size + self.overflow
+
+    @classmethod
+    def api(cls, settings: ServiceSettings) -> "PoolBounds":
+        return cls(settings.db_pool_size, settings.db_max_overflow)
+
+    @classmethod
+    def worker(cls, settings: ServiceSettings) -> "PoolBounds":
+        return cls(
+            settings.worker_db_pool_size,
+            settings.worker_db_max_overflow,
+            ("worker_db_pool_size", "worker_db_max_overflow"),
+        )
+
+
 def create_engine(
-    settings: ServiceSettings, *, url: str | None = None, pre_ping: bool = False
+    settings: ServiceSettings,
+    *,
+    url: str | None = None,
+    pre_ping: bool = False,
+    pool: PoolBounds | None = None,
 ) -> AsyncEngine:
     """The process's one engine; pool sizes and timeouts come from settings.
 
     ``url`` and ``pre_ping``: the read replica's engine (common.replica) uses the same
     settings on another server, and pings each connection it hands out, so that a replica
     gone down is noticed before a query and the read falls back to the primary.
+    ``pool``: the bounds (an API's by default; the worker runtime gives the worker's).
     """
+    bounds = pool or PoolBounds.api(settings)
     return create_async_engine(
         url or settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=bounds.size,
+        max_overflow=bounds.overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
@@ -86,6 +126,52 @@ def create_engine(
                 "statement_timeout": str(settings.db_statement_timeout_ms),
             },
         },
+    )
+
+
+class ConnectionBudgetExceeded(RuntimeError):
+    """The process's pool cannot fit in what the Postgres server has free."""
+
+
+_BUDGET_SQL = text(
+    "SELECT current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int,"
+    " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+)
+
+
+async def check_connection_budget(
+    engine: AsyncEngine, pool: PoolBounds, *, process: str, prefix: str = ""
+) -> None:
+    """Refuse to start a process whose pool cannot fit in the server's free connections.
+
+    Free: ``max_connections``, less the connections reserved for superusers, less every
+    client connection open now but this check's own (one of the pool's). Past that, the pool
+    would meet "too many clients" errors under load, as 503s far from their cause; failing
+    at start says why. A server that does not answer is not checked (the process starts and
+    reports it in /readyz, as in any outage).
+    """
+    try:
+        async with engine.connect() as connection:
+            limit, reserved, in_use = (await connection.execute(_BUDGET_SQL)).one()
+    except Exception as exc:
+        if is_unavailable(exc):
+            logger.warning("Postgres unreachable: connection budget not checked")
+            return
+        raise
+    free = limit - reserved - (in_use - 1)
+    if pool.most > free:
+        size, overflow = (f"{prefix}{name}".upper() for name in pool.setting_names)
+        raise ConnectionBudgetExceeded(
+            f"{process}: its Postgres pool may open {pool.most} connections ({size}="
+            f"{pool.size} + {overflow}={pool.overflow}), but the server has only {free} free"
+            f" (max_connections {limit}, {reserved} reserved for superusers, {in_use - 1} in"
+            f" use by other clients). Lower {size} or {overflow}, raise max_connections, or"
+            " size the stack's budget (docs/design.md section 9)."
+        )
+    logger.info(
+        "connection budget checked",
+        extra={"component": process, "pool_most": pool.most, "free": free, "limit": limit},
     )
 
 

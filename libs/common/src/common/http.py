@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
@@ -26,10 +25,10 @@ from redis.asyncio import Redis
 from sqlalchemy import Table
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import openapi
+from common import openapi, serving
 from common.bus import Outbox
 from common.context import SHARED, AppContext
-from common.db import Database, create_engine
+from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
 from common.errors import Problem, install_error_handlers, problem_response, remember_request_ids
@@ -395,6 +394,12 @@ def create_service_app(
             ),
         )
         try:
+            await check_connection_budget(
+                app.state.db.engine,
+                PoolBounds.api(settings),
+                process=f"{settings.service_name}-api",
+                prefix=settings.model_config.get("env_prefix", ""),
+            )
             async with AsyncExitStack() as stack:
                 if outbox is not None:
                     await stack.enter_async_context(outbox.running(db))
@@ -466,7 +471,7 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
     listener = shared_listener(settings.host, settings.port) if settings.reuse_port else None
     if listener is not None:  # kept referenced: a collected socket would close its fd
         where = {"fd": listener.fileno()}
-    uvicorn.run(
+    serving.run(
         app_factory,
         factory=True,
         **where,

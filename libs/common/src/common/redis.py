@@ -48,7 +48,13 @@ def retry_options() -> dict[str, Any]:
 
 
 def create_redis(settings: ServiceSettings) -> Redis:
-    """A client whose every call has a timeout, so a stuck Redis never hangs a request."""
+    """A client whose every call has a timeout, so a stuck Redis never hangs a request.
+
+    No health check (``health_check_interval=0``): with one, a pooled connection idle past
+    the interval first sends a PING, a round trip before the command, to find out what the
+    command itself finds out, and the one retry on a fresh connection (:func:`retry_options`)
+    already recovers from a connection that went stale (a Redis restart, an idle timeout).
+    """
     if settings.redis_cluster_nodes:
         return create_cluster(settings)
     # A blocking pool: past redis_max_connections a command waits (up to the timeout) for a
@@ -61,7 +67,7 @@ def create_redis(settings: ServiceSettings) -> Redis:
         timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
-        health_check_interval=30,
+        health_check_interval=0,  # the retry on a fresh connection covers a stale one
         **retry_options(),
     )
     client = Redis(connection_pool=pool)
@@ -83,7 +89,7 @@ def create_cluster(settings: ServiceSettings) -> Redis:
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
-        health_check_interval=30,
+        health_check_interval=0,  # see create_redis
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         password=settings.redis_cluster_password or None,
         **cluster_options(),

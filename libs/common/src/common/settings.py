@@ -20,10 +20,18 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "service"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
-    # Six processes share one Postgres (max_connections 100 by default): 6 x (8 + 4) = 72.
-    # A small fixed pool beats a large overflow, whose connections open and close under load.
-    db_pool_size: int = Field(default=8, ge=1, le=200)
-    db_max_overflow: int = Field(default=4, ge=0, le=200)
+    # An API process's Postgres pool. The stack's budget (docs/design.md section 9): per
+    # replica, three APIs x (6 + 2) and three workers x (4 + 2) = 42 connections, so
+    # REPLICAS=2 takes 84 of Postgres' default max_connections 100, leaving 16 (3 of them
+    # reserved for superusers) to operators, migrations and scripts. Each process checks at
+    # start that its own pool fits in what the server has free. A small fixed pool beats a
+    # large overflow, whose connections open and close under load.
+    db_pool_size: int = Field(default=6, ge=1, le=200)
+    db_max_overflow: int = Field(default=2, ge=0, le=200)
+    # A worker's pool: its batches in flight (bus_batches_in_flight), the outbox and its
+    # timers each hold one connection at a time.
+    worker_db_pool_size: int = Field(default=4, ge=1, le=200)
+    worker_db_max_overflow: int = Field(default=2, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     # A read replica (streaming replication) for reads that may lag: lists and histories.
@@ -72,7 +80,7 @@ class ServiceSettings(BaseSettings):
     bus_block_ms: int = Field(default=1_000, ge=1)  # must stay below redis_timeout_seconds
     bus_batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
     # Entries in flight at once, in at most bus_batches_in_flight batches (each holds one
-    # pooled connection while it runs: keep it below db_pool_size).
+    # pooled connection while it runs: keep it at most worker_db_pool_size).
     bus_concurrency: int = Field(default=64, ge=1, le=10_000)
     bus_batches_in_flight: int = Field(default=4, ge=1, le=1_000)
     bus_max_attempts: int = Field(default=5, ge=1)  # handler failures before dead-lettering

@@ -51,7 +51,7 @@ from common.bus.inbox import partitioned as partitioned_inbox
 from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
-from common.db import Database, create_engine
+from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.logging import configure_logging
 from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import PartitionedTable
@@ -76,11 +76,16 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class Timer:
-    """``run(context)`` now and then every ``interval_seconds`` after each run ends."""
+    """``run(context)`` now and then every ``interval_seconds`` after each run ends.
+
+    A run that found nothing to do may return :class:`common.bus.periodic.Idle`: the next
+    then waits up to ``idle_interval_seconds`` (see :class:`common.bus.periodic.Periodic`).
+    """
 
     name: str
     interval_seconds: float
-    run: Callable[[WorkerContext], Awaitable[None]]
+    run: Callable[[WorkerContext], Awaitable[object]]
+    idle_interval_seconds: float | None = None
 
 
 # A component that runs for the worker's whole life (e.g. a dispatcher with its own wake-ups);
@@ -134,7 +139,8 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         if spec.outbox_table is not None
         else None
     )
-    database = Database(create_engine(settings), outbox=outbox)
+    pool = PoolBounds.worker(settings)
+    database = Database(create_engine(settings, pool=pool), outbox=outbox)
     context = WorkerContext(settings, database, redis)
     consumer = Consumer(
         database,
@@ -163,7 +169,15 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
             settings.partition_maintenance_interval_seconds,
             maintainer.run,
         ),
-        *(Periodic(t.name, t.interval_seconds, _bind(t, context)) for t in spec.timers),
+        *(
+            Periodic(
+                t.name,
+                t.interval_seconds,
+                _bind(t, context),
+                idle_interval_seconds=t.idle_interval_seconds,
+            )
+            for t in spec.timers
+        ),
     ]
     components: list[asyncio.Task[None]] = []
 
@@ -179,6 +193,12 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
 
     health = HealthServer(settings.host, settings.worker_port, healthy)
     try:
+        await check_connection_budget(
+            database.engine,
+            pool,
+            process=f"{settings.service_name}-worker",
+            prefix=settings.model_config.get("env_prefix", ""),
+        )
         if outbox is not None:
             outbox.start(database)
         await consumer.start()
@@ -216,9 +236,9 @@ def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None
     return prune
 
 
-def _bind(timer: Timer, context: WorkerContext) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        await timer.run(context)
+def _bind(timer: Timer, context: WorkerContext) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return await timer.run(context)
 
     return run
 

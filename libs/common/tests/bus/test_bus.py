@@ -122,6 +122,22 @@ async def test_the_sweeper_leaves_fresh_rows_to_the_process_sending_them(h: Harn
     assert await outbox.flush() == 1  # shutdown: whatever its age
 
 
+async def test_an_empty_sweep_waits_until_the_oldest_row_comes_due(h: Harness) -> None:
+    """Idle cost: with nothing to send, the next sweep is when a row could come due (a row
+    written from now on is due a grace later), less one interval for open transactions."""
+    outbox = await h.start_outbox(outbox_sweep_grace_seconds=10, outbox_sweep_interval_seconds=1)
+    swept = await outbox.sweep(older_than=outbox.sweep_grace)
+    assert swept == 0
+    assert outbox.next_sweep_in(swept) == 9.0
+
+    await h.publish(Ping(key="fresh"))  # due in 10 s, minus its age
+    swept = await outbox.sweep(older_than=outbox.sweep_grace)
+    assert swept == 0
+    assert 8.0 < outbox.next_sweep_in(swept) < 9.0
+    assert outbox.next_sweep_in(1) == 1.0  # it sent: the busy cadence
+    assert outbox.next_sweep_in(None) == 1.0  # it failed: the busy cadence
+
+
 async def test_outbox_stop_deletes_what_it_sent_and_leaves_the_rest_to_the_sweeper(
     h: Harness,
 ) -> None:
@@ -380,6 +396,18 @@ def _flag(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
 async def test_consumer_refuses_a_block_longer_than_the_socket_timeout(h: Harness) -> None:
     with pytest.raises(ValueError, match="bus_block_ms"):
         h.consumer({Ping: h.recorder()}, bus_block_ms=5_000, redis_timeout_seconds=2.0)
+
+
+async def test_housekeeping_is_idle_only_while_nothing_is_pending(h: Harness) -> None:
+    """Idle cost: with no entry pending in the group, nothing can be claimable before
+    bus_reclaim_idle_ms, so housekeeping may wait that long; a pending entry keeps it busy."""
+    await ensure_group(h.redis, h.key, h.group)
+    consumer = h.consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=60_000)
+    assert await consumer.housekeep() == bus.Idle()
+
+    await h.send(Ping(key="k1"))
+    await h.read(h.group, "dead-1")  # read by a consumer that may be dead: pending
+    assert await consumer.housekeep() is None
 
 
 async def test_gauges_report_lag_and_pending(h: Harness) -> None:

@@ -9,7 +9,9 @@ Wake-up: notifications are recorded by this same worker process (its bus consume
 commit listener wakes the dispatcher in-process the moment a unit of work that enqueued
 deliveries commits; no Redis round trip is needed for that. Otherwise the dispatcher sleeps
 until the earliest ``next_attempt_at`` (retries, deferrals, other workers' leftovers), at most
-``webhook_poll_interval_seconds``.
+``webhook_poll_interval_seconds``; with none pending at all, ``webhook_idle_poll_seconds``
+(the idle cost: only a replica that queued deliveries and died before claiming them leaves
+work no wake-up announces).
 
 Each attempt: circuit breaker (open: the delivery waits, no attempt is counted), DNS check of
 the target (private addresses refused unless allowed), the secrets decrypted (the current
@@ -139,14 +141,17 @@ class Dispatcher:
         task.add_done_callback(finished)
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Until woken, until the earliest pending delivery is due, or the poll interval."""
+        """Until woken, until the earliest pending delivery is due, or the poll interval (the
+        idle poll with none pending)."""
         if self._wake.is_set() and not self._full():
             return
         timeout = self.settings.webhook_poll_interval_seconds
         if not self._full():
             async with self.database.session() as session:
                 due_in = await repository.seconds_until_next_due(session)
-            if due_in is not None:
+            if due_in is None:
+                timeout = max(timeout, self.settings.webhook_idle_poll_seconds)
+            else:
                 timeout = max(MIN_SLEEP_SECONDS, min(timeout, due_in))
         stop_waiter = asyncio.ensure_future(stop.wait())
         wake_waiter = asyncio.ensure_future(self._wake.wait())

@@ -39,6 +39,9 @@ class Settings(ServiceSettings):
     webhook_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)  # open -> half-open
     webhook_concurrency: int = Field(default=16, ge=1)  # deliveries in flight per worker
     webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)  # sweep for due retries
+    # With no delivery pending at all, the dispatcher looks this often (what this worker
+    # queues wakes it at once; this is for what a replica queued just before dying).
+    webhook_idle_poll_seconds: float = Field(default=10.0, gt=0)
     # Signing secrets are stored encrypted with this Fernet key (urlsafe base64 of 32 bytes:
     # `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
     # Several keys, comma-separated: the first encrypts, all decrypt (rotating this key).

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.statements import qualified
@@ -69,6 +69,12 @@ async def overdue_saga_ids(session: AsyncSession, now: datetime, limit: int) -> 
         .limit(limit)
     )
     return (await session.execute(statement)).scalars().all()
+
+
+async def next_deadline(session: AsyncSession, now: datetime) -> datetime | None:
+    """The earliest deadline still ahead of ``now`` (the partial index on deadline_at)."""
+    statement = select(func.min(Saga.deadline_at)).where(Saga.deadline_at > now)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 # -- the saga's hot path: Core statements, no ORM unit-of-work bookkeeping ----------------

@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -376,6 +376,21 @@ async def _record(
 
 async def overdue_saga_ids(session: AsyncSession, limit: int = 200) -> list[uuid.UUID]:
     return list(await repository.overdue_saga_ids(session, datetime.now(UTC), limit))
+
+
+async def seconds_until_next_deadline(session: AsyncSession) -> float | None:
+    """How long until the earliest saga deadline ahead; None when no saga waits."""
+    now = datetime.now(UTC)
+    deadline = await repository.next_deadline(session, now)
+    return None if deadline is None else max(0.0, (deadline - now).total_seconds())
+
+
+def shortest_deadline_seconds(settings: Settings) -> float:
+    """The shortest deadline a saga can be given: no saga that starts or moves on from now
+    on comes due sooner than this (each deadline is a timeout setting, only ever stretched
+    by a re-send, capped by saga_max_timeout_seconds)."""
+    shortest = min(float(getattr(settings, name)) for name in get_args(saga.TimeoutSetting))
+    return min(shortest, settings.saga_max_timeout_seconds)
 
 
 # -- operator actions (orders.admin_service calls these) --------------------------------------

@@ -3,8 +3,14 @@
 Deadlines live in Postgres, not in memory, so after a restart of any orders worker every
 saga in flight continues: replies waiting in the streams are read, and overdue sagas are
 found by the timer on its first run.
+
+Idle, the timer does not look every ``saga_timer_interval_seconds``: with nothing overdue it
+sleeps until the earliest deadline ahead, and at most half the shortest deadline a saga can
+be given, since a saga started or moved on meanwhile (by another process) comes due no
+sooner than that. So no deadline is acted on later than at the busy cadence.
 """
 
+from common.bus.periodic import Idle
 from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
 from orders import saga, service
 from orders.consumers import handlers
@@ -15,13 +21,17 @@ from orders.settings import Settings
 def spec(settings: Settings) -> WorkerSpec:
     """The orders worker, declared once: ``run()`` and the tests start this."""
 
-    async def expire_overdue_sagas(context: WorkerContext) -> None:
-        """Act on every saga past its deadline, each in its own unit of work."""
+    async def expire_overdue_sagas(context: WorkerContext) -> Idle | None:
+        """Act on every saga past its deadline, each in its own unit of work; :class:`Idle`
+        (with the time to the next deadline) when none was."""
         async with context.database.session() as session:
             overdue = await service.overdue_saga_ids(session)
+            if not overdue:
+                return Idle(await service.seconds_until_next_deadline(session))
         for order_id in overdue:
             async with context.database.transaction() as uow:
                 await service.handle_event(uow, settings, order_id, saga.DeadlinePassed())
+        return None
 
     return WorkerSpec(
         group="orders",
@@ -29,7 +39,12 @@ def spec(settings: Settings) -> WorkerSpec:
         inbox_table=inbox,
         outbox_table=outbox,
         timers=[
-            Timer("saga-deadlines", settings.saga_timer_interval_seconds, expire_overdue_sagas)
+            Timer(
+                "saga-deadlines",
+                settings.saga_timer_interval_seconds,
+                expire_overdue_sagas,
+                idle_interval_seconds=service.shortest_deadline_seconds(settings) / 2,
+            )
         ],
         partitioned=PARTITIONED,
     )

@@ -15,7 +15,7 @@ from common.bus.deadletters import DeadLetter, list_dead_letters, replay
 from common.bus.envelope import Envelope, UnknownMessageType, WrongMessageType
 from common.bus.inbox import add_inbox_table
 from common.bus.outbox import Outbox, Outgoing, add_outbox_table, envelope_for
-from common.bus.periodic import Periodic
+from common.bus.periodic import Idle, Periodic
 from common.bus.streams import StreamTrimmer, dead_letter_key, ensure_group, stream_key
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "Handlers",
+    "Idle",
     "Only",
     "Outbox",
     "Outgoing",

@@ -57,7 +57,7 @@ from common.bus.deadletters import dead_letter
 from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.held import RetryLater, hold, newer_than_known
 from common.bus.outbox import Outgoing
-from common.bus.periodic import Periodic
+from common.bus.periodic import Idle, Periodic
 from common.bus.statements import InboxStatements
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
@@ -269,6 +269,9 @@ class Consumer:
             settings.bus_reclaim_interval_seconds,
             self.housekeep,
             run_at_start=False,
+            # Nothing pending in the group: an entry delivered from now on becomes claimable
+            # only bus_reclaim_idle_ms later, so waiting that long delays no reclaim.
+            idle_interval_seconds=settings.bus_reclaim_idle_ms / 1000,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -855,21 +858,27 @@ class Consumer:
 
     # -- housekeeping -----------------------------------------------------------------------
 
-    async def housekeep(self) -> None:
+    async def housekeep(self) -> Idle | None:
         """One pass: reclaim stale pending entries, drop idle empty consumers, update gauges.
 
         Skipped while consumption is paused: a claim would only bump delivery counts of
-        entries nobody can handle yet.
+        entries nobody can handle yet. :class:`Idle` when no consumer of the group has an
+        entry pending on any stream: nothing can become claimable before
+        ``bus_reclaim_idle_ms`` from now, so the next pass may wait that long (the idle
+        cadence; a held or stranded entry is pending, so it keeps the busy one).
         """
+        pending = 0
         for key in self.streams:
             if self._stopping.is_set() or not self._dependencies_up.is_set():
-                return
+                return None
             try:
                 await self.reclaim(key)
                 await self.delete_idle_consumers(key)
-                await self.update_gauges(key)
+                pending += await self.update_gauges(key)
             except Exception:
                 logger.exception("bus housekeeping failed", extra={"stream": key})
+                return None
+        return Idle() if pending == 0 else None
 
     async def reclaim(self, key: str) -> int:
         """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's).
@@ -930,13 +939,17 @@ class Consumer:
                 logger.info("idle consumer deleted", extra={"stream": key, "consumer": name})
         return deleted
 
-    async def update_gauges(self, key: str) -> None:
+    async def update_gauges(self, key: str) -> int:
+        """Set the group's lag and pending gauges of ``key``; its pending count."""
+        pending = 0
         for group in await self.redis.xinfo_groups(key):
             if text(group["name"]) != self.group:
                 continue
             if group.get("lag") is not None:
                 metrics.CONSUMER_LAG.labels(key, self.group).set(int(group["lag"]))
-            metrics.CONSUMER_PENDING.labels(key, self.group).set(int(group["pending"]))
+            pending = int(group["pending"])
+            metrics.CONSUMER_PENDING.labels(key, self.group).set(pending)
+        return pending
 
 
 def _fields(raw: Any) -> dict[str, str]:

@@ -11,6 +11,10 @@ in the same transaction as the state change: both commit, or neither. Then:
   what a process left behind: rows older than ``outbox_sweep_grace_seconds`` (it died between
   commit and XADD, or Redis was down then), taken with ``FOR UPDATE SKIP LOCKED`` so many
   sweepers share the work, and deleted in the same transaction after their XADD.
+  Idle, it sleeps longer (docs/design.md section 8: idle cost): after a sweep that sent
+  nothing it waits until the oldest row left comes due, at most the grace (a row written
+  from then on comes due no sooner), less one interval for a transaction that was open
+  meanwhile. So no row is swept later than at the busy cadence.
 
 A crash between XADD and DELETE sends a row again later: delivery is at-least-once, and the
 consumers' inbox makes the duplicate harmless.
@@ -129,6 +133,7 @@ class Outbox:
         self._statements = OutboxStatements(table)
         self._database: Database | None = None
         self._sent: list[int] = []  # sent from memory, their rows not deleted yet
+        self._oldest_age_seconds: float | None = None  # seen by the last empty sweep
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -234,18 +239,32 @@ class Outbox:
             self._wake.clear()
             await self._logged(self.delete_sent())
             if time.monotonic() >= next_sweep:
-                await self._logged(self.sweep(older_than=self.sweep_grace))
-                next_sweep = time.monotonic() + self.sweep_interval_seconds
+                swept = await self._logged(self.sweep(older_than=self.sweep_grace))
+                next_sweep = time.monotonic() + self.next_sweep_in(swept)
         # A last pass: delete what was sent, sweep what is past the grace. Not every row:
         # a fresher one may be another live process's, sent a moment ago and not deleted yet.
         await self._logged(self.delete_sent())
         await self._logged(self.sweep(older_than=self.sweep_grace))
 
-    async def _logged(self, step: Awaitable[int]) -> None:
+    async def _logged(self, step: Awaitable[int]) -> int | None:
+        """The step's count, or None when it failed (logged; its rows stay for a retry)."""
         try:
-            await step
+            return await step
         except Exception:
             logger.exception("outbox pass failed; the rows stay and are retried")
+            return None
+
+    def next_sweep_in(self, swept: int | None) -> float:
+        """Seconds until the next sweep: the interval after a sweep that sent or failed;
+        after an empty one, until the oldest row left comes due (at most the grace), less
+        one interval: a row committed meanwhile has its transaction's start for its age."""
+        interval = self.sweep_interval_seconds
+        if swept != 0:
+            return interval
+        grace = self.sweep_grace.total_seconds()
+        age = self._oldest_age_seconds
+        due_in = grace if age is None else grace - age
+        return max(interval, due_in - interval)
 
     # -- deleting and sweeping ----------------------------------------------------------------
 
@@ -290,12 +309,20 @@ class Outbox:
                 )
             ).all()
             if not rows:
+                self._oldest_age_seconds = await self._oldest_row_age(uow.session)
                 return 0
             await self._xadd((row.stream, _dumps(row.envelope)) for row in rows)
             await uow.session.execute(delete(table).where(table.c.id.in_([r.id for r in rows])))
         for row in rows:
             metrics.PUBLISHED.labels(row.stream, str(row.envelope.get("type", ""))).inc()
         return len(rows)
+
+    async def _oldest_row_age(self, session: AsyncSession) -> float | None:
+        """Age of the table's oldest row by Postgres' clock (rows not yet due, or locked by
+        another sweeper); None when it is empty. What the idle cadence waits for."""
+        age = func.extract("epoch", func.clock_timestamp() - func.min(self.table.c.created_at))
+        value = (await session.execute(select(age))).scalar_one_or_none()
+        return None if value is None else float(value)
 
     async def _xadd(self, entries: Any) -> None:
         pipe = self.redis.pipeline(transaction=False)

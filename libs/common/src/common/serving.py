@@ -1,0 +1,58 @@
+"""uvicorn, without its ten wake-ups a second.
+
+uvicorn's main loop sleeps 0.1 s at a time to notice a stop signal and, every tenth tick,
+to refresh the ``Date`` header: ten wake-ups a second in every API process, nearly all of an
+idle gateway's CPU (docs/design.md section 8: the idle stack under 3% of a core; measured
+by ``bench/idle.py``). :class:`QuietServer` refreshes the header once a second, as uvicorn
+does, and is woken at once by the stop signal instead of polling for it.
+"""
+
+import asyncio
+import contextlib
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.config import Config
+
+TICK_SECONDS = 1.0  # the Date header's resolution: what uvicorn refreshes every ten ticks
+TICKS_PER_REFRESH = 10  # uvicorn's on_tick refreshes when its counter is a multiple of this
+STARTUP_FAILURE = 3  # uvicorn's exit status when the app did not start
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server whose main loop wakes once a second, or at once on a stop signal."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._exit_requested: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._exit_requested = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._exit_requested.wait()
+            counter = (counter + TICKS_PER_REFRESH) % 864_000
+            should_exit = await self.on_tick(counter)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's (it sets ``should_exit``), then wake the main loop to see it now."""
+        super().handle_exit(sig, frame)
+        if self._loop is not None and self._exit_requested is not None:
+            self._loop.call_soon_threadsafe(self._exit_requested.set)
+
+
+def run(app: str, **options: Any) -> None:
+    """What ``uvicorn.run`` does for one process (no reload, no workers), on a QuietServer."""
+    config = Config(app, **options)
+    server = QuietServer(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
