@@ -395,7 +395,7 @@ def create_service_app(
         )
         try:
             await check_connection_budget(
-                app.state.db.engine,
+                db.engine,
                 PoolBounds.api(settings),
                 process=f"{settings.service_name}-api",
                 prefix=settings.model_config.get("env_prefix", ""),
