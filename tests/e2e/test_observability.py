@@ -8,7 +8,7 @@ import httpx
 
 from common.testing.polling import eventually
 
-from .conftest import ROOT, WORKER_SLOT_URLS, Stack, place, settled, sign_up
+from .conftest import ORDERS_URL, ROOT, WORKER_SLOT_URLS, Stack, place, settled, sign_up
 
 
 def stack_logs() -> list[dict[str, object]]:
@@ -49,13 +49,23 @@ async def test_one_grep_follows_an_order_through_every_service(stack: Stack):
     assert any(line.get("path") == "/orders" and line.get("method") == "POST" for line in lines)
 
 
+async def orders_api_metrics() -> str:
+    """One orders-api replica's metrics, on a fresh connection: with REPLICAS=n the replicas
+    share the port, so each new connection may reach another one, and only the replica that
+    served the POST counts it."""
+    async with httpx.AsyncClient(base_url=ORDERS_URL, timeout=10) as client:
+        return (await client.get("/metrics")).text
+
+
 async def test_metrics_cover_requests_bus_and_saga(stack: Stack):
     customer = await sign_up(stack, credit_limit_cents=10_000)
     placed = await place(stack, customer, 100)
     await settled(stack, customer, placed["id"])
 
-    api = (await stack.direct["orders"].get("/metrics")).text
-    assert 'http_requests_total{method="POST",route="/orders",status="202"}' in api
+    posted = 'http_requests_total{method="POST",route="/orders",status="202"}'
+    api = await eventually(
+        orders_api_metrics, lambda text: posted in text, timeout=10, what="POST /orders counted"
+    )
     assert "http_request_duration_seconds_bucket" in api
 
     async with httpx.AsyncClient(timeout=10) as client:
