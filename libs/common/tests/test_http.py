@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from redis.asyncio.connection import Connection
+from sqlalchemy import text
 
 from common.http import DatabaseDep, create_service_app
 from common.settings import ServiceSettings
@@ -34,6 +35,14 @@ async def create_thing(body: Body) -> Body:
 @router.get("/boom")
 async def boom() -> None:
     raise RuntimeError("secret internals: password=hunter2")
+
+
+@router.get("/deadlock-victim")
+async def deadlock_victim(db: DatabaseDep) -> None:
+    async with db.session() as session:  # the server raises it, as for a deadlock's victim
+        await session.execute(
+            text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +123,14 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     await client.post("/things", json={"count": 1})
     metrics = (await client.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/things",status="200"}' in metrics
+
+
+async def test_a_transaction_postgres_rolled_back_for_a_deadlock_is_a_503_to_retry(
+    client: httpx.AsyncClient,
+):
+    response = await client.get("/deadlock-victim")
+    problem(response, 503)
+    assert response.headers["retry-after"] == "1"
 
 
 async def test_an_unreachable_database_is_a_503_problem_not_a_500(redis_url: str):

@@ -28,6 +28,10 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
 # A statement cancelled by ``statement_timeout``: an overloaded server for an HTTP client
 # (503), but for the bus a handler that keeps timing out is a failure like any other.
 _OVERLOAD_SQLSTATES = ("57014",)
+# Transaction rollback (class 40): a deadlock (40P01) or a serialization failure (40001).
+# Postgres chose this transaction as the victim of a race with another one; run again, it
+# succeeds. Nobody's bug: the bus retries it without counting, an HTTP client gets a 503.
+_CONFLICT_SQLSTATES = ("40P01", "40001")
 
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,  # refused or reset before a driver could wrap it
@@ -93,8 +97,15 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def is_transaction_conflict(exc: BaseException) -> bool:
+    """Postgres rolled the transaction back to settle a race (deadlock, serialization
+    failure): the same work, run again, is expected to succeed."""
+    return any(_sqlstate(error) in _CONFLICT_SQLSTATES for error in _chain(exc))
+
+
 def is_overloaded(exc: BaseException) -> bool:
-    """Unavailable, or a statement cancelled by its timeout: a client may retry shortly."""
-    if is_unavailable(exc):
+    """Unavailable, a statement cancelled by its timeout, or a transaction that lost a race:
+    a client may retry shortly."""
+    if is_unavailable(exc) or is_transaction_conflict(exc):
         return True
     return any(_sqlstate(error) in _OVERLOAD_SQLSTATES for error in _chain(exc))

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from common import bus
 from common.bus import (
@@ -491,6 +491,32 @@ async def test_a_handler_failing_in_a_batch_runs_exactly_max_attempts_times(h: H
     assert attempts.count("poison") == 3
     assert await h.effect_count("fine") == 1
     assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 3
+
+
+RAISE_DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+
+
+async def test_a_deadlock_is_tried_again_without_counting_toward_the_dead_letter(
+    h: Harness,
+) -> None:
+    """Postgres picks a deadlock's victim (SQLSTATE 40P01): nobody's bug, so the handler
+    runs again, more times than ``bus_max_attempts``, and nothing is dead-lettered."""
+    runs: list[str] = []
+
+    async def unlucky(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+        runs.append(message.key)
+        if len(runs) <= 3:  # the server raises it, as it does for a real deadlock's victim
+            await uow.session.execute(text(RAISE_DEADLOCK))
+        await uow.session.execute(h.effects.insert().values(key=message.key))
+
+    await h.send(Ping(key="victim"))
+    await h.start_consumer({Ping: unlucky}, bus_max_attempts=2)
+
+    await eventually(lambda: h.effect_count("victim"), lambda n: n == 1, what="the effect")
+    assert runs == ["victim"] * 4
+    assert await h.dead_letters() == []
+    assert sample("bus_transaction_conflicts_total", group=h.group, type=Ping.TYPE) == 3
+    assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 0
 
 
 async def _dead_letters_are(h: Harness, n: int) -> bool:

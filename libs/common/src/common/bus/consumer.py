@@ -65,7 +65,7 @@ from common.db import Database, UnitOfWork, driver_connection
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 from common.tracing import message_span
-from common.unavailable import is_unavailable
+from common.unavailable import is_transaction_conflict, is_unavailable
 
 logger = logging.getLogger("common.bus.consumer")
 
@@ -91,12 +91,14 @@ return 1
 
 
 class _HandlerFailed(Exception):
-    """The handler of ``item`` itself raised: one attempt toward the dead-letter stream."""
+    """The handler of ``item`` raised: one attempt toward the dead-letter stream, unless
+    Postgres only rolled its transaction back to settle a race (``counted`` False)."""
 
-    def __init__(self, item: "_Ready", error: str) -> None:
+    def __init__(self, item: "_Ready", error: str, *, counted: bool = True) -> None:
         super().__init__(error)
         self.item = item
         self.error = error
+        self.counted = counted
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ class Verdict(StrEnum):
     """No handler of this group wants it (or the entry is gone from the stream): XACK."""
     RETRY_LATER = "retry-later"
     """Try again after a backoff. ``counted``: a handler's own failure, which after
-    ``bus_max_attempts`` becomes poison; not counted: held (it may be handled later)."""
+    ``bus_max_attempts`` becomes poison; not counted: held (it may be handled later), or
+    a transaction Postgres rolled back to settle a race (a deadlock)."""
     POISON = "poison"
     """It can never be handled: the dead-letter stream."""
     DEPENDENCY_DOWN = "dependency-down"
@@ -586,7 +589,12 @@ class Consumer:
         except _HandlerFailed as failed:
             # The failed handler's attempt counts toward its entry's limit; the others'
             # handlers ran in a transaction that rolled back: not their failure.
-            return Outcome(Verdict.RETRY_LATER, reason=failed.error, culprit=failed.item)
+            return Outcome(
+                Verdict.RETRY_LATER,
+                reason=failed.error,
+                culprit=failed.item,
+                counted=failed.counted,
+            )
         except Exception as exc:
             return self._failure(exc)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -615,6 +623,15 @@ class Consumer:
         except Exception as exc:
             if is_unavailable(exc) and not await self._dependencies_answer():
                 raise  # not the handler's fault: the caller pauses, nothing is counted
+            if is_transaction_conflict(exc):
+                # Two batches locked the same rows in opposite orders (a deadlock) or raced
+                # under SERIALIZABLE: Postgres rolled this one back. Run again, it succeeds.
+                metrics.CONFLICTS.labels(self.group, envelope.type).inc()
+                logger.warning(
+                    "transaction conflict, trying again",
+                    extra={"group": self.group, "type": envelope.type, "error": str(exc)},
+                )
+                raise _HandlerFailed(item, f"{type(exc).__name__}: {exc}", counted=False) from exc
             metrics.FAILED.labels(self.group, envelope.type).inc()
             logger.exception(
                 "handler failed",

@@ -21,6 +21,12 @@ FAILED = Counter(
     "Handler attempts that raised (the message stays pending and is retried)",
     ["group", "type"],
 )
+CONFLICTS = Counter(
+    "bus_transaction_conflicts_total",
+    "Handler transactions Postgres rolled back to settle a race (deadlock, serialization"
+    " failure); tried again without counting toward the dead-letter limit",
+    ["group", "type"],
+)
 HELD = Counter(
     "bus_messages_held_total",
     "Deliveries held, not handled: a schema version newer than the consumer knows (retried)",
