@@ -87,7 +87,10 @@ async def main_async(config: Config) -> int:
             report["saga"]["unsettled_at_end"] = await wait_all_settled(pool, FINAL_SETTLE_SECONDS)
         if config.idle_seconds > 0:
             report["idle"] = await measure_idle(
-                {**process_groups, **gateway_group(config)}, config.database, config.idle_seconds
+                {**process_groups, **gateway_group(config)},
+                config.database,
+                seconds=config.idle_seconds,
+                settle_seconds=config.idle_settle_seconds,
             )
     await memory.stop()
     await cpu.stop()

@@ -62,6 +62,7 @@ class Config:
     parts: tuple[str, ...]
     preload_orders: int
     idle_seconds: float
+    idle_settle_seconds: float
     overload: bool
     compare_rates: tuple[float, ...]
 
@@ -118,7 +119,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
         " then measure again",
     )
     parser.add_argument(
-        "--idle-seconds", type=float, default=10.0, help="idle CPU window after the load (0: skip)"
+        "--idle-seconds", type=float, default=20.0, help="idle CPU window after the load (0: skip)"
+    )
+    parser.add_argument(
+        "--idle-settle-seconds",
+        type=float,
+        default=20.0,
+        help="quiet time before the idle window: the loops' cadences back off to their idle"
+        " ones (the consumers' reclaim after 15 s with nothing pending)",
     )
     parser.add_argument(
         "--no-overload", action="store_true", help="skip the step at 2x the sustained rate"
@@ -153,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parts=(args.only,) if args.only else ("read", "saga"),
         preload_orders=args.preload_orders,
         idle_seconds=args.idle_seconds,
+        idle_settle_seconds=args.idle_settle_seconds,
         overload=not args.no_overload,
         compare_rates=rates(args.compare_rates),
     )

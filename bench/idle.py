@@ -18,15 +18,22 @@ from bench.config import log
 NOT_IN_TOTAL = ("postgres-server", "irq", "other", "machine")
 
 
-async def measure_idle(groups: procs.PidGroups, database: str, seconds: float) -> dict[str, Any]:
-    """CPU % of one core of each process over ``seconds`` of no load, and the stack's total."""
+async def measure_idle(
+    groups: procs.PidGroups, database: str, *, seconds: float, settle_seconds: float
+) -> dict[str, Any]:
+    """CPU % of one core of each process over ``seconds`` of no load, and the stack's total.
+
+    The window starts ``settle_seconds`` after the load: the loops that speed up while work
+    is pending (reclaim, sweepers, the webhook dispatcher) are back at their idle cadence by
+    then, and idle cost is that steady state, not the tail of the load."""
     idle_groups: procs.PidGroups = {
         **groups,
         "postgres-bench-db": procs.postgres_backends_of(database),
         "postgres-server": procs.named("postgres"),
         "redis": procs.named("redis-server"),
     }
-    log(f"idle: measuring the stack's CPU with no load for {seconds:g} s")
+    log(f"idle: {settle_seconds:g} s quiet, then the stack's CPU with no load for {seconds:g} s")
+    await asyncio.sleep(settle_seconds)
     before = procs.CpuSnapshot.take(idle_groups)
     started = asyncio.get_running_loop().time()
     await asyncio.sleep(seconds)
@@ -36,6 +43,7 @@ async def measure_idle(groups: procs.PidGroups, database: str, seconds: float) -
     log(f"idle: the stack used {total:.2f}% of a core")
     return {
         "seconds": round(elapsed, 1),
+        "settle_seconds": settle_seconds,
         "cpu_percent_of_core": {name: round(value, 2) for name, value in usage.items()},
         "stack_total_percent_of_core": round(total, 2),
     }

@@ -250,8 +250,8 @@ def idle_section(idle: dict[str, Any]) -> list[str]:
     usage = idle["cpu_percent_of_core"]
     lines = [
         "",
-        f"Idle CPU, % of one core, over {idle['seconds']:g} s with no load (after the saga"
-        " load settled):",
+        f"Idle CPU, % of one core, over {idle['seconds']:g} s with no load (from"
+        f" {idle.get('settle_seconds', 0):g} s after the saga load settled):",
     ]
     for name, value in usage.items():
         note = IDLE_NOTES.get(name, "")
