@@ -125,7 +125,33 @@ class CpuSnapshot:
         return usage
 
 
-class CpuTracker:
+class Periodic:
+    """Calls :meth:`sample` every ``interval`` seconds in a background task, from
+    :meth:`start` until :meth:`stop` (which samples once more: the last word)."""
+
+    interval: float
+    _task: "asyncio.Task[None] | None" = None
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sample()
+
+
+class CpuTracker(Periodic):
     """Polls the groups' CPU time in the background, remembering processes that exit.
 
     Postgres forks a backend per new connection; under overload a pool's overflow
@@ -138,7 +164,6 @@ class CpuTracker:
         self.groups = groups
         self.interval = interval
         self.seen: dict[str, dict[int, float]] = {name: {} for name in groups}
-        self._task: asyncio.Task[None] | None = None
 
     def add(self, name: str, resolve: Callable[[], list[int]]) -> None:
         self.groups[name] = resolve
@@ -148,7 +173,7 @@ class CpuTracker:
         self.groups.pop(name, None)
         self.seen.pop(name, None)
 
-    def poll(self) -> None:
+    def sample(self) -> None:
         for name, resolve in self.groups.items():
             seen = self.seen.setdefault(name, {})
             for pid in resolve():
@@ -157,28 +182,14 @@ class CpuTracker:
                     seen[pid] = used
 
     def take(self) -> CpuSnapshot:
-        self.poll()
+        self.sample()
         busy, total, irq = machine_cpu()
         groups = {name: dict(seen) for name, seen in self.seen.items()}
         return CpuSnapshot(groups=groups, machine_busy=busy, machine_total=total, machine_irq=irq)
 
-    async def _run(self) -> None:
-        while True:
-            self.poll()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
 
 @dataclass
-class MemorySampler:
+class MemorySampler(Periodic):
     """Samples VmRSS/VmHWM of named processes every ``interval`` seconds in the background.
 
     ``phase`` names what the benchmark is doing, so the highest VmRSS is kept per phase.
@@ -190,7 +201,6 @@ class MemorySampler:
     max_rss_kib: dict[str, dict[str, int]] = field(default_factory=dict)  # phase -> name -> KiB
     hwm_kib: dict[str, int] = field(default_factory=dict)
     samples: int = 0
-    _task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
         peaks = self.max_rss_kib.setdefault(self.phase, {})
@@ -206,21 +216,6 @@ class MemorySampler:
     def enter(self, phase: str) -> None:
         self.sample()
         self.phase = phase
-
-    async def _run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.sample()  # the last word: VmHWM is the process's peak over its whole life
 
 
 def postgres_backends_of(database: str) -> Callable[[], list[int]]:

@@ -8,14 +8,14 @@ installs) on copies of docs/asyncapi.yaml changed one way at a time.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from common.testing.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENT = REPO / "docs" / "asyncapi.yaml"
@@ -29,16 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def load_compat() -> ModuleType:
-    sys.path.insert(0, str(REPO / "scripts"))  # it imports scripts/release.py
-    spec = importlib.util.spec_from_file_location(
-        "shop_asyncapi_compat", REPO / "scripts" / "asyncapi_compat.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "asyncapi_compat.py", "shop_asyncapi_compat")
 
 
 compat = load_compat()

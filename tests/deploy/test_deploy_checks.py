@@ -9,8 +9,6 @@ the real compose file and Dockerfile, pass.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,20 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from common.testing.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 Obj = dict[str, Any]
 
 
 def load_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "deploy_checks", REPO / "scripts" / "deploy_checks.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "deploy_checks.py", "deploy_checks")
 
 
 checks = load_module()

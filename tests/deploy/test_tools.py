@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import platform
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -22,18 +20,14 @@ from typing import Any
 
 import pytest
 
+from common.testing.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 BINARY = b"#!/bin/sh\necho fake-tool 1.0\n"
 
 
 def load_tools() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shop_tools", REPO / "scripts" / "tools.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "tools.py", "shop_tools")
 
 
 def wheel(member: str, content: bytes) -> bytes:

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from common.testing.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 TODAY = datetime.date(2030, 1, 2)
 
 
 def load_release() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shop_release", REPO / "scripts" / "release.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "release.py", "shop_release")
 
 
 release = load_release()

@@ -8,8 +8,6 @@ new migration without a working downgrade fails here. Real Postgres, a database 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +18,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from common.testing.plugin import throwaway_database
+from common.testing.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("users", "orders", "notifications")
@@ -28,16 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 def load_previous_release() -> ModuleType:
-    sys.path.insert(0, str(REPO / "scripts"))  # it imports scripts/release.py
-    spec = importlib.util.spec_from_file_location(
-        "shop_previous_release", REPO / "scripts" / "previous_release.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "previous_release.py", "shop_previous_release")
 
 
 previous_release = load_previous_release()
