@@ -109,9 +109,11 @@ async def test_the_previous_version_is_read_missing_fields_defaulted_unknown_one
     await h.add(envelope_of(Ping, 1, {"key": "old"}))
     await h.add(envelope_of(PingV2, 2, {"key": "extra", "priority": 2, "unknown": [1, 2]}))
 
-    await eventually(lambda: _pending_is_zero(h), what="both versions handled")
+    # Waited for by their effects: "nothing pending" also holds before the consumer reads them.
+    await eventually(lambda: h.effect_count(), lambda n: n == 2, what="both versions handled")
     assert await h.effect_count("old") == 1
     assert await h.effect_count("extra") == 1
+    await eventually(lambda: _pending_is_zero(h), what="both acknowledged")
     assert sorted(priorities) == [0, 2]
     assert await h.dead_letters() == []
 
