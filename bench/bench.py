@@ -178,7 +178,11 @@ async def preloaded_pass(rig: Rig, memory: procs.MemorySampler) -> dict[str, Any
     figures = await measure_pass(rig, memory, first=False)
     return {
         "orders": config.preload_orders,
-        "preload": {"rows": counts.rows, "seconds": counts.seconds},
+        "preload": {
+            "rows": counts.rows,
+            "seconds": counts.seconds,
+            "vacuum_seconds": counts.vacuum_seconds,
+        },
         **figures,
     }
 

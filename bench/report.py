@@ -300,7 +300,8 @@ def database_section(rows: list[dict[str, Any]], preloaded: dict[str, Any] | Non
     title = (
         f"Empty database vs preloaded with {preloaded['orders']:,} orders"
         f" ({sum(preloaded['preload']['rows'].values()):,} rows COPYed in"
-        f" {preloaded['preload']['seconds']:.0f} s)"
+        f" {preloaded['preload']['seconds']:.0f} s,"
+        f" VACUUM (ANALYZE) {preloaded['preload'].get('vacuum_seconds', 0):.0f} s)"
         if preloaded
         else "Database figures, empty database (--preload-orders N adds a preloaded column)"
     )
