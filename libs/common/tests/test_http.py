@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
@@ -43,6 +44,12 @@ async def deadlock_victim(db: DatabaseDep) -> None:
         await session.execute(
             text("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
         )
+
+
+@router.get("/redis-torn-down")
+async def redis_torn_down() -> None:
+    # A connection whose writer is gone, as a Redis Cluster fail-over leaves it mid-send.
+    await Connection()._send_packed_command([b"PING"])
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +136,25 @@ async def test_a_transaction_postgres_rolled_back_for_a_deadlock_is_a_503_to_ret
     client: httpx.AsyncClient,
 ):
     response = await client.get("/deadlock-victim")
+    problem(response, 503)
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_a_redis_connection_torn_down_mid_send_is_a_503_handled_inside_the_app(
+    database_url: str, redis_url: str
+):
+    """Answered like any other outage and not re-raised to the server, which would log a
+    traceback and close the client's keep-alive connection (this client raises what the
+    app re-raises)."""
+    settings = ServiceSettings(database_url=database_url, redis_url=redis_url)
+    app = create_service_app(settings, title="test", routers=[router])
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://t"
+        ) as strict,
+    ):
+        response = await strict.get("/redis-torn-down")
     problem(response, 503)
     assert response.headers["retry-after"] == "1"
 

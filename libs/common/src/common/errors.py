@@ -169,6 +169,11 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (
     RedisError,
     OSError,  # ConnectionError and TimeoutError among them
     ExceptionGroup,
+    # What redis-py raises from its connection code when a Redis Cluster fail-over closes a
+    # connection under a send (common.unavailable._redis_connection_torn_down). Any other
+    # error of these types is still a 500, answered here rather than by the server.
+    RuntimeError,
+    AttributeError,
 )
 
 
@@ -184,9 +189,10 @@ def unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
 
 
 async def _on_driver_error(request: Request, exc: Exception) -> JSONResponse:
+    """Inside the request middleware (which adds the request id to the response)."""
     if is_overloaded(exc):
         return unavailable_response(request, exc)
-    return await _on_unexpected(request, exc)
+    return _internal_error(request, exc, echo_request_id=False)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -194,9 +200,15 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     from the scope: the traceback in the log and the response still carry them."""
     if is_overloaded(exc):  # raised outside the routes (a middleware), still a 503
         return unavailable_response(request, exc)
+    return _internal_error(request, exc, echo_request_id=True)
+
+
+def _internal_error(request: Request, exc: Exception, *, echo_request_id: bool) -> JSONResponse:
+    """A 500 without internals; the traceback goes to the log under the request's ids."""
     request_id, correlation_id = request_ids(request.scope) or (None, None)
-    logger.exception(
+    logger.error(
         "unhandled error",
+        exc_info=exc,
         extra={
             "path": request.url.path,
             "request_id": request_id,
@@ -207,7 +219,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         500,
         "An unexpected error occurred; it has been logged.",
         instance=request.url.path,
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers={"X-Request-ID": request_id} if request_id and echo_request_id else None,
     )
 
 
