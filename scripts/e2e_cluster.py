@@ -67,6 +67,10 @@ def stack_environment(cluster: LocalRedisCluster, pair: LocalPostgresPair) -> di
         "DATABASE_REPLICA_URL": pair.url(database, replica=True).replace(
             "postgresql://", "postgresql+asyncpg://", 1
         ),
+        # The password-hash budget is per host, not per process: two users-api replicas with
+        # the default of 2 each would let the edge drill's flood hold four hashes on this
+        # two-core machine, every core, and starve the customer it measures.
+        "USERS_PASSWORD_HASHES_IN_FLIGHT": setting("USERS_PASSWORD_HASHES_IN_FLIGHT", "1"),
         # What the drill needs to find (and bring back) what it breaks.
         "E2E_CLUSTER_PORT_BASE": str(cluster.base_port),
         "E2E_CLUSTER_DIR": str(cluster.directory),

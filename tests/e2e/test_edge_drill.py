@@ -50,7 +50,10 @@ class DrillFigures:
     stalled_answers: Counter[str] = field(default_factory=Counter)
 
     def p99(self) -> float:
-        return statistics.quantiles(self.customer_latencies, n=100)[98]
+        """The 99th percentile within the observed range ('inclusive'): the default 'exclusive'
+        method extrapolates past the largest sample when there are fewer than 100 of them (a
+        CI run reported p99 1155 ms over a max of 978 ms)."""
+        return statistics.quantiles(self.customer_latencies, n=100, method="inclusive")[98]
 
     def hashes_per_second(self) -> float:
         """Responses that cost a hash (a created user, a checked password) per second."""
