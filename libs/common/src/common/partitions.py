@@ -236,11 +236,14 @@ async def _partitions_of(connection: AsyncConnection, schema: str, name: str) ->
     return sorted(partitions, key=lambda p: (p.lower is not None, p.lower or datetime.min))
 
 
-async def status(connection: AsyncConnection, schema: str, name: str) -> TableStatus:
-    """The partitions of ``schema.name``, how far ahead they reach, rows in its default one."""
+async def status(
+    connection: AsyncConnection, schema: str, name: str, *, now: datetime | None = None
+) -> TableStatus:
+    """The partitions of ``schema.name``, how far ahead of ``now`` (the clock's, unless given)
+    they reach, rows in its default one."""
     partitions = await _partitions_of(connection, schema, name)
     uppers = [p.upper for p in partitions if p.upper is not None]
-    ahead = (max(uppers) - datetime.now(UTC)).total_seconds() if uppers else 0.0
+    ahead = (max(uppers) - (now or datetime.now(UTC))).total_seconds() if uppers else 0.0
     default_rows = 0
     for partition in partitions:
         if partition.lower is None and partition.upper is None:
