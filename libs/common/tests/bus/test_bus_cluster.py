@@ -69,13 +69,13 @@ def _cluster_settings(database_url: str, cluster: LocalRedisCluster) -> ServiceS
 
 @pytest.fixture(scope="module")
 async def redis(redis_cluster: LocalRedisCluster) -> AsyncIterator[Redis]:
-    client = create_redis(ServiceSettings(redis_cluster_nodes=redis_cluster.nodes))
+    client = create_redis(ServiceSettings(redis={"cluster_nodes": redis_cluster.nodes}))
     assert is_cluster(client)
     yield client
     await client.aclose()
 
 
 def test_an_untagged_prefix_is_refused_and_the_default_gets_a_tag() -> None:
-    assert ServiceSettings(redis_cluster_nodes="h:1").bus_stream_prefix == "{bus}:"
+    assert ServiceSettings(redis={"cluster_nodes": "h:1"}).bus.stream_prefix == "{bus}:"
     with pytest.raises(ValueError, match="hash tag"):
-        ServiceSettings(redis_cluster_nodes="h:1", bus_stream_prefix="mine:")
+        ServiceSettings(redis={"cluster_nodes": "h:1"}, bus={"stream_prefix": "mine:"})
