@@ -200,14 +200,14 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
         probe_lease_seconds=5,
         probe_wait_seconds=0.1,
     )
-    overrides = {
-        "webhook_max_attempts": 1000,
-        "webhook_backoff_base_seconds": 0.005,
-        "webhook_backoff_max_seconds": 0.01,
-        "webhook_breaker_failure_threshold": threshold,
-        "webhook_breaker_cooldown_seconds": cooldown,
+    webhook_settings = {
+        "max_attempts": 1000,
+        "backoff_base_seconds": 0.005,
+        "backoff_max_seconds": 0.01,
+        "breaker_failure_threshold": threshold,
+        "breaker_cooldown_seconds": cooldown,
     }
-    async with dispatcher(**overrides):
+    async with dispatcher(webhook=webhook_settings):
         notification = await record(user.id)
 
         async def opened() -> bool:
