@@ -16,7 +16,14 @@ from bench import procs
 from bench.config import PROCESSES, ROOT, SERVICES, BenchUser, Config, log
 from common.settings import ServiceSettings
 
-WORKER_POOL_SETTINGS = ("worker_db_pool_size", "worker_db_max_overflow")
+# Each pool bound: its variable (after the service's prefix) and its default.
+_DEFAULTS = ServiceSettings.model_construct()
+POOL_SETTINGS = {
+    "DB_POOL_SIZE": _DEFAULTS.db.pool_size,
+    "DB_MAX_OVERFLOW": _DEFAULTS.db.max_overflow,
+    "WORKER_DB_POOL_SIZE": _DEFAULTS.worker_db.pool_size,
+    "WORKER_DB_MAX_OVERFLOW": _DEFAULTS.worker_db.max_overflow,
+}
 
 
 def supervised_pid(config: Config, name: str) -> int | None:
@@ -81,9 +88,8 @@ async def postgres_headroom(pool: asyncpg.Pool) -> dict[str, Any]:
     may_open = 0
     for service in SERVICES:
         prefix = service.upper()
-        for setting in ("db_pool_size", "db_max_overflow", *WORKER_POOL_SETTINGS):
-            default = ServiceSettings.model_fields[setting].default
-            may_open += int(os.environ.get(f"{prefix}_{setting.upper()}", default))
+        for variable, default in POOL_SETTINGS.items():
+            may_open += int(os.environ.get(f"{prefix}_{variable}", default))
     if in_use + may_open > limit:
         log(
             f"WARNING: the stack's pools may open up to {may_open} Postgres connections and"

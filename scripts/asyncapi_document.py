@@ -28,7 +28,7 @@ from common.bus import Envelope
 from common.contracts import ALL_MESSAGES, Message
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
-STREAM_PREFIX = "bus:"  # ServiceSettings.bus_stream_prefix's default
+STREAM_PREFIX = "bus:"  # common.settings.BusSettings.stream_prefix's default
 SERVICES = ("users", "orders", "notifications")
 JSON_SCHEMA = "application/schema+json;version=draft-07"
 

@@ -1,8 +1,10 @@
 """Write docs/settings.md, the settings reference, from the settings classes themselves.
 
-Every setting is an environment variable ``<PREFIX><FIELD>`` read by pydantic-settings.
-The reference lists, per class, each field's variable, type, default and the comment written
-next to it in the source (the comment block right above the field, or on its line), so the
+Every setting is an environment variable ``<PREFIX><FIELD>`` read by pydantic-settings; a
+setting in a group (a nested model, ``settings.bus.block_ms``) is ``<PREFIX><GROUP>_<FIELD>``
+(``ORDERS_BUS_BLOCK_MS``: common.settings explains how). The reference lists, per class, each
+setting's variable, where the code reads it, its type, default and the comment written next
+to it in the source (the comment block right above the field, or on its line), so the
 reference cannot drift from the code: ``make lint`` runs this with ``--check``.
 
     python scripts/settings_reference.py          # write docs/settings.md
@@ -16,9 +18,12 @@ import io
 import sys
 import textwrap
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from generated import write_or_check
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
@@ -65,14 +70,16 @@ def _comments_for(line: int, lines: list[str], comments: dict[int, str]) -> tupl
     return " ".join(above), trailing
 
 
-def describe_default(field: FieldInfo) -> str:
-    if field.default_factory is not None:
+def describe_default(field: FieldInfo, group_default: Any = PydanticUndefined) -> str:
+    """The field's default; in a group, the group default's value if it sets this field."""
+    default = field.default if group_default is PydanticUndefined else group_default
+    if group_default is PydanticUndefined and field.default_factory is not None:
         return "(computed)"
-    if field.default is PydanticUndefined:
+    if default is PydanticUndefined:
         return "(required)"
-    if field.default == "":
+    if default == "":
         return '""'
-    return f"`{field.default!r}`"
+    return f"`{default!r}`"
 
 
 def type_name(field: FieldInfo) -> str:
@@ -81,21 +88,79 @@ def type_name(field: FieldInfo) -> str:
     return f"`{name}`"
 
 
-def settings_table(cls: type[BaseSettings], prefix: str, names: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: a field, or a field of a group (a nested model)."""
+
+    path: str  # where the code reads it: "log_level", "bus.block_ms"
+    field: FieldInfo
+    comment: str
+    group_default: Any = PydanticUndefined  # the group's default's value, when it sets one
+
+    @property
+    def variable(self) -> str:
+        """The variable after the prefix: the path's dots become underscores."""
+        return self.path.replace(".", "_").upper()
+
+    @property
+    def default(self) -> str:
+        return describe_default(self.field, self.group_default)
+
+
+def class_comments(cls: type[BaseModel]) -> dict[str, str]:
+    """Field name -> comment, over the class and the models it extends."""
     comments: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if (
             isinstance(klass, type)
-            and issubclass(klass, BaseSettings)
-            and klass is not BaseSettings
+            and issubclass(klass, BaseModel)
+            and klass not in (BaseModel, BaseSettings)
         ):
             comments.update({k: v for k, v in field_comments(klass).items() if v})
-    rows = ["| variable | type | default | what it is for |", "|---|---|---|---|"]
-    for name in names:
-        field = cls.model_fields[name]
-        what = comments.get(name, "").replace("|", "\\|")
-        variable = f"`{prefix}{name.upper()}`"
-        rows.append(f"| {variable} | {type_name(field)} | {describe_default(field)} | {what} |")
+    return comments
+
+
+def group_model(field: FieldInfo) -> type[BaseModel] | None:
+    """The nested model of a group field; None for a plain field."""
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def settings_of(cls: type[BaseSettings]) -> dict[str, Setting]:
+    """Every setting of a class, by path, in the order of the class's fields."""
+    comments = class_comments(cls)
+    found: dict[str, Setting] = {}
+    for name, field in cls.model_fields.items():
+        group = group_model(field)
+        if group is None:
+            found[name] = Setting(name, field, comments.get(name, ""))
+            continue
+        group_comments = class_comments(group)
+        default = field.default if isinstance(field.default, BaseModel) else None
+        for sub, sub_field in group.model_fields.items():
+            value = getattr(default, sub) if default and sub in default.model_fields_set else None
+            found[f"{name}.{sub}"] = Setting(
+                f"{name}.{sub}",
+                sub_field,
+                group_comments.get(sub, ""),
+                PydanticUndefined if value is None else value,
+            )
+    return found
+
+
+def settings_table(prefix: str, settings: list[Setting]) -> list[str]:
+    rows = [
+        "| variable | in the code | type | default | what it is for |",
+        "|---|---|---|---|---|",
+    ]
+    for setting in settings:
+        what = setting.comment.replace("|", "\\|")
+        rows.append(
+            f"| `{prefix}{setting.variable}` | `{setting.path}` | {type_name(setting.field)} "
+            f"| {setting.default} | {what} |"
+        )
     return rows
 
 
@@ -111,7 +176,7 @@ def service_classes() -> list[tuple[str, type[ServiceSettings]]]:
 
 
 def render() -> str:
-    common_fields = list(ServiceSettings.model_fields)
+    common = settings_of(ServiceSettings)
     out = [
         "# Settings reference",
         "",
@@ -123,30 +188,33 @@ def render() -> str:
         "so one shell or one ConfigMap holds all of them. Secrets come only from the "
         "environment (a Kubernetes Secret; `make up` generates local ones into `.run/`).",
         "",
+        "Settings are grouped per concern (common.settings): the code reads "
+        "`<PREFIX>BUS_BLOCK_MS` as `settings.bus.block_ms`, the group `bus` and its field "
+        "`block_ms`. The column *in the code* names the attribute under `settings`.",
+        "",
     ]
     services = service_classes()
     for service, cls in services:
         prefix = str(cls.model_config.get("env_prefix", ""))
-        own = [name for name in cls.model_fields if name not in common_fields]
+        settings = settings_of(cls)
+        own = [setting for path, setting in settings.items() if path not in common]
         overridden = [
-            name
-            for name in common_fields
-            if name in cls.model_fields
-            and cls.model_fields[name].default != ServiceSettings.model_fields[name].default
+            setting
+            for path, setting in settings.items()
+            if path in common and setting.default != common[path].default
         ]
         out += [f"## {service} (`{prefix}`)", ""]
         if overridden:
             out += [
                 "Shared settings whose default differs for this service: "
                 + ", ".join(
-                    f"`{prefix}{name.upper()}` = {describe_default(cls.model_fields[name])}"
-                    for name in overridden
+                    f"`{prefix}{setting.variable}` = {setting.default}" for setting in overridden
                 )
                 + ".",
                 "",
             ]
         if own:
-            out += [*settings_table(cls, prefix, own), ""]
+            out += [*settings_table(prefix, own), ""]
     prefixes = ", ".join(
         f"`{cls.model_config.get('env_prefix', '')}`" for _, cls in services if _ != "gateway"
     )
@@ -156,7 +224,7 @@ def render() -> str:
         f"Each service reads these under its own prefix ({prefixes}); the table shows "
         "`<PREFIX>` where that prefix goes.",
         "",
-        *settings_table(ServiceSettings, "<PREFIX>", common_fields),
+        *settings_table("<PREFIX>", list(common.values())),
         "",
     ]
     return "\n".join(out)

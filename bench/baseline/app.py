@@ -34,7 +34,7 @@ SELECT u.id, u.email, u.name, u.status, u.credit_limit_cents,
   FROM users.users u
  WHERE u.id = $1
 """
-# The same pool bounds as an API's SQLAlchemy engine (db_pool_size 6 + db_max_overflow 2).
+# The same pool bounds as an API's SQLAlchemy engine (db.pool_size 6 + db.max_overflow 2).
 POOL_MIN, POOL_MAX = 6, 8
 
 

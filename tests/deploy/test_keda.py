@@ -138,7 +138,7 @@ def test_every_worker_is_scaled_on_its_group_lag_on_every_stream_it_reads(
     deployments = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Deployment"}
     workers = {name for name in deployments if name.endswith("-worker")}
     assert {o.spec.scaleTargetRef.name for o in objects} == workers
-    prefix = ServiceSettings(redis_cluster_nodes="seed:1").bus_stream_prefix
+    prefix = ServiceSettings(redis={"cluster_nodes": "seed:1"}).bus.stream_prefix
 
     for scaled in objects:
         target = deployments[scaled.spec.scaleTargetRef.name]

@@ -5,7 +5,7 @@
   common.http), so readiness is false before SIGTERM; then it waits for the endpoint removal
   to spread. Its grace period covers that wait plus uvicorn's graceful shutdown.
 * A worker's grace period covers its whole shutdown (common.worker: housekeeping, in-flight
-  handlers and timers, each up to ``bus_shutdown_timeout_seconds``, plus one blocking read).
+  handlers and timers, each up to ``bus.shutdown_timeout_seconds``, plus one blocking read).
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ def test_a_workers_grace_period_covers_its_whole_shutdown(deployments: list[Doc]
         shutdown = float(
             next(
                 (v for k, v in env.items() if k.endswith("_BUS_SHUTDOWN_TIMEOUT_SECONDS")),
-                defaults.bus_shutdown_timeout_seconds,
+                defaults.bus.shutdown_timeout_seconds,
             )
         )
-        needed = 3 * shutdown + defaults.bus_block_ms / 1000 + MARGIN_SECONDS
+        needed = 3 * shutdown + defaults.bus.block_ms / 1000 + MARGIN_SECONDS
         grace = doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace >= needed, f"{name}: grace {grace}s < {needed}s"

@@ -81,7 +81,9 @@ async def test_a_pool_bigger_than_the_server_allows_refuses_to_start_and_says_wh
 async def test_an_unreachable_server_is_not_checked(unused_tcp_port: int) -> None:
     """Started during an outage, a process starts and reports it in /readyz, as ever."""
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{unused_tcp_port}/nothing"
-    database = Database(create_engine(ServiceSettings(database_url=url, db_pool_timeout_seconds=2)))
+    database = Database(
+        create_engine(ServiceSettings(database_url=url, db={"pool_timeout_seconds": 2}))
+    )
     try:
         await check_connection_budget(database.engine, PoolBounds(10_000, 0), process="orders-api")
     finally:
@@ -92,6 +94,6 @@ def test_workers_have_smaller_default_pools_that_fit_two_replicas_in_100() -> No
     settings = ServiceSettings()
     api, worker = PoolBounds.api(settings), PoolBounds.worker(settings)
     assert worker.most < api.most
-    assert worker.size >= settings.bus_batches_in_flight  # each batch holds a connection
+    assert worker.size >= settings.bus.batches_in_flight  # each batch holds a connection
     services, replicas, operators = 3, 2, 10
     assert services * replicas * (api.most + worker.most) + operators <= 100

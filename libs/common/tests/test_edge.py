@@ -76,7 +76,7 @@ async def proxied_stream() -> StreamingResponse:
 
 
 def settings(database_url: str, redis_url: str, **extra: Any) -> ServiceSettings:
-    return ServiceSettings(database_url=database_url, redis_url=redis_url, **extra)
+    return ServiceSettings(database_url=database_url, redis={"url": redis_url}, **extra)
 
 
 async def raw_request(url: str, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -102,7 +102,7 @@ async def test_stalled_bodies_hold_no_slot_and_get_a_408_then_close(
 ) -> None:
     """Defect 1: 4 stalled bodies on a process with 2 slots; everyone else is still served."""
     app = create_service_app(
-        settings(database_url, redis_url, http_max_in_flight=2, http_body_timeout_seconds=1.5),
+        settings(database_url, redis_url, http={"max_in_flight": 2, "body_timeout_seconds": 1.5}),
         title="t",
         routers=[router],
     )
@@ -142,7 +142,9 @@ async def test_a_body_over_the_limit_is_a_413_before_auth_or_parsing(
 ) -> None:
     """Defect 3: an unauthenticated oversized body is refused for its size, unread."""
     app = create_service_app(
-        settings(database_url, redis_url, http_max_body_bytes=1000), title="t", routers=[router]
+        settings(database_url, redis_url, http={"max_body_bytes": 1000}),
+        title="t",
+        routers=[router],
     )
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
         declared = await client.post("/private", content=b"x" * 5000)
@@ -166,7 +168,7 @@ async def test_streams_hold_no_load_shed_slot_and_have_their_own_cap(
     process's cap is a 503 with Retry-After."""
     release_streams.clear()
     app = create_service_app(
-        settings(database_url, redis_url, http_max_in_flight=2, http_max_streams=3),
+        settings(database_url, redis_url, http={"max_in_flight": 2, "max_streams": 3}),
         title="t",
         routers=[router],
     )
@@ -199,7 +201,7 @@ async def test_an_event_stream_nobody_counted_gives_its_slot_back_too(
 ) -> None:
     release_streams.clear()
     app = create_service_app(
-        settings(database_url, redis_url, http_max_in_flight=1), title="t", routers=[router]
+        settings(database_url, redis_url, http={"max_in_flight": 1}), title="t", routers=[router]
     )
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
         capacity = SHARED.of(app).capacity

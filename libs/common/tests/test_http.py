@@ -54,7 +54,7 @@ async def redis_torn_down() -> None:
 
 @pytest.fixture(scope="module")
 async def client(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ServiceSettings(database_url=database_url, redis_url=redis_url)
+    settings = ServiceSettings(database_url=database_url, redis={"url": redis_url})
     app = create_service_app(settings, title="test", routers=[router])
     async with asgi_client(app) as client:
         yield client
@@ -119,7 +119,7 @@ async def test_readyz_checks_postgres_and_redis(client: httpx.AsyncClient):
 
 async def test_readyz_is_503_when_postgres_is_unreachable(redis_url: str):
     settings = ServiceSettings(
-        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis_url=redis_url
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis={"url": redis_url}
     )
     async with asgi_client(create_service_app(settings, title="t", routers=[])) as client:
         body = problem(await client.get("/readyz"), 503)
@@ -146,7 +146,7 @@ async def test_a_redis_connection_torn_down_mid_send_is_a_503_handled_inside_the
     """Answered like any other outage and not re-raised to the server, which would log a
     traceback and close the client's keep-alive connection (this client raises what the
     app re-raises)."""
-    settings = ServiceSettings(database_url=database_url, redis_url=redis_url)
+    settings = ServiceSettings(database_url=database_url, redis={"url": redis_url})
     app = create_service_app(settings, title="test", routers=[router])
     async with (
         LifespanManager(app) as manager,
@@ -168,7 +168,7 @@ async def test_an_unreachable_database_is_a_503_problem_not_a_500(redis_url: str
         return {"ok": "yes"}
 
     settings = ServiceSettings(
-        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis_url=redis_url
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", redis={"url": redis_url}
     )
     async with asgi_client(create_service_app(settings, title="t", routers=[down])) as client:
         response = await client.get("/needs-db")
@@ -189,7 +189,9 @@ async def test_past_capacity_a_request_is_refused_at_once_with_retry_after(
         await release.wait()
         return {"done": True}
 
-    settings = ServiceSettings(database_url=database_url, redis_url=redis_url, http_max_in_flight=1)
+    settings = ServiceSettings(
+        database_url=database_url, redis={"url": redis_url}, http={"max_in_flight": 1}
+    )
     app = create_service_app(settings, title="test", routers=[slow])
     async with asgi_client(app) as client:
         first = asyncio.create_task(client.get("/slow"))
@@ -227,7 +229,7 @@ async def test_readyz_is_503_draining_while_the_drain_file_exists(
 ):
     drain_file = tmp_path / "draining"
     settings = ServiceSettings(
-        database_url=database_url, redis_url=redis_url, drain_file=str(drain_file)
+        database_url=database_url, redis={"url": redis_url}, drain_file=str(drain_file)
     )
     async with asgi_client(create_service_app(settings, title="t", routers=[])) as client:
         assert (await client.get("/readyz")).status_code == 200

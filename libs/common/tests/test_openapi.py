@@ -191,7 +191,9 @@ def _undocumented_app(database_url: str, redis_url: str) -> FastAPI:
     async def text() -> Response:
         return Response("plain", media_type="text/plain")
 
-    settings = ServiceSettings(service_name="odd", database_url=database_url, redis_url=redis_url)
+    settings = ServiceSettings(
+        service_name="odd", database_url=database_url, redis={"url": redis_url}
+    )
     return create_service_app(settings, title="odd", routers=[router])
 
 

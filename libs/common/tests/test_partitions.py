@@ -172,9 +172,11 @@ async def test_the_workers_maintainer_applies_the_settings_and_reports_metrics(
 ) -> None:
     settings = ServiceSettings(
         database_url=database_url,
-        partition_intervals={"events": "month"},
-        partition_retention_days={"events": 60},
-        partition_ahead_days=40,
+        partition={
+            "intervals": {"events": "month"},
+            "retention_days": {"events": 60},
+            "ahead_days": 40,
+        },
     )
     [planned] = configured([table], settings)
     assert (planned.interval, planned.retention_days, planned.ahead_days) == ("month", 60, 40)

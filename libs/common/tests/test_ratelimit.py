@@ -62,7 +62,7 @@ def settings_for(target: RedisTarget, read_limit: str) -> ServiceSettings:
         service_name=f"ratelimit-{uuid.uuid4().hex[:8]}",  # a fresh namespace per app
         database_url=target.database_url,
         **target.settings(),
-        rate_limit_read=read_limit,
+        rate_limit={"read": read_limit},
     )
 
 

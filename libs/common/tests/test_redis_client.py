@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_no_health_check_ping_before_a_command(redis_url: str) -> None:
-    redis = create_redis(ServiceSettings(redis_url=redis_url))
+    redis = create_redis(ServiceSettings(redis={"url": redis_url}))
     try:
         assert redis.connection_pool.connection_kwargs["health_check_interval"] == 0
     finally:
@@ -22,7 +22,7 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_by_the_retry(
 ) -> None:
     """What a health check would have caught (a Redis restart, its idle timeout): the
     command fails on the dead connection and is retried once on a fresh one."""
-    redis = create_redis(ServiceSettings(redis_url=redis_url))
+    redis = create_redis(ServiceSettings(redis={"url": redis_url}))
     try:
         await redis.set("test:redis-client:stale", "1", ex=60)
         client_id = await redis.client_id()  # the one pooled connection

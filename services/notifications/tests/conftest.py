@@ -31,6 +31,7 @@ from common.bus import Outbox
 from common.contracts import NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
+from common.settings import with_changes
 from common.testing.plugin import RedisTarget, migrate
 from common.testing.server import served
 from common.testing.sse import SseReader
@@ -58,28 +59,32 @@ async def notifications_settings(redis_target: RedisTarget) -> Settings:
     """Once on a single Redis, once on a Redis Cluster (``redis_target``)."""
     await migrate(SERVICE_DIR, redis_target.database_url)
     # Tiny intervals keep the suite fast; tests that need other values copy these.
+    target = redis_target.settings(f"ntest-{uuid.uuid4().hex[:8]}:")
     return Settings(
         database_url=redis_target.database_url,
-        **redis_target.settings(f"ntest-{uuid.uuid4().hex[:8]}:"),
+        redis=target["redis"],
         consumer_name="notifications-test",
-        bus_block_ms=50,
-        bus_reclaim_interval_seconds=0.2,
-        bus_shutdown_timeout_seconds=5,
-        outbox_sweep_interval_seconds=0.1,
-        stream_heartbeat_seconds=0.3,
-        stream_resync_seconds=0,
-        stream_retry_ms=100,
-        webhook_allow_private_targets=True,
-        webhook_secret_key=Fernet.generate_key().decode(),
-        webhook_dns_timeout_seconds=1.0,
-        webhook_timeout_seconds=2.0,
-        webhook_max_attempts=5,
-        webhook_backoff_base_seconds=0.01,
-        webhook_backoff_max_seconds=0.05,
-        webhook_breaker_failure_threshold=5,
-        webhook_breaker_cooldown_seconds=0.3,
-        webhook_poll_interval_seconds=0.05,
-        webhook_idle_poll_seconds=0.05,
+        bus={
+            **target["bus"],
+            "block_ms": 50,
+            "reclaim_interval_seconds": 0.2,
+            "shutdown_timeout_seconds": 5,
+        },
+        outbox={"sweep_interval_seconds": 0.1},
+        stream={"heartbeat_seconds": 0.3, "resync_seconds": 0, "retry_ms": 100},
+        webhook={
+            "allow_private_targets": True,
+            "secret_key": Fernet.generate_key().decode(),
+            "dns_timeout_seconds": 1.0,
+            "timeout_seconds": 2.0,
+            "max_attempts": 5,
+            "backoff_base_seconds": 0.01,
+            "backoff_max_seconds": 0.05,
+            "breaker_failure_threshold": 5,
+            "breaker_cooldown_seconds": 0.3,
+            "poll_interval_seconds": 0.05,
+            "idle_poll_seconds": 0.05,
+        },
     )
 
 
@@ -252,7 +257,7 @@ def dispatcher(
 ) -> RunDispatcher:
     @contextlib.asynccontextmanager
     async def running(**overrides: Any) -> AsyncIterator[Dispatcher]:
-        settings = notifications_settings.model_copy(update=overrides)
+        settings = with_changes(notifications_settings, **overrides)
         instance = Dispatcher(database, redis, settings, wake=dispatcher_wake)
         stop = asyncio.Event()
         task = asyncio.create_task(instance.run(stop))

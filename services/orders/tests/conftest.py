@@ -18,7 +18,7 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 async def orders_settings(database_url: str, redis_url: str) -> Settings:
     await migrate(SERVICE_DIR, database_url)
-    return Settings(database_url=database_url, redis_url=redis_url)
+    return Settings(database_url=database_url, redis={"url": redis_url})
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from common.bus import Outbox
 from common.db import Database, create_engine
 from common.redis import create_redis
+from common.settings import with_changes
 from common.testing.plugin import RedisTarget, asgi_client, migrate
 from users.main import create_app
 from users.models import User, outbox
@@ -29,8 +30,7 @@ async def users_settings(redis_target: RedisTarget) -> Settings:
     return Settings(
         database_url=redis_target.database_url,
         **redis_target.settings(),
-        argon2_time_cost=1,
-        argon2_memory_kib=64,
+        argon2={"time_cost": 1, "memory_kib": 64},
     )
 
 
@@ -54,7 +54,7 @@ async def worker(users_settings: Settings) -> AsyncIterator[WorkerClients]:
     redis = create_redis(users_settings)
     database = Database(
         # A pool big enough for the concurrency tests.
-        create_engine(users_settings.model_copy(update={"db_pool_size": 20})),
+        create_engine(with_changes(users_settings, db={"pool_size": 20})),
         outbox=Outbox(redis, outbox, settings=users_settings),
     )
     yield WorkerClients(database, redis)

@@ -85,13 +85,13 @@ class PoolBounds:
 
     @classmethod
     def api(cls, settings: ServiceSettings) -> "PoolBounds":
-        return cls(settings.db_pool_size, settings.db_max_overflow)
+        return cls(settings.db.pool_size, settings.db.max_overflow)
 
     @classmethod
     def worker(cls, settings: ServiceSettings) -> "PoolBounds":
         return cls(
-            settings.worker_db_pool_size,
-            settings.worker_db_max_overflow,
+            settings.worker_db.pool_size,
+            settings.worker_db.max_overflow,
             ("worker_db_pool_size", "worker_db_max_overflow"),
         )
 
@@ -115,15 +115,15 @@ def create_engine(
         url or settings.database_url,
         pool_size=bounds.size,
         max_overflow=bounds.overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_timeout=settings.db.pool_timeout_seconds,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={
-            "timeout": settings.db_pool_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_ms / 1000 or None,
+            "timeout": settings.db.pool_timeout_seconds,
+            "command_timeout": settings.db.statement_timeout_ms / 1000 or None,
             "server_settings": {
                 "application_name": settings.service_name,
-                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "statement_timeout": str(settings.db.statement_timeout_ms),
             },
         },
     )

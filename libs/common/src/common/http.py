@@ -154,7 +154,7 @@ def _at_capacity(scope: Scope, detail: str) -> Response:
 class LoadShedMiddleware:
     """Past capacity, answer at once: 503 with ``Retry-After`` instead of a growing queue.
 
-    A process serves at most ``http_max_in_flight`` requests at a time (probes aside). Under
+    A process serves at most ``http.max_in_flight`` requests at a time (probes aside). Under
     overload, requests beyond that would queue for the event loop and the database pool, and
     every accepted order would slow to seconds; refused at the door, they cost almost
     nothing and the client knows to come back, while accepted ones keep a bounded latency.
@@ -235,7 +235,7 @@ STREAM_KEY = "common.http.stream"
 
 
 async def stream_slot(request: Request) -> None:
-    """Route dependency of a streaming response: one of the process's ``http_max_streams``
+    """Route dependency of a streaming response: one of the process's ``http.max_streams``
     stream slots (503 with ``Retry-After`` when all are taken), held until the response
     ends; the request's load-shedding slot is given back when the response starts."""
     capacity = SHARED.of(request.app).capacity
@@ -271,8 +271,8 @@ def edge_limits(settings: ServiceSettings) -> dict[str, Any]:
     ``app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings))``, in a service (done
     by :func:`create_service_app`) or a gateway. The header deadline is :func:`serve`'s."""
     return {
-        "max_body_bytes": settings.http_max_body_bytes,
-        "body_timeout_seconds": settings.http_body_timeout_seconds,
+        "max_body_bytes": settings.http.max_body_bytes,
+        "body_timeout_seconds": settings.http.body_timeout_seconds,
     }
 
 
@@ -369,7 +369,7 @@ def create_service_app(
     (it can use ``SHARED.of(app)``, the :class:`common.context.AppContext`, and puts the
     service's own context in its slot).
     """
-    capacity = Capacity(settings.http_max_in_flight, settings.http_max_streams)
+    capacity = Capacity(settings.http.max_in_flight, settings.http.max_streams)
 
     @asynccontextmanager
     async def shared_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -380,7 +380,7 @@ def create_service_app(
         replica = (
             None
             if replica_engine is None
-            else Replica(replica_engine, retry_seconds=settings.replica_retry_seconds)
+            else Replica(replica_engine, retry_seconds=settings.replica.retry_seconds)
         )
         SHARED.put(
             app,
@@ -428,7 +428,7 @@ def create_service_app(
         app.add_middleware(
             RecentWriteMiddleware,
             service=settings.service_name,
-            seconds=settings.replica_stick_seconds,
+            seconds=settings.replica.stick_seconds,
         )
     HTTP_IN_FLIGHT.set_function(lambda: capacity.in_flight)  # the process's app: one per process
     HTTP_STREAMS_OPEN.set_function(lambda: capacity.streams)
@@ -484,5 +484,5 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
         # The request line and headers within a deadline (common.edge), or a 408.
-        http=header_deadline_protocol(settings.http_header_timeout_seconds),
+        http=header_deadline_protocol(settings.http.header_timeout_seconds),
     )

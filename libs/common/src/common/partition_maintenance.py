@@ -63,15 +63,15 @@ def configured(
     """``tables`` with the settings' overrides of interval, retention and how far ahead."""
     result = []
     for table in tables:
-        retention = settings.partition_retention_days.get(table.name, table.retention_days)
+        retention = settings.partition.retention_days.get(table.name, table.retention_days)
         if table.name == "inbox":
-            retention = math.ceil(settings.inbox_retention_hours / 24)
+            retention = math.ceil(settings.inbox.retention_hours / 24)
         result.append(
             dataclasses.replace(
                 table,
-                interval=settings.partition_intervals.get(table.name, table.interval),
+                interval=settings.partition.intervals.get(table.name, table.interval),
                 retention_days=retention,
-                ahead_days=settings.partition_ahead_days,
+                ahead_days=settings.partition.ahead_days,
             )
         )
     return result

@@ -87,7 +87,7 @@ def convert_to_plain(
 
 # -- the bus inbox, the same in every schema ---------------------------------------------------
 
-INBOX_RETENTION_DAYS = 7  # the settings' inbox_retention_hours default; the worker re-reads it
+INBOX_RETENTION_DAYS = 7  # the settings' inbox.retention_hours default; the worker re-reads it
 
 
 def inbox_plan(schema: str) -> PartitionedTable:

@@ -144,12 +144,12 @@ class RateLimiter:
         return cls(
             redis,
             limits={
-                "auth": parse(settings.rate_limit_auth),
-                "read": parse(settings.rate_limit_read),
-                "write": parse(settings.rate_limit_write),
+                "auth": parse(settings.rate_limit.auth),
+                "read": parse(settings.rate_limit.read),
+                "write": parse(settings.rate_limit.write),
             },
             namespace=settings.service_name,
-            enabled=settings.rate_limit_enabled,
+            enabled=settings.rate_limit.enabled,
             trusted_proxies=settings.trusted_proxies,
         )
 

@@ -1,6 +1,6 @@
 """Redis client factory. One pooled client per process, created in the lifespan.
 
-A single Redis (``redis_url``) or a Redis Cluster (``redis_cluster_nodes``), chosen by a
+A single Redis (``redis.url``) or a Redis Cluster (``redis.cluster_nodes``), chosen by a
 setting. The cluster client is redis-py's own :class:`redis.asyncio.cluster.RedisCluster`,
 which follows ``MOVED``/``ASK`` redirections and fail-overs itself; nothing here routes keys.
 What the code must do for a cluster, it does with keys and channels:
@@ -55,18 +55,18 @@ def create_redis(settings: ServiceSettings) -> Redis:
     command itself finds out, and the one retry on a fresh connection (:func:`retry_options`)
     already recovers from a connection that went stale (a Redis restart, an idle timeout).
     """
-    if settings.redis_cluster_nodes:
+    if settings.redis.cluster_nodes:
         return create_cluster(settings)
-    # A blocking pool: past redis_max_connections a command waits (up to the timeout) for a
+    # A blocking pool: past redis.max_connections a command waits (up to the timeout) for a
     # connection to come back, where the default pool would fail at once; a burst of
     # requests (streams being opened) must queue for a moment, not answer 503.
     pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
+        settings.redis.url,
         decode_responses=True,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_seconds,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis.max_connections,
+        timeout=settings.redis.timeout_seconds,
+        socket_timeout=settings.redis.timeout_seconds,
+        socket_connect_timeout=settings.redis.timeout_seconds,
         health_check_interval=0,  # the retry on a fresh connection covers a stale one
         **retry_options(),
     )
@@ -76,22 +76,22 @@ def create_redis(settings: ServiceSettings) -> Redis:
 
 
 def create_cluster(settings: ServiceSettings) -> Redis:
-    """A :class:`RedisCluster` seeded with ``redis_cluster_nodes`` (it discovers the rest).
+    """A :class:`RedisCluster` seeded with ``redis.cluster_nodes`` (it discovers the rest).
 
     A primary that dies is replaced by its replica (or its slots become unavailable, then
     503s, without one); the client re-reads the slot map after a connection error, with
     its own retries bounded by the same timeouts.
     """
-    nodes = [ClusterNode(host, port) for host, port in cluster_nodes(settings.redis_cluster_nodes)]
+    nodes = [ClusterNode(host, port) for host, port in cluster_nodes(settings.redis.cluster_nodes)]
     client = RedisCluster(
         startup_nodes=nodes,
         decode_responses=True,
-        max_connections=settings.redis_max_connections,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis.max_connections,
+        socket_timeout=settings.redis.timeout_seconds,
+        socket_connect_timeout=settings.redis.timeout_seconds,
         health_check_interval=0,  # see create_redis
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        password=settings.redis_cluster_password or None,
+        password=settings.redis.cluster_password or None,
         **cluster_options(),
     )
     return cast(Redis, client)

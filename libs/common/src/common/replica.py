@@ -7,7 +7,7 @@ write stay on the primary. Without a replica setting, :data:`LaggingSession` is 
 
 Read-your-writes: a client that has just written must see its write. Every successful
 write request of an authenticated caller (a non-GET answered below 400) leaves a marker in
-Redis, ``replica:wrote:<service>:<user id>``, for ``replica_stick_seconds``, set *before* the
+Redis, ``replica:wrote:<service>:<user id>``, for ``replica.stick_seconds``, set *before* the
 response goes out (:class:`RecentWriteMiddleware`); while it is there, that caller's lagging
 reads go to the primary. Local replay lag is milliseconds; the stick covers far more. A
 caller whose marker cannot be checked (Redis down) reads from the primary too.
@@ -15,7 +15,7 @@ caller whose marker cannot be checked (Redis down) reads from the primary too.
 The replica down: its engine pings each connection it hands out (``pool_pre_ping``), so a
 dead replica is found before the request's query; the read then goes to the primary, with
 a log line and ``db_replica_fallbacks_total``, and the replica is not tried again for
-``replica_retry_seconds``.
+``replica.retry_seconds``.
 """
 
 import contextlib
@@ -122,7 +122,7 @@ def wrote_key(service: str, user_id: uuid.UUID) -> str:
 
 
 async def recently_wrote(redis: Redis, service: str, user_id: uuid.UUID) -> bool:
-    """True when the caller wrote within ``replica_stick_seconds`` (or we cannot tell)."""
+    """True when the caller wrote within ``replica.stick_seconds`` (or we cannot tell)."""
     try:
         return bool(await redis.exists(wrote_key(service, user_id)))
     except Exception:

@@ -38,7 +38,7 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,  # e.g. "Connect call failed", no route to host
     asyncpg.InterfaceError,  # "connection is closed", "cannot switch to state ..." after a drop
     asyncpg.InternalClientError,
-    PoolTimeoutError,  # every pooled connection busy past db_pool_timeout_seconds
+    PoolTimeoutError,  # every pooled connection busy past db.pool_timeout_seconds
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,  # Redis restarting, loading its data

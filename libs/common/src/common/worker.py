@@ -158,15 +158,15 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         ),
     )
     background = [
-        Periodic("trim-streams", settings.stream_trim_interval_seconds, trimmer.trim_all),
+        Periodic("trim-streams", settings.stream.trim_interval_seconds, trimmer.trim_all),
         Periodic(
             f"prune-legacy-{spec.inbox_table.fullname}",
-            settings.inbox_prune_interval_seconds,
+            settings.inbox.prune_interval_seconds,
             _pruner(spec.inbox_table, context),
         ),
         Periodic(
             f"partitions-{spec.inbox_table.schema}",
-            settings.partition_maintenance_interval_seconds,
+            settings.partition.maintenance_interval_seconds,
             maintainer.run,
         ),
         *(
@@ -211,7 +211,7 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         logger.info("worker stopping")
     finally:
         await consumer.stop()
-        grace = settings.bus_shutdown_timeout_seconds
+        grace = settings.bus.shutdown_timeout_seconds
         await asyncio.gather(*(task.stop(grace) for task in background))
         await asyncio.gather(*components, return_exceptions=True)
         if outbox is not None:
@@ -225,7 +225,7 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
 def _pruner(table: Table, context: WorkerContext) -> Callable[[], Awaitable[None]]:
     """The previous release's inbox rows (its partition alone: the others are dropped whole
     by the partition maintenance) are forgotten by a DELETE, while there are any."""
-    retention = timedelta(hours=context.settings.inbox_retention_hours)
+    retention = timedelta(hours=context.settings.inbox.retention_hours)
 
     async def prune() -> None:
         async with context.database.transaction() as uow:

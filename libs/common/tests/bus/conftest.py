@@ -36,7 +36,7 @@ effects = Table(
 @pytest.fixture(scope="session")
 async def bus_database(database_url: str, redis_url: str) -> AsyncIterator[Database]:
     database = Database(
-        create_engine(ServiceSettings(database_url=database_url, redis_url=redis_url))
+        create_engine(ServiceSettings(database_url=database_url, redis={"url": redis_url}))
     )
     async with database.engine.begin() as connection:
         await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
@@ -90,23 +90,21 @@ def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
     return ServiceSettings(
         service_name="bustest",
         database_url=database_url,
-        redis_url=redis_url,
+        redis={"url": redis_url},
         consumer_name="live-1",
-        bus_stream_prefix=f"bustest-{uuid.uuid4().hex[:10]}:",
-        bus_block_ms=50,
-        bus_batch_size=16,
-        bus_concurrency=8,
-        bus_max_attempts=3,
-        bus_reclaim_idle_ms=60_000,
-        bus_reclaim_interval_seconds=0.05,
-        bus_consumer_delete_idle_ms=0,
-        bus_shutdown_timeout_seconds=5,
-        outbox_sweep_interval_seconds=0.05,
-        outbox_delete_delay_seconds=0.01,
-        outbox_batch_size=50,
-        stream_trim_interval_seconds=0.1,
-        stream_min_retention=0,
-        stream_min_retention_seconds=0,
+        bus={
+            "stream_prefix": f"bustest-{uuid.uuid4().hex[:10]}:",
+            "block_ms": 50,
+            "batch_size": 16,
+            "concurrency": 8,
+            "max_attempts": 3,
+            "reclaim_idle_ms": 60_000,
+            "reclaim_interval_seconds": 0.05,
+            "consumer_delete_idle_ms": 0,
+            "shutdown_timeout_seconds": 5,
+        },
+        outbox={"sweep_interval_seconds": 0.05, "delete_delay_seconds": 0.01, "batch_size": 50},
+        stream={"trim_interval_seconds": 0.1, "min_retention": 0, "min_retention_seconds": 0},
     )
 
 

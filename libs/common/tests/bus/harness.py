@@ -20,7 +20,7 @@ from common.bus import (
 )
 from common.contracts import Message
 from common.db import Database, UnitOfWork
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, with_changes
 
 
 class Ping(Message):
@@ -61,13 +61,13 @@ class Harness:
 
     @property
     def prefix(self) -> str:
-        return self.settings.bus_stream_prefix
+        return self.settings.bus.stream_prefix
 
     @property
     def redis_args(self) -> list[str]:
         """Where the dead-letter command line finds this test's Redis (or cluster)."""
-        if self.settings.redis_cluster_nodes:
-            return ["--cluster-nodes", self.settings.redis_cluster_nodes]
+        if self.settings.redis.cluster_nodes:
+            return ["--cluster-nodes", self.settings.redis.cluster_nodes]
         return ["--redis-url", self.redis_url]
 
     @property
@@ -75,7 +75,8 @@ class Harness:
         return stream_key(self.prefix, Ping.STREAM)
 
     def with_settings(self, **changes: Any) -> ServiceSettings:
-        return self.settings.model_copy(update=changes)
+        """The test's settings with changes: ``with_settings(bus={"max_attempts": 2})``."""
+        return with_changes(self.settings, **changes)
 
     async def start_outbox(self, **changes: Any) -> Outbox:
         """Run the test's outbox (what the API lifespan and the worker do)."""

@@ -89,7 +89,7 @@ async def test_committed_messages_are_in_the_stream_when_the_unit_of_work_return
     h: Harness,
 ) -> None:
     """Sent from memory in the committing task: no second transaction, no sweeper (30 s)."""
-    await h.start_outbox(outbox_sweep_interval_seconds=30, outbox_sweep_grace_seconds=30)
+    await h.start_outbox(outbox={"sweep_interval_seconds": 30, "sweep_grace_seconds": 30})
     envelopes = await h.publish(Ping(key="a"), Ping(key="b"))
 
     assert [sent.id for _, sent in await h.stream()] == [e.id for e in envelopes]
@@ -106,7 +106,7 @@ async def test_outbox_rows_survive_a_crash_before_publish(h: Harness) -> None:
     assert await h.outbox_count() == 1
     assert await h.redis.xlen(h.key) == 0
 
-    await h.start_outbox(outbox_sweep_grace_seconds=0)  # any later process of the service
+    await h.start_outbox(outbox={"sweep_grace_seconds": 0})  # any later process of the service
 
     await eventually(lambda: _outbox_is_empty(h), what="the left-behind row swept")
     assert [sent.id for _, sent in await h.stream()] == [envelope.id]
@@ -115,7 +115,7 @@ async def test_outbox_rows_survive_a_crash_before_publish(h: Harness) -> None:
 async def test_the_sweeper_leaves_fresh_rows_to_the_process_sending_them(h: Harness) -> None:
     """Rows younger than the grace period belong to a live process about to send them."""
     await h.publish(Ping(key="fresh"))
-    outbox = await h.start_outbox(outbox_sweep_grace_seconds=3600)
+    outbox = await h.start_outbox(outbox={"sweep_grace_seconds": 3600})
 
     assert await outbox.sweep(older_than=outbox.sweep_grace) == 0
     assert await h.outbox_count() == 1
@@ -125,7 +125,7 @@ async def test_the_sweeper_leaves_fresh_rows_to_the_process_sending_them(h: Harn
 async def test_an_empty_sweep_waits_until_the_oldest_row_comes_due(h: Harness) -> None:
     """Idle cost: with nothing to send, the next sweep is when a row could come due (a row
     written from now on is due a grace later), less one interval for open transactions."""
-    outbox = await h.start_outbox(outbox_sweep_grace_seconds=10, outbox_sweep_interval_seconds=1)
+    outbox = await h.start_outbox(outbox={"sweep_grace_seconds": 10, "sweep_interval_seconds": 1})
     swept = await outbox.sweep(older_than=outbox.sweep_grace)
     assert swept == 0
     assert outbox.next_sweep_in(swept) == 9.0
@@ -141,7 +141,7 @@ async def test_an_empty_sweep_waits_until_the_oldest_row_comes_due(h: Harness) -
 async def test_outbox_stop_deletes_what_it_sent_and_leaves_the_rest_to_the_sweeper(
     h: Harness,
 ) -> None:
-    outbox = await h.start_outbox(outbox_sweep_interval_seconds=30, outbox_sweep_grace_seconds=30)
+    outbox = await h.start_outbox(outbox={"sweep_interval_seconds": 30, "sweep_grace_seconds": 30})
     await h.publish(Ping(key="sent"))
     # Committed outside a unit of work (nothing sends it from memory): as fresh as a row
     # another live process has just sent, so not this process's to send at its stop.
@@ -155,7 +155,7 @@ async def test_outbox_stop_deletes_what_it_sent_and_leaves_the_rest_to_the_sweep
     assert [sent.payload["key"] for _, sent in await h.stream()] == ["sent"]
     assert await h.outbox_count() == 1  # "quiet", for the sweeper once past the grace
     assert not outbox.sending
-    later = await h.start_outbox(outbox_sweep_grace_seconds=0)  # any process, later
+    later = await h.start_outbox(outbox={"sweep_grace_seconds": 0})  # any process, later
     await eventually(lambda: _outbox_is_empty(h), what="the row left behind swept")
     assert [sent.payload["key"] for _, sent in await h.stream()] == ["sent", "quiet"]
     await later.stop()
@@ -223,7 +223,7 @@ async def test_an_effect_committed_but_not_acked_is_not_repeated(h: Harness) -> 
         )
         await uow.session.execute(h.effects.insert().values(key="k1"))
 
-    await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=50)
+    await h.start_consumer({Ping: h.recorder()}, bus={"reclaim_idle_ms": 50})
 
     await eventually(lambda: _pending_is(h, 0), what="reclaimed and acked")
     assert await h.effect_count("k1") == 1
@@ -235,7 +235,7 @@ async def test_dead_consumers_pending_entries_are_reclaimed(h: Harness) -> None:
     assert len(await h.read(h.group, "dead-1")) == 3  # dead-1 read them and will never acknowledge
     assert await h.consumers_of_group() == {"dead-1": 3}
 
-    await h.start_consumer({Ping: h.recorder()}, name="live-1", bus_reclaim_idle_ms=100)
+    await h.start_consumer({Ping: h.recorder()}, name="live-1", bus={"reclaim_idle_ms": 100})
 
     await eventually(lambda: _effects_are(h, 3), what="reclaimed entries handled")
     await eventually(lambda: _pending_is(h, 0), what="reclaimed entries acked")
@@ -248,14 +248,14 @@ async def test_idle_consumer_is_deleted_only_after_its_pending_entries_are_claim
     await ensure_group(h.redis, h.key, h.group)
     await h.send(Ping(key="k1"), Ping(key="k2"))
     await h.read(h.group, "dead-1", 10)
-    janitor = h.consumer({Ping: h.recorder()}, name="janitor", bus_consumer_delete_idle_ms=1)
+    janitor = h.consumer({Ping: h.recorder()}, name="janitor", bus={"consumer_delete_idle_ms": 1})
     await eventually(lambda: _idle_at_least(h, "dead-1", 5), what="dead-1 idle")
 
     assert await janitor.delete_idle_consumers(h.key) == []  # dead-1 still holds 2 entries
     assert await h.consumers_of_group() == {"dead-1": 2}
 
     await h.start_consumer(
-        {Ping: h.recorder()}, bus_reclaim_idle_ms=50, bus_consumer_delete_idle_ms=1
+        {Ping: h.recorder()}, bus={"reclaim_idle_ms": 50, "consumer_delete_idle_ms": 1}
     )
 
     await eventually(lambda: _effects_are(h, 2), what="dead-1's entries handled")
@@ -280,7 +280,7 @@ async def test_restart_rereads_its_own_pending_entries_first(h: Harness) -> None
     seen: list[str] = []
 
     # Same consumer name after the restart; no reclaim could pick them up in time.
-    await h.start_consumer({Ping: h.recorder(seen)}, name="live-1", bus_concurrency=1)
+    await h.start_consumer({Ping: h.recorder(seen)}, name="live-1", bus={"concurrency": 1})
 
     await eventually(lambda: _effects_are(h, 5), what="all five handled")
     assert seen == ["old-0", "old-1", "old-2", "new-0", "new-1"]
@@ -347,7 +347,7 @@ async def test_a_batch_commits_once_and_a_failing_message_does_not_fail_its_neig
 
     # All in the stream before the consumer starts: its first read takes them as one batch.
     await h.send(*(Ping(key=f"k{n}") for n in range(6)), Ping(key="bad"))
-    await h.start_consumer({Ping: handler}, bus_batch_size=16, bus_concurrency=16)
+    await h.start_consumer({Ping: handler}, bus={"batch_size": 16, "concurrency": 16})
 
     await eventually(lambda: _effects_are(h, 6), what="the good ones committed")
     await eventually(lambda: _dead_letters_are(h, 1), what="the bad one dead-lettered")
@@ -358,7 +358,7 @@ async def test_a_batch_commits_once_and_a_failing_message_does_not_fail_its_neig
     # failure in the batch was its first attempt).
     alone = [key for key, _ in calls[7:]]
     assert sorted(k for k in alone if k != "bad") == [f"k{n}" for n in range(6)]
-    assert alone.count("bad") == h.settings.bus_max_attempts - 1
+    assert alone.count("bad") == h.settings.bus.max_attempts - 1
     await eventually(lambda: _pending_is(h, 0), what="every entry settled")
 
 
@@ -394,15 +394,15 @@ def _flag(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_consumer_refuses_a_block_longer_than_the_socket_timeout(h: Harness) -> None:
-    with pytest.raises(ValueError, match="bus_block_ms"):
-        h.consumer({Ping: h.recorder()}, bus_block_ms=5_000, redis_timeout_seconds=2.0)
+    with pytest.raises(ValueError, match="BUS_BLOCK_MS"):
+        h.consumer({Ping: h.recorder()}, bus={"block_ms": 5_000}, redis={"timeout_seconds": 2.0})
 
 
 async def test_housekeeping_is_idle_only_while_nothing_is_pending(h: Harness) -> None:
     """Idle cost: with no entry pending in the group, nothing can be claimable before
-    bus_reclaim_idle_ms, so housekeeping may wait that long; a pending entry keeps it busy."""
+    bus.reclaim_idle_ms, so housekeeping may wait that long; a pending entry keeps it busy."""
     await ensure_group(h.redis, h.key, h.group)
-    consumer = h.consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=60_000)
+    consumer = h.consumer({Ping: h.recorder()}, bus={"reclaim_idle_ms": 60_000})
     assert await consumer.housekeep() == bus.Idle()
 
     await h.send(Ping(key="k1"))
@@ -437,7 +437,7 @@ async def test_a_poison_message_is_dead_lettered_then_listed_and_replayed(
             raise RuntimeError("boom: cannot digest this one")
         await uow.session.execute(h.effects.insert().values(key=message.key))
 
-    await h.start_consumer({Ping: fragile}, bus_reclaim_idle_ms=30, bus_max_attempts=3)
+    await h.start_consumer({Ping: fragile}, bus={"reclaim_idle_ms": 30, "max_attempts": 3})
     [poison, _] = await h.send(Ping(key="poison"), Ping(key="fine"))
 
     await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
@@ -482,7 +482,7 @@ async def test_a_handler_failing_in_a_batch_runs_exactly_max_attempts_times(h: H
         await uow.session.execute(h.effects.insert().values(key=message.key))
 
     await h.send(Ping(key="poison"), Ping(key="fine"))
-    await h.start_consumer({Ping: fragile}, bus_max_attempts=3)
+    await h.start_consumer({Ping: fragile}, bus={"max_attempts": 3})
 
     await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
     [letter] = await h.dead_letters()
@@ -500,7 +500,7 @@ async def test_a_deadlock_is_tried_again_without_counting_toward_the_dead_letter
     h: Harness,
 ) -> None:
     """Postgres picks a deadlock's victim (SQLSTATE 40P01): nobody's bug, so the handler
-    runs again, more times than ``bus_max_attempts``, and nothing is dead-lettered."""
+    runs again, more times than ``bus.max_attempts``, and nothing is dead-lettered."""
     runs: list[str] = []
 
     async def unlucky(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
@@ -510,7 +510,7 @@ async def test_a_deadlock_is_tried_again_without_counting_toward_the_dead_letter
         await uow.session.execute(h.effects.insert().values(key=message.key))
 
     await h.send(Ping(key="victim"))
-    await h.start_consumer({Ping: unlucky}, bus_max_attempts=2)
+    await h.start_consumer({Ping: unlucky}, bus={"max_attempts": 2})
 
     await eventually(lambda: h.effect_count("victim"), lambda n: n == 1, what="the effect")
     assert runs == ["victim"] * 4
@@ -532,7 +532,7 @@ async def test_a_message_whose_handler_never_returns_is_dead_lettered_by_deliver
     await h.read(h.group, "dead-1")
     for name in ("dead-2", "dead-3"):
         await h.redis.xclaim(h.key, h.group, name, 0, [(await h.stream())[0][0]])
-    await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=30, bus_max_attempts=3)
+    await h.start_consumer({Ping: h.recorder()}, bus={"reclaim_idle_ms": 30, "max_attempts": 3})
 
     await eventually(lambda: _dead_letters_are(h, 1), what="the dead letter")
     [letter] = await h.dead_letters()
@@ -626,9 +626,11 @@ async def test_trimming_keeps_the_minimum_retention(h: Harness) -> None:
     await eventually(lambda: _pending_is(h, 0), what="all acked")
     await eventually(lambda: _effects_are(h, 10), what="all handled")
 
-    by_count = StreamTrimmer(h.redis, [h.key], settings=h.with_settings(stream_min_retention=4))
+    by_count = StreamTrimmer(
+        h.redis, [h.key], settings=h.with_settings(stream={"min_retention": 4})
+    )
     by_age = StreamTrimmer(
-        h.redis, [h.key], settings=h.with_settings(stream_min_retention_seconds=3600)
+        h.redis, [h.key], settings=h.with_settings(stream={"min_retention_seconds": 3600})
     )
 
     assert await by_age.trim(h.key) == 0

@@ -47,35 +47,34 @@ def _cluster_settings(database_url: str, cluster: LocalRedisCluster) -> ServiceS
     settings: dict[str, Any] = {
         "service_name": "bustest",
         "database_url": database_url,
-        "redis_cluster_nodes": cluster.nodes,
+        "redis": {"cluster_nodes": cluster.nodes},
         "consumer_name": "live-1",
-        "bus_stream_prefix": f"{{bustest-{uuid.uuid4().hex[:10]}}}:",
-        "bus_block_ms": 50,
-        "bus_batch_size": 16,
-        "bus_concurrency": 8,
-        "bus_max_attempts": 3,
-        "bus_reclaim_idle_ms": 60_000,
-        "bus_reclaim_interval_seconds": 0.05,
-        "bus_consumer_delete_idle_ms": 0,
-        "bus_shutdown_timeout_seconds": 5,
-        "outbox_sweep_interval_seconds": 0.05,
-        "outbox_batch_size": 50,
-        "stream_trim_interval_seconds": 0.1,
-        "stream_min_retention": 0,
-        "stream_min_retention_seconds": 0,
+        "bus": {
+            "stream_prefix": f"{{bustest-{uuid.uuid4().hex[:10]}}}:",
+            "block_ms": 50,
+            "batch_size": 16,
+            "concurrency": 8,
+            "max_attempts": 3,
+            "reclaim_idle_ms": 60_000,
+            "reclaim_interval_seconds": 0.05,
+            "consumer_delete_idle_ms": 0,
+            "shutdown_timeout_seconds": 5,
+        },
+        "outbox": {"sweep_interval_seconds": 0.05, "batch_size": 50},
+        "stream": {"trim_interval_seconds": 0.1, "min_retention": 0, "min_retention_seconds": 0},
     }
     return ServiceSettings(**settings)
 
 
 @pytest.fixture(scope="module")
 async def redis(redis_cluster: LocalRedisCluster) -> AsyncIterator[Redis]:
-    client = create_redis(ServiceSettings(redis_cluster_nodes=redis_cluster.nodes))
+    client = create_redis(ServiceSettings(redis={"cluster_nodes": redis_cluster.nodes}))
     assert is_cluster(client)
     yield client
     await client.aclose()
 
 
 def test_an_untagged_prefix_is_refused_and_the_default_gets_a_tag() -> None:
-    assert ServiceSettings(redis_cluster_nodes="h:1").bus_stream_prefix == "{bus}:"
+    assert ServiceSettings(redis={"cluster_nodes": "h:1"}).bus.stream_prefix == "{bus}:"
     with pytest.raises(ValueError, match="hash tag"):
-        ServiceSettings(redis_cluster_nodes="h:1", bus_stream_prefix="mine:")
+        ServiceSettings(redis={"cluster_nodes": "h:1"}, bus={"stream_prefix": "mine:"})

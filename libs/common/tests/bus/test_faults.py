@@ -48,7 +48,7 @@ async def test_a_failing_handler_is_retried_in_process_not_at_the_next_reclaim(
         await uow.session.execute(h.effects.insert().values(key=message.key))
 
     # Reclaim would come back only after a minute: handling within seconds proves the retry.
-    await h.start_consumer({Ping: flaky}, bus_reclaim_idle_ms=60_000, bus_max_attempts=3)
+    await h.start_consumer({Ping: flaky}, bus={"reclaim_idle_ms": 60_000, "max_attempts": 3})
     await h.send(Ping(key="flaky"))
 
     await eventually(lambda: _effect_is_there(h, "flaky"), what="the retried message handled")
@@ -66,9 +66,7 @@ async def test_a_postgres_outage_pauses_the_consumer_and_dead_letters_nothing(
 ) -> None:
     settings = h.with_settings(
         database_url=postgres_proxy.url(h.settings.database_url),
-        bus_max_attempts=2,
-        bus_pause_max_seconds=0.1,
-        bus_retry_base_seconds=0.01,
+        bus={"max_attempts": 2, "pause_max_seconds": 0.1, "retry_base_seconds": 0.01},
     )
     database = Database(create_engine(settings))
     consumer = Consumer(
@@ -89,7 +87,7 @@ async def test_a_postgres_outage_pauses_the_consumer_and_dead_letters_nothing(
         await eventually(
             lambda: _gauge_is("bus_consumer_paused", h.group, 1.0), what="consumption paused"
         )
-        # Far more probes than bus_max_attempts while down: none of them counted.
+        # Far more probes than bus.max_attempts while down: none of them counted.
         await eventually(lambda: _refused_at_least(postgres_proxy, 6), what="probes refused")
         assert await h.dead_letters() == []
         assert sample("bus_messages_failed_total", group=h.group, type=Ping.TYPE) == 0
@@ -107,7 +105,7 @@ async def test_a_postgres_outage_pauses_the_consumer_and_dead_letters_nothing(
 async def test_a_redis_outage_pauses_the_consumer_and_loses_nothing(
     h: Harness, redis_proxy: TcpProxy
 ) -> None:
-    settings = h.with_settings(bus_pause_max_seconds=0.1, bus_retry_base_seconds=0.01)
+    settings = h.with_settings(bus={"pause_max_seconds": 0.1, "retry_base_seconds": 0.01})
     redis = Redis.from_url(redis_proxy.url(h.redis_url), decode_responses=True, socket_timeout=1)
     await ensure_group(h.redis, h.key, h.group)
     consumer = Consumer(

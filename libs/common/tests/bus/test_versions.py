@@ -59,14 +59,14 @@ def test_the_envelope_carries_the_contracts_version():
 async def test_a_newer_version_is_held_never_dead_lettered_then_handled_by_a_consumer_that_knows_it(
     h: Harness,
 ) -> None:
-    old = await h.start_consumer({Ping: h.recorder()}, bus_reclaim_idle_ms=50)
+    old = await h.start_consumer({Ping: h.recorder()}, bus={"reclaim_idle_ms": 50})
     entry_id = await h.add(envelope_of(PingV2, 2, {"key": "new", "priority": 5}))
     held_before = sample("bus_messages_held_total", group=h.group, type=Ping.TYPE)
 
-    # Held again on every reclaim cycle: more holds than bus_max_attempts (3), still no
+    # Held again on every reclaim cycle: more holds than bus.max_attempts (3), still no
     # dead letter, no effect, and the entry still pending.
     await eventually(
-        lambda: _held_more_than(h, held_before, 2 * h.settings.bus_max_attempts),
+        lambda: _held_more_than(h, held_before, 2 * h.settings.bus.max_attempts),
         what="the entry held over several reclaim cycles",
     )
     assert await h.dead_letters() == []
@@ -88,7 +88,7 @@ async def test_a_newer_version_is_held_never_dead_lettered_then_handled_by_a_con
         await h.recorder(seen)(uow, envelope, message)
         priorities.append(message.priority)
 
-    await h.start_consumer({PingV2: handle}, name="new-1", bus_reclaim_idle_ms=50)
+    await h.start_consumer({PingV2: handle}, name="new-1", bus={"reclaim_idle_ms": 50})
 
     await eventually(lambda: _pending_is_zero(h), what="the held entry handled and acked")
     assert (seen, priorities) == (["new"], [5])

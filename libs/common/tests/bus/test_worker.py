@@ -98,7 +98,7 @@ async def test_worker_runs_consumers_relay_timers_and_probes(
         api_database = Database(database.engine, outbox=api_outbox)
         async with api_outbox.running(api_database), api_database.transaction() as uow:
             uow.publish(WorkerPing(key="w1"))
-        replies = stream_key(settings.bus_stream_prefix, WorkerPong.STREAM)
+        replies = stream_key(settings.bus.stream_prefix, WorkerPong.STREAM)
         await eventually(lambda: _xlen_is(redis, replies, 1))
 
         async with database.session() as session:
@@ -140,9 +140,9 @@ async def test_run_worker_exits_0_on_sigterm(bus_settings: ServiceSettings) -> N
         **os.environ,
         "SERVICE_NAME": "bustest-worker",
         "DATABASE_URL": bus_settings.database_url,
-        "REDIS_URL": bus_settings.redis_url,
+        "REDIS_URL": bus_settings.redis.url,
         "WORKER_PORT": str(port),
-        "BUS_STREAM_PREFIX": bus_settings.bus_stream_prefix,
+        "BUS_STREAM_PREFIX": bus_settings.bus.stream_prefix,
         "BUS_BLOCK_MS": "100",
         "LOG_LEVEL": "WARNING",
     }

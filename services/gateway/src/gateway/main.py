@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     openapi.install(app)  # its own operations documented as every service's are
     app.add_middleware(ProxyMiddleware, proxy=proxy, settings=settings, upstreams_of=upstreams_of)
-    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http_max_in_flight)
+    app.add_middleware(LoadShedMiddleware, max_in_flight=settings.http.max_in_flight)
     # The edge limits apply here first (413, 408), on the body as it streams through.
     app.add_middleware(EdgeLimitsMiddleware, **edge_limits(settings), stream_body=True)
     app.add_middleware(RequestContextMiddleware)

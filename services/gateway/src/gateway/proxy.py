@@ -328,7 +328,7 @@ class ProxyMiddleware:
             await self.app(scope, receive, send)
             return
         settings = self.settings
-        route = route_of(scope["path"], settings.route_deadlines, settings.route_deadline_seconds)
+        route = route_of(scope["path"], settings.route.deadlines, settings.route.deadline_seconds)
         if route is None:
             await self.app(scope, receive, send)
             return

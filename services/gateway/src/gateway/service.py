@@ -72,10 +72,10 @@ async def overview(
     """The user, their latest orders and their unread notifications count, asked of the three
     services at once. A part that misses its deadline or fails is None and named in
     ``degraded``; a token a service refuses is the caller's 401."""
-    deadline = settings.overview_part_deadline_seconds
+    deadline = settings.overview.part_deadline_seconds
     parts = await asyncio.gather(
         _user(upstreams["users"], headers, deadline),
-        _orders(upstreams["orders"], headers, deadline, settings.overview_orders),
+        _orders(upstreams["orders"], headers, deadline, settings.overview.orders),
         _unread(upstreams["notifications"], headers, deadline),
         return_exceptions=True,
     )

@@ -124,10 +124,10 @@ class BoundedResolver(aiohttp.ThreadedResolver):
 
 def _session(settings: Settings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
-        limit=settings.upstream_pool_size,
-        keepalive_timeout=settings.upstream_keepalive_seconds,
+        limit=settings.upstream.pool_size,
+        keepalive_timeout=settings.upstream.keepalive_seconds,
         ttl_dns_cache=300,
-        resolver=BoundedResolver(settings.upstream_connect_timeout_seconds),
+        resolver=BoundedResolver(settings.upstream.connect_timeout_seconds),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -137,7 +137,7 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.upstream_connect_timeout_seconds
+            total=None, sock_connect=settings.upstream.connect_timeout_seconds
         ),
         raise_for_status=False,
     )
@@ -156,7 +156,7 @@ async def open_upstreams(settings: Settings) -> AsyncIterator[dict[str, Upstream
             name,
             urls[name],
             _session(settings),
-            Breaker(settings.breaker_failures, settings.breaker_open_seconds),
+            Breaker(settings.breaker.failures, settings.breaker.open_seconds),
         )
         for name in SERVICES
     }

@@ -28,7 +28,7 @@ async def upstream(loopback):
 async def front(loopback, upstream):
     url, _ = upstream
     async with loopback.gateway(
-        users_url=url, orders_url=url, notifications_url=url, route_deadline_seconds=2.0
+        users_url=url, orders_url=url, notifications_url=url, route={"deadline_seconds": 2.0}
     ) as gateway:
         yield gateway
 
@@ -138,7 +138,7 @@ async def test_refused_connection_is_a_503_naming_the_service_retried_once_if_id
     url, holder = loopback.refused_url()
     with holder:
         async with (
-            loopback.gateway(orders_url=url, breaker_failures=100) as front,
+            loopback.gateway(orders_url=url, breaker={"failures": 100}) as front,
             httpx.AsyncClient(base_url=front.url) as client,
         ):
             breaker = GATEWAY.of(front.app).upstreams["orders"].breaker
@@ -157,7 +157,7 @@ async def test_breaker_opens_after_failures_and_lets_a_trial_through_later(loopb
     dead, holder = loopback.refused_url()
     with holder:
         async with (
-            loopback.gateway(users_url=dead, breaker_failures=2, breaker_open_seconds=1.0) as front,
+            loopback.gateway(users_url=dead, breaker={"failures": 2, "open_seconds": 1.0}) as front,
             httpx.AsyncClient(base_url=front.url) as client,
         ):
             upstream_of_users = GATEWAY.of(front.app).upstreams["users"]
@@ -224,9 +224,9 @@ async def test_a_connection_never_accepted_is_a_503_not_a_504(loopback):
         async with (
             loopback.gateway(
                 orders_url=url,
-                breaker_failures=100,
-                upstream_connect_timeout_seconds=0.3,
-                route_deadline_seconds=10.0,
+                breaker={"failures": 100},
+                upstream={"connect_timeout_seconds": 0.3},
+                route={"deadline_seconds": 10.0},
             ) as front,
             httpx.AsyncClient(base_url=front.url, timeout=15) as client,
         ):
@@ -258,7 +258,7 @@ async def test_a_body_over_the_limit_is_a_413_at_the_gateway_declared_or_streame
 async def test_a_stalled_body_is_a_408_at_the_gateway(loopback, upstream):
     url, _ = upstream
     async with loopback.gateway(
-        users_url=url, orders_url=url, notifications_url=url, http_body_timeout_seconds=0.5
+        users_url=url, orders_url=url, notifications_url=url, http={"body_timeout_seconds": 0.5}
     ) as gateway:
         port = int(gateway.url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -9,7 +9,7 @@ Wake-up: notifications are recorded by this same worker process (its bus consume
 commit listener wakes the dispatcher in-process the moment a unit of work that enqueued
 deliveries commits; no Redis round trip is needed for that. Otherwise the dispatcher sleeps
 until the earliest ``next_attempt_at`` (retries, deferrals, other workers' leftovers), at most
-``webhook_poll_interval_seconds``; with none pending at all, ``webhook_idle_poll_seconds``
+``webhook.poll_interval_seconds``; with none pending at all, ``webhook.idle_poll_seconds``
 (the idle cost: only a replica that queued deliveries and died before claiming them leaves
 work no wake-up announces).
 
@@ -18,7 +18,7 @@ the target (private addresses refused unless allowed), the secrets decrypted (th
 one, and the previous one during a rotation's grace period: two signatures), the signed POST
 (Standard Webhooks) with a timeout, then
 the breaker and the delivery's row are updated. Failures are retried with exponential
-backoff and full jitter up to ``webhook_max_attempts``; a success is final, so a receiver
+backoff and full jitter up to ``webhook.max_attempts``; a success is final, so a receiver
 gets each delivery successfully once (``Webhook-Id`` lets it drop the rare duplicate after a
 crash between its 2xx and our commit).
 """
@@ -60,13 +60,13 @@ LEASE_MARGIN_SECONDS = 10.0
 
 def retry_delay(attempt: int, settings: Settings) -> float:
     """After failed attempt ``attempt`` (1-based): full jitter over a doubling backoff from
-    ``webhook_backoff_base_seconds`` up to ``webhook_backoff_max_seconds``. Full jitter, as
+    ``webhook.backoff_base_seconds`` up to ``webhook.backoff_max_seconds``. Full jitter, as
     a receiver that was down gets every webhook's retries at once otherwise."""
     return full_jitter(
         exponential(
             attempt - 1,
-            base=settings.webhook_backoff_base_seconds,
-            cap=settings.webhook_backoff_max_seconds,
+            base=settings.webhook.backoff_base_seconds,
+            cap=settings.webhook.backoff_max_seconds,
         )
     )
 
@@ -87,14 +87,14 @@ class Dispatcher:
         self.database = database
         self.settings = settings
         self.box = box or settings.secret_box()
-        attempt_seconds = settings.webhook_dns_timeout_seconds + settings.webhook_timeout_seconds
+        attempt_seconds = settings.webhook.dns_timeout_seconds + settings.webhook.timeout_seconds
         self.lease_seconds = attempt_seconds + LEASE_MARGIN_SECONDS
         self.breaker = CircuitBreaker(
             redis,
-            failure_threshold=settings.webhook_breaker_failure_threshold,
-            cooldown_seconds=settings.webhook_breaker_cooldown_seconds,
+            failure_threshold=settings.webhook.breaker_failure_threshold,
+            cooldown_seconds=settings.webhook.breaker_cooldown_seconds,
             probe_lease_seconds=self.lease_seconds,
-            probe_wait_seconds=min(1.0, settings.webhook_breaker_cooldown_seconds),
+            probe_wait_seconds=min(1.0, settings.webhook.breaker_cooldown_seconds),
         )
         self._wake = wake or asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -103,7 +103,7 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        limits = httpx.Limits(max_connections=self.settings.webhook_concurrency)
+        limits = httpx.Limits(max_connections=self.settings.webhook.concurrency)
         async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
             while not stop.is_set():
                 try:
@@ -114,14 +114,14 @@ class Dispatcher:
                         await self._sleep(stop)
                 except Exception:
                     logger.exception("webhook dispatcher pass failed; retrying")
-                    await self._pause(stop, self.settings.webhook_poll_interval_seconds)
+                    await self._pause(stop, self.settings.webhook.poll_interval_seconds)
             await self._finish_in_flight()
 
     def _full(self) -> bool:
-        return len(self._in_flight) >= self.settings.webhook_concurrency
+        return len(self._in_flight) >= self.settings.webhook.concurrency
 
     async def _claim(self) -> list[ClaimedDelivery]:
-        room = self.settings.webhook_concurrency - len(self._in_flight)
+        room = self.settings.webhook.concurrency - len(self._in_flight)
         if room <= 0:
             return []
         self._wake.clear()
@@ -145,12 +145,12 @@ class Dispatcher:
         idle poll with none pending)."""
         if self._wake.is_set() and not self._full():
             return
-        timeout = self.settings.webhook_poll_interval_seconds
+        timeout = self.settings.webhook.poll_interval_seconds
         if not self._full():
             async with self.database.session() as session:
                 due_in = await repository.seconds_until_next_due(session)
             if due_in is None:
-                timeout = max(timeout, self.settings.webhook_idle_poll_seconds)
+                timeout = max(timeout, self.settings.webhook.idle_poll_seconds)
             else:
                 timeout = max(MIN_SLEEP_SECONDS, min(timeout, due_in))
         stop_waiter = asyncio.ensure_future(stop.wait())
@@ -206,7 +206,7 @@ class Dispatcher:
 
         if result.ok:
             outcome, retry_in = "succeeded", None
-        elif attempt >= settings.webhook_max_attempts:
+        elif attempt >= settings.webhook.max_attempts:
             outcome, retry_in = "gave_up", None
         else:
             outcome = "retrying"
@@ -252,8 +252,8 @@ class Dispatcher:
         try:
             target = await webhooks.resolve(
                 delivery.url,
-                dns_timeout=settings.webhook_dns_timeout_seconds,
-                allow_private=settings.webhook_allow_private_targets,
+                dns_timeout=settings.webhook.dns_timeout_seconds,
+                allow_private=settings.webhook.allow_private_targets,
             )
         except webhooks.TargetRefused as exc:
             return webhooks.PostResult(None, f"target refused: {exc}")
@@ -277,5 +277,5 @@ class Dispatcher:
             target,
             body=body,
             headers=headers,
-            total_timeout=settings.webhook_timeout_seconds,
+            total_timeout=settings.webhook.timeout_seconds,
         )

@@ -462,7 +462,7 @@ class NotificationStream:
         # can fall between the replay and the live part.
         subscription = self.hub.subscribe(self.user.id, self.user.token_hash)
         try:
-            preamble = f"retry: {self.settings.stream_retry_ms}\n"
+            preamble = f"retry: {self.settings.stream.retry_ms}\n"
             if self.sent is None:
                 # A fresh stream starts at the newest existing notification; its id is sent
                 # at once, so even a client that disconnects before any event resumes there.
@@ -481,8 +481,8 @@ class NotificationStream:
                 await self.slots.release(self.user.id, self.slot_id)
 
     async def _live(self, subscription: Subscription) -> AsyncIterator[bytes]:
-        heartbeat = self.settings.stream_heartbeat_seconds
-        resync_every = self.settings.stream_resync_seconds
+        heartbeat = self.settings.stream.heartbeat_seconds
+        resync_every = self.settings.stream.resync_seconds
         next_heartbeat = time.monotonic() + heartbeat
         last_read = time.monotonic()
         while True:

@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No key: start-up fails (secretbox.MissingSecretKey), the process exits. Not in
         # the factory: building the app for its OpenAPI document needs no key.
         box = settings.secret_box()
-        hub = LiveHub(SHARED.of(app).redis, queue_size=settings.stream_queue_size)
+        hub = LiveHub(SHARED.of(app).redis, queue_size=settings.stream.queue_size)
         NOTIFICATIONS.put(app, NotificationsContext(settings, box, hub))
         await hub.start()
         # Streams never end by themselves, and uvicorn runs the lifespan's shutdown only

@@ -68,7 +68,7 @@ async def stream_notifications(
     """``event: notification`` with the notification as ``data`` and a resumable ``id``;
     a comment line every heartbeat. Reconnect with ``Last-Event-ID`` to miss nothing.
 
-    At most ``stream_max_per_user`` open streams per user (429 with ``Retry-After`` beyond);
+    At most ``stream.max_per_user`` open streams per user (429 with ``Retry-After`` beyond);
     logging out (``DELETE /users/sessions/current``) ends the token's streams at once."""
     after = None
     if last_event_id:
@@ -82,19 +82,19 @@ async def stream_notifications(
             ) from exc
     settings = context.settings
     hub = context.live_hub
-    if not await hub.ready(settings.redis_timeout_seconds):
+    if not await hub.ready(settings.redis.timeout_seconds):
         raise Problem(
             "The live stream is unavailable right now; retry shortly.",
             status=503,
             headers={"Retry-After": "2"},
         )
     slots = StreamSlots(
-        redis, cap=settings.stream_max_per_user, lease_seconds=settings.stream_slot_lease_seconds
+        redis, cap=settings.stream.max_per_user, lease_seconds=settings.stream.slot_lease_seconds
     )
     slot_id = uuid.uuid4().hex
     if not await slots.acquire(caller.id, slot_id):
         raise Problem(
-            f"At most {settings.stream_max_per_user} notification streams can be open at once"
+            f"At most {settings.stream.max_per_user} notification streams can be open at once"
             " per user; close one first.",
             status=429,
             headers={"Retry-After": str(slots.retry_after_seconds)},

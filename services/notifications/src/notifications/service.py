@@ -111,8 +111,8 @@ async def check_webhook_target(url: str, settings: Settings) -> None:
     try:
         await webhooks.resolve(
             url,
-            dns_timeout=settings.webhook_dns_timeout_seconds,
-            allow_private=settings.webhook_allow_private_targets,
+            dns_timeout=settings.webhook.dns_timeout_seconds,
+            allow_private=settings.webhook.allow_private_targets,
         )
     except webhooks.TargetRefused as exc:
         raise _url_problem(str(exc)) from exc
@@ -138,9 +138,9 @@ async def create_webhook(
     the only place the generated secret ever appears in clear."""
     session = uow.session
     await repository.lock_user(session, user_id)  # concurrent creations respect the limit
-    if await repository.count_webhooks(session, user_id) >= settings.webhook_max_per_user:
+    if await repository.count_webhooks(session, user_id) >= settings.webhook.max_per_user:
         raise Conflict(
-            f"A user can register at most {settings.webhook_max_per_user} webhooks;"
+            f"A user can register at most {settings.webhook.max_per_user} webhooks;"
             " delete one first."
         )
     secret = webhooks.new_secret()
@@ -166,7 +166,7 @@ async def rotate_webhook_secret(
     if webhook is None:
         raise NotFound("No such webhook.")
     secret = webhooks.new_secret()
-    grace = settings.webhook_secret_rotation_grace_seconds
+    grace = settings.webhook.secret_rotation_grace_seconds
     if grace > 0:
         webhook.previous_secret_ciphertext = webhook.secret_ciphertext
         webhook.previous_secret_expires_at = datetime.now(UTC) + timedelta(seconds=grace)

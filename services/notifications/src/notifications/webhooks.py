@@ -5,7 +5,7 @@ timeout) to public addresses only; loopback, private, link-local, CGNAT, multica
 reserved addresses are refused, and so is every IPv6 form that carries an IPv4 address
 (IPv4-mapped and -compatible, NAT64, 6to4, Teredo) unless the IPv4 inside is public and the
 form is one a real network uses (see :func:`is_public`), unless
-``webhook_allow_private_targets`` is set. The check runs at registration and again before
+``webhook.allow_private_targets`` is set. The check runs at registration and again before
 every attempt (DNS can change), and the request then goes to the address that was checked
 (the URL's host is kept in ``Host`` and in TLS SNI and certificate checks), so a rebinding DNS
 answer cannot slip a private address in between.

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from common.auth import AuthenticatedUser, claimed_user, create_session, revoke_session
 from common.contracts import NotificationKind
 from common.pagination import decode_cursor, encode_cursor
+from common.settings import with_changes
 from common.testing.polling import eventually
 from notifications import service
 from notifications.context import NOTIFICATIONS
@@ -135,7 +136,7 @@ async def test_logout_ends_the_tokens_streams_at_once_and_no_other(
 ):
     """What ``DELETE /users/sessions/current`` calls. Heartbeats are 60 s apart here, so only
     the revocation message can end the streams within the poll's few seconds."""
-    settings = notifications_settings.model_copy(update={"stream_heartbeat_seconds": 60.0})
+    settings = with_changes(notifications_settings, stream={"heartbeat_seconds": 60.0})
     user = await new_user()
     other_session = await create_session(redis, user.id, 3600)  # the same user, another device
     other_device = type(user)(user.id, other_session.token)
@@ -151,7 +152,7 @@ async def test_logout_ends_the_tokens_streams_at_once_and_no_other(
         await revoke_session(redis, _session(user.token))
         assert await first.ended(within=3)
         assert await second.ended(within=3)
-        assert time.monotonic() - started < settings.stream_heartbeat_seconds
+        assert time.monotonic() - started < settings.stream.heartbeat_seconds
         notification = await record(user.id)  # the other device's stream is still live
         assert (await kept.event(within=5)).json["id"] == str(notification.id)
 
@@ -159,7 +160,7 @@ async def test_logout_ends_the_tokens_streams_at_once_and_no_other(
 async def test_streams_per_user_are_capped_across_the_api_and_a_closed_one_frees_its_slot(
     notifications_settings, serve_api, open_stream, new_user
 ):
-    settings = notifications_settings.model_copy(update={"stream_max_per_user": 2})
+    settings = with_changes(notifications_settings, stream={"max_per_user": 2})
     user, other = await new_user(), await new_user()
     async with (
         serve_api(settings) as own_api,

@@ -142,7 +142,7 @@ async def test_a_receiver_failing_n_times_then_recovering_gets_it_exactly_once(
     receiver = await receivers(lambda n: 500 if n <= failures else 200)
     webhook = await register(client, user, receiver.url)
 
-    async with dispatcher(webhook_max_attempts=10, webhook_breaker_failure_threshold=10):
+    async with dispatcher(webhook={"max_attempts": 10, "breaker_failure_threshold": 10}):
         notification = await record(user.id)
 
         async def delivered() -> bool:
@@ -171,7 +171,7 @@ async def test_a_delivery_gives_up_after_max_attempts(
     receiver = await receivers(lambda _: 503)
     webhook = await register(client, user, receiver.url)
 
-    async with dispatcher(webhook_max_attempts=3, webhook_breaker_failure_threshold=10):
+    async with dispatcher(webhook={"max_attempts": 3, "breaker_failure_threshold": 10}):
         notification = await record(user.id)
 
         async def failed() -> bool:
@@ -200,14 +200,14 @@ async def test_a_dead_receiver_opens_the_breaker_and_a_half_open_probe_closes_it
         probe_lease_seconds=5,
         probe_wait_seconds=0.1,
     )
-    overrides = {
-        "webhook_max_attempts": 1000,
-        "webhook_backoff_base_seconds": 0.005,
-        "webhook_backoff_max_seconds": 0.01,
-        "webhook_breaker_failure_threshold": threshold,
-        "webhook_breaker_cooldown_seconds": cooldown,
+    webhook_settings = {
+        "max_attempts": 1000,
+        "backoff_base_seconds": 0.005,
+        "backoff_max_seconds": 0.01,
+        "breaker_failure_threshold": threshold,
+        "breaker_cooldown_seconds": cooldown,
     }
-    async with dispatcher(**overrides):
+    async with dispatcher(webhook=webhook_settings):
         notification = await record(user.id)
 
         async def opened() -> bool:
@@ -251,9 +251,11 @@ async def test_connection_refused_counts_as_a_failure_and_opens_the_breaker(
         redis, failure_threshold=2, cooldown_seconds=60, probe_lease_seconds=5, probe_wait_seconds=1
     )
     async with dispatcher(
-        webhook_breaker_failure_threshold=2,
-        webhook_breaker_cooldown_seconds=60,
-        webhook_max_attempts=100,
+        webhook={
+            "breaker_failure_threshold": 2,
+            "breaker_cooldown_seconds": 60,
+            "max_attempts": 100,
+        }
     ):
         notification = await record(user.id)
 
@@ -284,9 +286,11 @@ async def test_the_breaker_is_per_webhook_not_per_url(
         redis, failure_threshold=2, cooldown_seconds=60, probe_lease_seconds=5, probe_wait_seconds=1
     )
     async with dispatcher(
-        webhook_breaker_failure_threshold=2,
-        webhook_breaker_cooldown_seconds=60,
-        webhook_max_attempts=100,
+        webhook={
+            "breaker_failure_threshold": 2,
+            "breaker_cooldown_seconds": 60,
+            "max_attempts": 100,
+        }
     ):
         await record(attacker.id)
 
@@ -324,9 +328,7 @@ async def test_private_targets_are_refused_at_delivery_time_unless_allowed(
     webhook = await register(client, user, receiver.url)  # allowed when registered
 
     async with dispatcher(
-        webhook_allow_private_targets=False,
-        webhook_max_attempts=1,
-        webhook_breaker_failure_threshold=10,
+        webhook={"allow_private_targets": False, "max_attempts": 1, "breaker_failure_threshold": 10}
     ):
         notification = await record(user.id)
 
@@ -454,7 +456,7 @@ async def test_a_receiver_on_a_wrong_secret_refuses_and_the_delivery_is_retried(
     webhook = await register(client, user, receiver.url)
     receiver.secret = webhooks.new_secret()  # not the webhook's: every delivery fails to verify
 
-    async with dispatcher(webhook_max_attempts=2):
+    async with dispatcher(webhook={"max_attempts": 2}):
         await record(user.id, "welcome")
         await eventually(hits(receiver, 2), timeout=5)
         await eventually(lambda: gave_up(client, user, webhook), timeout=5)

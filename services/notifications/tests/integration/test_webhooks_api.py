@@ -8,6 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from common.settings import with_changes
 from common.testing.plugin import asgi_client
 from notifications.context import NOTIFICATIONS
 from notifications.main import create_app
@@ -144,7 +145,7 @@ async def test_an_unusable_host_is_a_422_naming_the_rule_on_a_live_connection(
 
 
 async def test_a_refused_internal_name_does_not_tell_its_address(notifications_settings, new_user):
-    settings = notifications_settings.model_copy(update={"webhook_allow_private_targets": False})
+    settings = with_changes(notifications_settings, webhook={"allow_private_targets": False})
     user = await new_user()
     async with asgi_client(create_app(settings)) as strict:
         response = await strict.post(
@@ -185,7 +186,7 @@ async def test_webhooks_need_a_token(client):
 async def test_private_loopback_and_link_local_targets_are_refused_unless_allowed(
     notifications_settings, new_user, url
 ):
-    settings = notifications_settings.model_copy(update={"webhook_allow_private_targets": False})
+    settings = with_changes(notifications_settings, webhook={"allow_private_targets": False})
     user = await new_user()
     async with asgi_client(create_app(settings)) as strict:
         response = await strict.post(
@@ -196,7 +197,7 @@ async def test_private_loopback_and_link_local_targets_are_refused_unless_allowe
 
 
 async def test_a_user_has_a_bounded_number_of_webhooks(notifications_settings, new_user):
-    settings = notifications_settings.model_copy(update={"webhook_max_per_user": 2})
+    settings = with_changes(notifications_settings, webhook={"max_per_user": 2})
     user = await new_user()
     async with asgi_client(create_app(settings)) as limited:
         statuses = [
@@ -266,7 +267,7 @@ async def test_secrets_are_stored_encrypted_and_rotation_answers_a_new_one_once(
 
 async def test_the_api_refuses_to_start_without_a_webhook_key(notifications_settings):
     """Defect 11: without a key it started, encrypting with the key in this repository."""
-    settings = notifications_settings.model_copy(update={"webhook_secret_key": None})
+    settings = with_changes(notifications_settings, webhook={"secret_key": None})
     with pytest.raises(MissingSecretKey):
         async with asgi_client(create_app(settings)):
             pass

@@ -22,7 +22,7 @@ async def test_the_worker_turns_bus_events_into_live_events_and_signed_webhooks(
     notifications_settings, redis, client, new_user, receivers, open_stream, clean_webhooks
 ):
     settings = notifications_settings.model_copy(update={"worker_port": free_port()})
-    prefix = settings.bus_stream_prefix
+    prefix = settings.bus.stream_prefix
     user = await new_user()
     receiver = await receivers()
     registered = await client.post(

@@ -102,7 +102,7 @@ def test_without_a_key_the_secret_box_refuses_unless_the_development_flag_is_on(
     with pytest.raises(MissingSecretKey):  # the public key, set on purpose, is no key either
         SecretBox.from_setting(SecretStr(secretbox.DEV_ONLY_KEY), dev_key_allowed=False)
     with pytest.raises(MissingSecretKey):
-        Settings(webhook_secret_key=None).secret_box()
+        Settings(webhook={"secret_key": None}).secret_box()
     development = SecretBox.from_setting(None, dev_key_allowed=True)
     assert development.decrypt(SecretBox([secretbox.DEV_ONLY_KEY]).encrypt(SECRET)) == SECRET
     with pytest.raises(ValueError, match="Fernet"):
@@ -226,7 +226,7 @@ async def test_the_request_goes_to_the_checked_address_with_the_original_host():
 
 
 def test_backoff_is_full_jitter_doubling_up_to_the_cap():
-    settings = Settings(webhook_backoff_base_seconds=1.0, webhook_backoff_max_seconds=60.0)
+    settings = Settings(webhook={"backoff_base_seconds": 1.0, "backoff_max_seconds": 60.0})
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0), (500, 60.0)]:
         delays = [retry_delay(attempt, settings) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
@@ -235,4 +235,4 @@ def test_backoff_is_full_jitter_doubling_up_to_the_cap():
 
 def test_backoff_settings_must_be_ordered():
     with pytest.raises(ValueError, match="backoff"):
-        Settings(webhook_backoff_base_seconds=10, webhook_backoff_max_seconds=1)
+        Settings(webhook={"backoff_base_seconds": 10, "backoff_max_seconds": 1})

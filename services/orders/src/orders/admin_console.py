@@ -171,7 +171,7 @@ async def login(
             error="That is not an operator token.",
         )
     session_id = await start_console_session(
-        redis, operator, settings.operator_cookie_max_age_seconds
+        redis, operator, settings.operator.cookie_max_age_seconds
     )
     async with db.transaction() as uow:
         await admin_service.record_session(uow, operator, "console.login")
@@ -179,11 +179,11 @@ async def login(
     response.set_cookie(
         OPERATOR_COOKIE,
         session_id,
-        max_age=settings.operator_cookie_max_age_seconds,
+        max_age=settings.operator.cookie_max_age_seconds,
         path="/admin",
         httponly=True,
         samesite="strict",
-        secure=settings.operator_cookie_secure,
+        secure=settings.operator.cookie_secure,
     )
     return response
 

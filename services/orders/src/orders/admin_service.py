@@ -298,7 +298,7 @@ async def list_dead_letters(
     """Dead letters of the whole bus, newest first; the cursor is the last one's id."""
     letters = await scan_dead_letters(
         redis,
-        prefix=settings.bus_stream_prefix,
+        prefix=settings.bus.stream_prefix,
         limit=limit + 1,
         before=_dead_letter_cursor(cursor),
         match=_matcher(where),
@@ -315,14 +315,14 @@ MAX_HELD_LISTED = 200
 
 async def list_held_messages(redis: Redis, settings: Settings) -> list[HeldMessage]:
     """Messages held for a newer schema version than their consumers read (oldest first)."""
-    return await list_held(redis, prefix=settings.bus_stream_prefix, limit=MAX_HELD_LISTED)
+    return await list_held(redis, prefix=settings.bus.stream_prefix, limit=MAX_HELD_LISTED)
 
 
 async def get_dead_letter_detail(
     redis: Redis, settings: Settings, dead_letter_id: str
 ) -> DeadLetterDetail:
     letter = (
-        await get_dead_letter(redis, dead_letter_id, prefix=settings.bus_stream_prefix)
+        await get_dead_letter(redis, dead_letter_id, prefix=settings.bus.stream_prefix)
         if is_entry_id(dead_letter_id)
         else None
     )
@@ -364,7 +364,7 @@ async def redrive(
     A filter redrives at most ``MAX_REDRIVE`` letters per call (``more`` says when more
     matched). One letter failing does not stop the others; each failure comes with why.
     """
-    prefix = settings.bus_stream_prefix
+    prefix = settings.bus.stream_prefix
     if request.ids is not None:
         ids = list(dict.fromkeys(request.ids))
         more = False

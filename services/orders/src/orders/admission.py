@@ -4,14 +4,14 @@ Load shedding by HTTP requests in flight (common.http) does not see a saga backl
 ``POST /orders`` is quick, the work it starts waits in the streams. Past the rate the workers
 sustain, accepted orders would wait longer and longer. So a new order is admitted only while
 the number of sagas still before their pivot (waiting for credit, or for stock on definition
-version 2) is under ``admission_max_pending_sagas``; the rest get 503 with ``Retry-After`` at
+version 2) is under ``admission.max_pending_sagas``; the rest get 503 with ``Retry-After`` at
 once, and accepted orders keep a bounded latency (about the bound divided by the sustained
 rate). Sagas past the pivot (waiting for a notification or a release) are not counted: the
 customer's answer is already given, and a notifications outage must not stop the shop from
 taking orders.
 
 The count is a cached gauge, not a query per request: read at most every
-``admission_refresh_seconds``, and only while orders arrive (an idle API reads nothing); the
+``admission.refresh_seconds``, and only while orders arrive (an idle API reads nothing); the
 orders this process admitted since the last read are added to it, so a burst between two
 reads cannot overshoot by more than what other processes admit meanwhile.
 """
@@ -47,8 +47,8 @@ class SagaBacklog:
 
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
-        self.bound = settings.admission_max_pending_sagas
-        self.refresh_seconds = settings.admission_refresh_seconds
+        self.bound = settings.admission.max_pending_sagas
+        self.refresh_seconds = settings.admission.refresh_seconds
         self.pending = 0
         self.admitted_since_read = 0
         self._read_at = float("-inf")

@@ -31,7 +31,7 @@ def handlers(settings: Settings) -> Handlers:
         # An outcome's notification closes its saga; a welcome belongs to no saga.
         NotificationRecorded: Only(lambda msg: msg.order_id is not None, on_reply),
     }
-    current = saga.definition(settings.saga_definition_version)
+    current = saga.definition(settings.saga.definition_version)
     if SagaState.AWAITING_STOCK in current.table:
         # Version 2's stock check: read only while it is current (no inventory service
         # answers otherwise), see common.contracts.inventory.

@@ -70,12 +70,12 @@ NOTIFICATION_KIND = {
     OrderStatus.CANCELLED: NotificationKind.ORDER_CANCELLED,
 }
 
-# The settings (orders.settings.Settings) that hold a state's deadline, in seconds.
+# The settings (orders.settings.SagaSettings: settings.saga) holding a state's deadline (s).
 TimeoutSetting = Literal[
-    "saga_credit_timeout_seconds",
-    "saga_stock_timeout_seconds",
-    "saga_release_timeout_seconds",
-    "saga_notification_timeout_seconds",
+    "credit_timeout_seconds",
+    "stock_timeout_seconds",
+    "release_timeout_seconds",
+    "notification_timeout_seconds",
 ]
 
 
@@ -123,7 +123,7 @@ class Definition:
         raise LookupError(f"no row of definition {self.version} sends {command}")
 
 
-_RELEASE = Wait(StepName.RELEASE_CREDIT, Action.RELEASE_CREDIT, "saga_release_timeout_seconds")
+_RELEASE = Wait(StepName.RELEASE_CREDIT, Action.RELEASE_CREDIT, "release_timeout_seconds")
 
 V1 = Definition(
     version=1,
@@ -132,13 +132,13 @@ V1 = Definition(
         SagaState.AWAITING_CREDIT: Wait(
             StepName.RESERVE_CREDIT,
             Action.RESERVE_CREDIT,
-            "saga_credit_timeout_seconds",
+            "credit_timeout_seconds",
             compensation=Action.RELEASE_CREDIT,
         ),
         SagaState.AWAITING_RELEASE: _RELEASE,  # a cancel
         SagaState.COMPENSATING: _RELEASE,  # a forward step given up on
         SagaState.AWAITING_NOTIFICATION: Wait(
-            StepName.NOTIFY, Action.ANNOUNCE_OUTCOME, "saga_notification_timeout_seconds"
+            StepName.NOTIFY, Action.ANNOUNCE_OUTCOME, "notification_timeout_seconds"
         ),
     },
 )
@@ -151,7 +151,7 @@ V2 = V1.with_step(
     Wait(
         StepName.CHECK_STOCK,
         Action.CHECK_STOCK,
-        "saga_stock_timeout_seconds",
+        "stock_timeout_seconds",
         compensation=Action.RELEASE_CREDIT,
     ),
     version=2,

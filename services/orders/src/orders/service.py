@@ -108,7 +108,7 @@ async def place_order(
             raise Conflict("This Idempotency-Key was already used with a different request body.")
         return PlacedOrder(existing, created=False)
 
-    definition = saga.definition(settings.saga_definition_version)
+    definition = saga.definition(settings.saga.definition_version)
     decision = saga.start(definition)
     current = repository.SagaSnapshot(
         order_id=created["id"],
@@ -207,7 +207,7 @@ async def handle_event(
             current.rejection_reason,
             event,
             attempt=current.attempt,
-            max_resends=settings.saga_max_resends,
+            max_resends=settings.saga.max_resends,
             definition=definition,
         )
         if await _apply(uow, settings, definition, current, decision):
@@ -232,12 +232,12 @@ def _deadline(
 
 def _timeout(settings: Settings, wait: saga.Wait, attempt: int) -> float:
     """How long to wait: the row's timeout setting, stretched by each re-send (capped)."""
-    base = float(getattr(settings, wait.timeout))  # a TimeoutSetting: a float field (tested)
+    base = float(getattr(settings.saga, wait.timeout))  # a TimeoutSetting: a float field (tested)
     return exponential(
         attempt,
         base=base,
-        cap=settings.saga_max_timeout_seconds,
-        factor=settings.saga_resend_backoff,
+        cap=settings.saga.max_timeout_seconds,
+        factor=settings.saga.resend_backoff,
     )
 
 
@@ -388,9 +388,9 @@ async def seconds_until_next_deadline(session: AsyncSession) -> float | None:
 def shortest_deadline_seconds(settings: Settings) -> float:
     """The shortest deadline a saga can be given: no saga that starts or moves on from now
     on comes due sooner than this (each deadline is a timeout setting, only ever stretched
-    by a re-send, capped by saga_max_timeout_seconds)."""
-    shortest = min(float(getattr(settings, name)) for name in get_args(saga.TimeoutSetting))
-    return min(shortest, settings.saga_max_timeout_seconds)
+    by a re-send, capped by saga.max_timeout_seconds)."""
+    shortest = min(float(getattr(settings.saga, name)) for name in get_args(saga.TimeoutSetting))
+    return min(shortest, settings.saga.max_timeout_seconds)
 
 
 # -- operator actions (orders.admin_service calls these) --------------------------------------

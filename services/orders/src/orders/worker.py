@@ -4,7 +4,7 @@ Deadlines live in Postgres, not in memory, so after a restart of any orders work
 saga in flight continues: replies waiting in the streams are read, and overdue sagas are
 found by the timer on its first run.
 
-Idle, the timer does not look every ``saga_timer_interval_seconds``: with nothing overdue it
+Idle, the timer does not look every ``saga.timer_interval_seconds``: with nothing overdue it
 sleeps until the earliest deadline ahead, and at most half the shortest deadline a saga can
 be given, since a saga started or moved on meanwhile (by another process) comes due no
 sooner than that. So no deadline is acted on later than at the busy cadence.
@@ -41,7 +41,7 @@ def spec(settings: Settings) -> WorkerSpec:
         timers=[
             Timer(
                 "saga-deadlines",
-                settings.saga_timer_interval_seconds,
+                settings.saga.timer_interval_seconds,
                 expire_overdue_sagas,
                 idle_interval_seconds=service.shortest_deadline_seconds(settings) / 2,
             )

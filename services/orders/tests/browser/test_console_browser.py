@@ -27,6 +27,7 @@ from common.auth import hash_token
 from common.bus.deadletters import dead_letter, list_dead_letters
 from common.bus.streams import stream_key
 from common.db import Database
+from common.settings import with_changes
 from common.testing.chromium import CHROMIUM, CHROMIUM_ARGS
 from common.testing.replies import credit_reserved
 from orders import saga, service
@@ -63,7 +64,7 @@ def server(orders_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     env = {
         **os.environ,
         "ORDERS_DATABASE_URL": orders_settings.database_url,
-        "ORDERS_REDIS_URL": orders_settings.redis_url,
+        "ORDERS_REDIS_URL": orders_settings.redis.url,
         "ORDERS_OPERATOR_TOKENS": f"ops-alice:{hash_token(TOKEN)}",
         "ORDERS_BUS_STREAM_PREFIX": PREFIX,
         "ORDERS_RATE_LIMIT_ENABLED": "false",
@@ -124,7 +125,7 @@ async def timed_out_order(db: Database, settings: Settings) -> uuid.UUID:
     """A saga whose credit reply came too late: the deadline passed, the saga compensated,
     then the late CreditReserved was answered with a release. Its history is spread over the
     last 40 seconds, as it would have happened with the default 30 s deadline."""
-    settings = settings.model_copy(update={"saga_max_resends": 0})  # compensate at once
+    settings = with_changes(settings, saga={"max_resends": 0})  # compensate at once
     body = OrderCreate(items=[OrderItem(sku="book", quantity=2, unit_price_cents=1500)])
     async with db.transaction() as uow:
         order = (await service.place_order(uow, settings, uuid.uuid4(), body, None)).order

@@ -20,6 +20,7 @@ from common.bus.streams import ensure_group, stream_key
 from common.contracts import NotificationKind, ReserveCredit
 from common.db import Database
 from common.logging import event_id_var
+from common.settings import with_changes
 from common.testing.plugin import asgi_client
 from common.testing.replies import credit_reserved, notification_recorded
 from orders import saga, service
@@ -37,13 +38,14 @@ OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def admin_settings(orders_settings: Settings) -> Settings:
-    return orders_settings.model_copy(
-        update={
-            "operator_tokens": f"tester:{hash_token(TOKEN)},other:{hash_token('other-token')}",
-            "operator_cookie_secure": False,
-            "bus_stream_prefix": PREFIX,
-            "rate_limit_enabled": False,
-        }
+    return with_changes(
+        orders_settings,
+        operator={
+            "tokens": f"tester:{hash_token(TOKEN)},other:{hash_token('other-token')}",
+            "cookie_secure": False,
+        },
+        bus={"stream_prefix": PREFIX},
+        rate_limit={"enabled": False},
     )
 
 
@@ -70,7 +72,7 @@ async def place(db: Database, settings: Settings, cents: int = 100) -> uuid.UUID
 async def time_out(db: Database, settings: Settings, order_id: uuid.UUID) -> None:
     """Let the order's credit deadline pass, its re-sends spent: the saga compensates it
     (reason timeout) and waits for the release."""
-    settings = settings.model_copy(update={"saga_max_resends": 0})
+    settings = with_changes(settings, saga={"max_resends": 0})
     async with db.transaction() as uow:
         past = datetime.now(UTC) - timedelta(seconds=1)
         await uow.session.execute(
@@ -165,12 +167,12 @@ async def test_the_console_sends_a_visitor_without_a_session_to_its_login_page(
 
 def test_operator_tokens_are_configured_as_hashes_only():
     with pytest.raises(ValueError, match="name:<64 hex digits>"):
-        Settings(operator_tokens="alice:plaintext-token")
-    assert Settings(operator_tokens=f" a:{'0' * 64}, b.c:{'f' * 64} ").operator_hashes() == {
+        Settings(operator={"tokens": "alice:plaintext-token"})
+    assert Settings(operator={"tokens": f" a:{'0' * 64}, b.c:{'f' * 64} "}).operator_hashes() == {
         "a": "0" * 64,
         "b.c": "f" * 64,
     }
-    assert Settings().operator_cookie_secure  # secure by default
+    assert Settings().operator.cookie_secure  # secure by default
 
 
 # -- sagas ----------------------------------------------------------------------------------
@@ -269,7 +271,7 @@ async def test_the_api_and_the_console_show_each_saga_s_definition_version(
     client: httpx.AsyncClient, orders_db: Database, orders_settings: Settings
 ):
     old = await place(orders_db, orders_settings)
-    version_2 = orders_settings.model_copy(update={"saga_definition_version": 2})
+    version_2 = with_changes(orders_settings, saga={"definition_version": 2})
     new = await place(orders_db, version_2)
     async with orders_db.transaction() as uow:  # a later release's worker handles the reply
         await service.handle_event(uow, version_2, new, credit_reserved(new))

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from common.auth import hash_token
 from common.db import Database
+from common.settings import with_changes
 from common.testing.openapi import assert_no_server_errors, openapi_schema, stop_apps
 from common.testing.plugin import asgi_client
 from orders.main import create_app
@@ -24,13 +25,11 @@ TOO_BIG = f"{2**64}-0"  # one past what a stream entry id part can hold
 
 @pytest.fixture(scope="module")
 async def client(orders_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = orders_settings.model_copy(
-        update={
-            "operator_tokens": f"tester:{hash_token(TOKEN)}",
-            "operator_cookie_secure": False,
-            "bus_stream_prefix": PREFIX,
-            "rate_limit_enabled": False,
-        }
+    settings = with_changes(
+        orders_settings,
+        operator={"tokens": f"tester:{hash_token(TOKEN)}", "cookie_secure": False},
+        bus={"stream_prefix": PREFIX},
+        rate_limit={"enabled": False},
     )
     async with asgi_client(create_app(settings)) as http:
         yield http
@@ -174,12 +173,11 @@ async def test_the_customer_api_keeps_its_own_caching(client: httpx.AsyncClient)
 def test_no_generated_admin_request_is_a_server_error(orders_settings: Settings):
     """schemathesis over the document with the operator's token: /admin is exercised past
     its 401 (the customer-token run in test_openapi_property stops there)."""
-    settings = orders_settings.model_copy(
-        update={
-            "operator_tokens": f"tester:{hash_token(TOKEN)}",
-            "bus_stream_prefix": PREFIX,
-            "rate_limit_enabled": False,
-        }
+    settings = with_changes(
+        orders_settings,
+        operator={"tokens": f"tester:{hash_token(TOKEN)}"},
+        bus={"stream_prefix": PREFIX},
+        rate_limit={"enabled": False},
     )
     schema = openapi_schema(create_app(settings))
     try:

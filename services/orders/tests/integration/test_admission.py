@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from common.db import Database
+from common.settings import with_changes
 from common.testing.plugin import asgi_client, sign_in_as_a_new_user
 from orders.admission import BEFORE_THE_PIVOT, SagaBacklog
 from orders.main import create_app
@@ -31,14 +32,15 @@ async def bounded_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """No worker runs here, so every saga stays unsettled: room for exactly two orders.
     The gauge is read at start and not again during the test (a long refresh interval)."""
-    settings = orders_settings.model_copy(
-        update={
-            "admission_max_pending_sagas": await pending_sagas(orders_db) + 2,
-            "admission_refresh_seconds": 600.0,
-        }
+    settings = with_changes(
+        orders_settings,
+        admission={
+            "max_pending_sagas": await pending_sagas(orders_db) + 2,
+            "refresh_seconds": 600.0,
+        },
     )
     async with asgi_client(create_app(settings)) as client:
-        await sign_in_as_a_new_user(client, settings.redis_url)
+        await sign_in_as_a_new_user(client, settings.redis.url)
         yield client
 
 
@@ -61,9 +63,9 @@ async def test_orders_past_the_backlog_bound_are_refused_at_once(
 async def test_without_a_bound_every_order_is_admitted(
     orders_settings: Settings, orders_db: Database
 ):
-    settings = orders_settings.model_copy(update={"admission_max_pending_sagas": 0})
+    settings = with_changes(orders_settings, admission={"max_pending_sagas": 0})
     async with asgi_client(create_app(settings)) as client:
-        await sign_in_as_a_new_user(client, settings.redis_url)
+        await sign_in_as_a_new_user(client, settings.redis.url)
         for _ in range(3):
             response = await client.post("/orders", json=ORDER)
             assert response.status_code == 202, response.text

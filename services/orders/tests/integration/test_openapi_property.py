@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from common.auth import create_session, hash_token
 from common.openapi import BEARER, OPERATOR
+from common.settings import with_changes
 from common.testing.openapi import assert_no_server_errors, openapi_schema, stop_apps
 from orders.main import create_app
 from orders.settings import Settings
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def token(orders_settings: Settings) -> str:
-    redis = Redis.from_url(orders_settings.redis_url)
+    redis = Redis.from_url(orders_settings.redis.url)
     try:
         return (await create_session(redis, uuid.uuid4(), 600)).token
     finally:
@@ -33,11 +34,10 @@ async def token(orders_settings: Settings) -> str:
 
 def test_no_generated_request_is_a_server_error(orders_settings: Settings, token: str):
     operator_token = secrets.token_urlsafe(32)
-    settings = orders_settings.model_copy(
-        update={
-            "rate_limit_enabled": False,
-            "operator_tokens": f"prop:{hash_token(operator_token)}",
-        }
+    settings = with_changes(
+        orders_settings,
+        rate_limit={"enabled": False},
+        operator={"tokens": f"prop:{hash_token(operator_token)}"},
     )
     schema = openapi_schema(create_app(settings))
     try:

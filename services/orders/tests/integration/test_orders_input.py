@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def orders_client(orders_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(create_app(orders_settings)) as client:
-        await sign_in_as_a_new_user(client, orders_settings.redis_url)
+        await sign_in_as_a_new_user(client, orders_settings.redis.url)
         yield client
 
 

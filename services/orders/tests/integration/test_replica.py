@@ -50,10 +50,9 @@ async def replica_settings(postgres_pair: LocalPostgresPair, redis_url: str) -> 
         service_name=f"orders-replica-{uuid.uuid4().hex[:6]}",
         database_url=asyncpg_url(postgres_pair.url(name)),
         database_replica_url=asyncpg_url(postgres_pair.url(name, replica=True)),
-        redis_url=redis_url,
-        replica_stick_seconds=STICK_SECONDS,
-        replica_retry_seconds=0.2,
-        rate_limit_enabled=False,
+        redis={"url": redis_url},
+        replica={"stick_seconds": STICK_SECONDS, "retry_seconds": 0.2},
+        rate_limit={"enabled": False},
     )
 
 

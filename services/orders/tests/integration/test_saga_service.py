@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from common.db import Database
 from common.errors import Conflict
+from common.settings import with_changes
 from common.testing.replies import credit_released, credit_reserved
 from orders import repository, saga, service
 from orders.models import Order, Saga, SagaStep, outbox
@@ -181,7 +182,7 @@ async def deadline_of(db: Database, order_id: uuid.UUID) -> tuple[int, float]:
 async def test_a_deadline_only_fires_once_it_has_passed_and_first_resends(
     orders_db: Database, orders_settings: Settings
 ):
-    settings = orders_settings.model_copy(update={"saga_max_resends": 1})
+    settings = with_changes(orders_settings, saga={"max_resends": 1})
     order = await place(orders_db, settings, 100)
     async with orders_db.transaction() as uow:
         early = await service.handle_event(uow, settings, order.id, saga.DeadlinePassed())
@@ -198,7 +199,7 @@ async def test_a_deadline_only_fires_once_it_has_passed_and_first_resends(
     assert (state["status"], state["state"]) == ("PENDING", "awaiting_credit")
     attempt, seconds_left = await deadline_of(orders_db, order.id)
     assert attempt == 1
-    assert settings.saga_credit_timeout_seconds * 1.5 < seconds_left
+    assert settings.saga.credit_timeout_seconds * 1.5 < seconds_left
     assert await outbox_types(orders_db, order.id) == ["users.ReserveCredit"] * 2
 
     # Re-sends spent: rejected, and compensated until the release is confirmed.

@@ -19,6 +19,7 @@ from common.bus import Consumer, Envelope, Outbox, stream_key
 from common.contracts import Message, NotificationKind
 from common.db import Database, create_engine
 from common.redis import create_redis
+from common.settings import with_changes
 from common.testing.polling import eventually
 from common.testing.replies import credit_reserved, notification_recorded, stock_checked
 from orders import admin_service, repository, service
@@ -34,13 +35,13 @@ pytestmark = pytest.mark.integration
 async def release_1(orders_settings: Settings) -> Settings:
     """Settings of the old release, on streams of this test's own."""
     prefix = f"versions-{uuid.uuid4().hex[:8]}:"
-    return orders_settings.model_copy(update={"bus_stream_prefix": prefix})
+    return with_changes(orders_settings, bus={"stream_prefix": prefix})
 
 
 @pytest.fixture
 def release_2(release_1: Settings) -> Settings:
     """The new release: the same, with definition version 2 current."""
-    return release_1.model_copy(update={"saga_definition_version": 2})
+    return with_changes(release_1, saga={"definition_version": 2})
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ async def place(database: Database, settings: Settings) -> Order:
 async def reply(redis: Redis, settings: Settings, message: Message) -> None:
     """Put a reply on its stream, as the service that produces it would."""
     envelope = Envelope.wrap(message, source=message.PRODUCER, correlation_id=str(uuid.uuid4()))
-    key = stream_key(settings.bus_stream_prefix, message.STREAM)
+    key = stream_key(settings.bus.stream_prefix, message.STREAM)
     fields: dict[Any, Any] = envelope.to_fields()
     await redis.xadd(key, fields)
 
@@ -98,7 +99,7 @@ async def sent(redis: Redis, settings: Settings, order_id: uuid.UUID) -> list[st
     """The types of the orders service's messages about one order, as Redis has them."""
     found: list[tuple[str, str]] = []
     for stream in ("users.commands", "inventory.commands", "orders.events"):
-        entries = await redis.xrange(stream_key(settings.bus_stream_prefix, stream)) or []
+        entries = await redis.xrange(stream_key(settings.bus.stream_prefix, stream)) or []
         for entry_id, fields in entries:
             envelope = Envelope.from_fields(fields or {})
             if envelope.payload.get("order_id") == str(order_id):
@@ -177,7 +178,7 @@ async def test_the_stock_check_carries_the_order_s_lines(
     async with worker(database, redis, release_2):
         order = await place(database, release_2)
         await reply(redis, release_2, credit_reserved(order.id))
-        key = stream_key(release_2.bus_stream_prefix, "inventory.commands")
+        key = stream_key(release_2.bus.stream_prefix, "inventory.commands")
 
         async def commands() -> list[Envelope]:
             entries = await redis.xrange(key) or []

@@ -34,7 +34,7 @@ from orders.saga import (
     decide,
     start,
 )
-from orders.settings import Settings
+from orders.settings import SagaSettings, Settings
 
 S = SagaState
 O = OrderStatus  # noqa: E741
@@ -45,7 +45,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 STOCK_ROW = Wait(
     StepName.CHECK_STOCK,
     Action.CHECK_STOCK,
-    "saga_stock_timeout_seconds",
+    "stock_timeout_seconds",
     compensation=Action.RELEASE_CREDIT,
 )
 
@@ -151,7 +151,7 @@ def test_released_definitions_are_registered_by_version():
 
 
 def test_every_timeout_setting_is_a_setting():
-    fields = Settings.model_fields
+    fields = SagaSettings.model_fields
     for name in get_args(TimeoutSetting):
         assert fields[name].annotation is float, name
     used = {wait.timeout for d in DEFINITIONS.values() for wait in d.table.values()}
@@ -159,15 +159,15 @@ def test_every_timeout_setting_is_a_setting():
 
 
 def test_the_current_definition_is_a_setting_that_must_exist():
-    assert Settings().saga_definition_version == 1  # the default saga stays as it was
-    assert Settings(saga_definition_version=2).saga_definition_version == 2
+    assert Settings().saga.definition_version == 1  # the default saga stays as it was
+    assert Settings(saga={"definition_version": 2}).saga.definition_version == 2
     with pytest.raises(ValidationError, match="no saga definition version 7"):
-        Settings(saga_definition_version=7)
+        Settings(saga={"definition_version": 7})
 
 
 def test_the_stock_reply_is_read_only_while_version_2_is_current():
     assert StockChecked not in handlers(Settings())
-    assert StockChecked in handlers(Settings(saga_definition_version=2))
+    assert StockChecked in handlers(Settings(saga={"definition_version": 2}))
 
 
 def test_the_check_constraint_and_the_head_migration_list_the_enum():

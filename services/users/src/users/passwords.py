@@ -1,10 +1,10 @@
 """Argon2id password hashing, off the event loop (a hash takes tens of milliseconds).
 
 A hash is the most expensive thing a client can ask of this service, and sign-up and login
-ask it of anyone. So at most ``password_hashes_in_flight`` run at once in a process (rather
+ask it of anyone. So at most ``password.hashes_in_flight`` run at once in a process (rather
 than a thread per request, which would take every core and every other request's latency
-with them); a few more (``password_hashes_queued``) wait for a turn, at most
-``password_hash_wait_seconds``, so that a burst of honest sign-ups succeeds; past that a
+with them); a few more (``password.hashes_queued``) wait for a turn, at most
+``password.hash_wait_seconds``, so that a burst of honest sign-ups succeeds; past that a
 request is a 503 with ``Retry-After`` at once. An unknown email is checked against a dummy
 hash, so it costs the same as a wrong password and timing does not tell which emails exist.
 """
@@ -35,13 +35,13 @@ class HashingBusy(Problem):
 class Passwords:
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHasher(
-            time_cost=settings.argon2_time_cost,
-            memory_cost=settings.argon2_memory_kib,
-            parallelism=settings.argon2_parallelism,
+            time_cost=settings.argon2.time_cost,
+            memory_cost=settings.argon2.memory_kib,
+            parallelism=settings.argon2.parallelism,
         )
-        self._running = asyncio.Semaphore(settings.password_hashes_in_flight)
-        self.max_waiting = settings.password_hashes_queued
-        self.wait_seconds = settings.password_hash_wait_seconds
+        self._running = asyncio.Semaphore(settings.password.hashes_in_flight)
+        self.max_waiting = settings.password.hashes_queued
+        self.wait_seconds = settings.password.hash_wait_seconds
         self.waiting = 0
         # Verified against when the email is unknown, so both cases take the same time.
         self._dummy_hash = self._hasher.hash("not-a-real-password")

@@ -128,15 +128,15 @@ async def change_password(
 
 
 class LoginFailures:
-    """Failed logins per email in a fixed window (``login_failures_per_email`` per
-    ``login_failure_window_seconds``): past it, a 429 until the window ends, whoever asks
+    """Failed logins per email in a fixed window (``login.failures_per_email`` per
+    ``login.failure_window_seconds``): past it, a 429 until the window ends, whoever asks
     and from wherever, so guessing one account's password cannot be spread over addresses.
     Keyed by a hash of the email (no address in Redis keys)."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
-        self.limit = settings.login_failures_per_email
-        self.window = settings.login_failure_window_seconds
+        self.limit = settings.login.failures_per_email
+        self.window = settings.login.failure_window_seconds
 
     @staticmethod
     def key(email: str) -> str:

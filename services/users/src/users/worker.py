@@ -18,7 +18,7 @@ def spec(settings: Settings) -> WorkerSpec:
 
     async def announce_unwelcomed_again(context: WorkerContext) -> None:
         async with context.database.transaction() as uow:
-            await service.announce_unwelcomed_again(uow, settings.welcome_timeout_seconds)
+            await service.announce_unwelcomed_again(uow, settings.welcome.timeout_seconds)
 
     return WorkerSpec(
         group="users",
@@ -27,7 +27,7 @@ def spec(settings: Settings) -> WorkerSpec:
         outbox_table=outbox,
         timers=[
             Timer(
-                "welcome-again", settings.welcome_timer_interval_seconds, announce_unwelcomed_again
+                "welcome-again", settings.welcome.timer_interval_seconds, announce_unwelcomed_again
             )
         ],
     )

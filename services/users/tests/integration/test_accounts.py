@@ -12,6 +12,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from common.settings import with_changes
 from users.main import create_app
 from users.passwords import HashingBusy, Passwords
 from users.settings import Settings
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def users_app(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
-    async with LifespanManager(create_app(settings.model_copy(update=overrides))) as manager:
+    async with LifespanManager(create_app(with_changes(settings, **overrides))) as manager:
         yield manager.app
 
 
@@ -93,7 +94,7 @@ async def test_a_token_does_not_move_sign_up_and_login_to_another_bucket(
 ):
     """Defect 4: after its 429, the address stays refused whatever token it sends."""
     async with (
-        users_app(users_settings, rate_limit_auth="3/minute") as app,
+        users_app(users_settings, rate_limit={"auth": "3/minute"}) as app,
         client_from(app, random_ipv4()) as first,
     ):
         _, token = await register_and_login(first)  # 2 of the address's 3
@@ -109,7 +110,7 @@ async def test_a_token_does_not_move_sign_up_and_login_to_another_bucket(
 async def test_ipv6_clients_are_counted_per_64(users_settings: Settings):
     prefix = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:{uuid.uuid4().int % 0xFFFF:x}"
     wrong = {"email": "nobody@example.com", "password": "wrong password"}
-    async with users_app(users_settings, rate_limit_auth="2/minute") as app:
+    async with users_app(users_settings, rate_limit={"auth": "2/minute"}) as app:
         for host in ("1", "2"):
             async with client_from(app, f"{prefix}::{host}") as client:
                 assert_problem(await client.post("/users/sessions", json=wrong), 401)
@@ -122,7 +123,7 @@ async def test_ipv6_clients_are_counted_per_64(users_settings: Settings):
 
 
 async def test_failed_logins_are_limited_per_email_from_any_address(users_settings: Settings):
-    async with users_app(users_settings, login_failures_per_email=3) as app:
+    async with users_app(users_settings, login={"failures_per_email": 3}) as app:
         async with client_from(app, random_ipv4()) as client:
             body = new_user()
             assert (await client.post("/users", json=body)).status_code == 201
@@ -142,9 +143,7 @@ async def test_hashes_in_flight_are_bounded_and_unknown_emails_cost_one(
     """Defect 8 too: with the only slot taken, checking an unknown email is refused like
     any other check, so it runs the hasher (before, it answered False at once)."""
     passwords = Passwords(
-        users_settings.model_copy(
-            update={"password_hashes_in_flight": 1, "password_hashes_queued": 0}
-        )
+        with_changes(users_settings, password={"hashes_in_flight": 1, "hashes_queued": 0})
     )
     first = asyncio.create_task(passwords.hash("a password"))
     await asyncio.sleep(0)  # the first hash has taken the slot
@@ -160,9 +159,7 @@ async def test_hashes_in_flight_are_bounded_and_unknown_emails_cost_one(
 async def test_a_burst_of_hashes_waits_its_turn_in_a_bounded_queue(users_settings: Settings):
     """Honest concurrent sign-ups queue briefly and all succeed; past the queue, 503 at once."""
     passwords = Passwords(
-        users_settings.model_copy(
-            update={"password_hashes_in_flight": 1, "password_hashes_queued": 3}
-        )
+        with_changes(users_settings, password={"hashes_in_flight": 1, "hashes_queued": 3})
     )
     burst = [asyncio.create_task(passwords.hash(f"password {n}")) for n in range(4)]
     await asyncio.sleep(0)  # one runs, three wait: the queue is full

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from common.openapi import BEARER
+from common.settings import with_changes
 from common.testing.openapi import assert_no_server_errors, openapi_schema, stop_apps
 from common.testing.plugin import asgi_client
 from users.main import create_app
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def property_settings(users_settings: Settings) -> Settings:
-    return users_settings.model_copy(update={"rate_limit_enabled": False})
+    return with_changes(users_settings, rate_limit={"enabled": False})
 
 
 @pytest.fixture(scope="module")

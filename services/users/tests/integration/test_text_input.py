@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.settings import with_changes
 from common.testing.plugin import asgi_client
 from users.main import create_app
 from users.settings import Settings
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 async def users_client(users_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own without rate limits: these requests must not eat the auth budget
     (30/minute per address) the other users tests share."""
-    settings = users_settings.model_copy(update={"rate_limit_enabled": False})
+    settings = with_changes(users_settings, rate_limit={"enabled": False})
     async with asgi_client(create_app(settings)) as client:
         yield client
 

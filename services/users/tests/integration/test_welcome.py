@@ -40,7 +40,7 @@ async def test_an_unconfirmed_welcome_is_announced_again_until_confirmed(
 ) -> None:
     db = worker.database
     user_id = await insert_user(db)  # inserted directly: nothing announced yet
-    timeout = users_settings.welcome_timeout_seconds
+    timeout = users_settings.welcome.timeout_seconds
 
     async with db.transaction() as uow:  # not due yet
         await service.announce_unwelcomed_again(uow, timeout)

@@ -8,28 +8,28 @@ are designed out here, once, for every service:
 * An entry is acknowledged only after the handler's transaction committed; a handler error
   never acknowledges it.
 * A handler that raises is retried at once, in-process, with exponential backoff and jitter
-  (``bus_retry_base_seconds`` doubling up to ``bus_retry_max_seconds``); after
-  ``bus_max_attempts`` failures the entry goes to the dead-letter stream, then is
+  (``bus.retry_base_seconds`` doubling up to ``bus.retry_max_seconds``); after
+  ``bus.max_attempts`` failures the entry goes to the dead-letter stream, then is
   acknowledged (atomically). An entry that cannot be decoded goes there at once. Nothing is
   dropped silently.
 * Postgres or Redis being unreachable is not the handler's failure: consumption pauses, one
-  probe pings both with backoff (up to ``bus_pause_max_seconds``), and every entry in hand is
+  probe pings both with backoff (up to ``bus.pause_max_seconds``), and every entry in hand is
   tried again once they answer. Nothing is counted, so a long outage dead-letters nothing.
-* Pending entries idle ``bus_reclaim_idle_ms``, of any consumer of the group (dead pods), are
+* Pending entries idle ``bus.reclaim_idle_ms``, of any consumer of the group (dead pods), are
   reclaimed with ``XAUTOCLAIM``, batch after batch while batches come back full. An entry
-  delivered more than ``bus_max_attempts`` times without an outcome (its handler may crash
+  delivered more than ``bus.max_attempts`` times without an outcome (its handler may crash
   the process) is dead-lettered.
 * Consumer names are stable per process slot (``settings.consumer_name``, the pod name); a
-  consumer of the group idle for ``bus_consumer_delete_idle_ms`` is deleted, but only by a
+  consumer of the group idle for ``bus.consumer_delete_idle_ms`` is deleted, but only by a
   script that checks, atomically, that it has no pending entries left (deleting a consumer
   deletes its pending list, which would lose those entries).
-* Blocking reads use ``BLOCK bus_block_ms``, below the client's socket timeout.
+* Blocking reads use ``BLOCK bus.block_ms``, below the client's socket timeout.
 
-Batches: the entries one XREADGROUP returns (up to ``bus_batch_size``) are handled together,
+Batches: the entries one XREADGROUP returns (up to ``bus.batch_size``) are handled together,
 in stream order, in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
 a busy consumer pays for a transaction per batch, not per message. A handler that raises
 fails only its batch's attempt: each entry is then handled alone. Several batches run
-concurrently, up to ``bus_concurrency`` entries in flight, so one slow handler does not hold
+concurrently, up to ``bus.concurrency`` entries in flight, so one slow handler does not hold
 up the stream. What holds: entries of one batch are handled in stream order; across batches
 (and replicas, and retries) there is no order, so handlers must not depend on one (the
 saga's transitions and the credit rules do not: they are keyed and idempotent per order).
@@ -139,7 +139,7 @@ class _Tracked:
     entry_id: str
     deliveries: int
     failures: int = 0
-    """This process's failed handler attempts (they count toward ``bus_max_attempts``)."""
+    """This process's failed handler attempts (they count toward ``bus.max_attempts``)."""
     retries: int = 0
     """Retry-later outcomes so far (counted or held), for the backoff."""
     settled: bool = False
@@ -167,7 +167,7 @@ class Verdict(StrEnum):
     """No handler of this group wants it (or the entry is gone from the stream): XACK."""
     RETRY_LATER = "retry-later"
     """Try again after a backoff. ``counted``: a handler's own failure, which after
-    ``bus_max_attempts`` becomes poison; not counted: held (it may be handled later), or
+    ``bus.max_attempts`` becomes poison; not counted: held (it may be handled later), or
     a transaction Postgres rolled back to settle a race (a deadlock)."""
     POISON = "poison"
     """It can never be handled: the dead-letter stream."""
@@ -186,7 +186,7 @@ class Outcome:
     reason: str = ""
     """Why (the dead letter's error, the handler's failure, the log line)."""
     counted: bool = True
-    """retry-later: does it count toward ``bus_max_attempts``?"""
+    """retry-later: does it count toward ``bus.max_attempts``?"""
     culprit: _Ready | None = None
     """retry-later of a batch: the entry whose handler failed."""
     held: RetryLater | None = None
@@ -228,9 +228,10 @@ class Consumer:
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
-        if settings.bus_block_ms >= settings.redis_timeout_seconds * 1000:
+        if settings.bus.block_ms >= settings.redis.timeout_seconds * 1000:
             raise ValueError(
-                "bus_block_ms must be below redis_timeout_seconds, or every idle read "
+                "bus.block_ms (BUS_BLOCK_MS) must be below redis.timeout_seconds "
+                "(REDIS_TIMEOUT_SECONDS), or every idle read "
                 "would end in a socket timeout"
             )
         self.database = database
@@ -239,18 +240,18 @@ class Consumer:
         self.consumer_name = consumer_name or settings.consumer_name
         self.inbox_table = inbox_table
         self._inbox = InboxStatements(inbox_table)
-        self.prefix = settings.bus_stream_prefix
-        self.block_ms = settings.bus_block_ms
-        self.batch_size = settings.bus_batch_size
-        self.concurrency = settings.bus_concurrency
-        self._batch_slots = asyncio.Semaphore(settings.bus_batches_in_flight)
-        self.max_attempts = settings.bus_max_attempts
-        self.reclaim_idle_ms = settings.bus_reclaim_idle_ms
-        self.delete_idle_ms = settings.bus_consumer_delete_idle_ms
-        self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
-        self.retry_base_seconds = settings.bus_retry_base_seconds
-        self.retry_max_seconds = settings.bus_retry_max_seconds
-        self.pause_max_seconds = settings.bus_pause_max_seconds
+        self.prefix = settings.bus.stream_prefix
+        self.block_ms = settings.bus.block_ms
+        self.batch_size = settings.bus.batch_size
+        self.concurrency = settings.bus.concurrency
+        self._batch_slots = asyncio.Semaphore(settings.bus.batches_in_flight)
+        self.max_attempts = settings.bus.max_attempts
+        self.reclaim_idle_ms = settings.bus.reclaim_idle_ms
+        self.delete_idle_ms = settings.bus.consumer_delete_idle_ms
+        self.shutdown_timeout_seconds = settings.bus.shutdown_timeout_seconds
+        self.retry_base_seconds = settings.bus.retry_base_seconds
+        self.retry_max_seconds = settings.bus.retry_max_seconds
+        self.pause_max_seconds = settings.bus.pause_max_seconds
         self._routes = {
             cls.TYPE: _Route(cls, handler.handler, handler.wanted)
             if isinstance(handler, Only)
@@ -269,12 +270,12 @@ class Consumer:
         self._reader: asyncio.Task[None] | None = None
         self._housekeeping = Periodic(
             f"bus-housekeeping:{group}",
-            settings.bus_reclaim_interval_seconds,
+            settings.bus.reclaim_interval_seconds,
             self.housekeep,
             run_at_start=False,
             # Nothing pending in the group: an entry delivered from now on becomes claimable
-            # only bus_reclaim_idle_ms later, so waiting that long delays no reclaim.
-            idle_interval_seconds=settings.bus_reclaim_idle_ms / 1000,
+            # only bus.reclaim_idle_ms later, so waiting that long delays no reclaim.
+            idle_interval_seconds=settings.bus.reclaim_idle_ms / 1000,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -289,7 +290,7 @@ class Consumer:
     async def stop(self) -> None:
         """Stop reading, let in-flight handlers finish, return.
 
-        Handlers still running after ``bus_shutdown_timeout_seconds`` are cancelled: their
+        Handlers still running after ``bus.shutdown_timeout_seconds`` are cancelled: their
         transactions roll back and their entries stay pending, to be re-read or reclaimed.
         """
         self._stopping.set()
@@ -427,9 +428,9 @@ class Consumer:
     async def _dispatch(self, entries: list[Entry]) -> None:
         """Handle entries read together as one batch, in one task (one unit of work).
 
-        At most ``bus_batches_in_flight`` batches run at once (each holds a pooled
+        At most ``bus.batches_in_flight`` batches run at once (each holds a pooled
         connection): while they are all busy, entries wait in the stream, and the next read
-        takes up to ``bus_batch_size`` of them at once. So batches grow with the load.
+        takes up to ``bus.batch_size`` of them at once. So batches grow with the load.
         """
         batch = [entry for entry in entries if (entry.key, entry.entry_id) not in self._in_flight]
         if not batch:
@@ -649,7 +650,7 @@ class Consumer:
 
         handled, duplicate, unwanted -> XACK (one per stream); poison -> the dead-letter
         stream (XADD + XACK, atomically); retry-later -> back off and try again, or, once a
-        handler has failed ``bus_max_attempts`` times, poison; dependency-down -> wait out
+        handler has failed ``bus.max_attempts`` times, poison; dependency-down -> wait out
         the outage, then try again (nothing counted); stranded -> log, the entries stay
         pending for a restart or a reclaim.
         """
@@ -881,7 +882,7 @@ class Consumer:
         Skipped while consumption is paused: a claim would only bump delivery counts of
         entries nobody can handle yet. :class:`Idle` when no consumer of the group has an
         entry pending on any stream: nothing can become claimable before
-        ``bus_reclaim_idle_ms`` from now, so the next pass may wait that long (the idle
+        ``bus.reclaim_idle_ms`` from now, so the next pass may wait that long (the idle
         cadence; a held or stranded entry is pending, so it keeps the busy one).
         """
         pending = 0
@@ -898,10 +899,10 @@ class Consumer:
         return Idle() if pending == 0 else None
 
     async def reclaim(self, key: str) -> int:
-        """Claim entries pending longer than ``bus_reclaim_idle_ms`` (any consumer's).
+        """Claim entries pending longer than ``bus.reclaim_idle_ms`` (any consumer's).
 
         Keeps claiming while batches come back full, so a backlog left by a dead consumer
-        is taken in one pass, not one batch every ``bus_reclaim_interval_seconds``.
+        is taken in one pass, not one batch every ``bus.reclaim_interval_seconds``.
         """
         claimed = 0
         while not self._stopping.is_set():
@@ -941,7 +942,7 @@ class Consumer:
         return claimed
 
     async def delete_idle_consumers(self, key: str) -> list[str]:
-        """Delete other consumers idle for ``bus_consumer_delete_idle_ms`` with nothing pending."""
+        """Delete other consumers idle for ``bus.consumer_delete_idle_ms`` with nothing pending."""
         if self.delete_idle_ms <= 0:
             return []
         deleted: list[str] = []

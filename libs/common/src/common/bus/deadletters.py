@@ -1,6 +1,6 @@
 """The dead-letter stream and its operator tool.
 
-A message that cannot be handled (it failed ``bus_max_attempts`` times, or its entry cannot
+A message that cannot be handled (it failed ``bus.max_attempts`` times, or its entry cannot
 even be decoded) is copied to ``bus:dead-letters`` with where it came from and why, and only
 then acknowledged in its group, atomically: never silently dropped. Operators look and
 replay::
@@ -206,7 +206,7 @@ async def cli(argv: Sequence[str] | None = None) -> int:
         print("set BUS_REDIS_URL or pass --redis-url (or --cluster-nodes)", file=sys.stderr)
         return 2
     if args.cluster_nodes:
-        redis = create_redis(ServiceSettings(redis_cluster_nodes=args.cluster_nodes))
+        redis = create_redis(ServiceSettings(redis={"cluster_nodes": args.cluster_nodes}))
     else:
         redis = Redis.from_url(args.redis_url, decode_responses=True)
     try:

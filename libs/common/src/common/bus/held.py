@@ -6,11 +6,11 @@ is not the handler's failure and must not be lost or dead-lettered for ever: the
 cannot read it *holds* it.
 
 * It is not acknowledged: it stays pending in the group, so the next reclaim
-  (``XAUTOCLAIM`` after ``bus_reclaim_idle_ms``, by any consumer of the group, a new
+  (``XAUTOCLAIM`` after ``bus.reclaim_idle_ms``, by any consumer of the group, a new
   release's included) tries it again. That is the backoff: one look per reclaim cycle,
   never a busy loop.
 * Its delivery count is reset (``XCLAIM ... RETRYCOUNT 0 JUSTID``), so the holds never add
-  up to ``bus_max_attempts`` and the dead-letter stream: the consumer that knows the version
+  up to ``bus.max_attempts`` and the dead-letter stream: the consumer that knows the version
   handles it as a first delivery.
 * It is counted (``bus_messages_held_total``) and recorded in one Redis hash, which the
   operators' ``/admin/held-messages`` and console list (:func:`list_held`, which forgets
@@ -40,7 +40,7 @@ class RetryLater:
     """Leave the entry pending, unacknowledged and uncounted; a later reclaim tries it again.
 
     The consumer's settle point turns it into a retry-later outcome that is not counted
-    toward ``bus_max_attempts`` and not retried in-process (it would block its batch for
+    toward ``bus.max_attempts`` and not retried in-process (it would block its batch for
     nothing: this process cannot read that version); :func:`hold` does the rest.
     """
 

@@ -7,8 +7,8 @@ in the same transaction as the state change: both commit, or neither. Then:
 * right after the commit, :meth:`Outbox.committed` sends those rows from memory, in one
   pipelined XADD, in the committing task (no second transaction, no wake-up); their ids
   are deleted later, many commits' worth in one DELETE;
-* the sweeper (every ``outbox_sweep_interval_seconds``, in any process of the service) sends
-  what a process left behind: rows older than ``outbox_sweep_grace_seconds`` (it died between
+* the sweeper (every ``outbox.sweep_interval_seconds``, in any process of the service) sends
+  what a process left behind: rows older than ``outbox.sweep_grace_seconds`` (it died between
   commit and XADD, or Redis was down then), taken with ``FOR UPDATE SKIP LOCKED`` so many
   sweepers share the work, and deleted in the same transaction after their XADD.
   Idle, it sleeps longer (docs/design.md section 8: idle cost): after a sweep that sent
@@ -124,12 +124,12 @@ class Outbox:
         self.redis = redis
         self.table = table
         self.source = source or settings.service_name
-        self.stream_prefix = settings.bus_stream_prefix
-        self.batch_size = settings.outbox_batch_size
-        self.sweep_interval_seconds = settings.outbox_sweep_interval_seconds
-        self.sweep_grace = timedelta(seconds=settings.outbox_sweep_grace_seconds)
-        self.delete_delay_seconds = settings.outbox_delete_delay_seconds
-        self.shutdown_timeout_seconds = settings.bus_shutdown_timeout_seconds
+        self.stream_prefix = settings.bus.stream_prefix
+        self.batch_size = settings.outbox.batch_size
+        self.sweep_interval_seconds = settings.outbox.sweep_interval_seconds
+        self.sweep_grace = timedelta(seconds=settings.outbox.sweep_grace_seconds)
+        self.delete_delay_seconds = settings.outbox.delete_delay_seconds
+        self.shutdown_timeout_seconds = settings.bus.shutdown_timeout_seconds
         self._statements = OutboxStatements(table)
         self._database: Database | None = None
         self._sent: list[int] = []  # sent from memory, their rows not deleted yet
@@ -226,8 +226,8 @@ class Outbox:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        """Delete what was sent when woken, ``outbox_delete_delay_seconds`` later so that many
-        commits' rows go in one DELETE; sweep every ``outbox_sweep_interval_seconds``; a last
+        """Delete what was sent when woken, ``outbox.delete_delay_seconds`` later so that many
+        commits' rows go in one DELETE; sweep every ``outbox.sweep_interval_seconds``; a last
         pass of both at stop."""
         next_sweep = time.monotonic()
         while not self._stopping:

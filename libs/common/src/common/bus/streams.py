@@ -1,6 +1,6 @@
 """Stream keys, consumer groups and trimming.
 
-Keys: every bus key starts with ``settings.bus_stream_prefix`` (``bus:``), so a message
+Keys: every bus key starts with ``settings.bus.stream_prefix`` (``bus:``), so a message
 whose contract says ``STREAM = "users.events"`` travels on ``bus:users.events``, and dead
 letters live on ``bus:dead-letters``. A different prefix isolates another environment (or a
 test) sharing the same Redis.
@@ -9,8 +9,8 @@ Trimming: a stream is trimmed with ``XTRIM MINID`` to the oldest entry that some
 still need: for each group, its smallest pending (delivered, unacknowledged) id, or else the
 entry after its last-delivered id. The bound is computed and applied in one Lua script, so no
 consumer can read or acknowledge in between; trimming therefore never drops an entry a group
-has not acknowledged. On top of that the newest ``stream_min_retention`` entries and those
-younger than ``stream_min_retention_seconds`` are always kept, for operators and debugging.
+has not acknowledged. On top of that the newest ``stream.min_retention`` entries and those
+younger than ``stream.min_retention_seconds`` are always kept, for operators and debugging.
 A stream with no group at all is left alone: nobody has consumed it yet.
 
 A group that does not exist cannot hold entries back, so before each trim every group that a
@@ -118,9 +118,9 @@ class StreamTrimmer:
     def __init__(self, redis: Redis, keys: Iterable[str], *, settings: ServiceSettings) -> None:
         self.redis = redis
         self.keys = tuple(sorted(set(keys)))
-        self.prefix = settings.bus_stream_prefix
-        self.min_retention = settings.stream_min_retention
-        self.min_retention_ms = int(settings.stream_min_retention_seconds * 1000)
+        self.prefix = settings.bus.stream_prefix
+        self.min_retention = settings.stream.min_retention
+        self.min_retention_ms = int(settings.stream.min_retention_seconds * 1000)
         self._script = redis.register_script(_TRIM_SCRIPT)
 
     async def trim(self, key: str) -> int:

@@ -62,7 +62,7 @@ class LocalRedisCluster:
 
     @property
     def nodes(self) -> str:
-        """The ``redis_cluster_nodes`` setting: every node as a seed."""
+        """The ``redis.cluster_nodes`` setting: every node as a seed."""
         return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
     def start(self) -> "LocalRedisCluster":

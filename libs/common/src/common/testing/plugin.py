@@ -4,7 +4,7 @@ Tests talk to the real Postgres and Redis, never mocks of them:
 
 * ``database_url``: a throwaway database created for this test run and dropped after it.
   Each service's conftest migrates its own schema into it with :func:`migrate`.
-* ``redis_url``: a Redis database number of its own (``TEST_REDIS_DB``, default 15),
+* ``redis.url``: a Redis database number of its own (``TEST_REDIS_DB``, default 15),
   flushed before the run so leftovers of an earlier run cannot leak in.
 
 Where they live is configurable: ``TEST_POSTGRES_URL`` (an admin URL, default
@@ -150,14 +150,14 @@ class RedisTarget:
     cluster_nodes: str = ""
 
     def settings(self, bus_stream_prefix: str = "bus:") -> dict[str, Any]:
-        """Settings fields for it; on a cluster the bus prefix becomes a hash tag."""
+        """Settings fields for it (the ``redis`` and ``bus`` groups, as keyword arguments of a
+        settings class); on a cluster the bus prefix becomes a hash tag."""
         if not self.cluster_nodes:
-            return {"redis_url": self.url, "bus_stream_prefix": bus_stream_prefix}
+            return {"redis": {"url": self.url}, "bus": {"stream_prefix": bus_stream_prefix}}
         tagged = "{" + bus_stream_prefix.rstrip(":") + "}:"
         return {
-            "redis_url": self.url,
-            "redis_cluster_nodes": self.cluster_nodes,
-            "bus_stream_prefix": tagged,
+            "redis": {"url": self.url, "cluster_nodes": self.cluster_nodes},
+            "bus": {"stream_prefix": tagged},
         }
 
 
