@@ -19,7 +19,7 @@ from common.db import Database, create_engine, schema_metadata
 from common.partitions import create_default_sql
 from common.settings import ServiceSettings
 
-from .harness import Harness
+from .harness import Harness, fast_bus_settings
 
 SCHEMA = "bustest"
 metadata = schema_metadata(SCHEMA)
@@ -87,24 +87,11 @@ def effects_table() -> Table:
 @pytest.fixture
 def bus_settings(database_url: str, redis_url: str) -> ServiceSettings:
     """Settings with tiny intervals (the suite must stay fast) and a unique stream prefix."""
-    return ServiceSettings(
-        service_name="bustest",
-        database_url=database_url,
+    return fast_bus_settings(
+        database_url,
         redis={"url": redis_url},
-        consumer_name="live-1",
-        bus={
-            "stream_prefix": f"bustest-{uuid.uuid4().hex[:10]}:",
-            "block_ms": 50,
-            "batch_size": 16,
-            "concurrency": 8,
-            "max_attempts": 3,
-            "reclaim_idle_ms": 60_000,
-            "reclaim_interval_seconds": 0.05,
-            "consumer_delete_idle_ms": 0,
-            "shutdown_timeout_seconds": 5,
-        },
+        stream_prefix=f"bustest-{uuid.uuid4().hex[:10]}:",
         outbox={"sweep_interval_seconds": 0.05, "delete_delay_seconds": 0.01, "batch_size": 50},
-        stream={"trim_interval_seconds": 0.1, "min_retention": 0, "min_retention_seconds": 0},
     )
 
 

@@ -181,3 +181,29 @@ class Harness:
     async def close(self) -> None:
         for component in reversed(self.started):
             await component.stop()
+
+
+def fast_bus_settings(
+    database_url: str, *, redis: dict[str, Any], stream_prefix: str, outbox: dict[str, Any]
+) -> ServiceSettings:
+    """The bus suites' settings: tiny intervals (the suites must stay fast), a stream prefix of
+    the caller's (unique; hash-tagged on a cluster), Redis and outbox as the suite needs."""
+    return ServiceSettings(
+        service_name="bustest",
+        database_url=database_url,
+        redis=redis,
+        consumer_name="live-1",
+        bus={
+            "stream_prefix": stream_prefix,
+            "block_ms": 50,
+            "batch_size": 16,
+            "concurrency": 8,
+            "max_attempts": 3,
+            "reclaim_idle_ms": 60_000,
+            "reclaim_interval_seconds": 0.05,
+            "consumer_delete_idle_ms": 0,
+            "shutdown_timeout_seconds": 5,
+        },
+        outbox=outbox,
+        stream={"trim_interval_seconds": 0.1, "min_retention": 0, "min_retention_seconds": 0},
+    )

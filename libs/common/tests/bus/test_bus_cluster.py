@@ -8,7 +8,6 @@ every other key spreads over the shards.
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -18,6 +17,7 @@ from common.settings import ServiceSettings
 from common.testing.cluster import LocalRedisCluster
 
 from . import test_bus
+from .harness import fast_bus_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -44,26 +44,12 @@ def bus_settings(database_url: str, redis_cluster: LocalRedisCluster) -> Service
 
 
 def _cluster_settings(database_url: str, cluster: LocalRedisCluster) -> ServiceSettings:
-    settings: dict[str, Any] = {
-        "service_name": "bustest",
-        "database_url": database_url,
-        "redis": {"cluster_nodes": cluster.nodes},
-        "consumer_name": "live-1",
-        "bus": {
-            "stream_prefix": f"{{bustest-{uuid.uuid4().hex[:10]}}}:",
-            "block_ms": 50,
-            "batch_size": 16,
-            "concurrency": 8,
-            "max_attempts": 3,
-            "reclaim_idle_ms": 60_000,
-            "reclaim_interval_seconds": 0.05,
-            "consumer_delete_idle_ms": 0,
-            "shutdown_timeout_seconds": 5,
-        },
-        "outbox": {"sweep_interval_seconds": 0.05, "batch_size": 50},
-        "stream": {"trim_interval_seconds": 0.1, "min_retention": 0, "min_retention_seconds": 0},
-    }
-    return ServiceSettings(**settings)
+    return fast_bus_settings(
+        database_url,
+        redis={"cluster_nodes": cluster.nodes},
+        stream_prefix=f"{{bustest-{uuid.uuid4().hex[:10]}}}:",
+        outbox={"sweep_interval_seconds": 0.05, "batch_size": 50},
+    )
 
 
 @pytest.fixture(scope="module")
