@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from common import bus
 from common.bus import (
     Envelope,
+    Locks,
     Only,
     StreamTrimmer,
     ensure_group,
@@ -360,6 +361,26 @@ async def test_a_batch_commits_once_and_a_failing_message_does_not_fail_its_neig
     assert sorted(k for k in alone if k != "bad") == [f"k{n}" for n in range(6)]
     assert alone.count("bad") == h.settings.bus.max_attempts - 1
     await eventually(lambda: _pending_is(h, 0), what="every entry settled")
+
+
+async def test_a_batch_runs_locking_handlers_in_key_order_each_key_in_stream_order(
+    h: Harness,
+) -> None:
+    """Two batches locking the same rows in their own stream orders would deadlock; run in
+    key order, they wait for each other instead. Per key, the stream order holds."""
+    calls: list[str] = []
+
+    async def handler(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+        calls.append(message.key)
+        await uow.session.execute(h.effects.insert().values(key=message.key))
+
+    keys = ["c/1", "a/1", "b/1", "a/2", "c/2", "a/3"]
+    await h.send(*(Ping(key=key) for key in keys))  # read as one batch, as above
+    locking = Locks(lambda ping: ping.key.split("/")[0], handler)
+    await h.start_consumer({Ping: locking}, bus={"batch_size": 16, "concurrency": 16})
+
+    await eventually(lambda: _effects_are(h, len(keys)), what="the batch committed")
+    assert calls == ["a/1", "a/2", "a/3", "b/1", "c/1", "c/2"]
 
 
 async def test_graceful_stop_lets_an_in_flight_handler_finish(h: Harness) -> None:

@@ -2,7 +2,7 @@
 inbox drops redelivered messages and a unique dedup key drops repeated events; each one is
 confirmed (NotificationRecorded) every time it is announced, so its announcer can stop."""
 
-from common.bus import Envelope, Handlers
+from common.bus import Envelope, Handlers, Locks
 from common.contracts import (
     NotificationKind,
     OrderApproved,
@@ -50,9 +50,15 @@ def handlers(fanout: Fanout) -> Handlers:
             uow, fanout, user_id=event.user_id, kind=NotificationKind.WELCOME, order_id=None
         )
 
+    # Each handler takes its user's advisory lock (repository.lock_user): a batch runs them
+    # in user order, so concurrent batches never deadlock.
     return {
-        OrderApproved: on_order_approved,
-        OrderRejected: on_order_rejected,
-        OrderCancelled: on_order_cancelled,
-        UserRegistered: on_user_registered,
+        OrderApproved: Locks(_user_id, on_order_approved),
+        OrderRejected: Locks(_user_id, on_order_rejected),
+        OrderCancelled: Locks(_user_id, on_order_cancelled),
+        UserRegistered: Locks(_user_id, on_user_registered),
     }
+
+
+def _user_id(event: OrderApproved | OrderRejected | OrderCancelled | UserRegistered) -> object:
+    return event.user_id

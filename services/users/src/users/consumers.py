@@ -1,7 +1,7 @@
 """Commands from the order saga, mapped to the credit rules (idempotent per order id), and
 the confirmation that a new user's welcome notification is stored."""
 
-from common.bus import Envelope, Handlers, Only
+from common.bus import Envelope, Handlers, Locks, Only
 from common.contracts import NotificationKind, NotificationRecorded, ReleaseCredit, ReserveCredit
 from common.db import UnitOfWork
 from users import credit, service
@@ -23,11 +23,18 @@ def handlers(cache: UserCache) -> Handlers:
     ) -> None:
         await service.welcome_recorded(uow, event.user_id)
 
+    # Each handler locks its user's row (credit is decided, and the welcome marked, with it
+    # locked): a batch runs them in user order, so concurrent batches never deadlock.
     return {
-        ReserveCredit: on_reserve_credit,
-        ReleaseCredit: on_release_credit,
+        ReserveCredit: Locks(_user_id, on_reserve_credit),
+        ReleaseCredit: Locks(_user_id, on_release_credit),
         # Only the welcome's: the others close an order saga, the orders service's business.
-        NotificationRecorded: Only(
-            lambda event: event.kind == NotificationKind.WELCOME, on_welcome_recorded
+        NotificationRecorded: Locks(
+            _user_id,
+            Only(lambda event: event.kind == NotificationKind.WELCOME, on_welcome_recorded),
         ),
     }
+
+
+def _user_id(message: ReserveCredit | ReleaseCredit | NotificationRecorded) -> object:
+    return message.user_id

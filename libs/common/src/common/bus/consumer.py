@@ -26,13 +26,15 @@ are designed out here, once, for every service:
 * Blocking reads use ``BLOCK bus.block_ms``, below the client's socket timeout.
 
 Batches: the entries one XREADGROUP returns (up to ``bus.batch_size``) are handled together,
-in stream order, in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
+in stream order (handlers that take a lock, :class:`Locks`, in the order of their keys),
+in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
 a busy consumer pays for a transaction per batch, not per message. A handler that raises
 fails only its batch's attempt: each entry is then handled alone. Several batches run
 concurrently, up to ``bus.concurrency`` entries in flight, so one slow handler does not hold
-up the stream. What holds: entries of one batch are handled in stream order; across batches
-(and replicas, and retries) there is no order, so handlers must not depend on one (the
-saga's transitions and the credit rules do not: they are keyed and idempotent per order).
+up the stream. What holds: entries of one batch with the same lock key are handled in stream
+order; across batches (and replicas, and retries) there is no order, so handlers must not
+depend on one (the saga's transitions and the credit rules do not: they are keyed and
+idempotent per order).
 """
 
 import asyncio
@@ -111,8 +113,21 @@ class Only:
     handler: Handler
 
 
-Handlers = Mapping[type[Message], Handler | Only]
-"""A consumer group's handlers: message type -> handler (or :class:`Only` some of them)."""
+@dataclass(frozen=True)
+class Locks:
+    """A handler that takes one lock per message (a row's, or an advisory lock), the one
+    ``key(message)`` names: the user's, for a credit command. A batch runs such handlers in
+    the order of their keys, so two batches running at once take their locks in the same
+    order and cannot deadlock (a deadlock costs Postgres's ``deadlock_timeout``, a second,
+    and a retry of the batch). Messages with the same key keep their stream order."""
+
+    key: Callable[[Any], object]
+    handler: Handler | Only
+
+
+Handlers = Mapping[type[Message], Handler | Only | Locks]
+"""A consumer group's handlers: message type -> handler (or :class:`Only` some of them, or
+:class:`Locks` for one that takes a lock)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,23 @@ class _Route:
     message_type: type[Message]
     handler: Handler
     wanted: Callable[[Any], bool] | None = None
+    lock_key: Callable[[Any], object] | None = None
+
+
+def _route(message_type: type[Message], declared: Handler | Only | Locks) -> _Route:
+    lock_key = None
+    if isinstance(declared, Locks):
+        lock_key, declared = declared.key, declared.handler
+    if isinstance(declared, Only):
+        return _Route(message_type, declared.handler, declared.wanted, lock_key)
+    return _Route(message_type, declared, None, lock_key)
+
+
+def _lock_order(item: "_Ready") -> tuple[int, str]:
+    """Sort key of a batch's handlers: those that take no lock first, then by the key they
+    lock (sorted() is stable: otherwise stream order)."""
+    lock_key = item.route.lock_key
+    return (0, "") if lock_key is None else (1, str(lock_key(item.message)))
 
 
 class Entry(NamedTuple):
@@ -252,12 +284,7 @@ class Consumer:
         self.retry_base_seconds = settings.bus.retry_base_seconds
         self.retry_max_seconds = settings.bus.retry_max_seconds
         self.pause_max_seconds = settings.bus.pause_max_seconds
-        self._routes = {
-            cls.TYPE: _Route(cls, handler.handler, handler.wanted)
-            if isinstance(handler, Only)
-            else _Route(cls, handler)
-            for cls, handler in handlers.items()
-        }
+        self._routes = {cls.TYPE: _route(cls, handler) for cls, handler in handlers.items()}
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
@@ -583,7 +610,7 @@ class Consumer:
                     [(item.envelope.id, item.envelope.occurred_at) for item in items],
                     self.group,
                 )
-                for item in items:
+                for item in sorted(items, key=_lock_order):
                     item.duplicate = item.duplicate or item.envelope.id not in first_time
                     if not item.duplicate:
                         await self._run_handler(uow, item)
