@@ -7,7 +7,8 @@ Starts, from the installed binaries, on private ports and under ``.run/e2e-clust
 * a Postgres primary and a streaming replica (``pg_basebackup -R``);
 
 then the local stack against them (``scripts/stack.sh up`` with ``STACK=e2e``,
-``REPLICAS=2``, ``REDIS_CLUSTER_NODES`` and ``DATABASE_REPLICA_URL``: twelve processes),
+``REPLICAS=2``, ``REDIS_CLUSTER_NODES`` and ``DATABASE_REPLICA_URL``: twelve processes, and
+the PgBouncer that stack.sh puts between them and the primary past one replica),
 runs ``tests/e2e`` (``tests/e2e/test_cluster_drill.py`` included: it kills the primary that
 holds the bus and stops the Postgres replica, knowing where they are from ``E2E_CLUSTER_*``),
 checks the saga invariants, and tears everything down, whatever happened. Prints how long

@@ -19,6 +19,11 @@
 # worker slot k > 1 is `<service>-worker-k`, with its own /healthz port (+10 per slot) and a
 # stable consumer name, `<service>-worker-k`, so a restarted slot re-reads its own pending
 # entries. REDIS_CLUSTER_NODES and DATABASE_REPLICA_URL, when set, go to every service.
+# Past one replica, the services reach Postgres through PgBouncer (transaction pooling, run by
+# the same supervisord on PGBOUNCER_PORT, default PORT_BASE+64; scripts/pgbouncer.py builds it
+# once): n replicas' pools then share a fixed number of server connections. Their own
+# DATABASE_DIRECT_URL is Postgres itself, for migrations and partition maintenance.
+# POOLER=none runs them without it, POOLER=pgbouncer with it at one replica too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -77,6 +82,12 @@ VENV=$ROOT/.venv
 SERVICES=(users orders notifications)
 REPLICAS=${REPLICAS:-1}
 [[ $REPLICAS =~ ^[1-9]$ ]] || { echo "error: REPLICAS is 1..9, not $REPLICAS" >&2; exit 1; }
+POOLER=${POOLER:-$( ((REPLICAS > 1)) && echo pgbouncer || echo none)}
+[[ $POOLER == pgbouncer || $POOLER == none ]] || { echo "error: POOLER is pgbouncer or none, not $POOLER" >&2; exit 1; }
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-$((PORT_BASE + 64))}
+# Server connections PgBouncer opens to the database, for every process of the stack: under
+# the server's max_connections with room for operators, migrations and scripts.
+PGBOUNCER_POOL_SIZE=${PGBOUNCER_POOL_SIZE:-30}
 PROCESSES=()
 for slot in $(seq 1 "$REPLICAS"); do
   suffix=""; ((slot == 1)) || suffix="-$slot"  # slot 1 keeps the plain names (make kill NAME=...)
@@ -119,6 +130,9 @@ export_service_env() {
   for service in "${SERVICES[@]}"; do
     prefix=${service^^}
     export "${prefix}_DATABASE_URL=$DATABASE_URL" "${prefix}_REDIS_URL=$REDIS_URL"
+    if [[ $POOLER == pgbouncer ]]; then
+      export "${prefix}_DATABASE_URL=$(pooled_url)" "${prefix}_DATABASE_DIRECT_URL=$DATABASE_URL"
+    fi
     export "${prefix}_PORT=$(port_of "$service")" "${prefix}_WORKER_PORT=$(port_of "$service" worker)"
     if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then export "${prefix}_REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"; fi
     if [[ -n ${DATABASE_REPLICA_URL:-} ]]; then export "${prefix}_DATABASE_REPLICA_URL=$DATABASE_REPLICA_URL"; fi
@@ -162,6 +176,69 @@ ensure_backing_services() {
   die "Postgres or Redis did not come up"
 }
 
+# DATABASE_URL with PgBouncer's address instead of Postgres's (same user and database).
+pooled_url() {
+  local scheme=${DATABASE_URL%%://*} rest=${DATABASE_URL#*://}
+  local credentials="" path=${rest#*/}
+  [[ ${rest%%/*} == *@* ]] && credentials="${rest%%@*}@"
+  echo "$scheme://${credentials}127.0.0.1:$PGBOUNCER_PORT/$path"
+}
+
+# PgBouncer's configuration: transaction pooling with prepared statements (the services' hot
+# path runs asyncpg prepared statements); its server connections set the statement timeout
+# (the services' DB_STATEMENT_TIMEOUT_MS default: a pooler refuses it as a client's startup
+# parameter); trust on loopback as the local Postgres has it. Written at every `up`; logs go
+# to supervisord.
+write_pgbouncer_config() {
+  local dsn=${DATABASE_URL#*://} user host_port
+  user=${dsn%%@*}; user=${user%%:*}
+  host_port=${dsn#*@}; host_port=${host_port%%/*}
+  printf '"%s" ""\n' "$user" >"$RUN_DIR/pgbouncer-users.txt"
+  cat >"$RUN_DIR/pgbouncer.ini" <<CONF
+[databases]
+$DB_NAME = host=${host_port%:*} port=${host_port##*:} dbname=$DB_NAME connect_query='SET statement_timeout = ${PGBOUNCER_STATEMENT_TIMEOUT_MS:-10000}'
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $RUN_DIR/pgbouncer-users.txt
+pool_mode = transaction
+max_prepared_statements = 200
+max_client_conn = 1000
+default_pool_size = $PGBOUNCER_POOL_SIZE
+max_db_connections = $PGBOUNCER_POOL_SIZE
+query_wait_timeout = 30
+log_connections = 0
+log_disconnections = 0
+CONF
+}
+
+pgbouncer_program() {
+  local binary user_option=""
+  binary=$(python3 scripts/pgbouncer.py) || die "PgBouncer is needed past one replica (POOLER=none runs without it)"
+  # PgBouncer refuses to run as root: it reads its files, then becomes Postgres's user.
+  [[ $(id -u) == 0 ]] && user_option="-u ${INFRA_PG_USER:-postgres}"
+  write_pgbouncer_config
+  cat <<CONF
+
+[program:pgbouncer]
+command=$binary $user_option $RUN_DIR/pgbouncer.ini
+directory=$ROOT
+priority=1
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=INT
+stopwaitsecs=10
+redirect_stderr=true
+stdout_logfile=$RUN_DIR/logs/pgbouncer.log
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=2
+CONF
+}
+
 migrate() {
   say "Migrating database $DB_NAME"
   "$VENV/bin/python" scripts/ensure_database.py "$DATABASE_URL"
@@ -191,6 +268,7 @@ serverurl=unix://$RUN_DIR/supervisor.sock
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 CONF
+    [[ $POOLER == pgbouncer ]] && pgbouncer_program
     local process
     for process in "${PROCESSES[@]}"; do
       cat <<CONF

@@ -78,6 +78,21 @@ async def test_a_pool_bigger_than_the_server_allows_refuses_to_start_and_says_wh
     assert f"max_connections {limit}, {reserved} reserved for superusers" in message
 
 
+async def test_a_pool_behind_a_transaction_pooler_is_not_held_to_the_servers_budget(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its connections are the pooler's clients: thousands may share a few server ones."""
+    caplog.set_level(logging.INFO, logger="common.db")
+    database = Database(create_engine(ServiceSettings(database_url=database_url)))
+    try:
+        await check_connection_budget(
+            database.engine, PoolBounds(10_000, 0), process="orders-api", behind_pooler=True
+        )
+    finally:
+        await database.dispose()
+    assert any("behind a connection pooler" in r.getMessage() for r in caplog.records)
+
+
 async def test_an_unreachable_server_is_not_checked(unused_tcp_port: int) -> None:
     """Started during an outage, a process starts and reports it in /readyz, as ever."""
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{unused_tcp_port}/nothing"

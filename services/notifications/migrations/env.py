@@ -4,4 +4,4 @@ from common.migrations import run_migrations
 from notifications.models import Base
 from notifications.settings import Settings
 
-run_migrations(Base.metadata, "notifications", Settings().database_url)
+run_migrations(Base.metadata, "notifications", Settings().session_database_url)

@@ -4,4 +4,4 @@ from common.migrations import run_migrations
 from orders.models import Base
 from orders.settings import Settings
 
-run_migrations(Base.metadata, "orders", Settings().database_url)
+run_migrations(Base.metadata, "orders", Settings().session_database_url)

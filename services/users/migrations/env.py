@@ -4,4 +4,4 @@ from common.migrations import run_migrations
 from users.models import Base
 from users.settings import Settings
 
-run_migrations(Base.metadata, "users", Settings().database_url)
+run_migrations(Base.metadata, "users", Settings().session_database_url)

@@ -111,6 +111,15 @@ def create_engine(
     ``pool``: the bounds (an API's by default; the worker runtime gives the worker's).
     """
     bounds = pool or PoolBounds.api(settings)
+    server_settings = {"application_name": settings.service_name}
+    # Another url is the replica's, or Postgres itself (partition maintenance): no pooler.
+    through_pooler = url is None and settings.behind_pooler
+    if not through_pooler:
+        # A transaction pooler refuses this startup parameter (PgBouncer tracks only those
+        # the server reports): its server connections set it themselves (connect_query, in
+        # scripts/stack.sh and deploy/), and command_timeout below bounds every statement
+        # here as well.
+        server_settings["statement_timeout"] = str(settings.db.statement_timeout_ms)
     return create_async_engine(
         url or settings.database_url,
         pool_size=bounds.size,
@@ -121,10 +130,7 @@ def create_engine(
         connect_args={
             "timeout": settings.db.pool_timeout_seconds,
             "command_timeout": settings.db.statement_timeout_ms / 1000 or None,
-            "server_settings": {
-                "application_name": settings.service_name,
-                "statement_timeout": str(settings.db.statement_timeout_ms),
-            },
+            "server_settings": server_settings,
         },
     )
 
@@ -141,7 +147,12 @@ _BUDGET_SQL = text(
 
 
 async def check_connection_budget(
-    engine: AsyncEngine, pool: PoolBounds, *, process: str, prefix: str = ""
+    engine: AsyncEngine,
+    pool: PoolBounds,
+    *,
+    process: str,
+    prefix: str = "",
+    behind_pooler: bool = False,
 ) -> None:
     """Refuse to start a process whose pool cannot fit in the server's free connections.
 
@@ -149,8 +160,16 @@ async def check_connection_budget(
     client connection open now but this check's own (one of the pool's). Past that, the pool
     would meet "too many clients" errors under load, as 503s far from their cause; failing
     at start says why. A server that does not answer is not checked (the process starts and
-    reports it in /readyz, as in any outage).
+    reports it in /readyz, as in any outage). Nor is a pool ``behind_pooler`` (a transaction
+    pooler, ``database_direct_url`` set): its connections are the pooler's clients, and the
+    pooler's own bound (PgBouncer's ``max_db_connections``) is what must fit the server.
     """
+    if behind_pooler:
+        logger.info(
+            "behind a connection pooler: the pooler bounds the server's connections",
+            extra={"component": process, "pool_most": pool.most},
+        )
+        return
     try:
         async with engine.connect() as connection:
             limit, reserved, in_use = (await connection.execute(_BUDGET_SQL)).one()

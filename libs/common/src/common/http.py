@@ -399,6 +399,7 @@ def create_service_app(
                 PoolBounds.api(settings),
                 process=f"{settings.service_name}-api",
                 prefix=settings.model_config.get("env_prefix", ""),
+                behind_pooler=settings.behind_pooler,
             )
             async with AsyncExitStack() as stack:
                 if outbox is not None:

@@ -173,6 +173,12 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "service"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
+    # Postgres itself when database_url goes through a transaction pooler (PgBouncer, past
+    # one replica): migrations and partition maintenance need a session of their own (a
+    # session advisory lock, DDL over several commits), which a transaction pooler does not
+    # keep. Set, it also means the pool's connections are the pooler's clients, not the
+    # server's: the start-up connection budget check is the pooler's business. Empty: none.
+    database_direct_url: str = ""
     db: DbSettings = DbSettings()
     worker_db: WorkerDbSettings = WorkerDbSettings()
     # A read replica (streaming replication) for reads that may lag: lists and histories.
@@ -207,6 +213,16 @@ class ServiceSettings(BaseSettings):
     trusted_proxies: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = ()
+
+    @property
+    def session_database_url(self) -> str:
+        """Where work that needs a session of its own connects (migrations, partition
+        maintenance): Postgres itself when the pool goes through a transaction pooler."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def behind_pooler(self) -> bool:
+        return bool(self.database_direct_url)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

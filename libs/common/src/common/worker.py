@@ -151,8 +151,15 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         settings=settings,
     )
     trimmer = StreamTrimmer(redis, consumer.streams, settings=settings)
+    # Past a transaction pooler, maintenance connects to Postgres itself (one connection):
+    # its advisory lock is a session's.
+    maintenance_engine = (
+        create_engine(settings, url=settings.database_direct_url, pool=PoolBounds(1, 0))
+        if settings.behind_pooler
+        else database.engine
+    )
     maintainer = PartitionMaintainer(
-        database.engine,
+        maintenance_engine,
         configured(
             [partitioned_inbox(spec.inbox_table, retention_days=1), *spec.partitioned], settings
         ),
@@ -198,6 +205,7 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
             pool,
             process=f"{settings.service_name}-worker",
             prefix=settings.model_config.get("env_prefix", ""),
+            behind_pooler=settings.behind_pooler,
         )
         if outbox is not None:
             outbox.start(database)
@@ -219,6 +227,8 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         await health.close()
         await redis.aclose()
         await database.dispose()
+        if maintenance_engine is not database.engine:
+            await maintenance_engine.dispose()
         logger.info("worker stopped")
 
 
