@@ -12,8 +12,11 @@
 #             rendering (Services, Ingress, HPAs, PDBs, Secrets/ConfigMaps, probes, hardening)
 #   security  checkov's Kubernetes policies over every rendered overlay
 #   docker    hadolint and checkov's Dockerfile policies over deploy/Dockerfile, the one
-#             Dockerfile of every service (the service is a build argument); no other may appear
-#   compose   deploy/compose.yaml against the compose specification's JSON schema, plus references
+#             Dockerfile of every service (the service is a build argument; no per-service copy
+#             may appear), and over the images of third-party software built here,
+#             deploy/*/Dockerfile (PgBouncer); base images pinned in all of them
+#   compose   deploy/compose.yaml against the compose specification's JSON schema, plus
+#             references; each override file (deploy/compose.pooled.yaml) likewise, merged onto it
 #
 # The reference checks no tool does are scripts/deploy_checks.py (tested in tests/deploy);
 # this script runs the tools and that module, and reports.
@@ -192,6 +195,14 @@ checkov_ran() {  # a scan that parsed nothing would pass silently: insist on che
 # ---- docker ----------------------------------------------------------------------------------------
 DOCKERFILES=()
 [[ -f $ROOT/deploy/Dockerfile ]] && DOCKERFILES+=("$ROOT/deploy/Dockerfile")
+# Third-party software built here because no image of it fits (deploy/pgbouncer: PgBouncer from
+# Debian 13's source on Debian 12): linted, scanned and pinned like the services' Dockerfile, but
+# not a uv workspace build.
+OTHER_DOCKERFILES=()
+for dockerfile in "$ROOT"/deploy/*/Dockerfile; do
+  [[ -f $dockerfile ]] && OTHER_DOCKERFILES+=("$dockerfile")
+done
+ALL_DOCKERFILES=("${DOCKERFILES[@]}" "${OTHER_DOCKERFILES[@]}")
 
 hadolint_file() {
   local config=()
@@ -201,12 +212,12 @@ hadolint_file() {
 # CKV_DOCKER_7 ("base image has a non-latest tag") cannot read build arguments: it fails on
 # `FROM ${PYTHON_IMAGE}`. base_images_pinned below checks the same, and more, on the defaults.
 checkov_docker() {
-  checkov_ran checkov --framework dockerfile --skip-check CKV_DOCKER_7 -f "${DOCKERFILES[@]}"
+  checkov_ran checkov --framework dockerfile --skip-check CKV_DOCKER_7 -f "${ALL_DOCKERFILES[@]}"
 }
 
 # Base images are build arguments that hadolint's and checkov's tag checks cannot read: each
 # default is pinned by tag (the runtime's also by digest), and no `# syntax=` line.
-base_images_pinned() { deploy_checks dockerfile-pins "$ROOT" "${DOCKERFILES[@]}"; }
+base_images_pinned() { deploy_checks dockerfile-pins "$ROOT" "${ALL_DOCKERFILES[@]}"; }
 # One Dockerfile serves every service: a per-service copy would drift from it unseen.
 only_one_dockerfile() { deploy_checks only-one-dockerfile "$ROOT"; }
 # uv reads the whole workspace even to install one member: the Dockerfile's dependency layer
@@ -223,6 +234,17 @@ compose_references() {
   [[ -f $COMPOSE ]] || fail "missing $COMPOSE" || return 1
   deploy_checks compose-references "$COMPOSE"
 }
+# Override files shipped for an optional mode (COMPOSE_FILE=deploy/compose.yaml:<override>),
+# checked as compose runs them: merged onto compose.yaml (deploy_checks.py follows compose's
+# merge rules and its !reset/!override tags, which the schema tool cannot parse).
+COMPOSE_OVERRIDES=()
+[[ -f $ROOT/deploy/compose.pooled.yaml ]] && COMPOSE_OVERRIDES+=("$ROOT/deploy/compose.pooled.yaml")
+compose_override_schema() {
+  local merged="$WORK/$(basename "$1" .yaml).merged.yaml"
+  deploy_checks compose-merge "$merged" "$COMPOSE" "$1" || return 1
+  tool "$CHECK_JSONSCHEMA" check-jsonschema --builtin-schema vendor.compose-spec "$merged"
+}
+compose_override_references() { deploy_checks compose-references "$COMPOSE" "$1"; }
 
 # ---- run -------------------------------------------------------------------------------------------
 START=$(now)
@@ -252,19 +274,28 @@ if selected security; then
 fi
 if selected docker; then
   ((${#DOCKERFILES[@]})) || check docker "deploy/Dockerfile exists" fail "no deploy/Dockerfile"
-  for f in "${DOCKERFILES[@]}"; do
+  for f in "${ALL_DOCKERFILES[@]}"; do
     check docker "hadolint ${f#"$ROOT"/}" hadolint_file "$f"
   done
-  if ((${#DOCKERFILES[@]})); then
-    check docker "checkov Dockerfile policies over ${#DOCKERFILES[@]} Dockerfiles" checkov_docker
+  if ((${#ALL_DOCKERFILES[@]})); then
+    check docker "checkov Dockerfile policies over ${#ALL_DOCKERFILES[@]} Dockerfiles" checkov_docker
     check docker "base images are build arguments pinned by tag (runtime also by digest)" base_images_pinned
-    check docker "no Dockerfile besides deploy/Dockerfile" only_one_dockerfile
-    check docker "every Dockerfile copies every workspace member's pyproject.toml" dockerfiles_copy_workspace
+  fi
+  if ((${#DOCKERFILES[@]})); then
+    check docker "no per-service Dockerfile besides deploy/Dockerfile" only_one_dockerfile
+    check docker "deploy/Dockerfile copies every workspace member's pyproject.toml" dockerfiles_copy_workspace
   fi
 fi
 if selected compose; then
   check compose "deploy/compose.yaml against the compose specification" compose_schema
   check compose "deploy/compose.yaml references and hardening" compose_references
+  for override in "${COMPOSE_OVERRIDES[@]}"; do
+    name=${override#"$ROOT"/}
+    check compose "deploy/compose.yaml + $name (merged) against the compose specification" \
+      compose_override_schema "$override"
+    check compose "deploy/compose.yaml + $name (merged) references and hardening" \
+      compose_override_references "$override"
+  done
 fi
 
 echo "deploy-check: $PASSED passed, $FAILED failed in $(elapsed "$START")"

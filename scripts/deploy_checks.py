@@ -404,6 +404,98 @@ def _compose_build(service: Obj, compose_dir: Path) -> Iterator[str]:
         yield "runs as root"
 
 
+# An override file (deploy/compose.pooled.yaml) is checked as compose runs it: merged onto the base.
+# Compose's merge, as far as these checks need it (the compose specification's "Merge" rules):
+# mappings merge key by key, sequences append what is new, `command`, `entrypoint` and a
+# healthcheck's `test` are replaced; `environment` and `depends_on` may be lists or mappings;
+# the YAML tags `!reset` (drop the base's value) and `!override` (replace it) are honoured.
+
+
+class _Reset:
+    """A `!reset` value: the key disappears from the merged model."""
+
+    def __repr__(self) -> str:
+        return "!reset"
+
+
+RESET = _Reset()
+
+
+@dataclass
+class _Override:
+    """An `!override` value: replaces the base's, whatever its type."""
+
+    value: Any
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus compose's merge tags."""
+
+
+def _construct_override(loader: yaml.SafeLoader, node: yaml.Node) -> _Override:
+    if isinstance(node, yaml.MappingNode):
+        return _Override(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Override(loader.construct_sequence(node, deep=True))
+    return _Override(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+ComposeLoader.add_constructor("!override", _construct_override)
+
+_REPLACED = {"command", "entrypoint", "test"}  # shell commands: the last file's value wins
+
+
+def _normalised(key: str | None, value: Any) -> Any:
+    """`environment: [K=V]` and `depends_on: [name]`, as the mappings they stand for."""
+    if key == "environment" and isinstance(value, list):
+        pairs = (str(item).partition("=") for item in value)
+        return {k: (v if sep else None) for k, sep, v in pairs}
+    if key == "depends_on" and isinstance(value, list):
+        return {name: {"condition": "service_started"} for name in value}
+    return value
+
+
+def _resolved(value: Any) -> Any:
+    """A value with its merge tags applied to nothing (a key new in the override)."""
+    if isinstance(value, _Override):
+        return _resolved(value.value)
+    if isinstance(value, dict):
+        return {k: _resolved(v) for k, v in value.items() if v is not RESET}
+    if isinstance(value, list):
+        return [_resolved(v) for v in value if v is not RESET]
+    return value
+
+
+def merge_compose(base: Any, override: Any, key: str | None = None) -> Any:
+    """``override`` merged onto ``base`` as compose merges two files (the rules above)."""
+    if isinstance(override, _Override):
+        return _resolved(override.value)
+    base, override = _normalised(key, base), _normalised(key, override)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for k, v in override.items():
+            if v is RESET:
+                merged.pop(k, None)
+            elif k in merged:
+                merged[k] = merge_compose(merged[k], v, k)
+            else:
+                merged[k] = _resolved(v)
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and key not in _REPLACED:
+        return base + [_resolved(v) for v in override if v is not RESET and v not in base]
+    return _resolved(override)
+
+
+def load_compose(paths: Iterable[Path]) -> Obj:
+    """The application model of compose files given in order (base first, then overrides)."""
+    merged: Obj = {}
+    for path in paths:
+        with path.open() as stream:
+            merged = merge_compose(merged, yaml.load(stream, Loader=ComposeLoader))  # noqa: S506 - a SafeLoader
+    return merged
+
+
 # ---- Dockerfile ---------------------------------------------------------------------------------
 
 BUILD_ARGUMENT = re.compile(r"^\$\{?([A-Za-z_]+)\}?$")
@@ -491,19 +583,22 @@ def _load_all(path: Path) -> list[Obj | None]:
         return list(yaml.safe_load_all(stream))
 
 
-def _load(path: Path) -> Obj:
-    with path.open() as stream:
-        loaded: Obj = yaml.safe_load(stream)
-        return loaded
-
-
 def _run_k8s_references(args: list[str]) -> tuple[list[str], str]:
     return k8s_references(_load_all(Path(args[0])))
 
 
 def _run_compose_references(args: list[str]) -> tuple[list[str], str]:
-    path = Path(args[0])
-    return compose_references(_load(path), path.parent)
+    paths = [Path(a) for a in args]
+    return compose_references(load_compose(paths), paths[0].parent)
+
+
+def _run_compose_merge(args: list[str]) -> tuple[list[str], str]:
+    """The merged model, as plain YAML for the schema check (which knows no merge tags)."""
+    out, files = Path(args[0]), [Path(a) for a in args[1:]]
+    if not files:
+        return ["compose-merge needs OUT and at least one compose file"], ""
+    out.write_text(yaml.safe_dump(load_compose(files), sort_keys=False))
+    return [], f"{len(files)} compose files merged into {out}"
 
 
 def _run_dockerfile_pins(args: list[str]) -> tuple[list[str], str]:
@@ -541,7 +636,8 @@ def _shown(path: Path, root: Path) -> str:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], tuple[list[str], str]], str]] = {
     "k8s-references": (_run_k8s_references, "RENDERED.yaml"),
-    "compose-references": (_run_compose_references, "compose.yaml"),
+    "compose-references": (_run_compose_references, "compose.yaml [OVERRIDE.yaml...]"),
+    "compose-merge": (_run_compose_merge, "OUT.yaml compose.yaml OVERRIDE.yaml..."),
     "dockerfile-pins": (_run_dockerfile_pins, "ROOT DOCKERFILE..."),
     "dockerfile-workspace": (_run_dockerfile_workspace, "ROOT DOCKERFILE..."),
     "only-one-dockerfile": (_run_only_one_dockerfile, "ROOT"),

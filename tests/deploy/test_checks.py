@@ -188,6 +188,21 @@ def test_docker_rejects_an_unpinned_base_image_and_an_image_without_a_user(tree:
     assert_fails(result, "checkov Dockerfile policies", "CKV_DOCKER_3")
 
 
+def test_docker_lints_and_pins_the_pgbouncer_dockerfile_too(tree: Path) -> None:
+    edit(
+        tree / "deploy/pgbouncer/Dockerfile",
+        lambda text: re.sub(r"(?m)^(ARG DEBIAN_IMAGE=[^@]*)@sha256:[0-9a-f]+$", r"\1", text),
+    )
+    edit(tree / "deploy/pgbouncer/Dockerfile", replace("# hadolint ignore=DL3008\n", ""))
+    result = run_check(tree, "docker")
+    assert_fails(result, "hadolint deploy/pgbouncer/Dockerfile", "DL3008")
+    assert_fails(
+        result,
+        "base images are build arguments",
+        "deploy/pgbouncer/Dockerfile: the runtime base debian:12.12-slim is not pinned by digest",
+    )
+
+
 def test_docker_rejects_a_missing_dockerfile(tree: Path) -> None:
     (tree / DOCKERFILE).unlink()
     assert_fails(run_check(tree, "docker"), "deploy/Dockerfile exists", "no deploy/Dockerfile")
@@ -215,6 +230,37 @@ def test_compose_rejects_a_dependency_on_a_missing_service(tree: Path) -> None:
     result = run_check(tree, "compose")
     assert_fails(result, "references and hardening", "undefined service postgress")
     assert not any("specification" in line for line in failures(result)), result.stdout
+
+
+def test_compose_checks_the_pooled_override_merged_onto_the_base(tree: Path) -> None:
+    # A typo only the schema sees, and a dependency on a service without a healthcheck only the
+    # reference check of the merged model sees (the healthcheck is the override's).
+    edit(
+        tree / "deploy/compose.pooled.yaml",
+        replace("    read_only: true\n", "    read_onyl: true\n"),
+    )
+    edit(
+        tree / "deploy/compose.pooled.yaml",
+        remove_lines(lambda line: "exec 3<>/dev/tcp/127.0.0.1/6432" in line),
+    )
+    edit(
+        tree / "deploy/compose.pooled.yaml", replace("    healthcheck:\n", "    healthcheck_off:\n")
+    )
+    result = run_check(tree, "compose")
+    assert_fails(
+        result, "compose.pooled.yaml (merged) against the compose specification", "read_onyl"
+    )
+    assert_fails(
+        result,
+        "compose.pooled.yaml (merged) references and hardening",
+        "waits for pgbouncer to be healthy, but pgbouncer has no healthcheck",
+    )
+    # The base file alone still passes: the breakage is the override's.
+    base_checks = {
+        "deploy/compose.yaml against the compose specification",
+        "deploy/compose.yaml references and hardening",
+    }
+    assert not base_checks & {line.rsplit(" (", 1)[0] for line in failures(result)}, result.stdout
 
 
 def test_compose_rejects_an_image_variable_without_a_pinned_default(tree: Path) -> None:

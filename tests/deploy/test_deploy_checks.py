@@ -3,7 +3,7 @@
 tests/deploy/test_checks.py breaks a copy of the real tree and runs the whole script; here each
 check meets a minimal object graph built for it, one flaw at a time, so that what it catches
 (and what it lets through) is visible at a glance. The rendering of the real dev overlay, and
-the real compose file and Dockerfile, pass.
+the real compose files (compose.pooled.yaml merged onto compose.yaml) and Dockerfiles, pass.
 """
 
 from __future__ import annotations
@@ -363,6 +363,93 @@ def test_the_real_compose_file_holds() -> None:
     assert "services: dependencies, images, hardening and volumes hold" in summary
 
 
+# ---- compose override files: merged as compose merges them -------------------------------------
+
+
+def merged(*texts: str) -> Obj:
+    model: Obj = {}
+    for text in texts:
+        model = checks.merge_compose(model, yaml.load(text, Loader=checks.ComposeLoader))  # noqa: S506 - a SafeLoader
+    return model
+
+
+def test_compose_merge_rules_and_tags() -> None:
+    base = """
+services:
+  api:
+    image: shop/api:1
+    command: ["api", "--fast"]
+    environment: [A=1, B=2]
+    ports: ["127.0.0.1:8001:8001"]
+    depends_on: [db]
+    cap_drop: [ALL]
+    healthcheck: {test: ["CMD", "true"], interval: 5s}
+"""
+    override = """
+services:
+  api:
+    command: ["api"]
+    environment: {B: "3", C: "4", A: !reset null}
+    ports: !reset []
+    depends_on: {cache: {condition: service_healthy}}
+    cap_drop: [ALL, NET_RAW]
+    healthcheck: {test: ["CMD", "false"]}
+    labels: !override {x: "1"}
+  cache:
+    image: redis:7
+"""
+    api = merged(base, override)["services"]["api"]
+    assert api["command"] == ["api"]  # replaced, not appended
+    assert api["environment"] == {"B": "3", "C": "4"}  # list normalised, A reset
+    assert "ports" not in api
+    assert api["depends_on"] == {
+        "db": {"condition": "service_started"},
+        "cache": {"condition": "service_healthy"},
+    }
+    assert api["cap_drop"] == ["ALL", "NET_RAW"]  # appended, without repeats
+    assert api["healthcheck"] == {"test": ["CMD", "false"], "interval": "5s"}
+    assert api["labels"] == {"x": "1"}
+    overridden = merged(base, "services:\n  api: !override {image: shop/api:2}\n")
+    assert overridden["services"]["api"] == {"image": "shop/api:2"}
+
+
+def test_the_pooled_override_holds_and_puts_pgbouncer_in_front_of_postgres() -> None:
+    files = [REPO / "deploy" / "compose.yaml", REPO / "deploy" / "compose.pooled.yaml"]
+    model = checks.load_compose(files)
+    errors, _ = checks.compose_references(model, files[0].parent)
+    assert errors == []
+    services = model["services"]
+    pgbouncer = services["pgbouncer"]
+    assert pgbouncer["build"]["context"] == "pgbouncer"
+    assert (files[0].parent / "pgbouncer" / "Dockerfile").is_file()
+    assert pgbouncer["healthcheck"]["test"]
+    assert "ports" not in pgbouncer  # inside the compose network only
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        prefixes = [k.removesuffix("_DATABASE_URL") for k in env if k.endswith("_DATABASE_URL")]
+        if name == "pgbouncer" or not prefixes:
+            continue
+        (prefix,) = prefixes
+        assert "@pgbouncer:6432/" in env[f"{prefix}_DATABASE_URL"], name
+        assert "@postgres:5432/" in env[f"{prefix}_DATABASE_DIRECT_URL"], name
+        if name.endswith("-migrate"):
+            continue
+        # Scalable: no host port, no fixed consumer name, and PgBouncer up first.
+        assert "ports" not in service, name
+        assert f"{prefix}_CONSUMER_NAME" not in env, name
+        assert service["depends_on"]["pgbouncer"] == {"condition": "service_healthy"}, name
+        assert f"{prefix}_DATABASE_DIRECT_URL" in pgbouncer["environment"], name
+
+
+def test_the_merge_command_writes_a_model_without_tags(tmp_path: Path) -> None:
+    base, override = tmp_path / "compose.yaml", tmp_path / "compose.more.yaml"
+    base.write_text("services:\n  a:\n    image: x:1\n    ports: ['1:1']\n")
+    override.write_text("services:\n  a:\n    ports: !reset []\n")
+    out = tmp_path / "merged.yaml"
+    assert checks.main(["compose-merge", str(out), str(base), str(override)]) == 0
+    assert yaml.safe_load(out.read_text()) == {"services": {"a": {"image": "x:1"}}}
+
+
 # ---- Dockerfile ---------------------------------------------------------------------------------
 
 PINNED = """ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -426,6 +513,12 @@ def test_the_real_dockerfile_holds_and_is_the_only_one() -> None:
     assert {"libs/common", "services/gateway", "services/users"} <= set(members)
     assert checks.dockerfile_copies_workspace(text, "deploy/Dockerfile", members) == []
     assert checks.extra_dockerfiles(REPO) == []
+
+
+def test_the_pgbouncer_dockerfile_pins_its_base_and_is_no_service_dockerfile() -> None:
+    text = (REPO / "deploy" / "pgbouncer" / "Dockerfile").read_text()
+    assert checks.dockerfile_base_images(text, "deploy/pgbouncer/Dockerfile") == []
+    assert "deploy/pgbouncer/Dockerfile" not in checks.extra_dockerfiles(REPO)
 
 
 def test_a_service_dockerfile_is_an_extra_one(tmp_path: Path) -> None:
