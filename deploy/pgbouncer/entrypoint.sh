@@ -16,6 +16,12 @@
 #   PGBOUNCER_RESERVE_POOL_SIZE, PGBOUNCER_QUERY_WAIT_TIMEOUT
 #                                   override the sizing of the base configuration
 #   PGBOUNCER_SERVER_TLS_CA_FILE    CA bundle for ssl=verify-ca / verify-full
+#   PGBOUNCER_LISTEN_ADDR, PGBOUNCER_LISTEN_PORT
+#                                   where it listens, instead of the base's * and 6432 (a test
+#                                   on a free loopback port; the images keep the base's)
+#   PGBOUNCER_USER                  started as root (a test or a bare host, not the image, which
+#                                   runs as uid 10001): PgBouncer reads its files, then becomes
+#                                   this user (its -u); it refuses to run as root
 #   PGBOUNCER_RUN_DIR (/run/pgbouncer), PGBOUNCER_BASE_CONFIG (/etc/pgbouncer/pgbouncer.ini),
 #   PGBOUNCER_BIN (pgbouncer)       where it writes, what it reads, what it runs
 #
@@ -38,6 +44,13 @@ urldecode() { local s=${1//\\/\\\\}; printf '%b' "${s//%/\\x}"; }
 [[ $(grep -c '^\[' "$BASE") == 1 && $(grep '^\[' "$BASE") == "[pgbouncer]" ]] \
   || die "$BASE must hold the [pgbouncer] section alone (the entry point appends to it)"
 [[ $STATEMENT_TIMEOUT_MS =~ ^[0-9]+$ ]] || die "PGBOUNCER_STATEMENT_TIMEOUT_MS is not a number: $STATEMENT_TIMEOUT_MS"
+[[ -z ${PGBOUNCER_LISTEN_PORT:-} || $PGBOUNCER_LISTEN_PORT =~ ^[0-9]+$ ]] \
+  || die "PGBOUNCER_LISTEN_PORT is not a number: $PGBOUNCER_LISTEN_PORT"
+# One address, a comma-separated list, or *: nothing that could end the line's value.
+[[ -z ${PGBOUNCER_LISTEN_ADDR:-} || $PGBOUNCER_LISTEN_ADDR =~ ^[][A-Za-z0-9.:,*_-]+$ ]] \
+  || die "PGBOUNCER_LISTEN_ADDR has characters this entry point does not write: $PGBOUNCER_LISTEN_ADDR"
+[[ -z ${PGBOUNCER_USER:-} || $PGBOUNCER_USER =~ ^[A-Za-z0-9_.-]+$ ]] \
+  || die "PGBOUNCER_USER is not a user name: $PGBOUNCER_USER"
 
 declare -A PASSWORDS=() DATABASES=() TLS_MODES=()
 found=0
@@ -92,7 +105,6 @@ tls_mode=${!TLS_MODES[*]}
 
 umask 077
 mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR (mount a writable volume there)"
-umask 077
 auth_file=$RUN_DIR/userlist.txt
 : >"$auth_file" || die "cannot write to $RUN_DIR (mount a writable volume there)"
 for user in "${!PASSWORDS[@]}"; do
@@ -119,6 +131,8 @@ config=$RUN_DIR/pgbouncer.ini
       echo "server_tls_ca_file = $ca_file"
     fi
   fi
+  if [[ -n ${PGBOUNCER_LISTEN_ADDR:-} ]]; then echo "listen_addr = $PGBOUNCER_LISTEN_ADDR"; fi
+  if [[ -n ${PGBOUNCER_LISTEN_PORT:-} ]]; then echo "listen_port = $PGBOUNCER_LISTEN_PORT"; fi
   for setting in "${SIZING[@]}"; do
     variable=PGBOUNCER_${setting^^}
     if [[ -n ${!variable:-} ]]; then
@@ -129,4 +143,6 @@ config=$RUN_DIR/pgbouncer.ini
 } >"$config"
 
 echo "pgbouncer-entrypoint: databases: ${!DATABASES[*]}; users: ${!PASSWORDS[*]}; server TLS: $tls_mode" >&2
-exec "${PGBOUNCER_BIN:-pgbouncer}" "$config"
+switch_user=()
+[[ -z ${PGBOUNCER_USER:-} ]] || switch_user=(-u "$PGBOUNCER_USER")
+exec "${PGBOUNCER_BIN:-pgbouncer}" "${switch_user[@]}" "$config"

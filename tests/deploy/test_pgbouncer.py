@@ -2,25 +2,41 @@
 (components/pgbouncer) wires it between the services and Postgres.
 
 The entry point (deploy/pgbouncer/entrypoint.sh) runs here with ``cat`` in place of PgBouncer, so
-what it would start PgBouncer with is printed; no PgBouncer and no Postgres are needed. That
-PgBouncer 1.24.1 accepts the result and serves the services' engine through it (prepared
-statements, the statement timeout from connect_query) was checked by hand against a private
-Postgres (deploy/README.md, "PgBouncer").
+what it would start PgBouncer with is printed; no PgBouncer and no Postgres are needed. One test
+then runs it for real: PgBouncer 1.24.1 (scripts/pgbouncer.py builds it into .run/tools/bin once,
+about 15 s) started by the entry point on a free loopback port, in front of the machine's Postgres
+(``TEST_POSTGRES_URL``) with a role and database of its own, serving asyncpg a prepared statement
+across transactions and server connections and the statement timeout from connect_query, then
+stopped with SIGINT, the image's stop signal. The image itself is built on an engine by hand
+(deploy/README.md, "PgBouncer").
 """
 
 from __future__ import annotations
 
+import asyncio
 import configparser
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+import asyncpg
 import pytest
 import yaml
 
 from common.settings import ServiceSettings
+from common.testing.plugin import ADMIN_URL, throwaway_database
+from common.testing.polling import eventually
 from common.testing.scripts import load_script
+from common.testing.servers import port_open
 
 REPO = Path(__file__).resolve().parents[2]
 PGBOUNCER = REPO / "deploy" / "pgbouncer"
@@ -139,12 +155,199 @@ def test_several_users_tls_and_the_statement_timeout(tmp_path: Path) -> None:
             {"USERS_DATABASE_DIRECT_URL": url(), "PGBOUNCER_MAX_CLIENT_CONN": "lots"},
             "PGBOUNCER_MAX_CLIENT_CONN is not a number",
         ),
+        (
+            {"USERS_DATABASE_DIRECT_URL": url(), "PGBOUNCER_LISTEN_PORT": "6432x"},
+            "PGBOUNCER_LISTEN_PORT is not a number",
+        ),
+        (
+            {"USERS_DATABASE_DIRECT_URL": url(), "PGBOUNCER_LISTEN_ADDR": "127.0.0.1\nx = 1"},
+            "PGBOUNCER_LISTEN_ADDR has characters",
+        ),
+        (
+            {"USERS_DATABASE_DIRECT_URL": url(), "PGBOUNCER_USER": "a b"},
+            "PGBOUNCER_USER is not a user name",
+        ),
     ],
 )
 def test_what_it_refuses_is_named(tmp_path: Path, env: dict[str, str], problem: str) -> None:
     result = start(tmp_path, PGBOUNCER_SERVER_TLS_CA_FILE=str(tmp_path / "no-ca.pem"), **env)
     assert result.returncode == 1, result.stdout
     assert problem in result.stderr
+
+
+def test_where_it_listens_and_as_whom_come_from_the_environment(tmp_path: Path) -> None:
+    result = start(
+        tmp_path,
+        USERS_DATABASE_DIRECT_URL=url(),
+        PGBOUNCER_LISTEN_ADDR="127.0.0.1",
+        PGBOUNCER_LISTEN_PORT="16432",
+    )
+    assert result.returncode == 0, result.stderr
+    values = settings(result.stdout)
+    assert (values["listen_addr"], values["listen_port"]) == ("127.0.0.1", "16432")
+    unset = settings(start(tmp_path, USERS_DATABASE_DIRECT_URL=url()).stdout)
+    assert (unset["listen_addr"], unset["listen_port"]) == ("*", "6432")  # the base's
+    # Started as root, PgBouncer is told to switch user (its -u); echo shows its arguments.
+    as_root = start(
+        tmp_path, USERS_DATABASE_DIRECT_URL=url(), PGBOUNCER_USER="nobody", PGBOUNCER_BIN="echo"
+    )
+    assert as_root.stdout.split() == ["-u", "nobody", str(tmp_path / "run" / "pgbouncer.ini")]
+    without = start(tmp_path, USERS_DATABASE_DIRECT_URL=url(), PGBOUNCER_BIN="echo")
+    assert without.stdout.split() == [str(tmp_path / "run" / "pgbouncer.ini")]
+
+
+# ---- the entry point running PgBouncer in front of Postgres -----------------------------------
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A role with a password and a database of its own on the test Postgres."""
+
+    user: str
+    password: str
+    host: str
+    port: int
+    database: str
+
+    def direct_url(self) -> str:
+        """As the services' <PREFIX>_DATABASE_DIRECT_URL: SQLAlchemy's scheme, encoded password."""
+        return (
+            f"postgresql+asyncpg://{self.user}:{quote(self.password, safe='')}"
+            f"@{self.host}:{self.port}/{self.database}"
+        )
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """The entry point demands a password in the URL, and the test Postgres' own user may have
+    none (trust): a role of the test's, dropped after the database it can reach."""
+    token = uuid.uuid4().hex[:10]
+    user, password = f"pgbouncer_test_{token}", f"pw@{token}/x"
+    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+    finally:
+        await admin.close()
+    try:
+        async with throwaway_database() as database_url:
+            where = urlsplit(database_url)
+            yield Upstream(
+                user,
+                password,
+                where.hostname or "127.0.0.1",
+                where.port or 5432,
+                where.path.lstrip("/"),
+            )
+    finally:
+        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+        try:
+            await admin.execute(f"DROP ROLE IF EXISTS {user}")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="module")
+def pgbouncer_binary() -> str:
+    """scripts/pgbouncer.py's PgBouncer >= 1.21 (PGBOUNCER, PATH's, or .run/tools/bin's, built
+    there once if missing). A machine that cannot build it fails here, as with kubectl."""
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(REPO / "scripts" / "pgbouncer.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            "PgBouncer >= 1.21 is needed, and scripts/pgbouncer.py could not build it "
+            f"(Debian's archive, gcc, libevent's and OpenSSL's headers):\n{result.stderr.strip()}",
+            pytrace=False,
+        )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.integration
+async def test_pgbouncer_started_by_the_entry_point_serves_prepared_statements(
+    tmp_path: Path, upstream: Upstream, pgbouncer_binary: str
+) -> None:
+    port, log_path = free_port(), tmp_path / "pgbouncer.log"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PGBOUNCER_RUN_DIR": str(tmp_path / "run"),
+        "PGBOUNCER_BASE_CONFIG": str(BASE_INI),
+        "PGBOUNCER_BIN": pgbouncer_binary,
+        "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
+        "PGBOUNCER_LISTEN_PORT": str(port),
+        "PGBOUNCER_STATEMENT_TIMEOUT_MS": "4321",
+        # Two services on one database with one user: one [databases] entry, one auth line.
+        "USERS_DATABASE_DIRECT_URL": upstream.direct_url(),
+        "ORDERS_DATABASE_DIRECT_URL": upstream.direct_url(),
+    }
+    if os.geteuid() == 0:  # PgBouncer refuses root; CI runs as root
+        env["PGBOUNCER_USER"] = "nobody"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            BASH, str(ENTRYPOINT), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+    clients: list[asyncpg.Connection] = []
+
+    def log_text() -> str:
+        return log_path.read_text(errors="replace")
+
+    async def listening() -> bool:
+        assert process.returncode is None, f"PgBouncer exited:\n{log_text()}"
+        return port_open(port)
+
+    async def exited() -> int | None:
+        return process.returncode
+
+    try:
+        await eventually(listening, timeout=10, what="PgBouncer listening")
+        for _ in range(2):
+            clients.append(
+                await asyncpg.connect(
+                    host="127.0.0.1",
+                    port=port,
+                    user=upstream.user,
+                    password=upstream.password,  # SCRAM against the entry point's auth_file
+                    database=upstream.database,
+                    timeout=10,
+                )
+            )
+        client, other = clients
+        statement = await client.prepare("SELECT $1::int + 1 AS next, pg_backend_pid() AS pid")
+        async with client.transaction():
+            first = await statement.fetchrow(1)
+        # The other client holds the one server connection the statement was prepared on, so
+        # the second transaction gets a new one: PgBouncer prepares the statement there itself.
+        async with other.transaction():
+            held = await other.fetchval("SELECT pg_backend_pid()")
+            async with client.transaction():
+                second = await statement.fetchrow(2)
+        assert (first["next"], second["next"]) == (2, 3)
+        assert held == first["pid"] != second["pid"]
+        # Each server connection ran connect_query.
+        assert await client.fetchval("SHOW statement_timeout") == "4321ms"
+        assert await other.fetchval("SHOW statement_timeout") == "4321ms"
+
+        # SIGINT, the image's stop signal: it exits although both clients are still connected.
+        process.send_signal(signal.SIGINT)
+        code = await eventually(
+            exited, lambda code: code is not None, timeout=10, what="PgBouncer exiting on SIGINT"
+        )
+        assert code == 0, log_text()
+    finally:
+        for connection in clients:
+            connection.terminate()
+        if process.returncode is None:
+            process.kill()
+            await asyncio.wait_for(process.wait(), timeout=10)
 
 
 # ---- the configuration ------------------------------------------------------------------------
