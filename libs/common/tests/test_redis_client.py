@@ -3,7 +3,7 @@
 import pytest
 from redis.asyncio import Redis
 
-from common.redis import create_redis
+from common.redis import Script, create_redis
 from common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -33,5 +33,23 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_by_the_retry(
             await other.aclose()
         assert await redis.get("test:redis-client:stale") == "1"
         assert await redis.client_id() != client_id
+    finally:
+        await redis.aclose()
+
+
+async def test_a_script_runs_by_its_sha_and_again_after_the_server_forgot_it(
+    redis_url: str,
+) -> None:
+    """EVALSHA first; after SCRIPT FLUSH (a Redis restarted empty) the NOSCRIPT reply is
+    answered with EVAL, which caches the script again for the next EVALSHA."""
+    redis = create_redis(ServiceSettings(redis={"url": redis_url}))
+    script = Script(redis, "return {KEYS[1], ARGV[1]}")
+    try:
+        await redis.script_flush()
+        assert await script(["test:script:key"], ["one"]) == ["test:script:key", "one"]
+        assert await redis.script_exists(script.sha) == [True]
+        await redis.script_flush()
+        assert await script(["test:script:key"], [2]) == ["test:script:key", "2"]
+        assert await redis.script_exists(script.sha) == [True]
     finally:
         await redis.aclose()

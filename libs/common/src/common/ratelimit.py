@@ -47,6 +47,7 @@ from common.auth import (
 from common.context import SHARED
 from common.errors import Problem, Unauthorized
 from common.openapi import BEARER, raises
+from common.redis import Script
 from common.settings import ServiceSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -136,8 +137,8 @@ class RateLimiter:
         self.namespace = namespace
         self.enabled = enabled
         self.trusted_proxies = trusted_proxies
-        self._hit = redis.register_script(_HIT)
-        self._caller_read = redis.register_script(_CALLER_READ)
+        self._hit = Script(redis, _HIT)
+        self._caller_read = Script(redis, _CALLER_READ)
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings, redis: Redis) -> "RateLimiter":

@@ -29,6 +29,8 @@ from typing import Literal
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from common.redis import Script
+
 logger = logging.getLogger(__name__)
 
 BREAKER_TRANSITIONS = Counter(
@@ -121,8 +123,8 @@ class CircuitBreaker:
         self.cooldown_ms = max(1, round(cooldown_seconds * 1000))
         self.probe_lease_ms = max(1, round(probe_lease_seconds * 1000))
         self.probe_wait_ms = max(1, round(probe_wait_seconds * 1000))
-        self._admit = redis.register_script(_ADMIT)
-        self._record = redis.register_script(_RECORD)
+        self._admit = Script(redis, _ADMIT)
+        self._record = Script(redis, _RECORD)
 
     async def admit(self, endpoint: str) -> Admission:
         key = endpoint_key(endpoint)

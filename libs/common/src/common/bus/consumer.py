@@ -65,6 +65,7 @@ from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
 from common.db import Database, UnitOfWork, driver_connection
 from common.logging import correlation_id_var, event_id_var
+from common.redis import Script
 from common.settings import ServiceSettings
 from common.tracing import message_span
 from common.unavailable import is_transaction_conflict, is_unavailable
@@ -289,7 +290,7 @@ class Consumer:
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
-        self._delete_script = redis.register_script(_DELETE_IDLE_CONSUMER)
+        self._delete_script = Script(redis, _DELETE_IDLE_CONSUMER)
         self._stopping = asyncio.Event()
         self._dependencies_up = asyncio.Event()
         self._dependencies_up.set()

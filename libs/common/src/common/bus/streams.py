@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from common.contracts import groups_reading
+from common.redis import Script
 from common.settings import ServiceSettings
 
 logger = logging.getLogger("common.bus.streams")
@@ -121,7 +122,7 @@ class StreamTrimmer:
         self.prefix = settings.bus.stream_prefix
         self.min_retention = settings.stream.min_retention
         self.min_retention_ms = int(settings.stream.min_retention_seconds * 1000)
-        self._script = redis.register_script(_TRIM_SCRIPT)
+        self._script = Script(redis, _TRIM_SCRIPT)
 
     async def trim(self, key: str) -> int:
         """Trim one stream now; returns how many entries were removed."""
