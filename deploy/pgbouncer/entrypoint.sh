@@ -106,7 +106,7 @@ tls_mode=${!TLS_MODES[*]}
 umask 077
 mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR (mount a writable volume there)"
 auth_file=$RUN_DIR/userlist.txt
-: >"$auth_file" || die "cannot write to $RUN_DIR (mount a writable volume there)"
+: >"$auth_file" || die "cannot write to $RUN_DIR as uid $(id -u) (mount a volume there that this user can write, e.g. a tmpfs with uid=10001,gid=10001)"
 for user in "${!PASSWORDS[@]}"; do
   printf '"%s" "%s"\n' "$user" "${PASSWORDS[$user]//\"/\"\"}" >>"$auth_file"
 done
