@@ -3,6 +3,7 @@
 Run as a script with the port as its argument.
 """
 
+import gc
 import sys
 
 from starlette.applications import Starlette
@@ -17,8 +18,13 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("hello")
 
 
+async def frozen(request: Request) -> PlainTextResponse:
+    """How many objects the garbage collector no longer walks (serving.freeze_startup_heap)."""
+    return PlainTextResponse(str(gc.get_freeze_count()))
+
+
 def app() -> Starlette:
-    return Starlette(routes=[Route("/", hello)])
+    return Starlette(routes=[Route("/", hello), Route("/frozen", frozen)])
 
 
 if __name__ == "__main__":

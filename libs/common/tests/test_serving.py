@@ -22,10 +22,10 @@ def _free_port() -> int:
         return port
 
 
-async def _get(port: int) -> httpx.Response | None:
+async def _get(port: int, path: str = "/") -> httpx.Response | None:
     try:
         async with httpx.AsyncClient(timeout=1) as client:
-            return await client.get(f"http://127.0.0.1:{port}/")
+            return await client.get(f"http://127.0.0.1:{port}{path}")
     except httpx.TransportError:
         return None
 
@@ -40,6 +40,11 @@ async def test_it_serves_with_a_date_header_and_stops_at_once_on_sigterm() -> No
         assert response is not None
         assert response.text == "hello"
         assert response.headers["date"].endswith("GMT")  # refreshed by the main loop's tick
+        # What start-up built is out of the garbage collector's reach (freeze_startup_heap):
+        # tens of thousands of objects even for this one-route app (imports, uvicorn, the app).
+        frozen = await _get(port, "/frozen")
+        assert frozen is not None
+        assert int(frozen.text) > 10_000
         # Idle long enough for the main loop to be in its one-second wait, then stop it.
         await eventually(lambda: _get(port), what="a second answer")
         stopped_at = time.monotonic()

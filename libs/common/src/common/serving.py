@@ -5,10 +5,13 @@ to refresh the ``Date`` header: ten wake-ups a second in every API process, near
 idle gateway's CPU (docs/design.md section 8: the idle stack under 3% of a core; measured
 by ``bench/idle.py``). :class:`QuietServer` refreshes the header once a second, as uvicorn
 does, and is woken at once by the stop signal instead of polling for it.
+
+Once started, a process also freezes what start-up built (:func:`freeze_startup_heap`).
 """
 
 import asyncio
 import contextlib
+import gc
 import sys
 from types import FrameType
 from typing import Any
@@ -19,6 +22,19 @@ from uvicorn.config import Config
 TICK_SECONDS = 1.0  # the Date header's resolution: what uvicorn refreshes every ten ticks
 TICKS_PER_REFRESH = 10  # uvicorn's on_tick refreshes when its counter is a multiple of this
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app did not start
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up built (modules, routes, models, metadata: ~130,000 objects in an
+    API) out of the cyclic garbage collector's reach, once the process serves.
+
+    Without it, every full collection walks all of them again: 50-70 ms once every few
+    thousand requests, inside one of them (the read path's p99), about 4% of a cached read's
+    CPU (measured in-process on users-api). They live as long as the process, so freezing
+    them loses nothing; whatever is made later is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class QuietServer(uvicorn.Server):
@@ -33,6 +49,7 @@ class QuietServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         self._exit_requested = asyncio.Event()
         counter = 0
+        freeze_startup_heap()  # the app's lifespan has run: what it built lives on
         should_exit = await self.on_tick(counter)
         while not should_exit:
             with contextlib.suppress(TimeoutError):

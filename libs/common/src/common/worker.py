@@ -56,6 +56,7 @@ from common.logging import configure_logging
 from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import PartitionedTable
 from common.redis import create_redis
+from common.serving import freeze_startup_heap
 from common.settings import ServiceSettings
 from common.tracing import configure_tracing
 from common.version import VERSION, publish_build_info
@@ -215,6 +216,7 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         components.extend(asyncio.create_task(run(context, stop)) for run in spec.long_running)
         await health.start()
         logger.info("worker started", extra={"group": spec.group, "port": settings.worker_port})
+        freeze_startup_heap()
         await stop.wait()
         logger.info("worker stopping")
     finally:
