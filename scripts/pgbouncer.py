@@ -48,6 +48,13 @@ class BuildError(RuntimeError):
     pass
 
 
+class MissingBuildTools(BuildError):
+    """The machine lacks what the build needs (Debian packages); exit status NO_BUILD_TOOLS."""
+
+
+NO_BUILD_TOOLS = 3  # the exit status when MissingBuildTools: callers may treat it as "not here"
+
+
 def version_of(binary: str | Path) -> tuple[int, ...] | None:
     try:
         printed = subprocess.run(  # noqa: S603 - a pgbouncer binary, asked its version
@@ -76,7 +83,7 @@ def download(name: str, sha256: str, into: Path) -> Path:
 def build(dest: Path) -> Path:
     missing = [tool for tool in ("gcc", "make", "pkg-config", "patch") if not shutil.which(tool)]
     if missing or subprocess.run(["pkg-config", "--exists", "libevent"], check=False).returncode:  # noqa: S607
-        raise BuildError(
+        raise MissingBuildTools(
             "building PgBouncer needs gcc, make, pkg-config, patch and libevent's headers: "
             "sudo apt-get install -y build-essential pkg-config patch libevent-dev libssl-dev"
         )
@@ -121,6 +128,9 @@ def ensure() -> Path:
 def main() -> int:
     try:
         print(ensure())
+    except MissingBuildTools as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return NO_BUILD_TOOLS
     except (BuildError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
