@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from common.settings import ServiceSettings
-from common.testing.plugin import ADMIN_URL, throwaway_database
+from common.testing.plugin import as_admin, throwaway_database
 from common.testing.polling import eventually
 from common.testing.scripts import load_script
 from common.testing.servers import port_open
@@ -223,11 +223,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     none (trust): a role of the test's, dropped after the database it can reach."""
     token = uuid.uuid4().hex[:10]
     user, password = f"pgbouncer_test_{token}", f"pw@{token}/x"
-    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-    try:
-        await admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
-    finally:
-        await admin.close()
+    await as_admin(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
     try:
         async with throwaway_database() as database_url:
             where = urlsplit(database_url)
@@ -239,11 +235,7 @@ async def upstream() -> AsyncIterator[Upstream]:
                 where.path.lstrip("/"),
             )
     finally:
-        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-        try:
-            await admin.execute(f"DROP ROLE IF EXISTS {user}")
-        finally:
-            await admin.close()
+        await as_admin(f"DROP ROLE IF EXISTS {user}")
 
 
 @pytest.fixture(scope="module")

@@ -84,22 +84,24 @@ async def cluster_database_url() -> AsyncIterator[str]:
         yield url
 
 
+async def as_admin(statement: str) -> None:
+    """One statement on a connection of its own as the test server's admin (CREATE or DROP of
+    a database or a role: statements no transaction may hold)."""
+    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
 @asynccontextmanager
 async def throwaway_database() -> AsyncIterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await as_admin(f'CREATE DATABASE "{name}"')
     try:
         yield _with_database(ADMIN_URL, name)
     finally:
-        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
