@@ -3,14 +3,25 @@
 Each service keeps its Alembic version table inside its own schema, creates that schema if
 it is missing, and holds a Postgres advisory lock while migrating so that two migration jobs
 started at once (two pods, a Job and a developer) run one after the other.
+
+A migration runs while the previous release serves (a rolling upgrade): one that locks tables
+the running code also locks can deadlock with it, and Postgres may pick the migration as the
+one to roll back. Everything runs in one transaction, so nothing of it is left behind, and it
+is run again after a short backoff, a few times (:data:`ATTEMPTS`).
 """
 
 import asyncio
+import sys
 
 from alembic import context
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from common.backoff import equal_jitter, exponential
+from common.unavailable import is_transaction_conflict
+
+ATTEMPTS = 5  # a deadlock with the running release is rare; five in a row is not a race
 
 
 def _run_sync(connection: Connection, metadata: MetaData, schema: str) -> None:
@@ -42,4 +53,23 @@ def run_migrations(metadata: MetaData, schema: str, default_url: str) -> None:
     if context.is_offline_mode():
         raise SystemExit("Offline (--sql) migrations are not supported; run them online.")
     url = context.config.get_main_option("sqlalchemy.url") or default_url
-    asyncio.run(_run_online(url, metadata, schema))
+    asyncio.run(_run_online_retrying(url, metadata, schema))
+
+
+async def _run_online_retrying(url: str, metadata: MetaData, schema: str) -> None:
+    """:func:`_run_online`, again after a deadlock or a serialization failure (rolled back
+    whole: the migration is one transaction), up to :data:`ATTEMPTS` times."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await _run_online(url, metadata, schema)
+            return
+        except Exception as exc:
+            if attempt == ATTEMPTS or not is_transaction_conflict(exc):
+                raise
+            delay = equal_jitter(exponential(attempt, base=0.5, cap=5.0))
+            print(
+                f"[{schema}] migration rolled back by a lock conflict with the running code"
+                f" (attempt {attempt} of {ATTEMPTS}); again in {delay:.1f} s: {exc}",
+                file=sys.stderr,
+            )
+            await asyncio.sleep(delay)
