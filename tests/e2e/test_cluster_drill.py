@@ -1,4 +1,5 @@
-"""Fault drills of `make e2e-cluster`: a Redis Cluster primary killed, the Postgres replica down.
+"""Fault drills of `make e2e-cluster`: a Redis Cluster primary killed, the Postgres replica down,
+PgBouncer killed.
 
 They run only where ``scripts/e2e_cluster.py`` started the stores (it sets ``E2E_CLUSTER_*``
 and ``E2E_CLUSTER_PG_*``); against any other stack they are skipped.
@@ -10,6 +11,9 @@ and ``E2E_CLUSTER_PG_*``); against any other stack they are skipped.
   order settles with exactly one notification. The killed node comes back as a replica.
 * The Postgres replica is stopped: lists fall back to the primary (200, complete), then the
   replica is started again.
+* PgBouncer, between every service and the primary past one replica, is killed with SIGKILL
+  during a burst (supervisord starts it again): the pools' connections to it are dead, each is
+  replaced on its next use, and every order settles with exactly one notification.
 """
 
 import asyncio
@@ -25,7 +29,7 @@ import pytest
 from common.testing.cluster import LocalPostgresPair, LocalRedisCluster
 from common.testing.polling import eventually
 
-from .conftest import Customer, Stack, check_invariants, order_body, settled, sign_up
+from .conftest import REPLICAS, Customer, Stack, check_invariants, order_body, settled, sign_up
 from .test_orders import notifications_of
 
 pytestmark = pytest.mark.skipif(
@@ -67,32 +71,22 @@ def covering(order_ids: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda notices: order_ids <= {n["order_id"] for n in notices}
 
 
-async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settles_once(
-    stack: Stack,
-) -> None:
-    redis = cluster()
-    customers = [await sign_up(stack, credit_limit_cents=100_000) for _ in range(4)]
-    victim = redis.owner_of("{bus}")
+Placed = list[tuple[Customer, str]]
 
-    async def burst(count: int) -> list[tuple[Customer, str]]:
-        ids = await asyncio.gather(
-            *(place_retrying(stack, customers[i % 4], 1_000) for i in range(count))
-        )
-        return [(customers[i % 4], order_id) for i, order_id in enumerate(ids)]
 
-    before = await burst(8)
-    redis.kill_node(victim)
-    during = await burst(8)
-    await asyncio.to_thread(redis.wait_failover, "{bus}", victim, 30)  # the replica took over
-    redis.start_node(victim)  # rejoins as a replica of its successor
-    after = await burst(4)
+async def burst(stack: Stack, customers: list[Customer], count: int) -> Placed:
+    """``count`` orders at once, round-robin over ``customers``, each retried on a 503."""
+    ids = await asyncio.gather(
+        *(place_retrying(stack, customers[i % len(customers)], 1_000) for i in range(count))
+    )
+    return [(customers[i % len(customers)], order_id) for i, order_id in enumerate(ids)]
 
-    orders = [
-        await settled(stack, c, order_id, timeout=90) for c, order_id in before + during + after
-    ]
+
+async def assert_each_approved_and_announced_once(stack: Stack, placed: Placed) -> None:
+    orders = [await settled(stack, c, order_id, timeout=90) for c, order_id in placed]
     assert {o["status"] for o in orders} == {"APPROVED"}
-    for customer in customers:
-        mine = {order_id for c, order_id in before + during + after if c is customer}
+    for customer in {id(c): c for c, _ in placed}.values():
+        mine = {order_id for c, order_id in placed if c is customer}
 
         async def notices(who: Customer = customer) -> list[dict[str, Any]]:
             return await notifications_of(stack, who)
@@ -100,8 +94,56 @@ async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settl
         listed = await eventually(notices, covering(mine), timeout=60)
         per_order = Counter(n["order_id"] for n in listed if n["order_id"] in mine)
         assert set(per_order.values()) == {1}, per_order
+
+
+async def test_the_bus_primary_killed_mid_burst_fails_over_and_every_order_settles_once(
+    stack: Stack,
+) -> None:
+    redis = cluster()
+    customers = [await sign_up(stack, credit_limit_cents=100_000) for _ in range(4)]
+    victim = redis.owner_of("{bus}")
+
+    before = await burst(stack, customers, 8)
+    redis.kill_node(victim)
+    during = await burst(stack, customers, 8)
+    await asyncio.to_thread(redis.wait_failover, "{bus}", victim, 30)  # the replica took over
+    redis.start_node(victim)  # rejoins as a replica of its successor
+    after = await burst(stack, customers, 4)
+
+    await assert_each_approved_and_announced_once(stack, before + during + after)
     await asyncio.to_thread(redis.wait_healthy, 30)
     await check_invariants(timeout=60)
+
+
+# scripts/stack.sh's default: PgBouncer past one replica (POOLER=none runs without it).
+POOLED = os.environ.get("POOLER", "pgbouncer" if REPLICAS > 1 else "none") == "pgbouncer"
+
+
+@pytest.mark.skipif(not POOLED, reason="this stack runs without PgBouncer (POOLER)")
+async def test_pgbouncer_killed_mid_burst_comes_back_and_every_order_settles_once(
+    stack: Stack,
+) -> None:
+    """Requests that meet PgBouncer down are answered 503 and retried with their
+    Idempotency-Key; the workers wait the outage out; supervisord starts PgBouncer again."""
+    customers = [await sign_up(stack, credit_limit_cents=100_000) for _ in range(2)]
+    before = await burst(stack, customers, 6)
+    stack.control("kill", "pgbouncer")
+    during = await burst(stack, customers, 6)
+    after = await burst(stack, customers, 4)
+
+    await assert_each_approved_and_announced_once(stack, before + during + after)
+    # users-api's pools saw no write since the kill: their dead connections are pinged and
+    # replaced before use once idle (common.db.ping_after_idle), or answered 503 once.
+    await eventually(lambda: sign_up_once(stack), lambda status: status == 201, timeout=30)
+    await check_invariants(timeout=60)
+
+
+async def sign_up_once(stack: Stack) -> int:
+    body = {"email": f"e2e-{uuid.uuid4().hex[:12]}@example.com", "password": "e2e password 1"}
+    response = await stack.users.post(
+        "/users", json={**body, "name": "E2E", "credit_limit_cents": 1_000}
+    )
+    return response.status_code
 
 
 async def test_the_replica_stopped_lists_fall_back_to_the_primary(stack: Stack) -> None:

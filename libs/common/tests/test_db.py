@@ -4,6 +4,7 @@ import logging
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from common.db import (
     ConnectionBudgetExceeded,
@@ -31,6 +32,55 @@ async def test_a_read_session_whose_server_connection_died_closes_without_raisin
                 await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
                 await other.commit()
         # The pool threw the dead connection away; the next read works.
+        async with database.session() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def _pooled_backend_killed(database_url: str, *, idle_ping_seconds: float) -> Database:
+    """A one-connection pool whose connection was used, returned, then killed on the server
+    (what a Postgres or PgBouncer restart does to every pooled connection)."""
+    database = Database(
+        create_engine(
+            ServiceSettings(database_url=database_url),
+            pool=PoolBounds(1, 0),
+            idle_ping_seconds=idle_ping_seconds,
+        )
+    )
+    async with database.engine.connect() as connection:
+        pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    killer = create_engine(ServiceSettings(database_url=database_url), pool=PoolBounds(1, 0))
+    try:
+        async with killer.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+    finally:
+        await killer.dispose()
+    return database
+
+
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
+    database_url: str,
+) -> None:
+    database = await _pooled_backend_killed(database_url, idle_ping_seconds=0)
+    try:
+        async with database.session() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_connection_in_steady_use_is_not_pinged_so_its_death_is_met(
+    database_url: str,
+) -> None:
+    """Why the ping waits for idleness: a connection handed out again within the threshold
+    gets no round trip first, and a dead one is met by the statement itself (a 503 upstream,
+    after which the pool replaces it)."""
+    database = await _pooled_backend_killed(database_url, idle_ping_seconds=60)
+    try:
+        with pytest.raises(DBAPIError):
+            async with database.session() as session:
+                await session.execute(text("SELECT 1"))
         async with database.session() as session:
             assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
     finally:

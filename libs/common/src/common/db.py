@@ -22,12 +22,14 @@ Database that has no outbox raises :class:`NoOutbox`: both fail loudly, never si
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -96,12 +98,17 @@ class PoolBounds:
         )
 
 
+IDLE_PING_SECONDS = 2.0
+"""A pooled connection that sat unused longer than this is pinged before it is handed out."""
+
+
 def create_engine(
     settings: ServiceSettings,
     *,
     url: str | None = None,
     pre_ping: bool = False,
     pool: PoolBounds | None = None,
+    idle_ping_seconds: float = IDLE_PING_SECONDS,
 ) -> AsyncEngine:
     """The process's one engine; pool sizes and timeouts come from settings.
 
@@ -109,6 +116,8 @@ def create_engine(
     settings on another server, and pings each connection it hands out, so that a replica
     gone down is noticed before a query and the read falls back to the primary.
     ``pool``: the bounds (an API's by default; the worker runtime gives the worker's).
+    ``idle_ping_seconds``: without ``pre_ping``, only connections idle longer are pinged
+    (:func:`ping_after_idle`).
     """
     bounds = pool or PoolBounds.api(settings)
     server_settings = {"application_name": settings.service_name}
@@ -120,7 +129,7 @@ def create_engine(
         # scripts/stack.sh and deploy/), and command_timeout below bounds every statement
         # here as well.
         server_settings["statement_timeout"] = str(settings.db.statement_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         url or settings.database_url,
         pool_size=bounds.size,
         max_overflow=bounds.overflow,
@@ -133,6 +142,41 @@ def create_engine(
             "server_settings": server_settings,
         },
     )
+    if not pre_ping:
+        ping_after_idle(engine, idle_ping_seconds)
+    return engine
+
+
+_CHECKED_IN_AT = "common.db.checked_in_at"
+
+
+def ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection before handing it out, only if it sat unused > ``idle_seconds``.
+
+    A Postgres or PgBouncer restart closes every pooled connection. Unpinged, each process's
+    first transaction afterwards meets a dead one and answers 503 (the pool then replaces them
+    all), and a replica that got no traffic during the outage hands that 503 to its next client,
+    minutes later. ``pool_pre_ping`` would add a round trip to every transaction of the hot
+    path; a connection in steady use is handed out again within milliseconds and never pinged,
+    one idle for seconds costs one round trip. A dead one is replaced before anyone sees it
+    (a ``DisconnectionError`` from a checkout hook makes the pool connect afresh).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def remember_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at <= idle_seconds:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(
+                f"a pooled connection idle {idle_seconds:g} s+ is dead"
+            ) from exc
 
 
 class ConnectionBudgetExceeded(RuntimeError):
