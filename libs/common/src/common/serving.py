@@ -6,7 +6,8 @@ idle gateway's CPU (docs/design.md section 8: the idle stack under 3% of a core;
 by ``bench/idle.py``). :class:`QuietServer` refreshes the header once a second, as uvicorn
 does, and is woken at once by the stop signal instead of polling for it.
 
-Once started, a process also freezes what start-up built (:func:`freeze_startup_heap`).
+Between its start-up and its first connection, a process freezes what start-up built
+(:func:`freeze_startup_heap`; a worker does it once its consumer runs).
 """
 
 import asyncio
@@ -27,7 +28,7 @@ STARTUP_FAILURE = 3  # uvicorn's exit status when the app did not start
 
 def freeze_startup_heap() -> None:
     """Take what start-up built (modules, routes, models, metadata: ~130,000 objects in an
-    API) out of the cyclic garbage collector's reach, once the process serves.
+    API) out of the cyclic garbage collector's reach, before the process serves.
 
     Without it, every full collection walks all of them again: 50-70 ms once every few
     thousand requests, inside one of them (the read path's p99), about 4% of a cached read's
