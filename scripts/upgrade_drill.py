@@ -19,6 +19,13 @@ PG_PORT, REDIS_PORT in the environment) on its own ports (PORT_BASE, WORKER_PORT
 
 It fails on any response other than 2xx, 4xx or 503, on any connection error, on a saga left
 unsettled, an invariant broken or a dead letter; it prints its figures either way.
+
+Its client replays a request once, as Go's ``net/http`` does and RFC 9112 section 9.3.1 allows,
+in one case only: the request is replayable (a GET, or a POST with an ``Idempotency-Key``), it
+went out on a kept-alive connection, and that connection closed before any answer. A stopping
+server of release 0.1.0 closes its idle kept-alive connections at once, racing a request
+already on its way (this tree drains them gently: ``common.edge``); such replays are counted
+and printed. Any other connection error fails the drill, as does a replay that fails again.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class Figures:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     connection_errors: list[str] = field(default_factory=list)
     timeouts: list[str] = field(default_factory=list)
+    replayed: list[str] = field(default_factory=list)  # closed kept-alive connection, sent again
     orders: list[tuple[str, str]] = field(default_factory=list)  # (order id, customer token)
 
     @property
@@ -73,7 +81,7 @@ class Figures:
         return (
             f"{self.requests} requests, {dict(sorted(self.statuses.items()))}, "
             f"{len(self.connection_errors)} connection errors, {len(self.timeouts)} timeouts, "
-            f"{len(self.orders)} orders"
+            f"{len(self.replayed)} replayed, {len(self.orders)} orders"
         )
 
     @property
@@ -87,6 +95,33 @@ class Figures:
 
 class DrillFailed(Exception):
     pass
+
+
+# A request that went out and met the connection's close instead of an answer.
+CLOSED_UNDER_REQUEST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def replayable(method: str, headers: dict[str, str]) -> bool:
+    """Go's rule (``Request.isReplayable``): safe to send twice, or deduplicated by a key."""
+    return method == "GET" or "Idempotency-Key" in headers
+
+
+class Exchange:
+    """What httpcore's trace says of one request: was a connection opened for it, and did
+    any of the answer arrive."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.answered = False
+
+    async def trace(self, event: str, info: dict[str, object]) -> None:
+        if event == "connection.connect_tcp.complete":
+            self.connected = True
+        elif event == "http11.receive_response_headers.complete":
+            self.answered = True
+
+    def met_a_closed_kept_alive_connection(self) -> bool:
+        return not self.connected and not self.answered
 
 
 def say(line: str) -> None:
@@ -196,17 +231,39 @@ class Load:
         self.stopping = asyncio.Event()
         self.client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
 
-    async def call(self, method: str, target: str, **kwargs: object) -> httpx.Response | None:
-        try:
-            response = await self.client.request(method, target, **kwargs)  # type: ignore[arg-type]
-        except httpx.TimeoutException as exc:  # no answer in time: a failure, but not a drop
-            self.figures.timeouts.append(f"{method} {target}: {exc!r}")
-            return None
-        except httpx.HTTPError as exc:
-            self.figures.connection_errors.append(f"{method} {target}: {exc!r}")
-            return None
-        self.figures.statuses[response.status_code] += 1
-        return response
+    async def call(
+        self, method: str, target: str, headers: dict[str, str] | None = None, **kwargs: object
+    ) -> httpx.Response | None:
+        headers = headers or {}
+        for attempt in (1, 2):
+            exchange = Exchange()
+            try:
+                response = await self.client.request(
+                    method,
+                    target,
+                    headers=headers,
+                    extensions={"trace": exchange.trace},
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            except httpx.TimeoutException as exc:  # no answer in time: a failure, not a drop
+                self.figures.timeouts.append(f"{method} {target}: {exc!r}")
+                return None
+            except CLOSED_UNDER_REQUEST as exc:
+                if (
+                    attempt == 1
+                    and replayable(method, headers)
+                    and exchange.met_a_closed_kept_alive_connection()
+                ):
+                    self.figures.replayed.append(f"{method} {target}: {exc!r}")
+                    continue
+                self.figures.connection_errors.append(f"{method} {target}: {exc!r}")
+                return None
+            except httpx.HTTPError as exc:
+                self.figures.connection_errors.append(f"{method} {target}: {exc!r}")
+                return None
+            self.figures.statuses[response.status_code] += 1
+            return response
+        return None  # unreachable: the second attempt returns or records
 
     async def customer(self) -> None:
         while not self.stopping.is_set():
@@ -230,7 +287,10 @@ class Load:
             for cents in (1_000, 20_000, 40_000):  # the last one exceeds what is left
                 item = {"sku": "drill", "quantity": 1, "unit_price_cents": cents}
                 placed = await self.call(
-                    "POST", f"{url('orders')}/orders", json={"items": [item]}, headers=auth
+                    "POST",
+                    f"{url('orders')}/orders",
+                    json={"items": [item]},
+                    headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
                 )
                 if placed is not None and placed.status_code in (201, 202):
                     self.figures.orders.append((placed.json()["id"], token))
@@ -339,6 +399,12 @@ async def drill(old: Path) -> int:
     print(
         f"  timeouts            {len(figures.timeouts)} (no answer in {REQUEST_TIMEOUT_SECONDS}s)"
     )
+    print(
+        f"  replayed            {len(figures.replayed)} (a kept-alive connection closed under "
+        "a replayable request, sent once more)"
+    )
+    for replay in figures.replayed[:10]:
+        print(f"    {replay}")
     print(f"  orders placed       {len(figures.orders)} (sagas left open: {unsettled})")
     for line in timeline:
         print(f"  {line}")

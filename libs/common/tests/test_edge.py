@@ -17,10 +17,10 @@ from starlette.responses import StreamingResponse
 
 from common.auth import CurrentUser
 from common.context import SHARED
-from common.edge import header_deadline_protocol
+from common.edge import DRAIN_IDLE_SECONDS, edge_protocol
 from common.http import STREAM_SLOT, create_service_app
 from common.settings import ServiceSettings
-from common.testing.server import served
+from common.testing.server import served, serving
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ async def test_headers_that_never_end_get_a_408_then_close(
     database_url: str, redis_url: str
 ) -> None:
     app = create_service_app(settings(database_url, redis_url), title="t", routers=[router])
-    async with served(app, http=header_deadline_protocol(1.0)) as url:
+    async with served(app, http=edge_protocol(1.0)) as url:
         reader, writer = await raw_request(url, b"GET /ping HTTP/1.1\r\nHost: x\r\n")
         status, body = await answer_then_close(reader, within=5)
         writer.close()
@@ -212,3 +212,59 @@ async def test_an_event_stream_nobody_counted_gives_its_slot_back_too(
             assert (await client.get("/ping")).status_code == 200  # the only slot is free
             release_streams.set()
         await until(lambda: not capacity.streams and not capacity.in_flight)
+
+
+PING = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def one_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """The status and headers of the next response on a kept-alive connection (its body read
+    by its Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status_line, *lines = head.decode().strip().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    await reader.readexactly(int(headers["content-length"]))
+    return int(status_line.split(" ")[1]), headers
+
+
+async def listener_closed(url: str) -> bool:
+    """Whether the port refuses new connections: the server has begun its stop."""
+    try:
+        _, writer = await raw_request(url, b"")
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+async def test_a_stop_answers_a_request_sent_on_an_idle_kept_alive_connection(
+    database_url: str, redis_url: str
+) -> None:
+    """The keep-alive race of a rolling restart: a client sends on a connection it kept
+    alive just as the server stops. uvicorn alone closes idle connections at once (the
+    client meets a reset and cannot tell whether its request ran); here the request is
+    served with Connection: close, and a connection no one uses is closed soon after."""
+    app = create_service_app(settings(database_url, redis_url), title="t", routers=[router])
+    async with serving(app, http=edge_protocol(5.0)) as (url, server):
+        busy_reader, busy = await raw_request(url, PING)
+        idle_reader, idle = await raw_request(url, PING)
+        for reader in (busy_reader, idle_reader):
+            status, headers = await one_response(reader)
+            assert (status, headers.get("connection")) == (200, None)  # kept alive
+
+        server.should_exit = True
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await listener_closed(url):
+            assert asyncio.get_running_loop().time() < deadline, "the server did not stop"
+            await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+
+        busy.write(PING)  # on its way as the stop began
+        status, headers = await one_response(busy_reader)
+        assert (status, headers["connection"]) == (200, "close")
+        assert await asyncio.wait_for(busy_reader.read(), 5) == b""  # then closed
+
+        assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # unused: closed, later
+        assert asyncio.get_running_loop().time() - started >= DRAIN_IDLE_SECONDS * 0.9
+        busy.close()
+        idle.close()

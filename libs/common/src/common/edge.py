@@ -7,8 +7,10 @@ One client with no account must not be able to take a process away from everybod
 - the whole body must arrive within ``body_timeout_seconds`` (408 problem+json);
 - the request line and headers must arrive within ``header_timeout_seconds`` of the connection
   opening (or of the first byte of a keep-alive connection's next request): a 408 written by
-  the HTTP protocol itself (:func:`header_deadline_protocol`, given to uvicorn), since no ASGI
-  app exists before the headers are complete.
+  the HTTP protocol itself (:func:`edge_protocol`, given to uvicorn), since no ASGI
+  app exists before the headers are complete;
+- a stop closes no kept-alive connection under a request already on its way
+  (:class:`_GentleDrain`, also in :func:`edge_protocol`).
 
 Every refusal answers and then closes the connection (``Connection: close``): a body left
 unread cannot be skipped safely, and a dropped connection tells a client nothing.
@@ -24,6 +26,7 @@ is told the client left (it abandons its upstream request) and the client gets t
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -242,14 +245,56 @@ class _HeaderDeadline:
             transport.close()
 
 
-def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+DRAIN_IDLE_SECONDS = 1.0  # how long an idle keep-alive connection may still bring a request
+
+
+class _GentleDrain:
+    """A graceful stop without the keep-alive race (RFC 9112 section 9.6).
+
+    uvicorn's stop closes every idle keep-alive connection at once. A client may have sent a
+    request on one an instant before: it meets a reset (``ReadError``) and cannot tell whether
+    the request was served, a POST included. Here an idle connection is left open for
+    ``DRAIN_IDLE_SECONDS``: a request that arrives on it is served with ``Connection: close``
+    (the client learns, from a response, not a reset, to connect afresh, and the listener's
+    successor takes it); one still idle then is closed, when no client is using it. A busy
+    connection closes after its response, as before. The wait is part of uvicorn's graceful
+    shutdown, bounded by its timeout.
+    """
+
+    draining = False
+
+    def drain(self, protocol: Any, close_now: Callable[[], None]) -> None:
+        if protocol.cycle is None or protocol.cycle.response_complete:
+            self.draining = True
+            protocol.loop.call_later(DRAIN_IDLE_SECONDS, self._close_if_idle, protocol, close_now)
+        else:
+            protocol.cycle.keep_alive = False
+
+    def request_started(self, protocol: Any) -> None:
+        """A request that began while draining is the connection's last."""
+        if self.draining and protocol.cycle is not None:
+            protocol.cycle.keep_alive = False
+
+    @staticmethod
+    def _close_if_idle(protocol: Any, close_now: Callable[[], None]) -> None:
+        if protocol.transport.is_closing():
+            return
+        if protocol.cycle is None or protocol.cycle.response_complete:
+            close_now()
+        # else: that request's cycle has keep_alive off; the connection closes after it
+
+
+def edge_protocol(header_timeout_seconds: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools when installed, else h11) with a deadline for the
-    request line and headers: pass it as ``uvicorn.run(http=...)``."""
+    request line and headers, and a stop that drains kept-alive connections gently
+    (:class:`_GentleDrain`): pass it as ``uvicorn.run(http=...)``."""
+    seconds = header_timeout_seconds
     if HttpToolsProtocol is not None:
 
-        class HttpToolsWithDeadline(HttpToolsProtocol):
+        class HttpToolsAtTheEdge(HttpToolsProtocol):
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 self.header_deadline = _HeaderDeadline(self, seconds)
+                self.gentle = _GentleDrain()
                 super().connection_made(transport)
                 self.header_deadline.arm()
 
@@ -260,16 +305,21 @@ def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
             def on_headers_complete(self) -> None:
                 self.header_deadline.cancel()
                 super().on_headers_complete()
+                self.gentle.request_started(self)
+
+            def shutdown(self) -> None:
+                self.gentle.drain(self, self.transport.close)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 self.header_deadline.cancel()
                 super().connection_lost(exc)
 
-        return HttpToolsWithDeadline
+        return HttpToolsAtTheEdge
 
-    class H11WithDeadline(H11Protocol):  # pragma: no cover - used without httptools only
+    class H11AtTheEdge(H11Protocol):  # pragma: no cover - used without httptools only
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self.header_deadline = _HeaderDeadline(self, seconds)
+            self.gentle = _GentleDrain()
             super().connection_made(transport)
             self.header_deadline.arm()
 
@@ -279,9 +329,13 @@ def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
             super().data_received(data)
             if self.cycle is not None and not self.cycle.response_complete:
                 self.header_deadline.cancel()
+                self.gentle.request_started(self)
+
+        def shutdown(self) -> None:
+            self.gentle.drain(self, super().shutdown)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.header_deadline.cancel()
             super().connection_lost(exc)
 
-    return H11WithDeadline
+    return H11AtTheEdge

@@ -30,7 +30,7 @@ from common.bus import Outbox
 from common.context import SHARED, AppContext
 from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.docs import install_docs
-from common.edge import EdgeLimitsMiddleware, header_deadline_protocol
+from common.edge import EdgeLimitsMiddleware, edge_protocol
 from common.errors import Problem, install_error_handlers, problem_response, remember_request_ids
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
@@ -485,5 +485,5 @@ def serve(app_factory: str, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=30,
         # The request line and headers within a deadline (common.edge), or a 408.
-        http=header_deadline_protocol(settings.http.header_timeout_seconds),
+        http=edge_protocol(settings.http.header_timeout_seconds),
     )

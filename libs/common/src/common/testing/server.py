@@ -23,6 +23,14 @@ class InProcessServer(uvicorn.Server):
 async def served(app: ASGIApp, **config: Any) -> AsyncIterator[str]:
     """``app`` listening on 127.0.0.1 until the block ends; its base URL. ``config``: more
     ``uvicorn.Config`` options (``http=`` a protocol class, for instance)."""
+    async with serving(app, **config) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, **config: Any) -> AsyncIterator[tuple[str, InProcessServer]]:
+    """As :func:`served`, with the server too: a test may stop it (``should_exit``) while its
+    clients still hold connections."""
     server = InProcessServer(
         uvicorn.Config(
             app,
@@ -43,7 +51,7 @@ async def served(app: ASGIApp, **config: Any) -> AsyncIterator[str]:
         await asyncio.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
