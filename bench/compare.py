@@ -156,7 +156,7 @@ def drop_rows(empty: Figures, preloaded: Figures) -> list[Row]:
         ),
         row("retention drop: backends waiting", drop("most_backends_waiting"), "", limit=0),
         row(
-            "retention drop: failed (lock timeout)",
+            "retention drop: failed (every try)",
             failed(drop("partition"), drop("error")),
             "",
             limit=0,

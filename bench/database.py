@@ -6,11 +6,13 @@ retention drop while sagas run. Measured on the empty database and again after t
   and by a rare state; a saga's steps), straight to Postgres, for random users and orders.
 * Sizes: table and index bytes of the big tables, their partitions summed.
 * Retention drop: while a saga step runs, the oldest ``orders.saga_steps`` partition before
-  the current month is detached and dropped the way ``common.partitions`` does it (one
-  transaction, its lock timeout). On an empty database there is none, so an empty one a
-  year back is created first: the locks are the same, only the rows differ. Reported: the
-  drop's time, the most backends of the bench database seen waiting for a lock meanwhile
-  (sampled every 10 ms), and the saga step's latency.
+  the current month is detached and dropped by the maintenance's own code
+  (``common.partitions.detach_and_drop``: one transaction under its lock timeout, tried
+  again after a lock timeout or a lost deadlock). On an empty database there is none, so an
+  empty one a year back is created first: the locks are the same, only the rows differ.
+  Reported: the
+  drop's time, its tries, the most backends of the bench database seen waiting for a lock
+  meanwhile (sampled every 10 ms), and the saga step's latency.
 """
 
 import asyncio
@@ -19,6 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bench import scale_probe
 from bench.config import log
@@ -28,6 +35,7 @@ from bench.saga import Rig, saga_step
 from common.partitions import (
     DDL_LOCK_TIMEOUT,
     create_partition_sql,
+    detach_and_drop,
     floor_to,
     next_bound,
     parse_bounds,
@@ -67,29 +75,40 @@ async def retention_drop_during_sagas(rig: Rig, rate: float) -> dict[str, Any]:
     partition, rows = await droppable_partition(rig.pool)
     step_task = asyncio.create_task(saga_step(rig, rate, profile=False))
     await asyncio.sleep(rig.config.step_seconds / 2)
-    async with rig.pool.acquire() as connection:
-        own_pid = await connection.fetchval("SELECT pg_backend_pid()")
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(most_lock_waiters(rig.pool, own_pid, stop))
-        started = time.perf_counter()
-        error = await drop_partition(connection, partition)
-        seconds = time.perf_counter() - started
-        stop.set()
-        waiting = await watcher
-    step = await step_task
-    if error is not None:  # leave no partition behind for the next pass to pick
-        async with rig.pool.acquire() as connection:
-            retry_error = await drop_partition(connection, partition)
-        if retry_error is not None:
-            log(f"database: WARNING: {partition} could not be dropped after the step either")
+    engine = create_async_engine(
+        rig.config.dsn.replace("postgresql://", "postgresql+asyncpg://", 1), poolclass=NullPool
+    )
+    try:
+        async with engine.connect() as connection:
+            own_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await connection.commit()
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(most_lock_waiters(rig.pool, own_pid, stop))
+            retries_before = _ddl_retries()
+            started = time.perf_counter()
+            error = await drop_partition(connection, partition)
+            seconds = time.perf_counter() - started
+            tries = 1 + int(_ddl_retries() - retries_before)
+            stop.set()
+            waiting = await watcher
+        step = await step_task
+        if error is not None:  # leave no partition behind for the next pass to pick
+            async with engine.connect() as connection:
+                retry_error = await drop_partition(connection, partition)
+            if retry_error is not None:
+                log(f"database: WARNING: {partition} could not be dropped after the step either")
+    finally:
+        await engine.dispose()
     log(
-        f"database: the drop of {partition} ({rows} rows) took {seconds * 1000:.0f} ms,"
-        f" at most {waiting} backends waiting" + (f"; FAILED: {error}" if error else "")
+        f"database: the drop of {partition} ({rows} rows) took {seconds * 1000:.0f} ms"
+        f" in {tries} tries, at most {waiting} backends waiting"
+        + (f"; FAILED: {error}" if error else "")
     )
     return {
         "partition": partition,
         "rows": rows,
         "seconds": seconds,
+        "tries": tries,
         "error": error,
         "lock_timeout": DDL_LOCK_TIMEOUT,
         "most_backends_waiting": waiting,
@@ -97,6 +116,10 @@ async def retention_drop_during_sagas(rig: Rig, rate: float) -> dict[str, Any]:
         "saga_post_to_approved_ms": step["post_to_approved_ms"],
         "saga_problems": step["problems"],
     }
+
+
+def _ddl_retries() -> float:
+    return REGISTRY.get_sample_value("db_partition_ddl_lock_retries_total") or 0.0
 
 
 async def droppable_partition(pool: asyncpg.Pool) -> tuple[str, int]:
@@ -118,18 +141,13 @@ async def droppable_partition(pool: asyncpg.Pool) -> tuple[str, int]:
     return f"saga_steps_p{lower:%Y%m}", 0
 
 
-async def drop_partition(connection: asyncpg.Connection, partition: str) -> str | None:
-    """DETACH + DROP in one transaction under the maintenance's lock timeout; the error, if
-    the lock was not had in time (the maintenance would retry at its next run)."""
+async def drop_partition(connection: AsyncConnection, partition: str) -> str | None:
+    """The maintenance's detach and drop; the error, if every try failed (the maintenance
+    would try again at its next run)."""
     try:
-        async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
-            await connection.execute(
-                f'ALTER TABLE orders.saga_steps DETACH PARTITION orders."{partition}"'
-            )
-            await connection.execute(f'DROP TABLE orders."{partition}"')
-    except asyncpg.PostgresError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        await detach_and_drop(connection, SAGA_STEPS, partition)
+    except DBAPIError as exc:
+        return f"{type(exc.orig).__name__}: {exc.orig}"
     return None
 
 

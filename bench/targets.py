@@ -105,7 +105,7 @@ def database(rows: list[dict[str, Any]], *, preloaded: bool) -> list[Row]:
         drop.get("retention drop: time"),
         drop.get("retention drop: backends waiting"),
     )
-    drop_failed = drop.get("retention drop: failed (lock timeout)")
+    drop_failed = drop.get("retention drop: failed (every try)")
     ratio = TARGET_PRELOADED_RATIO
     return [
         row(

@@ -9,12 +9,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.partition_maintenance import PartitionMaintainer, configured
 from common.partitions import (
     DDL_ATTEMPTS,
     PartitionedTable,
+    _in_ddl_transaction,
     advisory_key,
     create_default_sql,
     maintain_locked,
@@ -190,3 +191,54 @@ async def test_the_workers_maintainer_applies_the_settings_and_reports_metrics(
     assert ahead is not None
     assert ahead > 39 * 86_400
     assert REGISTRY.get_sample_value("db_partition_default_rows", {"table": "events"}) == 0
+
+
+async def _waiting_on_locks(engine: AsyncEngine, pid: int) -> bool:
+    async with engine.connect() as connection:
+        query = text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted")
+        return bool((await connection.execute(query, {"pid": pid})).scalar_one())
+
+
+async def test_a_ddl_transaction_that_loses_a_deadlock_runs_again(engine, table) -> None:
+    """Under load a writer and the retention's DDL can take two locks in opposite orders;
+    Postgres aborts one of them. When it is the DDL, the DDL runs again once the writer has
+    gone on (it is not left to the next maintenance run)."""
+    first, second = f"{table.schema}.first", f"{table.schema}.second"
+    async with engine.begin() as connection:
+        for name in (first, second):
+            await connection.execute(text(f"CREATE TABLE {name} (id int)"))
+    errors: list[str] = []
+    attempts = 0
+    async with engine.connect() as writer:
+        await writer.execute(text("SET deadlock_timeout = '10s'"))  # the DDL sees the cycle
+        writer_pid = (await writer.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await writer.execute(text(f"LOCK TABLE {second} IN ACCESS SHARE MODE"))
+
+        async def ddl_work(connection: AsyncConnection) -> None:
+            nonlocal attempts
+            attempts += 1
+            await connection.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
+            await connection.execute(text(f"LOCK TABLE {first} IN ACCESS EXCLUSIVE MODE"))
+            if attempts == 1:  # the writer now asks for the lock the DDL holds...
+                asking = asyncio.create_task(
+                    writer.execute(text(f"LOCK TABLE {first} IN ROW EXCLUSIVE MODE"))
+                )
+                deadline = asyncio.get_running_loop().time() + 5
+                while not await _waiting_on_locks(engine, writer_pid):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.01)
+                # ... and the writer commits as soon as it has it
+                asking.add_done_callback(lambda _: asyncio.ensure_future(writer.commit()))
+            try:  # while the DDL asks for the writer's: a cycle
+                await connection.execute(text(f"LOCK TABLE {second} IN ACCESS EXCLUSIVE MODE"))
+            except DBAPIError as error:
+                errors.append(str(error.orig))
+                raise
+
+        async with engine.connect() as ddl:
+            retries_before = _retries()
+            await asyncio.wait_for(_in_ddl_transaction(ddl, lambda: ddl_work(ddl)), 10)
+    assert attempts == 2
+    assert len(errors) == 1
+    assert "deadlock detected" in errors[0]
+    assert _retries() - retries_before == 1

@@ -34,12 +34,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.backoff import equal_jitter, exponential
+from common.unavailable import is_transaction_conflict
 
 logger = logging.getLogger("common.partitions")
 T = TypeVar("T")
 LOCK_RETRIES = Counter(
     "db_partition_ddl_lock_retries_total",
-    "Partition DDL statements tried again because the parent's lock was not granted in time",
+    "Partition DDL transactions tried again: a lock not granted in time, or a deadlock lost",
 )
 
 Interval = Literal["day", "month"]
@@ -295,23 +296,32 @@ async def _ddl(connection: AsyncConnection, *statements: str) -> None:
 
 async def _in_ddl_transaction(connection: AsyncConnection, work: Callable[[], Awaitable[T]]) -> T:
     """``work`` in one transaction with the DDL lock timeout; when a lock is not granted in
-    time, all of it again (up to ``DDL_ATTEMPTS``) after a short, growing pause, so that
-    writers never queue behind it for longer than one timeout."""
+    time, or Postgres chose this transaction to break a deadlock, all of it again (up to
+    ``DDL_ATTEMPTS``) after a short, growing pause, so that writers never queue behind it
+    for longer than one timeout.
+
+    The deadlock happens under load: a writer that holds a partition's lock and asks for a
+    stronger one on the same table queues behind the DDL's request, which waits for the
+    writer's lock; Postgres sees the cycle at once and aborts the DDL (``40P01``). Its
+    transaction rolled back whole, so running it again is safe, and the writer went on."""
     for attempt in range(DDL_ATTEMPTS):
         try:
             async with connection.begin():
                 await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
                 return await work()
         except DBAPIError as error:
-            if not _lock_not_granted(error) or attempt == DDL_ATTEMPTS - 1:
+            if not _may_try_again(error) or attempt == DDL_ATTEMPTS - 1:
                 raise
             LOCK_RETRIES.inc()
             await asyncio.sleep(equal_jitter(exponential(attempt, base=0.2, cap=2.0)))
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _lock_not_granted(error: DBAPIError) -> bool:
-    return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+def _may_try_again(error: DBAPIError) -> bool:
+    """The lock was not granted in time, or the transaction lost a deadlock."""
+    return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE or is_transaction_conflict(
+        error
+    )
 
 
 async def _create_ahead(
@@ -387,6 +397,17 @@ async def _create_one(
     return await _in_ddl_transaction(connection, create)
 
 
+async def detach_and_drop(connection: AsyncConnection, table: PartitionedTable, name: str) -> None:
+    """One partition detached and dropped, in one short DDL transaction (a catalog operation:
+    no row is read), tried again as :func:`_in_ddl_transaction` says."""
+    qualified = f'"{table.schema}"."{name}"'
+    await _ddl(
+        connection,
+        f"ALTER TABLE {table.qualified} DETACH PARTITION {qualified}",
+        f"DROP TABLE {qualified}",
+    )
+
+
 async def _drop_expired(
     connection: AsyncConnection, table: PartitionedTable, now: datetime
 ) -> list[str]:
@@ -400,12 +421,7 @@ async def _drop_expired(
             continue
         if not is_managed(table, partition.name):
             continue
-        qualified = f'"{table.schema}"."{partition.name}"'
-        await _ddl(
-            connection,
-            f"ALTER TABLE {table.qualified} DETACH PARTITION {qualified}",
-            f"DROP TABLE {qualified}",
-        )
+        await detach_and_drop(connection, table, partition.name)
         dropped.append(partition.name)
     if any(p.name == table.default_partition for p in partitions):
         # A late write (a message replayed after the retention) found no partition: it went to
