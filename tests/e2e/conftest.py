@@ -101,13 +101,25 @@ async def stack() -> AsyncIterator[Stack]:
         yield Stack(gateway, gateway, gateway, gateway, direct)
 
 
-async def sign_up(stack: Stack, credit_limit_cents: int = 100_000, **extra: Any) -> Customer:
+E2E_PASSWORD = "e2e password 1"
+
+
+def sign_up_body(credit_limit_cents: int = 100_000, **extra: Any) -> dict[str, Any]:
+    """A new customer's ``POST /users`` body, with a fresh email."""
     email = f"e2e-{uuid.uuid4().hex[:12]}@example.com"
-    password = "e2e password 1"
-    body = {"email": email, "password": password, "name": "E2E", **extra}
-    created = await stack.users.post(
-        "/users", json={**body, "credit_limit_cents": credit_limit_cents}
-    )
+    return {
+        "email": email,
+        "password": E2E_PASSWORD,
+        "name": "E2E",
+        **extra,
+        "credit_limit_cents": credit_limit_cents,
+    }
+
+
+async def sign_up(stack: Stack, credit_limit_cents: int = 100_000, **extra: Any) -> Customer:
+    body = sign_up_body(credit_limit_cents, **extra)
+    email, password = body["email"], body["password"]
+    created = await stack.users.post("/users", json=body)
     assert created.status_code == 201, created.text
     session = await stack.users.post("/users/sessions", json={"email": email, "password": password})
     assert session.status_code == 201, session.text

@@ -29,7 +29,16 @@ import pytest
 from common.testing.cluster import LocalPostgresPair, LocalRedisCluster
 from common.testing.polling import eventually
 
-from .conftest import REPLICAS, Customer, Stack, check_invariants, order_body, settled, sign_up
+from .conftest import (
+    REPLICAS,
+    Customer,
+    Stack,
+    check_invariants,
+    order_body,
+    settled,
+    sign_up,
+    sign_up_body,
+)
 from .test_orders import notifications_of
 
 pytestmark = pytest.mark.skipif(
@@ -139,11 +148,8 @@ async def test_pgbouncer_killed_mid_burst_comes_back_and_every_order_settles_onc
 
 
 async def sign_up_once(stack: Stack) -> int:
-    body = {"email": f"e2e-{uuid.uuid4().hex[:12]}@example.com", "password": "e2e password 1"}
-    response = await stack.users.post(
-        "/users", json={**body, "name": "E2E", "credit_limit_cents": 1_000}
-    )
-    return response.status_code
+    """One sign-up's status: the drill polls through 503s, which sign_up asserts against."""
+    return (await stack.users.post("/users", json=sign_up_body(1_000))).status_code
 
 
 async def test_the_replica_stopped_lists_fall_back_to_the_primary(stack: Stack) -> None:
