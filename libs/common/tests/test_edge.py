@@ -268,3 +268,39 @@ async def test_a_stop_answers_a_request_sent_on_an_idle_kept_alive_connection(
         assert asyncio.get_running_loop().time() - started >= DRAIN_IDLE_SECONDS * 0.9
         busy.close()
         idle.close()
+
+
+async def test_a_stop_under_load_drops_no_request_of_kept_alive_clients(
+    database_url: str, redis_url: str
+) -> None:
+    """Twenty clients send back to back on kept-alive connections while the server stops:
+    every request is answered (uvicorn alone dropped one to five per stop, measured), and
+    once the listener is closed a client meets a refused connection, never a reset one."""
+    app = create_service_app(settings(database_url, redis_url), title="t", routers=[router])
+    dropped: list[str] = []
+    answered = 0
+    async with (
+        serving(app, http=edge_protocol(5.0)) as (url, server),
+        httpx.AsyncClient(
+            base_url=url, timeout=5, limits=httpx.Limits(max_keepalive_connections=20)
+        ) as client,
+    ):
+
+        async def customer() -> None:
+            nonlocal answered
+            while True:
+                try:
+                    response = await client.get("/ping")
+                except httpx.ConnectError:
+                    return  # the listener is closed: a new connection is refused
+                except httpx.HTTPError as error:
+                    dropped.append(repr(error))
+                    continue
+                assert response.status_code == 200
+                answered += 1
+
+        customers = [asyncio.create_task(customer()) for _ in range(20)]
+        await until(lambda: answered >= 200)
+        server.should_exit = True
+        await asyncio.wait_for(asyncio.gather(*customers), 10)
+    assert dropped == []
