@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -491,3 +494,51 @@ def test_scale_network_lets_the_services_reach_pgbouncer_and_it_postgres(
     assert allowed("egress", pooler, 5432, {})  # the managed Postgres (overlays/prod's ipBlock)
     migrate = one(scale, "Job", "users-migrate")["spec"]["template"]["metadata"]["labels"]
     assert not allowed("ingress", pooler, 6432, migrate)  # migrations go to Postgres itself
+
+
+def _archive(path: Path, *members: tuple[str, str | None]) -> Path:
+    """A .tar.gz of ``(name, link target or None for a small file)`` members."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, link in members:
+            info = tarfile.TarInfo(name)
+            if link is None:
+                data = b"int main(void) { return 0; }\n"
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                archive.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("python_filter", [True, False], ids=["data-filter", "checked-by-hand"])
+def test_the_source_is_unpacked_under_its_folder_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python_filter: bool
+) -> None:
+    """With Python's ``data`` filter (3.11.4 and newer) and, where it is missing (Debian 12's
+    3.11.2, what a fresh machine's uv picks), with the script's own checks: a source tree
+    unpacks; a member or a link that leaves the folder is refused and nothing is written
+    outside."""
+    script = load_script(REPO / "scripts" / "pgbouncer.py", "pgbouncer_build")
+    if not python_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = _archive(tmp_path / "good.tar.gz", ("src/main.c", None), ("src/link", "main.c"))
+    with tarfile.open(good) as archive:
+        script.extract(archive, tmp_path / "good")
+    assert (tmp_path / "good" / "src" / "main.c").read_text().startswith("int main")
+
+    escapes: dict[str, list[tuple[str, str | None]]] = {
+        "parent": [("../escaped.c", None)],
+        "link out": [("src/out", "../../..")],
+    }
+    for case, members in escapes.items():
+        bad = _archive(tmp_path / "bad.tar.gz", *members)
+        with tarfile.open(bad) as archive, pytest.raises(tarfile.TarError):
+            script.extract(archive, tmp_path / case)
+    assert not (tmp_path / "escaped.c").exists()
+    # An absolute name is refused (by hand) or made relative (Python's filter): either way
+    # nothing lands at that absolute path.
+    absolute = _archive(tmp_path / "absolute.tar.gz", (str(tmp_path / "absolute.c"), None))
+    with tarfile.open(absolute) as archive, contextlib.suppress(tarfile.TarError):
+        script.extract(archive, tmp_path / "absolute")
+    assert not (tmp_path / "absolute.c").exists()
