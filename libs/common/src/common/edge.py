@@ -264,7 +264,7 @@ class _GentleDrain:
     draining = False
 
     def drain(self, protocol: Any, close_now: Callable[[], None]) -> None:
-        if protocol.cycle is None or protocol.cycle.response_complete:
+        if _idle(protocol):
             self.draining = True
             protocol.loop.call_later(DRAIN_IDLE_SECONDS, self._close_if_idle, protocol, close_now)
         else:
@@ -277,23 +277,26 @@ class _GentleDrain:
 
     @staticmethod
     def _close_if_idle(protocol: Any, close_now: Callable[[], None]) -> None:
-        if protocol.transport.is_closing():
-            return
-        if protocol.cycle is None or protocol.cycle.response_complete:
+        if not protocol.transport.is_closing() and _idle(protocol):
             close_now()
-        # else: that request's cycle has keep_alive off; the connection closes after it
+        # else: closed already, or a request's cycle with keep_alive off closes it after
+        # its response
+
+
+def _idle(protocol: Any) -> bool:
+    """No request in progress on the connection (uvicorn's own test in its ``shutdown``)."""
+    return protocol.cycle is None or protocol.cycle.response_complete
 
 
 def edge_protocol(header_timeout_seconds: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools when installed, else h11) with a deadline for the
     request line and headers, and a stop that drains kept-alive connections gently
     (:class:`_GentleDrain`): pass it as ``uvicorn.run(http=...)``."""
-    seconds = header_timeout_seconds
     if HttpToolsProtocol is not None:
 
         class HttpToolsAtTheEdge(HttpToolsProtocol):
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-                self.header_deadline = _HeaderDeadline(self, seconds)
+                self.header_deadline = _HeaderDeadline(self, header_timeout_seconds)
                 self.gentle = _GentleDrain()
                 super().connection_made(transport)
                 self.header_deadline.arm()
@@ -318,7 +321,7 @@ def edge_protocol(header_timeout_seconds: float) -> type[asyncio.Protocol]:
 
     class H11AtTheEdge(H11Protocol):  # pragma: no cover - used without httptools only
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.header_deadline = _HeaderDeadline(self, seconds)
+            self.header_deadline = _HeaderDeadline(self, header_timeout_seconds)
             self.gentle = _GentleDrain()
             super().connection_made(transport)
             self.header_deadline.arm()
