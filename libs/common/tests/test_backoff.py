@@ -3,7 +3,7 @@ consumer, the saga's re-sends and webhook deliveries."""
 
 import pytest
 
-from common.backoff import equal_jitter, exponential, full_jitter
+from common.backoff import equal_jitter, exponential, full_jitter, retrying
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,58 @@ def test_equal_jitter_stays_in_the_upper_half():
     assert all(2.0 <= delay <= 4.0 for delay in delays)
     assert min(delays) < 2.5
     assert max(delays) > 3.5
+
+
+class Conflict(Exception):
+    pass
+
+
+async def test_retrying_runs_again_after_a_retryable_failure_and_says_so():
+    outcomes: list[Exception | str] = [Conflict("a"), Conflict("b"), "done"]
+    heard: list[tuple[str, int]] = []
+
+    async def work() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    result = await retrying(
+        work,
+        attempts=5,
+        retryable=lambda error: isinstance(error, Conflict),
+        base=0.001,
+        cap=0.01,
+        before_retry=lambda error, attempt, _: heard.append((str(error), attempt)),
+    )
+    assert result == "done"
+    assert heard == [("a", 1), ("b", 2)]
+
+
+async def test_retrying_raises_at_once_what_is_not_retryable_and_the_last_failure():
+    calls = 0
+
+    async def fails(error: Exception) -> None:
+        nonlocal calls
+        calls += 1
+        raise error
+
+    with pytest.raises(ValueError, match="not a conflict"):
+        await retrying(
+            lambda: fails(ValueError("not a conflict")),
+            attempts=5,
+            retryable=lambda error: isinstance(error, Conflict),
+            base=0.001,
+            cap=0.01,
+        )
+    assert calls == 1
+    calls = 0
+    with pytest.raises(Conflict):
+        await retrying(
+            lambda: fails(Conflict()),
+            attempts=3,
+            retryable=lambda error: isinstance(error, Conflict),
+            base=0.001,
+            cap=0.01,
+        )
+    assert calls == 3

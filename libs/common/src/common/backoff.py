@@ -10,10 +10,16 @@ callers that failed together, so they do not come back together:
   backoff asked (the bus consumer's in-process retries and its outage probes).
 
 The saga's re-send deadlines use :func:`exponential` alone: a deadline is stored and shown to
-the operator, and one timer per saga is no herd.
+the operator, and one timer per saga is no herd. :func:`retrying` is the loop itself, for work
+that may simply be run again (a transaction Postgres rolled back whole).
 """
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def exponential(attempt: int, *, base: float, cap: float, factor: float = 2.0) -> float:
@@ -33,3 +39,29 @@ def full_jitter(seconds: float) -> float:
 def equal_jitter(seconds: float) -> float:
     """Uniform in ``[seconds / 2, seconds]``."""
     return seconds / 2 + random.uniform(0, seconds / 2)  # noqa: S311 - jitter, not a secret
+
+
+async def retrying(
+    work: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    retryable: Callable[[Exception], bool],
+    base: float,
+    cap: float,
+    before_retry: Callable[[Exception, int, float], None] | None = None,
+) -> T:
+    """``work()``, run again after a failure ``retryable`` accepts, ``attempts`` times in all,
+    waiting :func:`exponential` (``base`` first) with :func:`equal_jitter` in between.
+    ``before_retry(error, failed_attempt, delay)`` hears of each retry (a metric, a log line).
+    A failure that is not retryable, or the last one, is raised."""
+    for attempt in range(attempts - 1):
+        try:
+            return await work()
+        except Exception as error:
+            if not retryable(error):
+                raise
+            delay = equal_jitter(exponential(attempt, base=base, cap=cap))
+            if before_retry is not None:
+                before_retry(error, attempt + 1, delay)
+            await asyncio.sleep(delay)
+    return await work()

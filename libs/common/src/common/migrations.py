@@ -18,7 +18,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from common.backoff import equal_jitter, exponential
+from common.backoff import retrying
 from common.unavailable import is_transaction_conflict
 
 ATTEMPTS = 5  # a deadlock with the running release is rare; five in a row is not a race
@@ -59,17 +59,19 @@ def run_migrations(metadata: MetaData, schema: str, default_url: str) -> None:
 async def _run_online_retrying(url: str, metadata: MetaData, schema: str) -> None:
     """:func:`_run_online`, again after a deadlock or a serialization failure (rolled back
     whole: the migration is one transaction), up to :data:`ATTEMPTS` times."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            await _run_online(url, metadata, schema)
-            return
-        except Exception as exc:
-            if attempt == ATTEMPTS or not is_transaction_conflict(exc):
-                raise
-            delay = equal_jitter(exponential(attempt, base=0.5, cap=5.0))
-            print(
-                f"[{schema}] migration rolled back by a lock conflict with the running code"
-                f" (attempt {attempt} of {ATTEMPTS}); again in {delay:.1f} s: {exc}",
-                file=sys.stderr,
-            )
-            await asyncio.sleep(delay)
+
+    def say(error: Exception, attempt: int, delay: float) -> None:
+        print(
+            f"[{schema}] migration rolled back by a lock conflict with the running code"
+            f" (attempt {attempt} of {ATTEMPTS}); again in {delay:.1f} s: {error}",
+            file=sys.stderr,
+        )
+
+    await retrying(
+        lambda: _run_online(url, metadata, schema),
+        attempts=ATTEMPTS,
+        retryable=is_transaction_conflict,
+        base=1.0,
+        cap=5.0,
+        before_retry=say,
+    )

@@ -18,7 +18,6 @@ transaction it waits at most that long (and the writers queued behind it wait at
 long too), then tries again a moment later, a few times, before it gives up until the next run.
 """
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -33,7 +32,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.backoff import equal_jitter, exponential
+from common.backoff import retrying
 from common.unavailable import is_transaction_conflict
 
 logger = logging.getLogger("common.partitions")
@@ -304,24 +303,28 @@ async def _in_ddl_transaction(connection: AsyncConnection, work: Callable[[], Aw
     stronger one on the same table queues behind the DDL's request, which waits for the
     writer's lock; Postgres sees the cycle at once and aborts the DDL (``40P01``). Its
     transaction rolled back whole, so running it again is safe, and the writer went on."""
-    for attempt in range(DDL_ATTEMPTS):
-        try:
-            async with connection.begin():
-                await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
-                return await work()
-        except DBAPIError as error:
-            if not _may_try_again(error) or attempt == DDL_ATTEMPTS - 1:
-                raise
-            LOCK_RETRIES.inc()
-            await asyncio.sleep(equal_jitter(exponential(attempt, base=0.2, cap=2.0)))
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def in_one_transaction() -> T:
+        async with connection.begin():
+            await connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+            return await work()
 
-def _may_try_again(error: DBAPIError) -> bool:
-    """The lock was not granted in time, or the transaction lost a deadlock."""
-    return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE or is_transaction_conflict(
-        error
+    return await retrying(
+        in_one_transaction,
+        attempts=DDL_ATTEMPTS,
+        retryable=_may_try_again,
+        base=0.2,
+        cap=2.0,
+        before_retry=lambda *_: LOCK_RETRIES.inc(),
     )
+
+
+def _may_try_again(error: Exception) -> bool:
+    """The lock was not granted in time, or the transaction lost a deadlock."""
+    if not isinstance(error, DBAPIError):
+        return False
+    lock_timeout = getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+    return lock_timeout or is_transaction_conflict(error)
 
 
 async def _create_ahead(
