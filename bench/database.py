@@ -10,9 +10,8 @@ retention drop while sagas run. Measured on the empty database and again after t
   (``common.partitions.detach_and_drop``: one transaction under its lock timeout, tried
   again after a lock timeout or a lost deadlock). On an empty database there is none, so an
   empty one a year back is created first: the locks are the same, only the rows differ.
-  Reported: the
-  drop's time, its tries, the most backends of the bench database seen waiting for a lock
-  meanwhile (sampled every 10 ms), and the saga step's latency.
+  Reported: the drop's time, its tries, the most backends of the bench database seen waiting
+  for a lock meanwhile (sampled every 10 ms), and the saga step's latency.
 """
 
 import asyncio

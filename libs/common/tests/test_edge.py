@@ -20,6 +20,7 @@ from common.context import SHARED
 from common.edge import DRAIN_IDLE_SECONDS, edge_protocol
 from common.http import STREAM_SLOT, create_service_app
 from common.settings import ServiceSettings
+from common.testing.polling import eventually
 from common.testing.server import served, serving
 
 pytestmark = pytest.mark.integration
@@ -253,10 +254,7 @@ async def test_a_stop_answers_a_request_sent_on_an_idle_kept_alive_connection(
             assert (status, headers.get("connection")) == (200, None)  # kept alive
 
         server.should_exit = True
-        deadline = asyncio.get_running_loop().time() + 5
-        while not await listener_closed(url):
-            assert asyncio.get_running_loop().time() < deadline, "the server did not stop"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: listener_closed(url), timeout=5, what="the server's stop")
         started = asyncio.get_running_loop().time()
 
         busy.write(PING)  # on its way as the stop began

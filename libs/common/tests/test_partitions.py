@@ -22,6 +22,7 @@ from common.partitions import (
     status,
 )
 from common.settings import ServiceSettings
+from common.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -223,10 +224,7 @@ async def test_a_ddl_transaction_that_loses_a_deadlock_runs_again(engine, table)
                 asking = asyncio.create_task(
                     writer.execute(text(f"LOCK TABLE {first} IN ROW EXCLUSIVE MODE"))
                 )
-                deadline = asyncio.get_running_loop().time() + 5
-                while not await _waiting_on_locks(engine, writer_pid):
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.01)
+                await eventually(lambda: _waiting_on_locks(engine, writer_pid), timeout=5)
                 # ... and the writer commits as soon as it has it
                 asking.add_done_callback(lambda _: asyncio.ensure_future(writer.commit()))
             try:  # while the DDL asks for the writer's: a cycle
