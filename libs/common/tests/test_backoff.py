@@ -1,5 +1,6 @@
-"""``common.backoff``: the exponential delay and its two jitters, the one backoff of the bus
-consumer, the saga's re-sends and webhook deliveries."""
+"""``common.backoff``: the exponential delay, its two jitters and the retry loop, the one
+backoff of the bus consumer, the saga's re-sends, webhook deliveries, migrations and partition
+DDL."""
 
 import pytest
 
