@@ -7,7 +7,8 @@ migrations get stable, predictable names.
 Business code never commits. A :class:`Database` hands out units of work::
 
     async with db.transaction() as uow:
-        order = await repository.insert_order(uow.session, ...)
+        order = await repository.insert_order(uow.connection, ...)   # asyncpg, prepared
+        user = await repository.get_user(uow.session, ...)           # the ORM, same transaction
         uow.publish(ReserveCredit(...))              # leaves only if this commits
         uow.after_commit(lambda: cache.invalidate(user_id))
 
@@ -26,16 +27,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
-from sqlalchemy import MetaData, event, text
+import asyncpg
+from sqlalchemy import Connection, MetaData, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
 
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
@@ -48,6 +52,10 @@ if TYPE_CHECKING:  # the bus builds on this module, not the other way round
     from common.contracts import Message
 
 logger = logging.getLogger("common.db")
+
+DriverConnection: TypeAlias = asyncpg.Connection
+"""The asyncpg connection a unit of work's hot-path statements run on, in its transaction
+(:attr:`UnitOfWork.connection`): prepared once per connection, no ORM per call."""
 
 AfterCommit = Callable[[], Awaitable[object] | object]
 """Called once the transaction committed; a coroutine it returns is awaited."""
@@ -238,34 +246,6 @@ async def check_connection_budget(
     )
 
 
-_DRIVER_KEY = "common.db.driver"
-
-
-async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under ``session``, inside the session's transaction.
-
-    The hot path's statements (the bus's inbox and outbox rows, each service's per-message
-    statements) run on it directly: asyncpg prepares each SQL text once per connection and
-    reuses it, and no SQLAlchemy compilation or result processing runs per call. They stay
-    in the unit of work's transaction: SQLAlchemy's asyncpg adapter starts the driver's
-    transaction only at its first statement, so it is started here if nothing ran yet.
-    The connection is cached in ``session.info`` for the rest of the transaction (keyed by
-    the transaction, so a session that commits and goes on never reuses a returned one).
-    """
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get(_DRIVER_KEY)
-    if cached is not None and transaction is not None and cached[0] is transaction:
-        return cached[1]
-    connection = await session.connection()
-    adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    async with adapted._execute_mutex:
-        if adapted._transaction is None:
-            await adapted._start_transaction()
-    driver = adapted.driver_connection
-    session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), driver)
-    return driver
-
-
 class Outbox(Protocol):
     """Where a unit of work's messages go (``common.bus.outbox.Outbox`` implements it)."""
 
@@ -275,8 +255,10 @@ class Outbox(Protocol):
         """Wrap ``message`` for sending (its envelope and stream), this service its source."""
         ...
 
-    async def write(self, session: AsyncSession, outgoing: Sequence["Outgoing"]) -> list[int]:
-        """Insert the messages' outbox rows in ``session``'s transaction; their row ids."""
+    async def write(
+        self, connection: DriverConnection, outgoing: Sequence["Outgoing"]
+    ) -> list[int]:
+        """Insert the messages' outbox rows on ``connection``, in its transaction; their ids."""
         ...
 
     async def committed(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
@@ -302,20 +284,42 @@ class UnitOfWorkClosed(RuntimeError):
 
 
 class UnitOfWork:
-    """One transaction: its session, the messages it publishes, what runs after it commits."""
+    """One transaction: its connection, its session, what it publishes, what runs after it.
 
-    def __init__(self, session: AsyncSession, outbox: Outbox | None) -> None:
-        self._session: AsyncSession | None = session
+    The transaction runs on one pooled connection, begun at once. The hot path's statements
+    run on :attr:`connection`, the asyncpg connection itself (prepared once per connection,
+    no SQLAlchemy compilation or result processing per call); :attr:`session`, for the ORM
+    and cold paths, is made on first use and runs in the same transaction. A unit of work
+    that never touches its session (every saga message, every order placed) costs a
+    checkout, BEGIN, its statements and COMMIT, and no Session at all.
+    """
+
+    def __init__(self, raw: PoolProxiedConnection, engine: AsyncEngine, outbox: Outbox | None):
+        self._raw: PoolProxiedConnection | None = raw
+        self._adapter: Any = raw.dbapi_connection  # SQLAlchemy's asyncpg adapter
+        self._engine = engine
         self._outbox = outbox
+        self._session: AsyncSession | None = None
+        self._bound: AsyncConnection | None = None  # what the session runs on
         self._outgoing: list[Outgoing] = []
         self._after_commit: list[AfterCommit] = []
         self.committed: list[tuple[int, Outgoing]] = []
         """The outbox rows this unit of work committed (set once it has)."""
 
     @property
+    def connection(self) -> DriverConnection:
+        """The asyncpg connection, inside this unit of work's transaction."""
+        self._check_open()
+        return cast(DriverConnection, self._adapter.driver_connection)
+
+    @property
     def session(self) -> AsyncSession:
+        """A session in this unit of work's transaction (made on first use)."""
+        raw = self._check_open()
         if self._session is None:
-            raise UnitOfWorkClosed("this unit of work's transaction has ended")
+            sync_connection = Connection(self._engine.sync_engine, connection=raw)
+            self._bound = AsyncConnection(self._engine, sync_connection)
+            self._session = AsyncSession(bind=self._bound, expire_on_commit=False, autoflush=False)
         return self._session
 
     def publish(
@@ -350,15 +354,70 @@ class UnitOfWork:
         self._check_open()
         self._after_commit.append(callback)
 
-    def _check_open(self) -> None:
-        if self._session is None:
+    def _check_open(self) -> PoolProxiedConnection:
+        if self._raw is None:
             raise UnitOfWorkClosed("this unit of work's transaction has ended")
+        return self._raw
+
+    async def _begin(self) -> None:
+        try:
+            await self._adapter._start_transaction()
+        except BaseException:
+            self._discard()  # a connection that cannot BEGIN is not handed out again
+            raise
+
+    async def _end(self, *, commit: bool) -> None:
+        """COMMIT (the outbox rows written first) or ROLLBACK, then give the connection back.
+
+        The unit of work is closed either way. A connection that cannot finish its
+        transaction (the server went away, a cancellation mid-statement) is discarded, never
+        pooled: the pool opens a fresh one.
+        """
+        if self._raw is None:
+            return
+        try:
+            if commit:
+                self.committed = await self._write_outbox()
+            await self._finish(commit=commit)
+        except BaseException:
+            if commit:
+                self.committed = []
+                await self._end(commit=False)
+            else:
+                self._discard()
+            raise
+        await self._release()
 
     async def _write_outbox(self) -> list[tuple[int, "Outgoing"]]:
         if not self._outgoing or self._outbox is None:
             return []
-        ids = await self._outbox.write(self.session, self._outgoing)
+        ids = await self._outbox.write(self.connection, self._outgoing)
         return list(zip(ids, self._outgoing, strict=True))
+
+    async def _finish(self, *, commit: bool) -> None:
+        if self._session is not None:  # its flush, then SQLAlchemy's COMMIT of it
+            await (self._session.commit() if commit else self._session.rollback())
+        transaction = self._adapter._transaction
+        if transaction is not None:  # no session, or one that never ran a statement
+            finish = transaction.commit if commit else transaction.rollback
+            await self._adapter._call_and_discard(finish)
+
+    async def _release(self) -> None:
+        """Back to the pool (through the session's connection, when there is one)."""
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        if self._bound is not None:
+            assert self._session is not None
+            await self._session.close()
+            await self._bound.close()
+        else:
+            raw.close()
+
+    def _discard(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None and raw.dbapi_connection is not None:
+            raw.invalidate()
 
     async def _committed(self, rows: list[tuple[int, "Outgoing"]]) -> None:
         outbox = self._outbox
@@ -417,16 +476,15 @@ class Database:
         trip (the bus consumer sends them with its XACK, :meth:`Outbox.stage`); unsent, the
         rows stay in the outbox table for the sweeper, as after any failed send.
         """
-        async with self.sessions() as session:
-            uow = UnitOfWork(session, self.outbox)
-            try:
-                async with session.begin():
-                    yield uow
-                    rows = await uow._write_outbox()
-            finally:
-                uow._session = None
-            uow.committed = rows
-            await uow._committed(rows if send else [])
+        uow = UnitOfWork(await self.engine.raw_connection(), self.engine, self.outbox)
+        try:
+            await uow._begin()
+            yield uow
+        except BaseException:
+            await uow._end(commit=False)
+            raise
+        await uow._end(commit=True)
+        await uow._committed(uow.committed if send else [])
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

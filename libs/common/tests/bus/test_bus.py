@@ -146,10 +146,9 @@ async def test_outbox_stop_deletes_what_it_sent_and_leaves_the_rest_to_the_sweep
     await h.publish(Ping(key="sent"))
     # Committed outside a unit of work (nothing sends it from memory): as fresh as a row
     # another live process has just sent, so not this process's to send at its stop.
-    async with h.database.session() as session:
+    async with h.database.transaction() as uow:
         item = outbox.prepare(Ping(key="quiet"), correlation_id=None, causation_id=None)
-        await outbox.write(session, [item])
-        await session.commit()
+        await outbox.write(uow.connection, [item])  # not published: the uow has no message
 
     await outbox.stop()
 
@@ -220,7 +219,7 @@ async def test_an_effect_committed_but_not_acked_is_not_repeated(h: Harness) -> 
     # dead-1 ran the handler and committed, then died before XACK.
     async with h.database.transaction() as uow:
         assert await bus.inbox.record(
-            uow.session, h.inbox, envelope.id, envelope.occurred_at, h.group
+            uow.connection, h.inbox, envelope.id, envelope.occurred_at, h.group
         )
         await uow.session.execute(h.effects.insert().values(key="k1"))
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import driver_connection
+from common.db import DriverConnection
 from notifications.models import Notification, Webhook, WebhookAttempt, WebhookDelivery
 
 CursorKey = tuple[datetime, uuid.UUID]
@@ -92,7 +92,7 @@ def _lock_key(user_id: uuid.UUID) -> int:
 
 # The notification's hot path in one round trip: the user's lock (taken first: the INSERT reads
 # from it), the insert unless its dedup key exists, and one pending delivery per webhook. An
-# asyncpg prepared statement on the unit of work's connection (common.db.driver_connection):
+# asyncpg prepared statement on the unit of work's connection (common.db.UnitOfWork.connection):
 # it runs for every order outcome, so no SQLAlchemy compilation per call.
 _RECORD = """
     WITH locked AS (
@@ -111,16 +111,19 @@ _RECORD = """
     )
     SELECT inserted.*, (SELECT count(*) FROM queued) AS queued FROM inserted
 """
+_BY_DEDUP_KEY = """
+    SELECT id, user_id, kind, order_id, dedup_key, read, created_at
+    FROM notifications.notifications WHERE dedup_key = $1
+"""
 
 
 async def record_notification(
-    session: AsyncSession, notification: Notification
+    connection: DriverConnection, notification: Notification
 ) -> tuple[Notification, bool, int]:
     """Store ``notification`` unless one with its dedup key exists, under the user's lock (see
     :func:`lock_user`), and queue a delivery per webhook of the user: one statement.
     Returns the stored notification, whether this call inserted it, how many deliveries it
     queued."""
-    connection = await driver_connection(session)
     row = await connection.fetchrow(
         _RECORD,
         _LOCK_NAMESPACE,
@@ -135,10 +138,9 @@ async def record_notification(
         values = dict(row)
         queued = int(values.pop("queued"))
         return Notification(**values), True, queued
-    stored = await session.execute(
-        select(Notification).where(Notification.dedup_key == notification.dedup_key)
-    )
-    return stored.scalar_one(), False, 0
+    stored = await connection.fetchrow(_BY_DEDUP_KEY, notification.dedup_key)
+    assert stored is not None  # the conflict that skipped the insert was this row's
+    return Notification(**dict(stored)), False, 0
 
 
 # -- webhooks ------------------------------------------------------------------------------

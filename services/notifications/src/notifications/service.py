@@ -59,7 +59,6 @@ async def record(
     A new one is also queued for each of the user's webhooks and PUBLISHed to the user's
     live streams, both only if this unit of work commits.
     """
-    session = uow.session
     subject = order_id or user_id
     candidate = Notification(
         id=uuid.uuid4(),
@@ -68,7 +67,7 @@ async def record(
         order_id=order_id,
         dedup_key=f"{kind}:{subject}",
     )
-    notification, created, queued = await repository.record_notification(session, candidate)
+    notification, created, queued = await repository.record_notification(uow.connection, candidate)
     if created:
         if queued:
             uow.after_commit(fanout.wake_dispatcher)

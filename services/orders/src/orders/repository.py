@@ -11,7 +11,7 @@ from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.statements import qualified
-from common.db import driver_connection
+from common.db import DriverConnection
 from orders.models import Order, Saga, SagaStep
 
 
@@ -103,7 +103,7 @@ class SagaSnapshot:
 
 
 # The statements below run on every order and every saga message: asyncpg prepared
-# statements on the unit of work's own connection (common.db.driver_connection), no
+# statements on the unit of work's own connection (common.db.UnitOfWork.connection), no
 # SQLAlchemy compilation per call. Their SQL is here, in one place, next to the models
 # that own the tables.
 
@@ -142,12 +142,11 @@ _INSERT_STEPS = (
 )
 
 
-async def insert_order(session: AsyncSession, order: Order) -> dict[str, Any] | None:
+async def insert_order(connection: DriverConnection, order: Order) -> dict[str, Any] | None:
     """Insert unless the user already used this idempotency key (then None).
 
     One round trip: the inserted row comes back (RETURNING) as the columns of ``OrderOut``.
     """
-    connection = await driver_connection(session)
     row = await connection.fetchrow(
         _INSERT_ORDER,
         order.id,
@@ -165,14 +164,15 @@ async def insert_order(session: AsyncSession, order: Order) -> dict[str, Any] | 
     return created
 
 
-async def get_saga_snapshot(session: AsyncSession, order_id: uuid.UUID) -> SagaSnapshot | None:
-    connection = await driver_connection(session)
+async def get_saga_snapshot(
+    connection: DriverConnection, order_id: uuid.UUID
+) -> SagaSnapshot | None:
     row = await connection.fetchrow(_SNAPSHOT, order_id)
     return None if row is None else SagaSnapshot(**row)
 
 
 async def insert_saga(
-    session: AsyncSession,
+    connection: DriverConnection,
     order_id: uuid.UUID,
     *,
     state: str,
@@ -180,14 +180,13 @@ async def insert_saga(
     correlation_id: str,
     definition_version: int,
 ) -> None:
-    connection = await driver_connection(session)
     await connection.execute(
         _INSERT_SAGA, order_id, state, deadline_at, correlation_id, definition_version
     )
 
 
 async def transition(
-    session: AsyncSession,
+    connection: DriverConnection,
     current: SagaSnapshot,
     *,
     status: str,
@@ -199,7 +198,6 @@ async def transition(
     """Move the saga and its order on, in one statement, if nobody did since ``current``
     was read (optimistic lock on the saga's version); False when somebody did: nothing is
     written, and the caller reads again and decides again."""
-    connection = await driver_connection(session)
     moved = await connection.fetchrow(
         _TRANSITION,
         current.order_id,
@@ -213,10 +211,9 @@ async def transition(
     return moved is not None
 
 
-async def insert_steps(session: AsyncSession, steps: list[dict[str, Any]]) -> None:
+async def insert_steps(connection: DriverConnection, steps: list[dict[str, Any]]) -> None:
     if not steps:
         return
-    connection = await driver_connection(session)
     await connection.execute(
         _INSERT_STEPS,
         *(

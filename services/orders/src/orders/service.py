@@ -98,11 +98,10 @@ async def place_order(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
-    session = uow.session
-    created = await repository.insert_order(session, order)
+    created = await repository.insert_order(uow.connection, order)
     if created is None:
         assert idempotency_key is not None  # only the key's unique index can conflict
-        existing = await repository.get_order_by_key(session, user_id, idempotency_key)
+        existing = await repository.get_order_by_key(uow.session, user_id, idempotency_key)
         assert existing is not None
         if existing.request_fingerprint != fingerprint:
             raise Conflict("This Idempotency-Key was already used with a different request body.")
@@ -125,7 +124,7 @@ async def place_order(
         definition_version=definition.version,
     )
     await repository.insert_saga(
-        session,
+        uow.connection,
         created["id"],
         state=current.state,
         deadline_at=current.deadline_at,
@@ -193,7 +192,7 @@ async def handle_event(
     is the attempt's first write), so the attempt simply reads again and decides again.
     """
     for _ in range(CONFLICT_RETRIES):
-        current = await repository.get_saga_snapshot(uow.session, order_id)
+        current = await repository.get_saga_snapshot(uow.connection, order_id)
         if current is None:
             logger.warning("saga event for an unknown order", extra={"order_id": order_id})
             return None
@@ -316,7 +315,7 @@ async def _apply(
         current.attempt,
     ) or after.deadline_at != current.deadline_at
     if changed and not await repository.transition(
-        uow.session,
+        uow.connection,
         current,
         status=after.status,
         rejection_reason=after.rejection_reason,
@@ -356,7 +355,7 @@ async def _record(
         message = await _message(uow, action, after)
         envelope = uow.publish(message, correlation_id=after.correlation_id)
         _record_message(steps, definition.step_of(action), envelope.id, envelope.type)
-    await repository.insert_steps(uow.session, steps)
+    await repository.insert_steps(uow.connection, steps)
     if reached_outcome and decision.order_status in OUTCOMES:
         result = decision.order_status.lower()
         SAGA_OUTCOMES.labels(result, decision.rejection_reason or "").inc()

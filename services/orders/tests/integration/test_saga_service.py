@@ -125,7 +125,7 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
     order = await place(orders_db, orders_settings, 100)
     async with orders_db.transaction() as slow:
         # `slow` read the saga (version 1)...
-        stale = await repository.get_saga_snapshot(slow.session, order.id)
+        stale = await repository.get_saga_snapshot(slow.connection, order.id)
         assert stale is not None
         assert stale.version == 1
         # ...while another process approved the order and committed (version 2).
@@ -133,7 +133,7 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
             await service.handle_event(fast, orders_settings, order.id, credit_reserved(order.id))
         # A transition from the stale view writes nothing: the version no longer matches.
         assert not await repository.transition(
-            slow.session,
+            slow.connection,
             stale,
             status="CANCELLING",
             rejection_reason=None,

@@ -114,8 +114,8 @@ def _entry_order(entry_id: str) -> tuple[int, int]:
 
 def saga_of(database: Database, order_id: uuid.UUID) -> Callable[[], Any]:
     async def probe() -> repository.SagaSnapshot | None:
-        async with database.session() as session:
-            return await repository.get_saga_snapshot(session, order_id)
+        async with database.transaction() as uow:
+            return await repository.get_saga_snapshot(uow.connection, order_id)
 
     return probe
 

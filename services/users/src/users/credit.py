@@ -47,7 +47,7 @@ def _answer(reservation: Reservation) -> Message:
 
 
 async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCredit) -> Message:
-    credit = await repository.lock_credit(uow.session, command.user_id, command.order_id)
+    credit = await repository.lock_credit(uow.connection, command.user_id, command.order_id)
     if credit is None:
         reply: Message = CreditRejected(
             order_id=command.order_id, user_id=command.user_id, reason="user_not_found"
@@ -67,7 +67,7 @@ async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCred
             status="rejected" if reason else "active",
             rejection_reason=reason,
         )
-        await repository.insert_reservation(uow.session, reservation)
+        await repository.insert_reservation(uow.connection, reservation)
         if reason is None:
             cache.invalidate_after_commit(uow, command.user_id)
         reply = _answer(reservation)
@@ -86,17 +86,17 @@ async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCred
 
 
 async def release_credit(uow: UnitOfWork, cache: UserCache, command: ReleaseCredit) -> Message:
-    credit = await repository.lock_credit(uow.session, command.user_id, command.order_id)
+    credit = await repository.lock_credit(uow.connection, command.user_id, command.order_id)
     existing = credit.reservation if credit is not None else None
     released_cents = 0
     if existing is not None and existing.status == "active":
         released_cents = existing.amount_cents
-        await repository.release_reservation(uow.session, command.order_id)
+        await repository.release_reservation(uow.connection, command.order_id)
         cache.invalidate_after_commit(uow, existing.user_id)
     elif existing is None and credit is not None:
         # Released before the reservation arrived: leave a tombstone so it never will.
         tombstone = Reservation(command.user_id, command.order_id, 0, "released", None)
-        await repository.insert_reservation(uow.session, tombstone)
+        await repository.insert_reservation(uow.connection, tombstone)
     reply = CreditReleased(
         order_id=command.order_id, user_id=command.user_id, amount_cents=released_cents
     )

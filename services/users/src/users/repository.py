@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.statements import qualified
-from common.db import driver_connection
+from common.db import DriverConnection
 from users.models import CreditReservation, User
 
 
@@ -107,7 +107,7 @@ class CreditView:
 
 
 # The credit commands' statements, per ReserveCredit/ReleaseCredit message: asyncpg prepared
-# statements on the unit of work's own connection (common.db.driver_connection), no
+# statements on the unit of work's own connection (common.db.UnitOfWork.connection), no
 # SQLAlchemy compilation per call; their SQL in one place, next to the models.
 
 _U = qualified(_users)
@@ -133,7 +133,7 @@ _RELEASE = (
 
 
 async def lock_credit(
-    session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID
+    connection: DriverConnection, user_id: uuid.UUID, order_id: uuid.UUID
 ) -> CreditView | None:
     """The user's credit and this order's earlier answer, the user's row locked until commit
     (credit commands of one user happen one at a time, so none can overdraw). None when the
@@ -144,7 +144,6 @@ async def lock_credit(
     would miss the reservation committed by the transaction it waited for (an overdraw,
     caught by the e2e test of 40 concurrent orders against credit for 10).
     """
-    connection = await driver_connection(session)
     user = await connection.fetchrow(_LOCK_USER, user_id)
     if user is None:
         return None
@@ -165,8 +164,7 @@ async def lock_credit(
     )
 
 
-async def insert_reservation(session: AsyncSession, reservation: Reservation) -> None:
-    connection = await driver_connection(session)
+async def insert_reservation(connection: DriverConnection, reservation: Reservation) -> None:
     await connection.execute(
         _INSERT_RESERVATION,
         uuid.uuid4(),
@@ -178,6 +176,5 @@ async def insert_reservation(session: AsyncSession, reservation: Reservation) ->
     )
 
 
-async def release_reservation(session: AsyncSession, order_id: uuid.UUID) -> None:
-    connection = await driver_connection(session)
+async def release_reservation(connection: DriverConnection, order_id: uuid.UUID) -> None:
     await connection.execute(_RELEASE, order_id)

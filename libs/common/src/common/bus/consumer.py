@@ -63,7 +63,7 @@ from common.bus.periodic import Idle, Periodic
 from common.bus.statements import InboxStatements
 from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
-from common.db import Database, UnitOfWork, driver_connection
+from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
 from common.redis import Script
 from common.settings import ServiceSettings
@@ -607,7 +607,7 @@ class Consumer:
         try:
             async with self.database.transaction(send=False) as uow:
                 first_time = await self._inbox.record(
-                    await driver_connection(uow.session),
+                    uow.connection,
                     [(item.envelope.id, item.envelope.occurred_at) for item in items],
                     self.group,
                 )

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy import (
     Column,
     DateTime,
@@ -34,7 +35,6 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.statements import LEGACY_OCCURRED_AT, InboxStatements
-from common.db import driver_connection
 from common.partitions import PartitionedTable
 
 # Each day's partition is inserted into, never updated, then dropped whole: vacuum matters only
@@ -89,7 +89,7 @@ def partitioned(table: Table, *, retention_days: int, ahead_days: int = 14) -> P
 
 
 async def record_many(
-    session: AsyncSession,
+    connection: asyncpg.Connection,
     table: Table,
     messages: Sequence[tuple[uuid.UUID, datetime]],
     group: str,
@@ -101,14 +101,18 @@ async def record_many(
     A concurrent duplicate blocks on the primary key until the first transaction ends, then
     sees the row (first committed) or inserts it (first rolled back): never both effects.
     """
-    return await InboxStatements(table).record(await driver_connection(session), messages, group)
+    return await InboxStatements(table).record(connection, messages, group)
 
 
 async def record(
-    session: AsyncSession, table: Table, message_id: uuid.UUID, occurred_at: datetime, group: str
+    connection: asyncpg.Connection,
+    table: Table,
+    message_id: uuid.UUID,
+    occurred_at: datetime,
+    group: str,
 ) -> bool:
     """Mark one message handled by ``group``; False when it already was (skip the handler)."""
-    return message_id in await record_many(session, table, [(message_id, occurred_at)], group)
+    return message_id in await record_many(connection, table, [(message_id, occurred_at)], group)
 
 
 async def prune_legacy(session: AsyncSession, table: Table, *, older_than: timedelta) -> int:

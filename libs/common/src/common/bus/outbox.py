@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from sqlalchemy import (
@@ -53,7 +54,7 @@ from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.statements import OutboxStatements
 from common.bus.streams import stream_key
 from common.contracts import Message
-from common.db import Database, driver_connection
+from common.db import Database
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 
@@ -150,10 +151,12 @@ class Outbox:
             envelope, stream_key(self.stream_prefix, message.STREAM), envelope.to_json()
         )
 
-    async def write(self, session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[int]:
+    async def write(
+        self, connection: asyncpg.Connection, outgoing: Sequence[Outgoing]
+    ) -> list[int]:
         """One INSERT for all the unit of work's messages; their row ids, in order."""
         return await self._statements.write(
-            await driver_connection(session),
+            connection,
             [item.envelope.id for item in outgoing],
             [item.stream for item in outgoing],
             [item.json for item in outgoing],
@@ -275,7 +278,7 @@ class Outbox:
             return 0
         try:
             async with self._db().transaction() as uow:
-                await self._statements.delete_ids(await driver_connection(uow.session), ids)
+                await self._statements.delete_ids(uow.connection, ids)
         except Exception:
             self._sent.extend(ids)  # next pass; at worst the sweeper sends them again
             raise

@@ -1,4 +1,4 @@
-"""The bus's own hot-path SQL, run as asyncpg prepared statements (common.db.driver_connection).
+"""The bus's own hot-path SQL, run as asyncpg prepared statements (common.db.UnitOfWork.connection).
 
 Every message costs an inbox row on the consuming side and an outbox row (later deleted) on
 the publishing side. Written once here, as plain SQL over arrays so that one prepared
@@ -10,8 +10,8 @@ partitioned by time), this is the one module to adapt.
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+import asyncpg
 from sqlalchemy import Table
 
 LEGACY_OCCURRED_AT = "-infinity"  # the previous release's inbox rows (common.bus.inbox)
@@ -46,7 +46,10 @@ class InboxStatements:
         )
 
     async def record(
-        self, connection: Any, messages: Sequence[tuple[uuid.UUID, datetime]], group: str
+        self,
+        connection: asyncpg.Connection,
+        messages: Sequence[tuple[uuid.UUID, datetime]],
+        group: str,
     ) -> set[uuid.UUID]:
         rows = await connection.fetch(
             self.record_many,
@@ -71,7 +74,7 @@ class OutboxStatements:
 
     async def write(
         self,
-        connection: Any,
+        connection: asyncpg.Connection,
         message_ids: Sequence[uuid.UUID],
         streams: Sequence[str],
         envelopes: Sequence[str],
@@ -83,5 +86,5 @@ class OutboxStatements:
         by_message = {uuid.UUID(bytes=row[1].bytes): int(row[0]) for row in rows}
         return [by_message[message_id] for message_id in message_ids]
 
-    async def delete_ids(self, connection: Any, ids: Sequence[int]) -> None:
+    async def delete_ids(self, connection: asyncpg.Connection, ids: Sequence[int]) -> None:
         await connection.execute(self.delete, list(ids))

@@ -1,0 +1,158 @@
+"""The unit of work's transaction: one pooled connection, the driver and the ORM in it.
+
+The hot path writes through ``uow.connection`` (asyncpg, no Session); cold paths use
+``uow.session``, made on first use. Both must be one transaction, committed or rolled back
+whole, and the connection must go back to the pool (or be thrown away when broken) however
+the block ends.
+"""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.db import Database, PoolBounds, UnitOfWorkClosed, create_engine
+from common.settings import ServiceSettings
+from common.unavailable import is_unavailable
+
+pytestmark = pytest.mark.integration
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A one-connection pool: a connection not given back fails the next transaction."""
+    database = Database(
+        create_engine(
+            ServiceSettings.model_validate(
+                {"database_url": database_url, "db": {"pool_timeout_seconds": 2}}
+            ),
+            pool=PoolBounds(1, 0),
+        )
+    )
+    async with database.engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE IF NOT EXISTS uow_rows (key text PRIMARY KEY)"))
+        await connection.execute(text("TRUNCATE uow_rows"))
+    yield database
+    await database.dispose()
+
+
+async def _keys(database: Database) -> list[str]:
+    async with database.session() as session:
+        rows = await session.execute(text("SELECT key FROM uow_rows ORDER BY key"))
+        return list(rows.scalars())
+
+
+async def test_the_driver_connection_alone_commits_without_a_session(database: Database) -> None:
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('driver')")
+        made_a_session = uow._session is not None
+
+    assert await _keys(database) == ["driver"]
+    assert not made_a_session
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_the_session_made_on_first_use_shares_the_drivers_transaction(
+    database: Database,
+) -> None:
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('driver')")
+        seen = await uow.session.execute(text("SELECT count(*) FROM uow_rows"))
+        assert seen.scalar_one() == 1  # the driver's uncommitted row: one transaction
+        await uow.session.execute(text("INSERT INTO uow_rows VALUES ('session')"))
+
+    assert await _keys(database) == ["driver", "session"]
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _insert_then_fail(database: Database, *, with_session: bool) -> None:
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('driver')")
+        if with_session:
+            await uow.session.execute(text("INSERT INTO uow_rows VALUES ('session')"))
+        raise Boom
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+async def test_an_exception_rolls_back_both_and_returns_the_connection(
+    database: Database, with_session: bool
+) -> None:
+    with pytest.raises(Boom):
+        await _insert_then_fail(database, with_session=with_session)
+
+    assert await _keys(database) == []
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_session_touched_but_never_used_still_commits_the_drivers_writes(
+    database: Database,
+) -> None:
+    """The session begins its transaction only at its first statement; an untouched one
+    commits nothing, and the driver's writes must not be left to the pool's rollback."""
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('driver')")
+        assert uow.session is not None
+
+    assert await _keys(database) == ["driver"]
+
+
+async def _insert_twice(database: Database) -> None:
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('same')")
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('same')")
+
+
+async def test_a_failed_statement_rolls_back_and_the_next_transaction_works(
+    database: Database,
+) -> None:
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _insert_twice(database)
+
+    async with database.transaction() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('next')")
+    assert await _keys(database) == ["next"]
+
+
+async def _killed_mid_transaction(database: Database, killer: AsyncEngine) -> tuple[int, Exception]:
+    """The backend's pid, and what the unit of work raised once its backend was killed."""
+    try:
+        async with database.transaction() as uow:
+            pid = int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
+            async with killer.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+            await uow.connection.execute("INSERT INTO uow_rows VALUES ('lost')")
+    except Exception as exc:
+        return pid, exc
+    raise AssertionError("a statement on a killed connection succeeded")
+
+
+async def test_a_connection_killed_mid_transaction_is_discarded_not_pooled(
+    database: Database, database_url: str
+) -> None:
+    killer = create_engine(ServiceSettings(database_url=database_url), pool=PoolBounds(1, 0))
+    try:
+        pid, error = await _killed_mid_transaction(database, killer)
+    finally:
+        await killer.dispose()
+    assert is_unavailable(error)  # a 503 for a client, a pause for the bus, never a 500
+
+    async with database.transaction() as uow:  # a fresh connection, not the dead one
+        assert await uow.connection.fetchval("SELECT pg_backend_pid()") != pid
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('after')")
+    assert await _keys(database) == ["after"]
+
+
+async def test_a_unit_of_work_cannot_be_used_after_its_transaction(database: Database) -> None:
+    async with database.transaction() as uow:
+        pass
+
+    with pytest.raises(UnitOfWorkClosed):
+        uow.connection  # noqa: B018
+    with pytest.raises(UnitOfWorkClosed):
+        uow.session  # noqa: B018
