@@ -301,7 +301,8 @@ class UnitOfWork:
         self._outbox = outbox
         self._session: AsyncSession | None = None
         self._bound: AsyncConnection | None = None  # what the session runs on
-        self._outgoing: list[Outgoing] = []
+        self._outgoing: list[Outgoing] = []  # published, their rows written at commit
+        self._written: list[tuple[int, Outgoing]] = []  # rows the caller's statements wrote
         self._after_commit: list[AfterCommit] = []
         self.committed: list[tuple[int, Outgoing]] = []
         """The outbox rows this unit of work committed (set once it has)."""
@@ -334,16 +335,34 @@ class UnitOfWork:
         Its ids default to the current context's (common.bus.outbox.envelope_for): what a
         bus handler publishes continues the conversation of the message it handles.
         """
+        outgoing = self.prepare(message, correlation_id=correlation_id, causation_id=causation_id)
+        self._outgoing.append(outgoing)
+        return outgoing.envelope
+
+    def prepare(
+        self,
+        message: "Message",
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> "Outgoing":
+        """``message`` ready to send, for a statement of the caller's that writes its outbox
+        row itself (common.bus.statements.OutboxRows), then :meth:`written`; a message
+        prepared and never written is never sent."""
         self._check_open()
         if self._outbox is None:
             raise NoOutbox(
                 "this Database has no outbox: give it one (common.bus.Outbox) to publish"
             )
-        outgoing = self._outbox.prepare(
+        return self._outbox.prepare(
             message, correlation_id=correlation_id, causation_id=causation_id
         )
-        self._outgoing.append(outgoing)
-        return outgoing.envelope
+
+    def written(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
+        """Outbox rows a statement of the caller's wrote in this transaction: sent once it
+        commits, like :meth:`publish`'s."""
+        self._check_open()
+        self._written.extend(rows)
 
     def after_commit(self, callback: AfterCommit) -> None:
         """Run ``callback`` once this unit of work committed (never if it rolls back).
@@ -390,9 +409,9 @@ class UnitOfWork:
 
     async def _write_outbox(self) -> list[tuple[int, "Outgoing"]]:
         if not self._outgoing or self._outbox is None:
-            return []
+            return self._written
         ids = await self._outbox.write(self.connection, self._outgoing)
-        return list(zip(ids, self._outgoing, strict=True))
+        return self._written + list(zip(ids, self._outgoing, strict=True))
 
     async def _finish(self, *, commit: bool) -> None:
         if self._session is not None:  # its flush, then SQLAlchemy's COMMIT of it

@@ -10,9 +10,10 @@ from typing import Any, cast
 from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bus.statements import qualified
+from common.bus import Outgoing
+from common.bus.statements import OutboxRows, qualified
 from common.db import DriverConnection
-from orders.models import Order, Saga, SagaStep
+from orders.models import Order, Saga, SagaStep, outbox
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -111,12 +112,20 @@ _O = qualified(_orders)
 _S = qualified(_sagas)
 _T = qualified(_steps)
 
-_INSERT_ORDER = (
-    f"INSERT INTO {_O} (id, user_id, status, total_cents, items, idempotency_key, "  # noqa: S608 - names from models
-    "request_fingerprint) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) "
+_STEP_COLUMNS = ("order_id", "name", "status", "detail", "cause_id", "message_id", "message_type")
+_STEPS_FROM = (  # $1..$7: the steps, a column each
+    "SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::varchar[], "
+    "$5::varchar[], $6::uuid[], $7::varchar[])"
+)
+_PLACE = (  # the order and its saga, unless the user already used this idempotency key
+    f"WITH placed AS (INSERT INTO {_O} (id, user_id, status, total_cents, items, "  # noqa: S608 - names from models
+    "idempotency_key, request_fingerprint) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) "
     "ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     "RETURNING id, user_id, status, total_cents, items::text, rejection_reason, created_at, "
-    "updated_at"
+    f"updated_at), started AS (INSERT INTO {_S} (order_id, state, version, attempt, "
+    "deadline_at, correlation_id, definition_version) "
+    "SELECT id, $8, 1, 0, $9, $10, $11 FROM placed) "
+    "SELECT * FROM placed"
 )
 _SNAPSHOT = (
     "SELECT o.id AS order_id, o.user_id, o.status, o.total_cents, o.rejection_reason, "  # noqa: S608
@@ -124,31 +133,40 @@ _SNAPSHOT = (
     "s.definition_version "
     f"FROM {_O} AS o JOIN {_S} AS s ON s.order_id = o.id WHERE o.id = $1"
 )
-_INSERT_SAGA = (
-    f"INSERT INTO {_S} (order_id, state, version, attempt, deadline_at, correlation_id, "  # noqa: S608
-    "definition_version) VALUES ($1, $2, 1, 0, $3, $4, $5)"
+# A decision's history and its messages' outbox rows: $1..$7 the steps, $8..$10 the rows.
+_OUTBOX = OutboxRows(outbox, 8)
+_RECORD = (
+    f"WITH steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM}), "
+    f"{_OUTBOX.cte} SELECT {_OUTBOX.ids}"
 )
-_TRANSITION = (
-    f"WITH moved AS (UPDATE {_S} SET state = $3, version = $2::int + 1, attempt = $4, "  # noqa: S608
-    "deadline_at = $5, updated_at = now() WHERE order_id = $1 AND version = $2 "
-    "RETURNING order_id) "
-    f"UPDATE {_O} SET status = $6, rejection_reason = $7, updated_at = now() "
-    "WHERE id = (SELECT order_id FROM moved) RETURNING id"
-)
-_INSERT_STEPS = (
-    f"INSERT INTO {_T} (order_id, name, status, detail, cause_id, message_id, message_type) "  # noqa: S608
-    "SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::varchar[], "
-    "$5::varchar[], $6::uuid[], $7::varchar[])"
+# The same, only if the saga is still at the version the decision was made on (optimistic
+# lock): the saga and its order move on ($11..$17), and the rest follows only if they did.
+_MOVED = OutboxRows(outbox, 8, when="EXISTS (SELECT 1 FROM moved_order)")
+_TRANSITION_AND_RECORD = (
+    f"WITH moved AS (UPDATE {_S} SET state = $13, version = $12::int + 1, attempt = $14, "  # noqa: S608
+    "deadline_at = $15, updated_at = now() WHERE order_id = $11 AND version = $12 "
+    "RETURNING order_id), "
+    f"moved_order AS (UPDATE {_O} SET status = $16, rejection_reason = $17, updated_at = now() "
+    "WHERE id = (SELECT order_id FROM moved) RETURNING id), "
+    f"steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM} "
+    "WHERE EXISTS (SELECT 1 FROM moved_order)), "
+    f"{_MOVED.cte} SELECT EXISTS (SELECT 1 FROM moved_order) AS moved, {_MOVED.ids}"
 )
 
 
-async def insert_order(connection: DriverConnection, order: Order) -> dict[str, Any] | None:
-    """Insert unless the user already used this idempotency key (then None).
-
-    One round trip: the inserted row comes back (RETURNING) as the columns of ``OrderOut``.
-    """
+async def place(
+    connection: DriverConnection,
+    order: Order,
+    *,
+    state: str,
+    deadline_at: datetime | None,
+    correlation_id: str,
+    definition_version: int,
+) -> dict[str, Any] | None:
+    """Insert the order and its saga, unless the user already used this idempotency key
+    (then None). One round trip: the order comes back as the columns of ``OrderOut``."""
     row = await connection.fetchrow(
-        _INSERT_ORDER,
+        _PLACE,
         order.id,
         order.user_id,
         order.status,
@@ -156,6 +174,10 @@ async def insert_order(connection: DriverConnection, order: Order) -> dict[str, 
         json.dumps(order.items, separators=(",", ":")),
         order.idempotency_key,
         order.request_fingerprint,
+        state,
+        deadline_at,
+        correlation_id,
+        definition_version,
     )
     if row is None:
         return None
@@ -171,61 +193,44 @@ async def get_saga_snapshot(
     return None if row is None else SagaSnapshot(**row)
 
 
-async def insert_saga(
-    connection: DriverConnection,
-    order_id: uuid.UUID,
-    *,
-    state: str,
-    deadline_at: datetime | None,
-    correlation_id: str,
-    definition_version: int,
-) -> None:
-    await connection.execute(
-        _INSERT_SAGA, order_id, state, deadline_at, correlation_id, definition_version
-    )
+def _step_columns(steps: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    return [[step[column] for step in steps] for column in _STEP_COLUMNS]
 
 
-async def transition(
+async def record(
+    connection: DriverConnection, steps: Sequence[dict[str, Any]], outgoing: Sequence[Outgoing]
+) -> list[tuple[int, Outgoing]]:
+    """Add a decision's steps and its messages' outbox rows (the rows written, for
+    ``UnitOfWork.written``), in one statement."""
+    if not steps and not outgoing:
+        return []
+    row = await connection.fetchrow(_RECORD, *_step_columns(steps), *OutboxRows.params(outgoing))
+    return OutboxRows.written(row, outgoing)
+
+
+async def transition_and_record(
     connection: DriverConnection,
     current: SagaSnapshot,
-    *,
-    status: str,
-    rejection_reason: str | None,
-    state: str,
-    attempt: int,
-    deadline_at: datetime | None,
-) -> bool:
-    """Move the saga and its order on, in one statement, if nobody did since ``current``
-    was read (optimistic lock on the saga's version); False when somebody did: nothing is
-    written, and the caller reads again and decides again."""
-    moved = await connection.fetchrow(
-        _TRANSITION,
+    after: SagaSnapshot,
+    steps: Sequence[dict[str, Any]],
+    outgoing: Sequence[Outgoing],
+) -> list[tuple[int, Outgoing]] | None:
+    """Move the saga and its order on to ``after``, add the decision's steps and outbox rows:
+    one statement, if nobody moved the saga since ``current`` was read (optimistic lock on its
+    version). None when somebody did: nothing is written, and the caller reads again and
+    decides again."""
+    row = await connection.fetchrow(
+        _TRANSITION_AND_RECORD,
+        *_step_columns(steps),
+        *OutboxRows.params(outgoing),
         current.order_id,
         current.version,
-        state,
-        attempt,
-        deadline_at,
-        status,
-        rejection_reason,
+        after.state,
+        after.attempt,
+        after.deadline_at,
+        after.status,
+        after.rejection_reason,
     )
-    return moved is not None
-
-
-async def insert_steps(connection: DriverConnection, steps: list[dict[str, Any]]) -> None:
-    if not steps:
-        return
-    await connection.execute(
-        _INSERT_STEPS,
-        *(
-            [step[column] for step in steps]
-            for column in (
-                "order_id",
-                "name",
-                "status",
-                "detail",
-                "cause_id",
-                "message_id",
-                "message_type",
-            )
-        ),
-    )
+    if not row["moved"]:
+        return None
+    return OutboxRows.written(row, outgoing)

@@ -18,6 +18,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.backoff import exponential
+from common.bus import Outgoing
 from common.contracts import (
     Message,
     OrderApproved,
@@ -98,7 +99,18 @@ async def place_order(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
-    created = await repository.insert_order(uow.connection, order)
+    definition = saga.definition(settings.saga.definition_version)
+    decision = saga.start(definition)
+    deadline_at = _deadline(settings, definition, decision)
+    correlation_id = correlation_id_var.get() or str(order.id)
+    created = await repository.place(
+        uow.connection,
+        order,
+        state=decision.state,
+        deadline_at=deadline_at,
+        correlation_id=correlation_id,
+        definition_version=definition.version,
+    )
     if created is None:
         assert idempotency_key is not None  # only the key's unique index can conflict
         existing = await repository.get_order_by_key(uow.session, user_id, idempotency_key)
@@ -107,8 +119,6 @@ async def place_order(
             raise Conflict("This Idempotency-Key was already used with a different request body.")
         return PlacedOrder(existing, created=False)
 
-    definition = saga.definition(settings.saga.definition_version)
-    decision = saga.start(definition)
     current = repository.SagaSnapshot(
         order_id=created["id"],
         user_id=created["user_id"],
@@ -119,16 +129,8 @@ async def place_order(
         state=decision.state,
         version=1,
         attempt=0,
-        deadline_at=_deadline(settings, definition, decision),
-        correlation_id=correlation_id_var.get() or str(created["id"]),
-        definition_version=definition.version,
-    )
-    await repository.insert_saga(
-        uow.connection,
-        created["id"],
-        state=current.state,
-        deadline_at=current.deadline_at,
-        correlation_id=current.correlation_id,
+        deadline_at=deadline_at,
+        correlation_id=correlation_id,
         definition_version=definition.version,
     )
     await _record(uow, definition, current, decision)
@@ -314,17 +316,17 @@ async def _apply(
         current.state,
         current.attempt,
     ) or after.deadline_at != current.deadline_at
-    if changed and not await repository.transition(
-        uow.connection,
-        current,
-        status=after.status,
-        rejection_reason=after.rejection_reason,
-        state=after.state,
-        attempt=after.attempt,
-        deadline_at=after.deadline_at,
-    ):
-        return False
-    await _record(uow, definition, after, decision, reached_outcome=after.status != current.status)
+    steps, outgoing = await _history(uow, definition, after, decision)
+    if not changed:
+        uow.written(await repository.record(uow.connection, steps, outgoing))
+    else:
+        written = await repository.transition_and_record(
+            uow.connection, current, after, steps, outgoing
+        )
+        if written is None:
+            return False  # a concurrent transition won: nothing written, nothing sent
+        uow.written(written)
+    _observe(after, decision, reached_outcome=after.status != current.status)
     return True
 
 
@@ -333,11 +335,18 @@ async def _record(
     definition: saga.Definition,
     after: repository.SagaSnapshot,
     decision: Decision,
-    *,
-    reached_outcome: bool = False,
 ) -> None:
-    """The decision's history and outgoing messages (each step notes the message it sent and
-    the reply it answered, for the operator's timeline); metrics and a log line."""
+    """A new saga's first decision: its history and messages, in one statement."""
+    steps, outgoing = await _history(uow, definition, after, decision)
+    uow.written(await repository.record(uow.connection, steps, outgoing))
+    _observe(after, decision, reached_outcome=False)
+
+
+async def _history(
+    uow: UnitOfWork, definition: saga.Definition, after: repository.SagaSnapshot, decision: Decision
+) -> tuple[list[dict[str, Any]], list[Outgoing]]:
+    """A decision's steps and its outgoing messages, made ready, not yet written (each step
+    notes the message it sent and the reply it answered, for the operator's timeline)."""
     cause_id = event_id_var.get()  # the reply being handled, if any
     steps: list[dict[str, Any]] = [
         {
@@ -351,11 +360,19 @@ async def _record(
         }
         for step in decision.steps
     ]
+    outgoing: list[Outgoing] = []
     for action in decision.actions:
         message = await _message(uow, action, after)
-        envelope = uow.publish(message, correlation_id=after.correlation_id)
-        _record_message(steps, definition.step_of(action), envelope.id, envelope.type)
-    await repository.insert_steps(uow.connection, steps)
+        prepared = uow.prepare(message, correlation_id=after.correlation_id)
+        outgoing.append(prepared)
+        _record_message(
+            steps, definition.step_of(action), prepared.envelope.id, prepared.envelope.type
+        )
+    return steps, outgoing
+
+
+def _observe(after: repository.SagaSnapshot, decision: Decision, *, reached_outcome: bool) -> None:
+    """Metrics and a log line for a decision written."""
     if reached_outcome and decision.order_status in OUTCOMES:
         result = decision.order_status.lower()
         SAGA_OUTCOMES.labels(result, decision.rejection_reason or "").inc()

@@ -1,5 +1,6 @@
 """The saga's persistence: one transaction per step, idempotency, optimistic locking, deadlines."""
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from common.contracts import ReleaseCredit
 from common.db import Database
 from common.errors import Conflict
 from common.settings import with_changes
@@ -131,15 +133,27 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
         # ...while another process approved the order and committed (version 2).
         async with orders_db.transaction() as fast:
             await service.handle_event(fast, orders_settings, order.id, credit_reserved(order.id))
-        # A transition from the stale view writes nothing: the version no longer matches.
-        assert not await repository.transition(
-            slow.connection,
-            stale,
-            status="CANCELLING",
-            rejection_reason=None,
-            state="awaiting_release",
-            attempt=0,
-            deadline_at=None,
+        # A transition from the stale view writes nothing (not the saga, not its steps, not
+        # its messages): the version no longer matches.
+        stale_step = {
+            "order_id": order.id,
+            "name": "stale",
+            "status": "done",
+            "detail": None,
+            "cause_id": None,
+            "message_id": None,
+            "message_type": None,
+        }
+        stale_message = slow.prepare(ReleaseCredit(order_id=order.id, user_id=order.user_id))
+        assert (
+            await repository.transition_and_record(
+                slow.connection,
+                stale,
+                dataclasses.replace(stale, status="CANCELLING", state="awaiting_release"),
+                [stale_step],
+                [stale_message],
+            )
+            is None
         )
         # So the event is decided again, on the fresh state.
         decision = await service.handle_event(
@@ -154,6 +168,7 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
         "awaiting_release",
         3,
     )
+    assert not [step for step in state["steps"] if step.startswith("stale:")]
     assert await outbox_types(orders_db, order.id) == [
         "users.ReserveCredit",
         "orders.OrderApproved",

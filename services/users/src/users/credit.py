@@ -47,30 +47,24 @@ def _answer(reservation: Reservation) -> Message:
 
 
 async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCredit) -> Message:
+    """Answer a reservation once: the answer is stored, and its reply leaves with it (the
+    reply's outbox row written by the same statement); asked again, the stored answer."""
     credit = await repository.lock_credit(uow.connection, command.user_id, command.order_id)
     if credit is None:
         reply: Message = CreditRejected(
             order_id=command.order_id, user_id=command.user_id, reason="user_not_found"
         )
+        uow.publish(reply)
     elif credit.reservation is not None:
         reply = _answer(credit.reservation)
+        uow.publish(reply)
     else:
-        reason: RejectionReason | None = None
-        if credit.status != "active":
-            reason = "user_inactive"
-        elif command.amount_cents > credit.credit_limit_cents - credit.reserved_cents:
-            reason = "insufficient_credit"
-        reservation = Reservation(
-            user_id=command.user_id,
-            order_id=command.order_id,
-            amount_cents=command.amount_cents,
-            status="rejected" if reason else "active",
-            rejection_reason=reason,
-        )
-        await repository.insert_reservation(uow.connection, reservation)
-        if reason is None:
-            cache.invalidate_after_commit(uow, command.user_id)
+        reservation = _decide(command, credit)
         reply = _answer(reservation)
+        stored = [uow.prepare(reply)]
+        uow.written(await repository.insert_reservation(uow.connection, reservation, stored))
+        if reservation.status == "active":
+            cache.invalidate_after_commit(uow, command.user_id)
     if logger.isEnabledFor(logging.INFO):
         logger.info(
             "credit reservation answered",
@@ -81,8 +75,23 @@ async def reserve_credit(uow: UnitOfWork, cache: UserCache, command: ReserveCred
                 "answer": reply.TYPE,
             },
         )
-    uow.publish(reply)
     return reply
+
+
+def _decide(command: ReserveCredit, credit: repository.CreditView) -> Reservation:
+    """A new reservation, or a refusal with its reason."""
+    reason: RejectionReason | None = None
+    if credit.status != "active":
+        reason = "user_inactive"
+    elif command.amount_cents > credit.credit_limit_cents - credit.reserved_cents:
+        reason = "insufficient_credit"
+    return Reservation(
+        user_id=command.user_id,
+        order_id=command.order_id,
+        amount_cents=command.amount_cents,
+        status="rejected" if reason else "active",
+        rejection_reason=reason,
+    )
 
 
 async def release_credit(uow: UnitOfWork, cache: UserCache, command: ReleaseCredit) -> Message:

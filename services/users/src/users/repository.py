@@ -10,9 +10,10 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.bus.statements import qualified
+from common.bus import Outgoing
+from common.bus.statements import OutboxRows, qualified
 from common.db import DriverConnection
-from users.models import CreditReservation, User
+from users.models import CreditReservation, User, outbox
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -121,10 +122,12 @@ _RESERVED_AND_EXISTING = (
     "e.user_id, e.order_id, e.amount_cents, e.status, e.rejection_reason "
     f"FROM (SELECT 1) AS one LEFT OUTER JOIN {_R} AS e ON e.order_id = $2"
 )
+# The reservation (or the refusal, or a tombstone) and its reply's outbox row ($7..$9).
+_OUTBOX = OutboxRows(outbox, 7)
 _INSERT_RESERVATION = (
-    f"INSERT INTO {_R} (id, user_id, order_id, amount_cents, status, rejection_reason, "  # noqa: S608
-    "released_at) VALUES ($1, $2, $3, $4, $5::varchar, $6, "
-    "CASE WHEN $5::varchar = 'released' THEN now() END)"
+    f"WITH reserved AS (INSERT INTO {_R} (id, user_id, order_id, amount_cents, status, "  # noqa: S608
+    "rejection_reason, released_at) VALUES ($1, $2, $3, $4, $5::varchar, $6, "
+    f"CASE WHEN $5::varchar = 'released' THEN now() END)), {_OUTBOX.cte} SELECT {_OUTBOX.ids}"
 )
 _RELEASE = (
     f"UPDATE {_R} SET status = 'released', released_at = now() "  # noqa: S608
@@ -164,8 +167,12 @@ async def lock_credit(
     )
 
 
-async def insert_reservation(connection: DriverConnection, reservation: Reservation) -> None:
-    await connection.execute(
+async def insert_reservation(
+    connection: DriverConnection, reservation: Reservation, outgoing: Sequence[Outgoing] = ()
+) -> list[tuple[int, Outgoing]]:
+    """Store the answer to a credit command, and its reply's outbox row, in one statement
+    (the rows written, for ``UnitOfWork.written``)."""
+    row = await connection.fetchrow(
         _INSERT_RESERVATION,
         uuid.uuid4(),
         reservation.user_id,
@@ -173,7 +180,9 @@ async def insert_reservation(connection: DriverConnection, reservation: Reservat
         reservation.amount_cents,
         reservation.status,
         reservation.rejection_reason,
+        *OutboxRows.params(outgoing),
     )
+    return OutboxRows.written(row, outgoing)
 
 
 async def release_reservation(connection: DriverConnection, order_id: uuid.UUID) -> None:

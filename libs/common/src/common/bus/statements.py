@@ -10,9 +10,13 @@ partitioned by time), this is the one module to adapt.
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy import Table
+
+if TYPE_CHECKING:  # the outbox builds on this module
+    from common.bus.outbox import Outgoing
 
 LEGACY_OCCURRED_AT = "-infinity"  # the previous release's inbox rows (common.bus.inbox)
 
@@ -58,6 +62,49 @@ class InboxStatements:
             group,
         )
         return {uuid.UUID(bytes=row[0].bytes) for row in rows}
+
+
+class OutboxRows:
+    """The outbox rows of a unit of work's messages, as one CTE of a bigger statement.
+
+    A handler's last statement can write its messages' outbox rows itself (one round trip
+    less than :class:`OutboxStatements`' own INSERT): put :attr:`cte` in its ``WITH``, pass
+    :meth:`params` at ``$first`` onwards, select :attr:`ids` in its result, and hand
+    :meth:`written` to ``UnitOfWork.written`` so that the rows are sent once it commits.
+    ``when``: an SQL condition (e.g. ``EXISTS (SELECT 1 FROM moved)``) without which no row
+    is written.
+    """
+
+    def __init__(self, table: Table, first: int, *, name: str = "outboxed", when: str = "") -> None:
+        where = f" WHERE {when}" if when else ""
+        self.cte = (
+            f"{name} AS (INSERT INTO {qualified(table)} (message_id, stream, envelope) "  # noqa: S608 - names from models
+            f"SELECT m, s, e::jsonb FROM unnest(${first}::uuid[], ${first + 1}::text[], "
+            f"${first + 2}::text[]) AS u(m, s, e){where} RETURNING id, message_id)"
+        )
+        self.ids = (
+            f"ARRAY(SELECT id FROM {name} ORDER BY id) AS outbox_ids, "  # noqa: S608
+            f"ARRAY(SELECT message_id FROM {name} ORDER BY id) AS outbox_message_ids"
+        )
+
+    @staticmethod
+    def params(outgoing: Sequence["Outgoing"]) -> tuple[list[uuid.UUID], list[str], list[str]]:
+        return (
+            [item.envelope.id for item in outgoing],
+            [item.stream for item in outgoing],
+            [item.json for item in outgoing],
+        )
+
+    @staticmethod
+    def written(row: Any, outgoing: Sequence["Outgoing"]) -> list[tuple[int, "Outgoing"]]:
+        """The rows ``row`` (the statement's result) says were written, with their messages."""
+        by_message = {item.envelope.id: item for item in outgoing}
+        return [
+            (int(row_id), by_message[uuid.UUID(bytes=message_id.bytes)])
+            for row_id, message_id in zip(
+                row["outbox_ids"], row["outbox_message_ids"], strict=True
+            )
+        ]
 
 
 class OutboxStatements:
