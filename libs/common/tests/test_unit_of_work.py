@@ -6,6 +6,7 @@ whole, and the connection must go back to the pool (or be thrown away when broke
 the block ends.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -156,3 +157,36 @@ async def test_a_unit_of_work_cannot_be_used_after_its_transaction(database: Dat
         uow.connection  # noqa: B018
     with pytest.raises(UnitOfWorkClosed):
         uow.session  # noqa: B018
+
+
+async def test_autocommit_commits_each_statement_with_no_transaction(database: Database) -> None:
+    async with database.autocommit() as connection:
+        await connection.execute("INSERT INTO uow_rows VALUES ('alone')")
+        assert not connection.is_in_transaction()
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute("INSERT INTO uow_rows VALUES ('alone')")
+        await connection.execute("INSERT INTO uow_rows VALUES ('after a failure')")
+
+    assert await _keys(database) == ["after a failure", "alone"]
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _interrupted(database: Database) -> int:
+    """The backend whose statement a timeout cancelled mid-flight."""
+    pid = 0
+    try:
+        async with asyncio.timeout(0.2), database.autocommit() as connection:
+            pid = int(await connection.fetchval("SELECT pg_backend_pid()"))
+            await connection.execute("SELECT pg_sleep(5)")
+    except TimeoutError:
+        return pid
+    raise AssertionError("pg_sleep(5) finished within 0.2 s")
+
+
+async def test_a_statement_cancelled_mid_flight_discards_its_connection(
+    database: Database,
+) -> None:
+    pid = await _interrupted(database)
+
+    async with database.autocommit() as connection:  # a fresh one, not the one in doubt
+        assert await connection.fetchval("SELECT pg_backend_pid()") != pid

@@ -506,6 +506,29 @@ class Database:
         await uow._committed(uow.committed if send else [])
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[DriverConnection]:
+        """A pooled asyncpg connection outside any transaction: each statement commits on its
+        own, with no BEGIN and COMMIT round trips. For one-statement work that runs often
+        (a gauge's count, the outbox's DELETE of sent rows); anything that needs two
+        statements to agree takes a :meth:`transaction`.
+
+        A connection the block leaves in doubt (closed, or a statement interrupted by a
+        cancellation) is discarded, never pooled.
+        """
+        raw = await self.engine.raw_connection()
+        adapter: Any = raw.dbapi_connection
+        driver: DriverConnection = adapter.driver_connection
+        try:
+            yield driver
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) or driver.is_closed():
+                raw.invalidate()
+                raise
+            raw.close()
+            raise
+        raw.close()
+
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only; nothing is committed."""
         async with closing_quietly(self.sessions()) as session:

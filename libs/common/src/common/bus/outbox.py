@@ -277,8 +277,8 @@ class Outbox:
         if not ids:
             return 0
         try:
-            async with self._db().transaction() as uow:
-                await self._statements.delete_ids(uow.connection, ids)
+            async with self._db().autocommit() as connection:
+                await self._statements.delete_ids(connection, ids)
         except Exception:
             self._sent.extend(ids)  # next pass; at worst the sweeper sends them again
             raise

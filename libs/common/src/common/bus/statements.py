@@ -101,9 +101,7 @@ class OutboxRows:
         by_message = {item.envelope.id: item for item in outgoing}
         return [
             (int(row_id), by_message[uuid.UUID(bytes=message_id.bytes)])
-            for row_id, message_id in zip(
-                row["outbox_ids"], row["outbox_message_ids"], strict=True
-            )
+            for row_id, message_id in zip(row["outbox_ids"], row["outbox_message_ids"], strict=True)
         ]
 
 
