@@ -4,9 +4,11 @@ Every wait polls with a deadline; intervals are settings, made tiny in conftest.
 """
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -710,3 +712,52 @@ async def test_only_the_wanted_messages_reach_the_handler_the_rest_cost_no_trans
     async with h.database.session() as session:
         handled = (await session.execute(select(func.count()).select_from(h.inbox))).scalar_one()
     assert handled == 2  # the unwanted ones never opened a unit of work
+
+
+async def _xacks_on(h: Harness, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in commands if str(c["command"]).startswith(f"XACK {h.key} ")]
+
+
+async def test_unwanted_entries_are_acknowledged_together_in_the_next_reads_round_trip(
+    h: Harness,
+) -> None:
+    """Entries a group ignores cost no round trip of their own: one XACK for all of them,
+    pipelined with the next XREADGROUP on the same connection (seen by MONITOR)."""
+    await h.send(*(Ping(key=f"no-{i}") for i in range(4)))  # read together, in one batch
+    seen: list[dict[str, Any]] = []
+
+    async def monitor() -> None:
+        async with h.redis.monitor() as m:
+            async for command in m.listen():
+                seen.append(command)
+
+    watching = asyncio.create_task(monitor())
+    await eventually(lambda: _monitor_ready(h, seen), what="MONITOR started")
+    try:
+        await h.start_consumer({Ping: Only(lambda ping: False, h.recorder())})
+        await eventually(lambda: _pending_is(h, 0), what="all four acknowledged")
+        await eventually(lambda: _monitored_read_after_xack(h, seen), what="the read after")
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+    [xack] = await _xacks_on(h, seen)
+    assert len(str(xack["command"]).split()) == 3 + 4  # XACK key group + the four ids
+    same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]
+    after = same_connection[same_connection.index(xack) + 1]
+    assert str(after["command"]).startswith("XREADGROUP ")
+
+
+async def _monitor_ready(h: Harness, seen: list[dict[str, Any]]) -> bool:
+    await h.redis.echo("monitor-probe")
+    return any("monitor-probe" in str(c["command"]) for c in seen)
+
+
+async def _monitored_read_after_xack(h: Harness, seen: list[dict[str, Any]]) -> bool:
+    xacks = await _xacks_on(h, seen)
+    if not xacks:
+        return False
+    port = xacks[-1]["client_port"]
+    later = seen[seen.index(xacks[-1]) + 1 :]
+    return any(c["client_port"] == port for c in later)
