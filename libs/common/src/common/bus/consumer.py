@@ -49,6 +49,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 from sqlalchemy import Table
@@ -445,14 +446,18 @@ class Consumer:
                 self.group, self.consumer_name, streams, count=count, block=self.block_ms
             )
         pipe = self.redis.pipeline(transaction=False)
-        for key, entry_ids in acks.items():
-            pipe.xack(key, self.group, *entry_ids)
+        self._queue_xacks(pipe, acks)
         pipe.xreadgroup(self.group, self.consumer_name, streams, count=count, block=self.block_ms)
         return (await pipe.execute())[-1]
 
     def _ack_later(self, acks: dict[str, list[str]]) -> None:
         for key, entry_ids in acks.items():
             self._unwanted.setdefault(key, []).extend(entry_ids)
+
+    def _queue_xacks(self, pipe: Pipeline, acks: dict[str, list[str]]) -> None:
+        """One XACK per stream, queued on ``pipe``."""
+        for key, entry_ids in acks.items():
+            pipe.xack(key, self.group, *entry_ids)
 
     async def _acknowledge_unwanted(self) -> None:
         """At stop: the unwanted entries not acknowledged yet (else, read again after a
@@ -462,8 +467,7 @@ class Consumer:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for key, entry_ids in acks.items():
-                pipe.xack(key, self.group, *entry_ids)
+            self._queue_xacks(pipe, acks)
             await pipe.execute()
         except Exception as exc:
             logger.warning(
@@ -820,8 +824,7 @@ class Consumer:
         pipe = self.redis.pipeline(transaction=False)
         outbox = self.database.outbox
         staged = outbox is not None and outbox.stage(pipe, published)
-        for key, entry_ids in by_stream.items():
-            pipe.xack(key, self.group, *entry_ids)
+        self._queue_xacks(pipe, by_stream)
         await pipe.execute()
         if staged and outbox is not None:
             outbox.staged_sent(published)
