@@ -7,14 +7,17 @@ the block ends.
 """
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import Database, PoolBounds, UnitOfWorkClosed, create_engine
+from common.redis import AfterCommit
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
 
@@ -190,3 +193,29 @@ async def test_a_statement_cancelled_mid_flight_discards_its_connection(
 
     async with database.autocommit() as connection:  # a fresh one, not the one in doubt
         assert await connection.fetchval("SELECT pg_backend_pid()") != pid
+
+
+async def _queue_then_fail(database: Database, commands: AfterCommit) -> None:
+    async with database.transaction() as uow:
+        uow.after_commit_redis(commands)
+        raise Boom
+
+
+async def test_redis_commands_run_once_committed_never_after_a_rollback(
+    database: Database, redis: Redis
+) -> None:
+    key = f"uow-test:{{{uuid.uuid4().hex}}}"  # one slot on a cluster
+    reported: list[bool] = []
+    with pytest.raises(Boom):
+        await _queue_then_fail(database, AfterCommit(redis, lambda pipe: pipe.incr(key)))
+
+    async with database.transaction() as uow:
+        count = AfterCommit(redis, lambda pipe: pipe.incr(key), done=reported.append)
+        uow.after_commit_redis(count)
+        uow.after_commit_redis(count)
+        wrong = AfterCommit(redis, lambda pipe: pipe.lpush(key, "x"), done=reported.append)
+        uow.after_commit_redis(wrong)  # WRONGTYPE: reported, logged, the commit stands
+        assert await redis.get(key) is None  # nothing before the commit
+
+    assert await redis.get(key) == "2"  # the rolled-back one never ran
+    assert reported == [True, True, False]

@@ -7,10 +7,11 @@ migrations get stable, predictable names.
 Business code never commits. A :class:`Database` hands out units of work::
 
     async with db.transaction() as uow:
-        order = await repository.insert_order(uow.connection, ...)   # asyncpg, prepared
-        user = await repository.get_user(uow.session, ...)           # the ORM, same transaction
+        created = await repository.place(uow.connection, ...)          # asyncpg, prepared
+        earlier = await repository.get_order_by_key(uow.session, ...)  # the ORM, same transaction
         uow.publish(ReserveCredit(...))              # leaves only if this commits
-        uow.after_commit(lambda: cache.invalidate(user_id))
+        uow.after_commit(wake_dispatcher)
+        uow.after_commit_redis(AfterCommit(redis, lambda pipe: pipe.incr(key)))  # pipelined
 
 :class:`UnitOfWork` is the one place where "this happens if and only if the transaction
 commits" lives: its messages are written to the service's outbox in the same transaction
@@ -41,6 +42,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import PoolProxiedConnection
 
+from common.redis import AfterCommit as RedisAfterCommit
+from common.redis import send_after_commit
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
 
@@ -304,6 +307,7 @@ class UnitOfWork:
         self._outgoing: list[Outgoing] = []  # published, their rows written at commit
         self._written: list[tuple[int, Outgoing]] = []  # rows the caller's statements wrote
         self._after_commit: list[AfterCommit] = []
+        self._redis_after_commit: list[RedisAfterCommit] = []
         self.committed: list[tuple[int, Outgoing]] = []
         """The outbox rows this unit of work committed (set once it has)."""
 
@@ -373,6 +377,20 @@ class UnitOfWork:
         self._check_open()
         self._after_commit.append(callback)
 
+    def after_commit_redis(self, commands: RedisAfterCommit) -> None:
+        """Send Redis ``commands`` once this unit of work committed (never if it rolls back),
+        pipelined with its others: one round trip per Redis client, and in a bus handler
+        none of their own (the consumer queues them with its XACK). Best effort, as
+        :meth:`after_commit` is."""
+        self._check_open()
+        self._redis_after_commit.append(commands)
+
+    @property
+    def redis_after_commit(self) -> list[RedisAfterCommit]:
+        """The Redis commands this unit of work committed with, for a caller that sends them
+        itself (``Database.transaction(send=False)``)."""
+        return self._redis_after_commit
+
     def _check_open(self) -> PoolProxiedConnection:
         if self._raw is None:
             raise UnitOfWorkClosed("this unit of work's transaction has ended")
@@ -438,10 +456,12 @@ class UnitOfWork:
         if raw is not None and raw.dbapi_connection is not None:
             raw.invalidate()
 
-    async def _committed(self, rows: list[tuple[int, "Outgoing"]]) -> None:
+    async def _committed(self, rows: list[tuple[int, "Outgoing"]], *, send: bool) -> None:
         outbox = self._outbox
-        if rows and outbox is not None:
+        if send and rows and outbox is not None:
             await _logged(lambda: outbox.committed(rows))
+        if send and self._redis_after_commit:
+            await _logged(lambda: send_after_commit(self._redis_after_commit))
         for callback in self._after_commit:
             await _logged(callback)
 
@@ -491,9 +511,10 @@ class Database:
         """A unit of work: commit when the block succeeds, roll back when it raises.
 
         ``send=False``: what it published is not sent after the commit but left in
-        ``uow.committed`` for the caller to send with its own Redis commands in one round
-        trip (the bus consumer sends them with its XACK, :meth:`Outbox.stage`); unsent, the
-        rows stay in the outbox table for the sweeper, as after any failed send.
+        ``uow.committed`` (and its Redis commands in ``uow.redis_after_commit``) for the
+        caller to send with its own Redis commands in one round trip (the bus consumer sends
+        them with its XACK, :meth:`Outbox.stage`); unsent, the rows stay in the outbox table
+        for the sweeper, as after any failed send.
         """
         uow = UnitOfWork(await self.engine.raw_connection(), self.engine, self.outbox)
         try:
@@ -503,7 +524,7 @@ class Database:
             await uow._end(commit=False)
             raise
         await uow._end(commit=True)
-        await uow._committed(uow.committed if send else [])
+        await uow._committed(uow.committed, send=send)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[DriverConnection]:

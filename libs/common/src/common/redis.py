@@ -19,7 +19,9 @@ and one type keeps every signature of the code base unchanged.
 """
 
 import hashlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,6 +34,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from common.settings import ServiceSettings, cluster_nodes
+
+logger = logging.getLogger("common.redis")
 
 
 def retry_options() -> dict[str, Any]:
@@ -137,14 +141,76 @@ async def publish(redis: Redis, messages: Sequence[tuple[str, str]]) -> None:
     forget, as pub/sub is: how many subscribers got a message is not returned."""
     if not messages:
         return
-    sharded = is_cluster(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        for channel, message in messages:
-            if sharded:
-                pipe.spublish(channel, message)
-            else:
-                pipe.publish(channel, message)
+        queue_publish(pipe, redis, messages)
         await pipe.execute()
+
+
+def queue_publish(pipe: Any, redis: Redis, messages: Sequence[tuple[str, str]]) -> None:
+    """:func:`publish`'s commands, queued on ``pipe`` (a pipeline of ``redis``)."""
+    sharded = is_cluster(redis)
+    for channel, message in messages:
+        if sharded:
+            pipe.spublish(channel, message)
+        else:
+            pipe.publish(channel, message)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCommit:
+    """Redis commands a unit of work sends once it commits (``UnitOfWork.after_commit_redis``):
+    queued on a pipeline of ``redis`` shared with the unit of work's other commands (in a bus
+    handler, with its batch's XACK and XADDs), so they cost no round trip of their own.
+    ``done`` is told whether they went through. Best effort, as an after-commit callback is:
+    a failure is logged and reported to ``done``, never to the committed transaction."""
+
+    redis: Redis
+    queue: Callable[[Any], object]
+    done: Callable[[bool], object] | None = None
+
+    def report(self, went_through: bool) -> None:
+        if self.done is not None:
+            self.done(went_through)
+
+
+Queued = list[tuple[AfterCommit, slice]]
+"""Commands queued on a pipeline, each with the slice of the pipeline's replies that is its."""
+
+
+def queue_after_commit(pipe: Any, commands: Sequence[AfterCommit]) -> Queued:
+    """Queue ``commands`` on ``pipe`` (after what it holds already)."""
+    queued: Queued = []
+    for command in commands:
+        start = len(pipe)
+        command.queue(pipe)
+        queued.append((command, slice(start, len(pipe))))
+    return queued
+
+
+def report_results(queued: Queued, results: Sequence[Any] | None) -> None:
+    """Tell each queued command whether its replies hold an error (None: the pipeline as a
+    whole failed); log the errors."""
+    for command, replies in queued:
+        errors = [r for r in results[replies] if isinstance(r, Exception)] if results else None
+        if errors:
+            logger.warning("Redis command after commit failed", extra={"error": repr(errors[0])})
+        command.report(results is not None and not errors)
+
+
+async def send_after_commit(commands: Sequence[AfterCommit]) -> None:
+    """Send ``commands``: one pipelined round trip per Redis client among them."""
+    clients: dict[int, list[AfterCommit]] = {}
+    for command in commands:
+        clients.setdefault(id(command.redis), []).append(command)
+    for batch in clients.values():
+        pipe = batch[0].redis.pipeline(transaction=False)
+        queued = queue_after_commit(pipe, batch)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception:
+            report_results(queued, None)
+            raise
+        report_results(queued, results)
 
 
 class Script:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text
 from common import bus
 from common.bus import (
     Envelope,
+    Handler,
     Locks,
     Only,
     StreamTrimmer,
@@ -29,6 +30,7 @@ from common.bus import (
 from common.bus.deadletters import cli
 from common.db import Database, NoOutbox, UnitOfWork, UnitOfWorkClosed
 from common.logging import correlation_id_var, event_id_var
+from common.redis import AfterCommit
 from common.testing.polling import eventually
 
 from .harness import Harness, Ping, Pong, sample
@@ -761,3 +763,62 @@ async def _monitored_read_after_xack(h: Harness, seen: list[dict[str, Any]]) -> 
     port = xacks[-1]["client_port"]
     later = seen[seen.index(xacks[-1]) + 1 :]
     return any(c["client_port"] == port for c in later)
+
+
+def _counting(h: Harness, key: str, reported: list[bool]) -> Handler:
+    """A handler whose unit of work INCRs ``key`` after commit, and LPUSHes on it too (a
+    WRONGTYPE error: the XACK must go through all the same)."""
+
+    async def handle(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+        await uow.session.execute(h.effects.insert().values(key=message.key))
+        uow.after_commit_redis(AfterCommit(h.redis, lambda pipe: pipe.incr(key), reported.append))
+        uow.after_commit_redis(
+            AfterCommit(h.redis, lambda pipe: pipe.lpush(key, "x"), reported.append)
+        )
+
+    return handle
+
+
+async def test_a_handlers_redis_commands_go_with_the_xack_and_their_errors_do_not_stop_it(
+    h: Harness,
+) -> None:
+    key = f"{h.key}:counter"  # the stream's hash tag: one slot on a cluster
+    reported: list[bool] = []
+    await h.start_consumer({Ping: _counting(h, key, reported)})
+    await h.send(Ping(key="k1"))
+
+    await eventually(lambda: _pending_is(h, 0), what="acknowledged")
+    assert await h.effect_count("k1") == 1
+    assert await h.redis.get(key) == "1"
+    assert reported == [True, False]
+
+
+async def test_a_handlers_redis_commands_cost_no_round_trip_of_their_own(h: Harness) -> None:
+    key = f"{h.key}:counter"
+    seen: list[dict[str, Any]] = []
+
+    async def monitor() -> None:
+        async with h.redis.monitor() as m:
+            async for command in m.listen():
+                seen.append(command)
+
+    watching = asyncio.create_task(monitor())
+    await eventually(lambda: _monitor_ready(h, seen), what="MONITOR started")
+    try:
+        await h.start_consumer({Ping: _counting(h, key, [])})
+        await h.send(Ping(key="k1"))
+        await eventually(lambda: _pending_is(h, 0), what="acknowledged")
+        await eventually(lambda: _saw(seen, f"LPUSH {key}"), what="the commands seen")
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+    [xack] = await _xacks_on(h, seen)
+    same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]
+    after = [str(c["command"]).split()[0] for c in same_connection[same_connection.index(xack) :]]
+    assert after[:3] == ["XACK", "INCRBY", "LPUSH"]  # one pipeline, one round trip
+
+
+async def _saw(seen: list[dict[str, Any]], prefix: str) -> bool:
+    return any(str(c["command"]).startswith(prefix) for c in seen)

@@ -1,8 +1,9 @@
 """Live notifications: PUBLISH after commit, one pub/sub connection per API, server-sent events.
 
 Publishing (worker): ``service.record`` marks each new notification on the unit of work's
-session; :class:`LivePublisher`, a commit listener, PUBLISHes them (``common.redis.publish``)
-once the transaction has committed (never for a rolled-back one), on
+session; :class:`LivePublisher` has the unit of work PUBLISH them (``common.redis.queue_publish``,
+in the worker's XACK round trip) once the transaction has committed (never for a rolled-back
+one), on
 ``notifications:live:<redis db>:<user id>``. Pub/sub ignores database numbers, hence the db in
 the name: stacks sharing a Redis server (dev, e2e, tests) stay apart.
 
@@ -59,7 +60,8 @@ from redis.asyncio.cluster import ClusterPubSub
 from common.auth import AuthenticatedUser, revocation_channel, session_valid
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
-from common.redis import is_cluster, publish, pubsub_namespace
+from common.redis import AfterCommit as RedisAfterCommit
+from common.redis import is_cluster, pubsub_namespace, queue_publish
 from notifications import repository
 from notifications.models import Notification
 from notifications.repository import CursorKey
@@ -120,28 +122,28 @@ class LivePublisher:
         self.redis = redis
 
     def publish_after_commit(self, uow: UnitOfWork, notification: Notification) -> None:
-        """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back)."""
-        payload = live_payload(notification)
-        uow.after_commit(lambda: self.publish([payload]))
+        """Have ``notification`` PUBLISHed once ``uow`` commits (never if it rolls back), with
+        the unit of work's other Redis commands (in the worker, with its XACK). Best effort:
+        a live stream missing one catches up on its resync."""
+        message = (
+            live_channel(self.redis, notification.user_id),
+            json.dumps(live_payload(notification)),
+        )
+        uow.after_commit_redis(
+            RedisAfterCommit(
+                self.redis,
+                lambda pipe: queue_publish(pipe, self.redis, [message]),
+                done=_count_published,
+            )
+        )
 
-    async def publish(self, payloads: list[dict[str, Any]]) -> None:
-        """Best effort (streams also resync now and then): two tries, then a log line."""
-        messages = [
-            (live_channel(self.redis, uuid.UUID(payload["user_id"])), json.dumps(payload))
-            for payload in payloads
-        ]
-        for attempt in (1, 2):
-            try:
-                await publish(self.redis, messages)
-            except Exception:
-                if attempt == 2:
-                    LIVE_PUBLISHED.labels("failed").inc(len(payloads))
-                    logger.exception("live PUBLISH failed; streams catch up on their resync")
-                    return
-                await asyncio.sleep(0.05)
-            else:
-                LIVE_PUBLISHED.labels("published").inc(len(payloads))
-                return
+
+def _count_published(went_through: bool) -> None:
+    if went_through:
+        LIVE_PUBLISHED.labels("published").inc()
+    else:
+        LIVE_PUBLISHED.labels("failed").inc()
+        logger.warning("live PUBLISH failed; streams catch up on their resync")
 
 
 class Subscription:

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from common.db import UnitOfWork
+from common.redis import AfterCommit as RedisAfterCommit
 from users.schemas import UserOut
 
 logger = logging.getLogger(__name__)
@@ -64,15 +65,9 @@ class UserCache:
         await self.redis.set(_view_key(view.id), f"{generation}|{view_json}", ex=self.ttl_seconds)
         return view_json
 
-    async def invalidate(self, *user_ids: uuid.UUID) -> None:
-        """Bump the generations: every entry cached before this becomes a miss."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.incr(_generation_key(user_id))
-            await pipe.execute()
-
     def invalidate_after_commit(self, uow: UnitOfWork, user_id: uuid.UUID) -> None:
         """Invalidate the user's view once ``uow`` commits, as the generation scheme requires
         (before the commit, a reader could cache the old row under the new generation). If
         the invalidation fails, the entry's TTL bounds the staleness."""
-        uow.after_commit(lambda: self.invalidate(user_id))
+        key = _generation_key(user_id)
+        uow.after_commit_redis(RedisAfterCommit(self.redis, lambda pipe: pipe.incr(key)))

@@ -66,7 +66,8 @@ from common.bus.streams import ensure_group, stream_key, text
 from common.contracts import Message
 from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
-from common.redis import Script
+from common.redis import AfterCommit as RedisAfterCommit
+from common.redis import Script, queue_after_commit, report_results, send_after_commit
 from common.settings import ServiceSettings
 from common.tracing import message_span
 from common.unavailable import is_transaction_conflict, is_unavailable
@@ -234,6 +235,8 @@ class Outcome:
     duration_ms: float = 0.0
     published: "Sequence[tuple[int, Outgoing]]" = ()
     """handled: the outbox rows the handlers committed, sent with the XACK."""
+    redis_after_commit: Sequence[RedisAfterCommit] = ()
+    """handled: the Redis commands the handlers committed with, sent with the XACK."""
 
 
 def _poison(message_type: str, attempts: int, reason: str, envelope: str) -> Outcome:
@@ -676,7 +679,12 @@ class Consumer:
             return self._failure(exc)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         verdict = Verdict.DUPLICATE if all(item.duplicate for item in items) else Verdict.HANDLED
-        return Outcome(verdict, duration_ms=elapsed_ms, published=tuple(uow.committed))
+        return Outcome(
+            verdict,
+            duration_ms=elapsed_ms,
+            published=tuple(uow.committed),
+            redis_after_commit=tuple(uow.redis_after_commit),
+        )
 
     @staticmethod
     def _failure(exc: Exception) -> "Outcome":
@@ -734,7 +742,7 @@ class Consumer:
         try:
             match outcome.verdict:
                 case Verdict.HANDLED | Verdict.DUPLICATE:
-                    await self._acknowledge(targets, outcome.published)
+                    await self._acknowledge(targets, outcome.published, outcome.redis_after_commit)
                     self._record_settled(targets, outcome)
                     return False
                 case Verdict.UNWANTED:
@@ -812,11 +820,16 @@ class Consumer:
         )
 
     async def _acknowledge(
-        self, targets: Sequence["_Tracked"], published: Sequence[tuple[int, "Outgoing"]] = ()
+        self,
+        targets: Sequence["_Tracked"],
+        published: Sequence[tuple[int, "Outgoing"]] = (),
+        after_commit: Sequence[RedisAfterCommit] = (),
     ) -> None:
         """The one XACK: one command per stream, in one round trip with the XADDs of what
         the handlers published (XADDs first: an entry is never acknowledged before what its
-        handler published is on its way; rows not sent stay in the outbox for the sweeper).
+        handler published is on its way; rows not sent stay in the outbox for the sweeper)
+        and the Redis commands they committed with (a cache invalidation, a live PUBLISH:
+        best effort, their errors logged, never failing the XACK).
         """
         by_stream: dict[str, list[str]] = {}
         for target in targets:
@@ -825,11 +838,27 @@ class Consumer:
         outbox = self.database.outbox
         staged = outbox is not None and outbox.stage(pipe, published)
         self._queue_xacks(pipe, by_stream)
-        await pipe.execute()
+        acknowledging = len(pipe)
+        ours = [command for command in after_commit if command.redis is self.redis]
+        queued = queue_after_commit(pipe, ours)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception:
+            report_results(queued, None)
+            raise
+        for result in results[:acknowledging]:
+            if isinstance(result, Exception):
+                raise result
+        report_results(queued, results)
         if staged and outbox is not None:
             outbox.staged_sent(published)
         for target in targets:
             target.settled = True
+        if theirs := [command for command in after_commit if command.redis is not self.redis]:
+            try:  # another Redis than the bus's: its own round trip
+                await send_after_commit(theirs)
+            except Exception as exc:
+                logger.warning("Redis commands after commit not sent", extra={"error": repr(exc)})
 
     def _record_settled(self, targets: Sequence["_Tracked"], outcome: "Outcome") -> None:
         """Metrics and the log line of acknowledged entries."""
