@@ -197,6 +197,18 @@ def report_results(queued: Queued, results: Sequence[Any] | None) -> None:
         command.report(results is not None and not errors)
 
 
+async def execute_reporting(pipe: Any, queued: Queued) -> list[Any]:
+    """Run ``pipe``; its replies, errors among them not raised (the caller looks at its own
+    commands'), the queued after-commit commands told how theirs went."""
+    try:
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+    except Exception:
+        report_results(queued, None)
+        raise
+    report_results(queued, results)
+    return results
+
+
 async def send_after_commit(commands: Sequence[AfterCommit]) -> None:
     """Send ``commands``: one pipelined round trip per Redis client among them."""
     clients: dict[int, list[AfterCommit]] = {}
@@ -204,13 +216,7 @@ async def send_after_commit(commands: Sequence[AfterCommit]) -> None:
         clients.setdefault(id(command.redis), []).append(command)
     for batch in clients.values():
         pipe = batch[0].redis.pipeline(transaction=False)
-        queued = queue_after_commit(pipe, batch)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except Exception:
-            report_results(queued, None)
-            raise
-        report_results(queued, results)
+        await execute_reporting(pipe, queue_after_commit(pipe, batch))
 
 
 class Script:

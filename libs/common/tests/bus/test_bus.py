@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -726,6 +726,21 @@ async def test_unwanted_entries_are_acknowledged_together_in_the_next_reads_roun
     """Entries a group ignores cost no round trip of their own: one XACK for all of them,
     pipelined with the next XREADGROUP on the same connection (seen by MONITOR)."""
     await h.send(*(Ping(key=f"no-{i}") for i in range(4)))  # read together, in one batch
+    async with _monitoring(h) as seen:
+        await h.start_consumer({Ping: Only(lambda ping: False, h.recorder())})
+        await eventually(lambda: _pending_is(h, 0), what="all four acknowledged")
+        await eventually(lambda: _monitored_read_after_xack(h, seen), what="the read after")
+
+    [xack] = await _xacks_on(h, seen)
+    assert len(str(xack["command"]).split()) == 3 + 4  # XACK key group + the four ids
+    same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]
+    after = same_connection[same_connection.index(xack) + 1]
+    assert str(after["command"]).startswith("XREADGROUP ")
+
+
+@contextlib.asynccontextmanager
+async def _monitoring(h: Harness) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every command Redis runs meanwhile (MONITOR), with its client's address."""
     seen: list[dict[str, Any]] = []
 
     async def monitor() -> None:
@@ -736,19 +751,11 @@ async def test_unwanted_entries_are_acknowledged_together_in_the_next_reads_roun
     watching = asyncio.create_task(monitor())
     await eventually(lambda: _monitor_ready(h, seen), what="MONITOR started")
     try:
-        await h.start_consumer({Ping: Only(lambda ping: False, h.recorder())})
-        await eventually(lambda: _pending_is(h, 0), what="all four acknowledged")
-        await eventually(lambda: _monitored_read_after_xack(h, seen), what="the read after")
+        yield seen
     finally:
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watching
-
-    [xack] = await _xacks_on(h, seen)
-    assert len(str(xack["command"]).split()) == 3 + 4  # XACK key group + the four ids
-    same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]
-    after = same_connection[same_connection.index(xack) + 1]
-    assert str(after["command"]).startswith("XREADGROUP ")
 
 
 async def _monitor_ready(h: Harness, seen: list[dict[str, Any]]) -> bool:
@@ -795,24 +802,11 @@ async def test_a_handlers_redis_commands_go_with_the_xack_and_their_errors_do_no
 
 async def test_a_handlers_redis_commands_cost_no_round_trip_of_their_own(h: Harness) -> None:
     key = f"{h.key}:counter"
-    seen: list[dict[str, Any]] = []
-
-    async def monitor() -> None:
-        async with h.redis.monitor() as m:
-            async for command in m.listen():
-                seen.append(command)
-
-    watching = asyncio.create_task(monitor())
-    await eventually(lambda: _monitor_ready(h, seen), what="MONITOR started")
-    try:
+    async with _monitoring(h) as seen:
         await h.start_consumer({Ping: _counting(h, key, [])})
         await h.send(Ping(key="k1"))
         await eventually(lambda: _pending_is(h, 0), what="acknowledged")
         await eventually(lambda: _saw(seen, f"LPUSH {key}"), what="the commands seen")
-    finally:
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
 
     [xack] = await _xacks_on(h, seen)
     same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]

@@ -67,7 +67,7 @@ from common.contracts import Message
 from common.db import Database, UnitOfWork
 from common.logging import correlation_id_var, event_id_var
 from common.redis import AfterCommit as RedisAfterCommit
-from common.redis import Script, queue_after_commit, report_results, send_after_commit
+from common.redis import Script, execute_reporting, queue_after_commit, send_after_commit
 from common.settings import ServiceSettings
 from common.tracing import message_span
 from common.unavailable import is_transaction_conflict, is_unavailable
@@ -840,16 +840,10 @@ class Consumer:
         self._queue_xacks(pipe, by_stream)
         acknowledging = len(pipe)
         ours = [command for command in after_commit if command.redis is self.redis]
-        queued = queue_after_commit(pipe, ours)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except Exception:
-            report_results(queued, None)
-            raise
+        results = await execute_reporting(pipe, queue_after_commit(pipe, ours))
         for result in results[:acknowledging]:
             if isinstance(result, Exception):
                 raise result
-        report_results(queued, results)
         if staged and outbox is not None:
             outbox.staged_sent(published)
         for target in targets:
