@@ -440,16 +440,23 @@ class UnitOfWork:
             await self._adapter._call_and_discard(finish)
 
     async def _release(self) -> None:
-        """Back to the pool (through the session's connection, when there is one)."""
-        raw, self._raw = self._raw, None
+        """Back to the pool (through the session's connection, when there is one). The
+        transaction has ended: a failure here is logged and the connection discarded, never
+        reported as the transaction's."""
+        raw = self._raw
         if raw is None:
             return
-        if self._bound is not None:
-            assert self._session is not None
-            await self._session.close()
-            await self._bound.close()
-        else:
-            raw.close()
+        try:
+            if self._bound is not None:
+                assert self._session is not None
+                await self._session.close()
+                await self._bound.close()
+            else:
+                raw.close()
+        except Exception as exc:
+            logger.warning("connection not returned cleanly: discarded", extra={"error": repr(exc)})
+            self._discard()
+        self._raw = None
 
     def _discard(self) -> None:
         raw, self._raw = self._raw, None

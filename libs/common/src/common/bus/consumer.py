@@ -733,11 +733,10 @@ class Consumer:
         """Do what ``outcome`` means for ``targets``; True when they are to be tried again.
 
         handled, duplicate -> XACK (one per stream); unwanted -> XACK with the next read;
-        poison -> the dead-letter
-        stream (XADD + XACK, atomically); retry-later -> back off and try again, or, once a
-        handler has failed ``bus.max_attempts`` times, poison; dependency-down -> wait out
-        the outage, then try again (nothing counted); stranded -> log, the entries stay
-        pending for a restart or a reclaim.
+        poison -> the dead-letter stream (XADD + XACK, atomically); retry-later -> back off
+        and try again, or, once a handler has failed ``bus.max_attempts`` times, poison;
+        dependency-down -> wait out the outage, then try again (nothing counted); stranded
+        -> log, the entries stay pending for a restart or a reclaim.
         """
         try:
             match outcome.verdict:
