@@ -260,8 +260,9 @@ class Outbox(Protocol):
 
     async def write(
         self, connection: DriverConnection, outgoing: Sequence["Outgoing"]
-    ) -> list[int]:
-        """Insert the messages' outbox rows on ``connection``, in its transaction; their ids."""
+    ) -> list[tuple[int, "Outgoing"]]:
+        """Insert the messages' outbox rows on ``connection``, in its transaction; the rows,
+        each with its message."""
         ...
 
     async def committed(self, rows: Sequence[tuple[int, "Outgoing"]]) -> None:
@@ -428,8 +429,7 @@ class UnitOfWork:
     async def _write_outbox(self) -> list[tuple[int, "Outgoing"]]:
         if not self._outgoing or self._outbox is None:
             return self._written
-        ids = await self._outbox.write(self.connection, self._outgoing)
-        return self._written + list(zip(ids, self._outgoing, strict=True))
+        return self._written + await self._outbox.write(self.connection, self._outgoing)
 
     async def _finish(self, *, commit: bool) -> None:
         if self._session is not None:  # its flush, then SQLAlchemy's COMMIT of it

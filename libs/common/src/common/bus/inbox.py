@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 from sqlalchemy import (
     Column,
     DateTime,
@@ -35,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus.statements import LEGACY_OCCURRED_AT, InboxStatements
+from common.db import DriverConnection
 from common.partitions import PartitionedTable
 
 # Each day's partition is inserted into, never updated, then dropped whole: vacuum matters only
@@ -89,7 +89,7 @@ def partitioned(table: Table, *, retention_days: int, ahead_days: int = 14) -> P
 
 
 async def record_many(
-    connection: asyncpg.Connection,
+    connection: DriverConnection,
     table: Table,
     messages: Sequence[tuple[uuid.UUID, datetime]],
     group: str,
@@ -105,7 +105,7 @@ async def record_many(
 
 
 async def record(
-    connection: asyncpg.Connection,
+    connection: DriverConnection,
     table: Table,
     message_id: uuid.UUID,
     occurred_at: datetime,

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from sqlalchemy import (
@@ -54,7 +53,7 @@ from common.bus.envelope import ENVELOPE_FIELD, Envelope
 from common.bus.statements import OutboxStatements
 from common.bus.streams import stream_key
 from common.contracts import Message
-from common.db import Database
+from common.db import Database, DriverConnection
 from common.logging import correlation_id_var, event_id_var
 from common.settings import ServiceSettings
 
@@ -152,15 +151,10 @@ class Outbox:
         )
 
     async def write(
-        self, connection: asyncpg.Connection, outgoing: Sequence[Outgoing]
-    ) -> list[int]:
-        """One INSERT for all the unit of work's messages; their row ids, in order."""
-        return await self._statements.write(
-            connection,
-            [item.envelope.id for item in outgoing],
-            [item.stream for item in outgoing],
-            [item.json for item in outgoing],
-        )
+        self, connection: DriverConnection, outgoing: Sequence[Outgoing]
+    ) -> list[tuple[int, Outgoing]]:
+        """One INSERT for all the unit of work's messages; their rows."""
+        return await self._statements.write(connection, outgoing)
 
     async def committed(self, rows: Sequence[tuple[int, Outgoing]]) -> None:
         """Send committed rows now, from memory; the sweeper takes them if this fails."""

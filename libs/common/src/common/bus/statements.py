@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy import Table
+
+from common.db import DriverConnection
 
 if TYPE_CHECKING:  # the outbox builds on this module
     from common.bus.outbox import Outgoing
@@ -51,7 +52,7 @@ class InboxStatements:
 
     async def record(
         self,
-        connection: asyncpg.Connection,
+        connection: DriverConnection,
         messages: Sequence[tuple[uuid.UUID, datetime]],
         group: str,
     ) -> set[uuid.UUID]:
@@ -106,30 +107,20 @@ class OutboxRows:
 
 
 class OutboxStatements:
-    """Insert a unit of work's outbox rows; delete sent rows by id."""
+    """Insert a unit of work's outbox rows (:class:`OutboxRows` on its own); delete sent
+    rows by id."""
 
     def __init__(self, table: Table) -> None:
-        name = qualified(table)
-        self.insert = (
-            f"INSERT INTO {name} (message_id, stream, envelope) "  # noqa: S608 - names from models
-            "SELECT m, s, e::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(m, s, e) "
-            "RETURNING id, message_id"
-        )
-        self.delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"  # noqa: S608 - ditto
+        rows = OutboxRows(table, 1)
+        self.insert = f"WITH {rows.cte} SELECT {rows.ids}"
+        self.delete = f"DELETE FROM {qualified(table)} WHERE id = ANY($1::bigint[])"  # noqa: S608 - names from models
 
     async def write(
-        self,
-        connection: asyncpg.Connection,
-        message_ids: Sequence[uuid.UUID],
-        streams: Sequence[str],
-        envelopes: Sequence[str],
-    ) -> list[int]:
-        """The new rows' ids, in the order of ``message_ids``."""
-        rows = await connection.fetch(
-            self.insert, list(message_ids), list(streams), list(envelopes)
-        )
-        by_message = {uuid.UUID(bytes=row[1].bytes): int(row[0]) for row in rows}
-        return [by_message[message_id] for message_id in message_ids]
+        self, connection: DriverConnection, outgoing: Sequence["Outgoing"]
+    ) -> list[tuple[int, "Outgoing"]]:
+        """The new rows, each with its message."""
+        row = await connection.fetchrow(self.insert, *OutboxRows.params(outgoing))
+        return OutboxRows.written(row, outgoing)
 
-    async def delete_ids(self, connection: asyncpg.Connection, ids: Sequence[int]) -> None:
+    async def delete_ids(self, connection: DriverConnection, ids: Sequence[int]) -> None:
         await connection.execute(self.delete, list(ids))
