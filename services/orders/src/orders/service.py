@@ -316,16 +316,16 @@ async def _apply(
         current.state,
         current.attempt,
     ) or after.deadline_at != current.deadline_at
+    if not changed:  # a duplicate or late reply: history only, no version to check
+        await _record(uow, definition, after, decision)
+        return True
     steps, outgoing = await _history(uow, definition, after, decision)
-    if not changed:
-        uow.written(await repository.record(uow.connection, steps, outgoing))
-    else:
-        written = await repository.transition_and_record(
-            uow.connection, current, after, steps, outgoing
-        )
-        if written is None:
-            return False  # a concurrent transition won: nothing written, nothing sent
-        uow.written(written)
+    written = await repository.transition_and_record(
+        uow.connection, current, after, steps, outgoing
+    )
+    if written is None:
+        return False  # a concurrent transition won: nothing written, nothing sent
+    uow.written(written)
     _observe(after, decision, reached_outcome=after.status != current.status)
     return True
 
@@ -336,7 +336,8 @@ async def _record(
     after: repository.SagaSnapshot,
     decision: Decision,
 ) -> None:
-    """A new saga's first decision: its history and messages, in one statement."""
+    """A decision with no transition to check (a new saga's first, its rows just inserted; a
+    duplicate or late reply's): its history and messages, in one statement."""
     steps, outgoing = await _history(uow, definition, after, decision)
     uow.written(await repository.record(uow.connection, steps, outgoing))
     _observe(after, decision, reached_outcome=False)

@@ -239,6 +239,14 @@ class Outcome:
     """handled: the Redis commands the handlers committed with, sent with the XACK."""
 
 
+def _by_stream(targets: Sequence[_Tracked]) -> dict[str, list[str]]:
+    """The targets' entry ids, by stream: what one XACK per stream acknowledges."""
+    by_stream: dict[str, list[str]] = {}
+    for target in targets:
+        by_stream.setdefault(target.key, []).append(target.entry_id)
+    return by_stream
+
+
 def _poison(message_type: str, attempts: int, reason: str, envelope: str) -> Outcome:
     return Outcome(
         Verdict.POISON,
@@ -745,8 +753,8 @@ class Consumer:
                     self._record_settled(targets, outcome)
                     return False
                 case Verdict.UNWANTED:
+                    self._ack_later(_by_stream(targets))
                     for target in targets:
-                        self._unwanted.setdefault(target.key, []).append(target.entry_id)
                         target.settled = True
                     self._record_settled(targets, outcome)
                     return False
@@ -830,13 +838,10 @@ class Consumer:
         and the Redis commands they committed with (a cache invalidation, a live PUBLISH:
         best effort, their errors logged, never failing the XACK).
         """
-        by_stream: dict[str, list[str]] = {}
-        for target in targets:
-            by_stream.setdefault(target.key, []).append(target.entry_id)
         pipe = self.redis.pipeline(transaction=False)
         outbox = self.database.outbox
         staged = outbox is not None and outbox.stage(pipe, published)
-        self._queue_xacks(pipe, by_stream)
+        self._queue_xacks(pipe, _by_stream(targets))
         acknowledging = len(pipe)
         ours = [command for command in after_commit if command.redis is self.redis]
         results = await execute_reporting(pipe, queue_after_commit(pipe, ours))
