@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import Database, PoolBounds, UnitOfWorkClosed, create_engine
+from common.db import Database, NoTransaction, PoolBounds, UnitOfWorkClosed, create_engine
 from common.redis import AfterCommit
 from common.settings import ServiceSettings
 from common.unavailable import is_unavailable
@@ -193,6 +193,70 @@ async def test_a_statement_cancelled_mid_flight_discards_its_connection(
 
     async with database.autocommit() as connection:  # a fresh one, not the one in doubt
         assert await connection.fetchval("SELECT pg_backend_pid()") != pid
+
+
+async def test_a_single_statement_unit_of_work_commits_each_statement_with_no_transaction(
+    database: Database,
+) -> None:
+    ran_after: list[bool] = []
+    async with database.single_statement() as uow:
+        assert not uow.connection.is_in_transaction()
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('one')")
+        assert await _keys_elsewhere(database) == ["one"]  # committed already, on its own
+        uow.after_commit(lambda: ran_after.append(True))
+
+    assert ran_after == [True]
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _keys_elsewhere(database: Database) -> list[str]:
+    """The committed keys, read on a connection of its own (the pool has one, in use)."""
+    url = database.engine.url.set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        return [row[0] for row in await connection.fetch("SELECT key FROM uow_rows ORDER BY key")]
+    finally:
+        await connection.close()
+
+
+async def test_a_single_statement_unit_of_work_refuses_what_needs_a_commit(
+    database: Database,
+) -> None:
+    """The ORM session and publish() write at COMMIT, which this unit of work has none of."""
+    async with database.single_statement() as uow:
+        with pytest.raises(NoTransaction):
+            uow.session  # noqa: B018
+        with pytest.raises(NoTransaction, match="write them in the statement"):
+            uow.publish(object())  # type: ignore[arg-type]
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_single_statement_unit_of_work_that_raises_keeps_its_statement_and_skips_after_commit(
+    database: Database,
+) -> None:
+    ran_after: list[bool] = []
+    with pytest.raises(Boom):
+        async with database.single_statement() as uow:
+            await uow.connection.execute("INSERT INTO uow_rows VALUES ('kept')")
+            uow.after_commit(lambda: ran_after.append(True))
+            raise Boom
+
+    assert await _keys(database) == ["kept"]  # its own commit: nothing to roll back
+    assert ran_after == []
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_single_statement_cancelled_mid_flight_discards_its_connection(
+    database: Database,
+) -> None:
+    pid = 0
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2), database.single_statement() as uow:
+            pid = int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
+            await uow.connection.execute("SELECT pg_sleep(5)")
+
+    async with database.single_statement() as uow:
+        assert await uow.connection.fetchval("SELECT pg_backend_pid()") != pid
 
 
 async def _queue_then_fail(database: Database, commands: AfterCommit) -> None:

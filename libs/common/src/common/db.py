@@ -25,9 +25,11 @@ import asyncio
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import asyncpg
@@ -287,6 +289,22 @@ class UnitOfWorkClosed(RuntimeError):
     """A unit of work used after its transaction ended (commit or rollback)."""
 
 
+class NoTransaction(RuntimeError):
+    """What needs a transaction (the ORM session, :meth:`UnitOfWork.publish`) asked of a
+    single-statement unit of work (:meth:`Database.single_statement`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxClaim:
+    """The bus message a single-statement unit of work handles: its effect's statement
+    records it in the consumer group's inbox itself (common.bus.statements.InboxRow), so
+    the record and the effect commit together, or neither does."""
+
+    message_id: uuid.UUID
+    group: str
+    occurred_at: datetime
+
+
 class UnitOfWork:
     """One transaction: its connection, its session, what it publishes, what runs after it.
 
@@ -298,8 +316,16 @@ class UnitOfWork:
     checkout, BEGIN, its statements and COMMIT, and no Session at all.
     """
 
-    def __init__(self, raw: PoolProxiedConnection, engine: AsyncEngine, outbox: Outbox | None):
+    def __init__(
+        self,
+        raw: PoolProxiedConnection,
+        engine: AsyncEngine,
+        outbox: Outbox | None,
+        *,
+        transactional: bool = True,
+    ):
         self._raw: PoolProxiedConnection | None = raw
+        self._transactional = transactional
         self._adapter: Any = raw.dbapi_connection  # SQLAlchemy's asyncpg adapter
         self._engine = engine
         self._outbox = outbox
@@ -311,6 +337,9 @@ class UnitOfWork:
         self._redis_after_commit: list[RedisAfterCommit] = []
         self.committed: list[tuple[int, Outgoing]] = []
         """The outbox rows this unit of work committed (set once it has)."""
+        self.inbox_claim: InboxClaim | None = None
+        """Single-statement units of work of the bus: the message to record in the inbox by
+        the effect's statement (set by the consumer)."""
 
     @property
     def connection(self) -> DriverConnection:
@@ -322,6 +351,11 @@ class UnitOfWork:
     def session(self) -> AsyncSession:
         """A session in this unit of work's transaction (made on first use)."""
         raw = self._check_open()
+        if not self._transactional:
+            raise NoTransaction(
+                "a single-statement unit of work has no session: its one statement runs on"
+                " uow.connection (or use Database.transaction())"
+            )
         if self._session is None:
             sync_connection = Connection(self._engine.sync_engine, connection=raw)
             self._bound = AsyncConnection(self._engine, sync_connection)
@@ -340,6 +374,11 @@ class UnitOfWork:
         Its ids default to the current context's (common.bus.outbox.envelope_for): what a
         bus handler publishes continues the conversation of the message it handles.
         """
+        if not self._transactional:
+            raise NoTransaction(
+                "a single-statement unit of work has no COMMIT to write its outbox rows"
+                " before: write them in the statement (uow.prepare, OutboxRows, uow.written)"
+            )
         outgoing = self.prepare(message, correlation_id=correlation_id, causation_id=causation_id)
         self._outgoing.append(outgoing)
         return outgoing.envelope
@@ -398,6 +437,8 @@ class UnitOfWork:
         return self._raw
 
     async def _begin(self) -> None:
+        if not self._transactional:
+            return
         try:
             await self._adapter._start_transaction()
         except BaseException:
@@ -432,6 +473,8 @@ class UnitOfWork:
         return self._written + await self._outbox.write(self.connection, self._outgoing)
 
     async def _finish(self, *, commit: bool) -> None:
+        if not self._transactional:
+            return  # each statement committed on its own
         if self._session is not None:  # its flush, then SQLAlchemy's COMMIT of it
             await (self._session.commit() if commit else self._session.rollback())
         transaction = self._adapter._transaction
@@ -528,6 +571,36 @@ class Database:
             await uow._begin()
             yield uow
         except BaseException:
+            await uow._end(commit=False)
+            raise
+        await uow._end(commit=True)
+        await uow._committed(uow.committed, send=send)
+
+    @asynccontextmanager
+    async def single_statement(self, *, send: bool = True) -> AsyncIterator[UnitOfWork]:
+        """A unit of work whose effects are one statement, so it needs no transaction: no
+        BEGIN and no COMMIT round trip, the statement commits on its own.
+
+        For hot work whose effects one statement can write, reads before it being only the
+        input of its decision: a saga reply (the saga moved on under an optimistic lock,
+        its steps, its outbox rows and the reply's inbox row in one statement), an order
+        placed. Its outbox rows are written by that statement (:meth:`UnitOfWork.prepare`,
+        common.bus.statements.OutboxRows, :meth:`UnitOfWork.written`) and sent once the
+        block succeeds; :meth:`UnitOfWork.publish` and the ORM session, which need a
+        COMMIT to write before, raise :class:`NoTransaction`. A second writing statement
+        would commit apart from the first: such work takes a :meth:`transaction`.
+
+        ``send``: as for :meth:`transaction`. A block that raises after its statement
+        committed leaves that statement's outbox rows to the sweeper.
+        """
+        uow = UnitOfWork(
+            await self.engine.raw_connection(), self.engine, self.outbox, transactional=False
+        )
+        try:
+            yield uow
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) or uow.connection.is_closed():
+                uow._discard()  # a statement interrupted mid-flight: the connection is in doubt
             await uow._end(commit=False)
             raise
         await uow._end(commit=True)

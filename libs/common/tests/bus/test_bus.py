@@ -22,12 +22,14 @@ from common.bus import (
     Envelope,
     Handler,
     Locks,
+    OneStatement,
     Only,
     StreamTrimmer,
     ensure_group,
     stream_key,
 )
 from common.bus.deadletters import cli
+from common.bus.statements import InboxRow, qualified
 from common.db import Database, NoOutbox, UnitOfWork, UnitOfWorkClosed
 from common.logging import correlation_id_var, event_id_var
 from common.redis import AfterCommit
@@ -816,3 +818,76 @@ async def test_a_handlers_redis_commands_cost_no_round_trip_of_their_own(h: Harn
 
 async def _saw(seen: list[dict[str, Any]], prefix: str) -> bool:
     return any(str(c["command"]).startswith(prefix) for c in seen)
+
+
+# -- handlers whose effect is one statement (OneStatement): no transaction ------------------
+
+
+def _one_statement_recorder(h: Harness, calls: list[str] | None = None) -> Handler:
+    """A handler writing its effect and the message's inbox row in one statement, the effect
+    only if the row is new (what the saga's replies do)."""
+    inbox = InboxRow(h.inbox, 2)
+    sql = (
+        f"WITH {inbox.cte} INSERT INTO {qualified(h.effects)} (key) "  # noqa: S608
+        f"SELECT $1::varchar WHERE {inbox.first_time}"
+    )
+
+    async def handle(uow: UnitOfWork, _: Envelope, message: Ping) -> None:
+        assert not uow.connection.is_in_transaction()
+        if calls is not None:
+            calls.append(message.key)
+        if message.key.startswith("bad"):
+            raise RuntimeError("never digestible")
+        await uow.connection.execute(sql, message.key, *InboxRow.params(uow.inbox_claim))
+
+    return handle
+
+
+async def test_a_one_statement_handler_records_its_message_with_its_effect_once(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+    await h.start_consumer({Ping: OneStatement(_one_statement_recorder(h, calls))})
+    [envelope] = await h.send(Ping(key="once"))
+    await eventually(lambda: _effects_are(h, 1), what="first delivery")
+
+    duplicate_id = await h.add(envelope)  # as after a crash between XADD and DELETE
+
+    await eventually(lambda: _delivered_through(h, duplicate_id), what="duplicate read")
+    await eventually(lambda: _pending_is(h, 0), what="duplicate acked")
+    assert calls == ["once", "once"]  # the consumer ran it again: its statement did nothing
+    assert await h.effect_count("once") == 1
+    async with h.database.session() as session:
+        inbox = h.inbox.c
+        recorded = await session.execute(
+            select(inbox.consumer_group, inbox.occurred_at).where(inbox.message_id == envelope.id)
+        )
+        assert recorded.all() == [(h.group, envelope.occurred_at)]
+
+
+async def test_a_failing_one_statement_handler_is_retried_alone_then_dead_lettered(
+    h: Harness,
+) -> None:
+    calls: list[str] = []
+    await h.send(Ping(key="k1"), Ping(key="bad"), Ping(key="k2"))  # one batch
+    await h.start_consumer({Ping: OneStatement(_one_statement_recorder(h, calls))})
+
+    await eventually(lambda: _dead_letters_are(h, 1), what="the bad one dead-lettered")
+    await eventually(lambda: _pending_is(h, 0), what="every entry settled")
+    assert await h.effect_count() == 2  # its neighbours' effects, once each
+    assert calls[:3] == ["k1", "bad", "k2"]  # stream order, each in its own statement
+    assert calls.count("bad") == h.settings.bus.max_attempts
+    assert calls.count("k1") == calls.count("k2") == 1
+
+
+async def test_one_statement_handlers_of_a_batch_are_acknowledged_with_one_xack(
+    h: Harness,
+) -> None:
+    await h.send(*(Ping(key=f"k{i}") for i in range(4)))  # read together, in one batch
+    async with _monitoring(h) as seen:
+        await h.start_consumer({Ping: OneStatement(_one_statement_recorder(h))})
+        await eventually(lambda: _effects_are(h, 4), what="four effects")
+        await eventually(lambda: _pending_is(h, 0), what="all four acknowledged")
+
+    [xack] = await _xacks_on(h, seen)
+    assert len(str(xack["command"]).split()) == 3 + 4  # XACK key group + the four ids

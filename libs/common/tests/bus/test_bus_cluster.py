@@ -25,13 +25,14 @@ pytestmark = pytest.mark.cluster
 # the subprocess test of ``python -m common.bus`` (the command line itself, with
 # --cluster-nodes, runs here through the other dead-letter tests) and the tracing test (it
 # installs the process's one tracer provider; nothing in it depends on where Redis is), and
-# the two MONITOR tests (a cluster client has no MONITOR; on the cluster the other tests of
+# the three MONITOR tests (a cluster client has no MONITOR; on the cluster the other tests of
 # unwanted entries and of a handler's Redis commands run the same pipelines).
 _SINGLE_REDIS_ONLY = {
     "test_the_deadletters_module_runs_as_a_command",
     "test_one_trace_spans_the_publisher_and_the_consumer",
     "test_unwanted_entries_are_acknowledged_together_in_the_next_reads_round_trip",
     "test_a_handlers_redis_commands_cost_no_round_trip_of_their_own",
+    "test_one_statement_handlers_of_a_batch_are_acknowledged_with_one_xack",
 }
 globals().update(
     {

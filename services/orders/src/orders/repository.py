@@ -11,9 +11,9 @@ from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Outgoing
-from common.bus.statements import OutboxRows, qualified
-from common.db import DriverConnection
-from orders.models import Order, Saga, SagaStep, outbox
+from common.bus.statements import InboxRow, OutboxRows, qualified
+from common.db import DriverConnection, InboxClaim
+from orders.models import Order, Saga, SagaStep, inbox, outbox
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -101,6 +101,7 @@ class SagaSnapshot:
     deadline_at: datetime | None
     correlation_id: str
     definition_version: int  # the saga definition it started on (orders.saga.DEFINITIONS)
+    handled: bool = False  # the reply being handled was handled before (the inbox says)
 
 
 # The statements below run on every order and every saga message: asyncpg prepared
@@ -127,29 +128,37 @@ _PLACE = (  # the order and its saga, unless the user already used this idempote
     "SELECT id, $8, 1, 0, $9, $10, $11 FROM placed) "
     "SELECT * FROM placed"
 )
-_SNAPSHOT = (
+_SNAPSHOT = (  # and whether the group handled the reply already ($2..$4, NULL: no reply)
     "SELECT o.id AS order_id, o.user_id, o.status, o.total_cents, o.rejection_reason, "  # noqa: S608
     "o.created_at, s.state, s.version, s.attempt, s.deadline_at, s.correlation_id, "
-    "s.definition_version "
+    f"s.definition_version, {InboxRow(inbox, 2).seen} AS handled "
     f"FROM {_O} AS o JOIN {_S} AS s ON s.order_id = o.id WHERE o.id = $1"
 )
-# A decision's history and its messages' outbox rows: $1..$7 the steps, $8..$10 the rows.
-_OUTBOX = OutboxRows(outbox, 8)
+_ITEMS = f"SELECT items::text FROM {_O} WHERE id = $1"  # noqa: S608
+# A decision's history and its messages' outbox rows: $1..$7 the steps, $8..$10 the rows,
+# and the reply's inbox row ($11..$13, NULL outside the bus): all of it, or, for a reply
+# the group handled already, nothing.
+_RECORD_INBOX = InboxRow(inbox, 11)
+_OUTBOX = OutboxRows(outbox, 8, when=_RECORD_INBOX.first_time)
 _RECORD = (
-    f"WITH steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM}), "
-    f"{_OUTBOX.cte} SELECT {_OUTBOX.ids}"
+    f"WITH {_RECORD_INBOX.cte}, "
+    f"steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM} "
+    f"WHERE {_RECORD_INBOX.first_time}), {_OUTBOX.cte} SELECT {_OUTBOX.ids}"
 )
 # The same, only if the saga is still at the version the decision was made on (optimistic
-# lock): the saga and its order move on ($11..$17), and the rest follows only if they did.
+# lock) and the reply is new to the group: the saga and its order move on ($11..$17), and
+# the rest follows only if they did, the reply's inbox row ($18..$20) too. A duplicate
+# racing its twin waits for the twin's lock and then finds the version moved on.
+_MOVED_INBOX = InboxRow(inbox, 18, when="EXISTS (SELECT 1 FROM moved_order)")
 _MOVED = OutboxRows(outbox, 8, when="EXISTS (SELECT 1 FROM moved_order)")
 _TRANSITION_AND_RECORD = (
     f"WITH moved AS (UPDATE {_S} SET state = $13, version = $12::int + 1, attempt = $14, "  # noqa: S608
     "deadline_at = $15, updated_at = now() WHERE order_id = $11 AND version = $12 "
-    "RETURNING order_id), "
+    f"AND {_MOVED_INBOX.unseen} RETURNING order_id), "
     f"moved_order AS (UPDATE {_O} SET status = $16, rejection_reason = $17, updated_at = now() "
     "WHERE id = (SELECT order_id FROM moved) RETURNING id), "
     f"steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM} "
-    "WHERE EXISTS (SELECT 1 FROM moved_order)), "
+    f"WHERE EXISTS (SELECT 1 FROM moved_order)), {_MOVED_INBOX.cte}, "
     f"{_MOVED.cte} SELECT EXISTS (SELECT 1 FROM moved_order) AS moved, {_MOVED.ids}"
 )
 
@@ -187,9 +196,10 @@ async def place(
 
 
 async def get_saga_snapshot(
-    connection: DriverConnection, order_id: uuid.UUID
+    connection: DriverConnection, order_id: uuid.UUID, claim: InboxClaim | None = None
 ) -> SagaSnapshot | None:
-    row = await connection.fetchrow(_SNAPSHOT, order_id)
+    """The order and its saga; ``handled`` when the ``claim``'s message was handled before."""
+    row = await connection.fetchrow(_SNAPSHOT, order_id, *InboxRow.params(claim))
     return None if row is None else SagaSnapshot(**row)
 
 
@@ -197,14 +207,25 @@ def _step_columns(steps: Sequence[dict[str, Any]]) -> list[list[Any]]:
     return [[step[column] for step in steps] for column in _STEP_COLUMNS]
 
 
+async def order_items(connection: DriverConnection, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    items = await connection.fetchval(_ITEMS, order_id)
+    return cast(list[dict[str, Any]], json.loads(items))
+
+
 async def record(
-    connection: DriverConnection, steps: Sequence[dict[str, Any]], outgoing: Sequence[Outgoing]
+    connection: DriverConnection,
+    steps: Sequence[dict[str, Any]],
+    outgoing: Sequence[Outgoing],
+    claim: InboxClaim | None = None,
 ) -> list[tuple[int, Outgoing]]:
     """Add a decision's steps and its messages' outbox rows (the rows written, for
-    ``UnitOfWork.written``), in one statement."""
+    ``UnitOfWork.written``), in one statement; with the ``claim``'s inbox row, and nothing
+    when the group handled that message already."""
     if not steps and not outgoing:
         return []
-    row = await connection.fetchrow(_RECORD, *_step_columns(steps), *OutboxRows.params(outgoing))
+    row = await connection.fetchrow(
+        _RECORD, *_step_columns(steps), *OutboxRows.params(outgoing), *InboxRow.params(claim)
+    )
     return OutboxRows.written(row, outgoing)
 
 
@@ -214,11 +235,13 @@ async def transition_and_record(
     after: SagaSnapshot,
     steps: Sequence[dict[str, Any]],
     outgoing: Sequence[Outgoing],
+    claim: InboxClaim | None = None,
 ) -> list[tuple[int, Outgoing]] | None:
-    """Move the saga and its order on to ``after``, add the decision's steps and outbox rows:
-    one statement, if nobody moved the saga since ``current`` was read (optimistic lock on its
-    version). None when somebody did: nothing is written, and the caller reads again and
-    decides again."""
+    """Move the saga and its order on to ``after``, add the decision's steps and outbox rows
+    (and the ``claim``'s inbox row): one statement, if nobody moved the saga since
+    ``current`` was read (optimistic lock on its version) and the group has not handled the
+    claim's message yet. None otherwise: nothing is written, and the caller reads again and
+    decides again (a duplicate then finds its saga moved on)."""
     row = await connection.fetchrow(
         _TRANSITION_AND_RECORD,
         *_step_columns(steps),
@@ -230,6 +253,7 @@ async def transition_and_record(
         after.deadline_at,
         after.status,
         after.rejection_reason,
+        *InboxRow.params(claim),
     )
     if not row["moved"]:
         return None

@@ -194,10 +194,12 @@ async def handle_event(
     is the attempt's first write), so the attempt simply reads again and decides again.
     """
     for _ in range(CONFLICT_RETRIES):
-        current = await repository.get_saga_snapshot(uow.connection, order_id)
+        current = await repository.get_saga_snapshot(uow.connection, order_id, uow.inbox_claim)
         if current is None:
             logger.warning("saga event for an unknown order", extra={"order_id": order_id})
             return None
+        if current.handled:
+            return None  # a duplicate of a reply handled before: it has had its effect
         if isinstance(event, saga.DeadlinePassed) and not _is_overdue(current):
             return None  # a reply or another timer moved it on meanwhile
         # The definition the saga started on decides it, whichever one is current now.
@@ -270,9 +272,8 @@ async def _message(uow: UnitOfWork, action: Action, order: repository.SagaSnapsh
 
 async def _stock_lines(uow: UnitOfWork, order: repository.SagaSnapshot) -> tuple[StockLine, ...]:
     """The order's items as a stock check reads them (only version 2 sagas ask: one more read)."""
-    stored = await repository.get_order(uow.session, order.order_id)
-    assert stored is not None  # the saga's own order
-    return tuple(StockLine(sku=item["sku"], quantity=item["quantity"]) for item in stored.items)
+    items = await repository.order_items(uow.connection, order.order_id)
+    return tuple(StockLine(sku=item["sku"], quantity=item["quantity"]) for item in items)
 
 
 def _record_message(
@@ -321,7 +322,7 @@ async def _apply(
         return True
     steps, outgoing = await _history(uow, definition, after, decision)
     written = await repository.transition_and_record(
-        uow.connection, current, after, steps, outgoing
+        uow.connection, current, after, steps, outgoing, uow.inbox_claim
     )
     if written is None:
         return False  # a concurrent transition won: nothing written, nothing sent
@@ -339,7 +340,7 @@ async def _record(
     """A decision with no transition to check (a new saga's first, its rows just inserted; a
     duplicate or late reply's): its history and messages, in one statement."""
     steps, outgoing = await _history(uow, definition, after, decision)
-    uow.written(await repository.record(uow.connection, steps, outgoing))
+    uow.written(await repository.record(uow.connection, steps, outgoing, uow.inbox_claim))
     _observe(after, decision, reached_outcome=False)
 
 

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select, update
 
 from common.contracts import ReleaseCredit
-from common.db import Database
+from common.db import Database, InboxClaim
 from common.errors import Conflict
 from common.settings import with_changes
 from common.testing.replies import credit_released, credit_reserved
 from orders import repository, saga, service
-from orders.models import Order, Saga, SagaStep, outbox
+from orders.models import Order, Saga, SagaStep, inbox, outbox
 from orders.schemas import OrderCreate, OrderItem
 from orders.settings import Settings
 
@@ -174,6 +174,33 @@ async def test_a_transition_that_lost_the_optimistic_lock_is_decided_again(
         "orders.OrderApproved",
         "users.ReleaseCredit",
     ]
+
+
+async def test_a_reply_moves_the_saga_and_records_itself_in_one_statement_once(
+    orders_db: Database, orders_settings: Settings
+):
+    """The worker handles a reply with no transaction (common.bus.OneStatement): the saga's
+    move, its steps, its outbox rows and the reply's inbox row are one statement. The same
+    reply again (a redelivery) writes nothing at all."""
+    order = await place(orders_db, orders_settings, 100)
+    reply = credit_reserved(order.id)
+    claim = InboxClaim(uuid.uuid4(), "orders", datetime.now(UTC))
+    seen: list[tuple[dict[str, Any], list[str]]] = []
+    for _ in range(2):
+        async with orders_db.single_statement() as uow:
+            uow.inbox_claim = claim
+            await service.handle_event(uow, orders_settings, order.id, reply)
+        seen.append((await state_of(orders_db, order.id), await outbox_types(orders_db, order.id)))
+
+    (first, sent), (again, sent_again) = seen
+    assert (first["status"], first["version"]) == ("APPROVED", 2)
+    assert sent == ["users.ReserveCredit", "orders.OrderApproved"]
+    assert (again, sent_again) == (first, sent)  # no step, no message, no version more
+    async with orders_db.session() as session:
+        rows = await session.execute(
+            select(inbox.c.consumer_group).where(inbox.c.message_id == claim.message_id)
+        )
+        assert rows.scalars().all() == ["orders"]
 
 
 async def expire(db: Database, order_id: uuid.UUID) -> None:

@@ -10,7 +10,7 @@ What a service uses:
 See docs/design.md section 3 for the guarantees and the traps this package designs out.
 """
 
-from common.bus.consumer import Consumer, Handler, Handlers, Locks, Only
+from common.bus.consumer import Consumer, Handler, Handlers, Locks, OneStatement, Only
 from common.bus.deadletters import DeadLetter, list_dead_letters, replay
 from common.bus.envelope import Envelope, UnknownMessageType, WrongMessageType
 from common.bus.inbox import add_inbox_table
@@ -26,6 +26,7 @@ __all__ = [
     "Handlers",
     "Idle",
     "Locks",
+    "OneStatement",
     "Only",
     "Outbox",
     "Outgoing",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 
-from common.db import DriverConnection
+from common.db import DriverConnection, InboxClaim
 
 if TYPE_CHECKING:  # the outbox builds on this module
     from common.bus.outbox import Outgoing
@@ -63,6 +63,60 @@ class InboxStatements:
             group,
         )
         return {uuid.UUID(bytes=row[0].bytes) for row in rows}
+
+
+class InboxRow:
+    """A handled message's inbox row, written by the handler's own statement: what
+    :class:`InboxStatements` records for a batch in a transaction, for a unit of work with
+    none (``Database.single_statement``), where the record and the effect can only agree by
+    being one statement.
+
+    Its parameters, at ``$first`` onwards (:meth:`params`), are the unit of work's
+    ``inbox_claim``: the message id, the group and the envelope's ``occurred_at``. Outside
+    the bus (a timer, an operator, a request) there is no claim: they are NULL, and then no
+    row is written and every condition below holds. In a statement:
+
+    * :attr:`cte` writes the row, if ``when`` (an SQL condition) holds, and unless the group
+      handled the message already (also in the previous release's ``-infinity`` partition,
+      see common.bus.inbox);
+    * :attr:`first_time`: true when :attr:`cte` wrote the row. An effect that must happen
+      once (a reservation, a notification) is written only if it holds;
+    * :attr:`unseen`: true unless the group handled the message already, read before the
+      statement. For an effect already guarded by a condition of its own that a duplicate
+      cannot meet twice (the saga's optimistic lock), which then writes the row
+      (``when``: the effect happened), as :attr:`cte` with :attr:`first_time` cannot;
+    * :attr:`seen`, its opposite, for a read before the statement: a handler that finds its
+      message handled has nothing to decide.
+    """
+
+    def __init__(self, table: Table, first: int, *, name: str = "handled", when: str = "") -> None:
+        inbox = qualified(table)
+        message_id, group, occurred_at = (
+            f"${first}::uuid",
+            f"${first + 1}::varchar",
+            f"${first + 2}::timestamptz",
+        )
+        handled = (
+            f"EXISTS (SELECT 1 FROM {inbox} seen WHERE seen.message_id = {message_id} "  # noqa: S608 - names from models
+            f"AND seen.consumer_group = {group} "
+            f"AND seen.occurred_at IN ({occurred_at}, '{LEGACY_OCCURRED_AT}'))"
+        )
+        self.seen = f"({message_id} IS NOT NULL AND {handled})"
+        condition = f" AND {when}" if when else ""
+        self.cte = (
+            f"{name} AS (INSERT INTO {inbox} (message_id, consumer_group, occurred_at) "
+            f"SELECT {message_id}, {group}, {occurred_at} "
+            f"WHERE {message_id} IS NOT NULL{condition} AND NOT {handled} "
+            "ON CONFLICT DO NOTHING RETURNING message_id)"
+        )
+        self.first_time = f"({message_id} IS NULL OR EXISTS (SELECT 1 FROM {name}))"  # noqa: S608
+        self.unseen = f"({message_id} IS NULL OR NOT {handled})"
+
+    @staticmethod
+    def params(claim: InboxClaim | None) -> tuple[uuid.UUID | None, str | None, datetime | None]:
+        if claim is None:
+            return None, None, None
+        return claim.message_id, claim.group, claim.occurred_at
 
 
 class OutboxRows:
