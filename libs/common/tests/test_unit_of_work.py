@@ -231,31 +231,43 @@ async def test_a_single_statement_unit_of_work_refuses_what_needs_a_commit(
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-async def test_a_single_statement_unit_of_work_that_raises_keeps_its_statement_and_skips_after_commit(
+async def _single_statement_then_fail(database: Database, ran_after: list[bool]) -> None:
+    async with database.single_statement() as uow:
+        await uow.connection.execute("INSERT INTO uow_rows VALUES ('kept')")
+        uow.after_commit(lambda: ran_after.append(True))
+        raise Boom
+
+
+async def test_a_single_statement_unit_of_work_that_raises_keeps_its_statement(
     database: Database,
 ) -> None:
     ran_after: list[bool] = []
     with pytest.raises(Boom):
-        async with database.single_statement() as uow:
-            await uow.connection.execute("INSERT INTO uow_rows VALUES ('kept')")
-            uow.after_commit(lambda: ran_after.append(True))
-            raise Boom
+        await _single_statement_then_fail(database, ran_after)
 
     assert await _keys(database) == ["kept"]  # its own commit: nothing to roll back
-    assert ran_after == []
+    assert ran_after == []  # but the block failed: no after-commit work
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _single_statement_interrupted(database: Database) -> int:
+    """The backend whose statement a timeout cancelled mid-flight."""
+    pid = 0
+    try:
+        async with asyncio.timeout(0.2), database.single_statement() as uow:
+            pid = int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
+            await uow.connection.execute("SELECT pg_sleep(5)")
+    except TimeoutError:
+        return pid
+    raise AssertionError("pg_sleep(5) finished within 0.2 s")
 
 
 async def test_a_single_statement_cancelled_mid_flight_discards_its_connection(
     database: Database,
 ) -> None:
-    pid = 0
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.2), database.single_statement() as uow:
-            pid = int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
-            await uow.connection.execute("SELECT pg_sleep(5)")
+    pid = await _single_statement_interrupted(database)
 
-    async with database.single_statement() as uow:
+    async with database.single_statement() as uow:  # a fresh one, not the one in doubt
         assert await uow.connection.fetchval("SELECT pg_backend_pid()") != pid
 
 

@@ -828,7 +828,7 @@ def _one_statement_recorder(h: Harness, calls: list[str] | None = None) -> Handl
     only if the row is new (what the saga's replies do)."""
     inbox = InboxRow(h.inbox, 2)
     sql = (
-        f"WITH {inbox.cte} INSERT INTO {qualified(h.effects)} (key) "  # noqa: S608
+        f"WITH {inbox.cte} INSERT INTO {qualified(h.effects)} (key) "
         f"SELECT $1::varchar WHERE {inbox.first_time}"
     )
 

@@ -1,8 +1,11 @@
 """Order outcomes and sign-ups, mapped to notifications. Exactly one per outcome: the bus's
 inbox drops redelivered messages and a unique dedup key drops repeated events; each one is
-confirmed (NotificationRecorded) every time it is announced, so its announcer can stop."""
+confirmed (NotificationRecorded) every time it is announced, so its announcer can stop.
 
-from common.bus import Envelope, Handlers, Locks
+No lock order to keep (common.bus.Locks): each handler's statement runs alone, in a
+transaction of its own, holding its user's advisory lock only for that statement."""
+
+from common.bus import Envelope, Handlers, OneStatement
 from common.contracts import (
     NotificationKind,
     OrderApproved,
@@ -50,15 +53,10 @@ def handlers(fanout: Fanout) -> Handlers:
             uow, fanout, user_id=event.user_id, kind=NotificationKind.WELCOME, order_id=None
         )
 
-    # Each handler takes its user's advisory lock (repository.lock_user): a batch runs them
-    # in user order, so concurrent batches never deadlock.
+    # Each handler's effect is one statement (service.record_and_confirm): no transaction.
     return {
-        OrderApproved: Locks(_user_id, on_order_approved),
-        OrderRejected: Locks(_user_id, on_order_rejected),
-        OrderCancelled: Locks(_user_id, on_order_cancelled),
-        UserRegistered: Locks(_user_id, on_user_registered),
+        OrderApproved: OneStatement(on_order_approved),
+        OrderRejected: OneStatement(on_order_rejected),
+        OrderCancelled: OneStatement(on_order_cancelled),
+        UserRegistered: OneStatement(on_user_registered),
     }
-
-
-def _user_id(event: OrderApproved | OrderRejected | OrderCancelled | UserRegistered) -> object:
-    return event.user_id

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import (
@@ -18,8 +18,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import DriverConnection
-from notifications.models import Notification, Webhook, WebhookAttempt, WebhookDelivery
+from common.bus import Outgoing
+from common.bus.statements import InboxRow, OutboxRows
+from common.db import DriverConnection, InboxClaim
+from notifications.models import (
+    Notification,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    inbox,
+    outbox,
+)
 
 CursorKey = tuple[datetime, uuid.UUID]
 
@@ -91,15 +100,21 @@ def _lock_key(user_id: uuid.UUID) -> int:
 
 
 # The notification's hot path in one round trip: the user's lock (taken first: the INSERT reads
-# from it), the insert unless its dedup key exists, and one pending delivery per webhook. An
-# asyncpg prepared statement on the unit of work's connection (common.db.UnitOfWork.connection):
-# it runs for every order outcome, so no SQLAlchemy compilation per call.
-_RECORD = """
+# from it), the insert unless its dedup key exists, one pending delivery per webhook, and, if
+# it was inserted, the confirmation's outbox row ($8..$10) and the announcement's inbox row
+# ($11..$13). An asyncpg prepared statement on the unit of work's connection
+# (common.db.UnitOfWork.connection): it runs for every order outcome, so no SQLAlchemy
+# compilation per call. The lock is a transaction's: held until this statement's commit, when
+# it runs on its own (a single-statement unit of work), as it would be until COMMIT.
+_NEW_INBOX = InboxRow(inbox, 11, when="EXISTS (SELECT 1 FROM inserted)")
+_NEW_OUTBOX = OutboxRows(outbox, 8, when="EXISTS (SELECT 1 FROM inserted)")
+_RECORD = f"""
     WITH locked AS (
         SELECT pg_advisory_xact_lock($1::int, $2::int)
     ), inserted AS (
         INSERT INTO notifications.notifications (id, user_id, kind, order_id, dedup_key, created_at)
         SELECT $3::uuid, $4::uuid, $5::varchar, $6::uuid, $7::varchar, clock_timestamp() FROM locked
+        WHERE {_NEW_INBOX.unseen}
         ON CONFLICT (dedup_key) DO NOTHING
         RETURNING id, user_id, kind, order_id, dedup_key, read, created_at
     ), queued AS (
@@ -108,22 +123,44 @@ _RECORD = """
         FROM notifications.webhooks JOIN inserted ON webhooks.user_id = inserted.user_id
         ON CONFLICT (webhook_id, notification_id) DO NOTHING
         RETURNING 1
-    )
-    SELECT inserted.*, (SELECT count(*) FROM queued) AS queued FROM inserted
-"""
-_BY_DEDUP_KEY = """
-    SELECT id, user_id, kind, order_id, dedup_key, read, created_at
+    ), {_NEW_INBOX.cte}, {_NEW_OUTBOX.cte}
+    SELECT inserted.*, (SELECT count(*) FROM queued) AS queued, {_NEW_OUTBOX.ids} FROM inserted
+"""  # noqa: S608 - names from models
+_NOTIFICATION_COLUMNS = ("id", "user_id", "kind", "order_id", "dedup_key", "read", "created_at")
+_BY_DEDUP_KEY = f"""
+    SELECT {", ".join(_NOTIFICATION_COLUMNS)}
     FROM notifications.notifications WHERE dedup_key = $1
-"""
+"""  # noqa: S608
+# A notification recorded before (announced again): its confirmation's outbox row ($1..$3),
+# with the announcement's inbox row ($4..$6): nothing when that was handled already.
+_AGAIN_INBOX = InboxRow(inbox, 4)
+_AGAIN_OUTBOX = OutboxRows(outbox, 1, when=_AGAIN_INBOX.first_time)
+_CONFIRM = f"WITH {_AGAIN_INBOX.cte}, {_AGAIN_OUTBOX.cte} SELECT {_AGAIN_OUTBOX.ids}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a notification did: the one stored under its dedup key (None only if
+    that was dropped meanwhile), whether this call inserted it, how many deliveries it
+    queued, and the outbox rows it wrote."""
+
+    notification: Notification | None
+    created: bool
+    queued: int = 0
+    written: list[tuple[int, Outgoing]] = field(default_factory=list)
 
 
 async def record_notification(
-    connection: DriverConnection, notification: Notification
-) -> tuple[Notification, bool, int]:
+    connection: DriverConnection,
+    notification: Notification,
+    outgoing: Sequence[Outgoing] = (),
+    claim: InboxClaim | None = None,
+) -> Recorded:
     """Store ``notification`` unless one with its dedup key exists, under the user's lock (see
-    :func:`lock_user`), and queue a delivery per webhook of the user: one statement.
-    Returns the stored notification, whether this call inserted it, how many deliveries it
-    queued."""
+    :func:`lock_user`), queue a delivery per webhook of the user, and write ``outgoing``'s
+    outbox rows and the ``claim``'s inbox row: one statement, all of it only if the
+    notification is new (and the claim's message was not handled before). Otherwise, the
+    stored notification, for the caller to confirm (:func:`confirm`)."""
     row = await connection.fetchrow(
         _RECORD,
         _LOCK_NAMESPACE,
@@ -133,14 +170,23 @@ async def record_notification(
         notification.kind,
         notification.order_id,
         notification.dedup_key,
+        *OutboxRows.params(outgoing),
+        *InboxRow.params(claim),
     )
     if row is not None:
-        values = dict(row)
-        queued = int(values.pop("queued"))
-        return Notification(**values), True, queued
-    stored = await connection.fetchrow(_BY_DEDUP_KEY, notification.dedup_key)
-    assert stored is not None  # the conflict that skipped the insert was this row's
-    return Notification(**dict(stored)), False, 0
+        stored = Notification(**{name: row[name] for name in _NOTIFICATION_COLUMNS})
+        return Recorded(stored, True, int(row["queued"]), OutboxRows.written(row, outgoing))
+    existing = await connection.fetchrow(_BY_DEDUP_KEY, notification.dedup_key)
+    return Recorded(None if existing is None else Notification(**dict(existing)), False)
+
+
+async def confirm(
+    connection: DriverConnection, outgoing: Sequence[Outgoing], claim: InboxClaim | None = None
+) -> list[tuple[int, Outgoing]]:
+    """Write a confirmation's outbox rows with the ``claim``'s inbox row (none of it when the
+    claim's message was handled before): one statement."""
+    row = await connection.fetchrow(_CONFIRM, *OutboxRows.params(outgoing), *InboxRow.params(claim))
+    return OutboxRows.written(row, outgoing)
 
 
 # -- webhooks ------------------------------------------------------------------------------

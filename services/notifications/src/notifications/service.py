@@ -3,6 +3,7 @@
 Writes take a :class:`common.db.UnitOfWork`, reads a session; nothing here commits.
 """
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from notifications.schemas import (
 )
 from notifications.secretbox import SecretBox
 from notifications.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 async def list_notifications(
@@ -59,20 +62,12 @@ async def record(
     A new one is also queued for each of the user's webhooks and PUBLISHed to the user's
     live streams, both only if this unit of work commits.
     """
-    subject = order_id or user_id
-    candidate = Notification(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        kind=kind,
-        order_id=order_id,
-        dedup_key=f"{kind}:{subject}",
+    recorded = await repository.record_notification(
+        uow.connection, _candidate(user_id, kind, order_id)
     )
-    notification, created, queued = await repository.record_notification(uow.connection, candidate)
-    if created:
-        if queued:
-            uow.after_commit(fanout.wake_dispatcher)
-        fanout.live.publish_after_commit(uow, notification)
-    return notification
+    assert recorded.notification is not None  # the conflict that skipped the insert was its
+    _fan_out(uow, fanout, recorded)
+    return recorded.notification
 
 
 async def record_and_confirm(
@@ -84,13 +79,58 @@ async def record_and_confirm(
     order_id: uuid.UUID | None,
 ) -> None:
     """Record the notification and confirm it (NotificationRecorded), every time it is asked:
-    the saga (an outcome) or the users service (a welcome) announces again until confirmed."""
-    notification = await record(uow, fanout, user_id=user_id, kind=kind, order_id=order_id)
-    uow.publish(
-        NotificationRecorded(
-            notification_id=notification.id, order_id=order_id, user_id=user_id, kind=kind
-        )
+    the saga (an outcome) or the users service (a welcome) announces again until confirmed.
+
+    One statement (the worker's handlers are common.bus.OneStatement: no transaction): the
+    notification, its deliveries, its confirmation and the announcement's inbox row. A
+    notification recorded before (announced again) takes a second one: its confirmation,
+    which names the notification stored first, with the inbox row.
+    """
+    candidate = _candidate(user_id, kind, order_id)
+    confirmation = uow.prepare(_confirmation(candidate))
+    recorded = await repository.record_notification(
+        uow.connection, candidate, [confirmation], uow.inbox_claim
     )
+    uow.written(recorded.written)
+    _fan_out(uow, fanout, recorded)
+    if recorded.created:
+        return
+    if recorded.notification is None:  # its dedup key's row is gone (retention): nothing
+        logger.warning("announced notification no longer stored", extra={"kind": kind})
+        return
+    again = uow.prepare(_confirmation(recorded.notification))
+    uow.written(await repository.confirm(uow.connection, [again], uow.inbox_claim))
+
+
+def _candidate(
+    user_id: uuid.UUID, kind: NotificationKind, order_id: uuid.UUID | None
+) -> Notification:
+    subject = order_id or user_id
+    return Notification(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        kind=kind,
+        order_id=order_id,
+        dedup_key=f"{kind}:{subject}",
+    )
+
+
+def _confirmation(notification: Notification) -> NotificationRecorded:
+    return NotificationRecorded(
+        notification_id=notification.id,
+        order_id=notification.order_id,
+        user_id=notification.user_id,
+        kind=NotificationKind(notification.kind),
+    )
+
+
+def _fan_out(uow: UnitOfWork, fanout: Fanout, recorded: repository.Recorded) -> None:
+    """A new notification goes to the user's webhooks and live streams once committed."""
+    if not recorded.created or recorded.notification is None:
+        return
+    if recorded.queued:
+        uow.after_commit(fanout.wake_dispatcher)
+    fanout.live.publish_after_commit(uow, recorded.notification)
 
 
 # -- webhooks ------------------------------------------------------------------------------

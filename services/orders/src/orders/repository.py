@@ -20,15 +20,6 @@ async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
     return await session.get(Order, order_id)
 
 
-async def get_order_by_key(
-    session: AsyncSession, user_id: uuid.UUID, idempotency_key: str
-) -> Order | None:
-    statement = select(Order).where(
-        Order.user_id == user_id, Order.idempotency_key == idempotency_key
-    )
-    return (await session.execute(statement)).scalar_one_or_none()
-
-
 async def list_orders(
     session: AsyncSession,
     user_id: uuid.UUID,
@@ -114,19 +105,46 @@ _S = qualified(_sagas)
 _T = qualified(_steps)
 
 _STEP_COLUMNS = ("order_id", "name", "status", "detail", "cause_id", "message_id", "message_type")
-_STEPS_FROM = (  # $1..$7: the steps, a column each
-    "SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::varchar[], "
-    "$5::varchar[], $6::uuid[], $7::varchar[])"
+
+
+def _steps_from(first: int) -> str:
+    """The steps, a column each as an array parameter, from ``$first`` on."""
+    types = ("uuid", "varchar", "varchar", "varchar", "varchar", "uuid", "varchar")
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
+    return f"SELECT * FROM unnest({arrays})"  # noqa: S608 - parameters, not values
+
+
+_STEPS_FROM = _steps_from(1)
+# The columns of an order as OrderOut shows it (its items as JSON text: one json.loads).
+_ORDER_OUT_NAMES = (
+    "id",
+    "user_id",
+    "status",
+    "total_cents",
+    "items",
+    "rejection_reason",
+    "created_at",
+    "updated_at",
 )
-_PLACE = (  # the order and its saga, unless the user already used this idempotency key
+_ORDER_OUT = ", ".join("items::text" if name == "items" else name for name in _ORDER_OUT_NAMES)
+# A new order, its saga, the saga's first steps ($15..$21) and its first command's outbox
+# row ($12..$14): one statement, all of it or (the user already used this idempotency key)
+# none of it. One row either way: the order's columns are NULL when it was not placed.
+_PLACED_OUTBOX = OutboxRows(outbox, 12, when="EXISTS (SELECT 1 FROM placed)")
+_PLACE = (
     f"WITH placed AS (INSERT INTO {_O} (id, user_id, status, total_cents, items, "  # noqa: S608 - names from models
     "idempotency_key, request_fingerprint) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) "
     "ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-    "RETURNING id, user_id, status, total_cents, items::text, rejection_reason, created_at, "
-    f"updated_at), started AS (INSERT INTO {_S} (order_id, state, version, attempt, "
-    "deadline_at, correlation_id, definition_version) "
-    "SELECT id, $8, 1, 0, $9, $10, $11 FROM placed) "
-    "SELECT * FROM placed"
+    f"RETURNING {_ORDER_OUT}), started AS (INSERT INTO {_S} (order_id, state, version, "
+    "attempt, deadline_at, correlation_id, definition_version) "
+    "SELECT id, $8, 1, 0, $9, $10, $11 FROM placed), "
+    f"steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_steps_from(15)} "
+    f"WHERE EXISTS (SELECT 1 FROM placed)), {_PLACED_OUTBOX.cte} "
+    f"SELECT placed.*, {_PLACED_OUTBOX.ids} FROM (SELECT 1) AS one LEFT JOIN placed ON true"
+)
+_BY_KEY = (  # the order placed earlier with this idempotency key
+    f"SELECT {_ORDER_OUT}, request_fingerprint FROM {_O} "  # noqa: S608
+    "WHERE user_id = $1 AND idempotency_key = $2"
 )
 _SNAPSHOT = (  # and whether the group handled the reply already ($2..$4, NULL: no reply)
     "SELECT o.id AS order_id, o.user_id, o.status, o.total_cents, o.rejection_reason, "  # noqa: S608
@@ -163,17 +181,24 @@ _TRANSITION_AND_RECORD = (
 )
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A new order (the columns of ``OrderOut``) and the outbox rows written with it."""
+
+    order: dict[str, Any]
+    written: list[tuple[int, Outgoing]]
+
+
 async def place(
     connection: DriverConnection,
     order: Order,
-    *,
-    state: str,
-    deadline_at: datetime | None,
-    correlation_id: str,
-    definition_version: int,
-) -> dict[str, Any] | None:
-    """Insert the order and its saga, unless the user already used this idempotency key
-    (then None). One round trip: the order comes back as the columns of ``OrderOut``."""
+    saga: "SagaSnapshot",
+    steps: Sequence[dict[str, Any]],
+    outgoing: Sequence[Outgoing],
+) -> Placed | None:
+    """Insert the order, its saga (as ``saga``), the saga's first steps and its first
+    messages' outbox rows in one statement, unless the user already used this idempotency
+    key (then nothing, and None)."""
     row = await connection.fetchrow(
         _PLACE,
         order.id,
@@ -183,16 +208,32 @@ async def place(
         json.dumps(order.items, separators=(",", ":")),
         order.idempotency_key,
         order.request_fingerprint,
-        state,
-        deadline_at,
-        correlation_id,
-        definition_version,
+        saga.state,
+        saga.deadline_at,
+        saga.correlation_id,
+        saga.definition_version,
+        *OutboxRows.params(outgoing),
+        *_step_columns(steps),
     )
+    if row["id"] is None:
+        return None
+    return Placed(_order_columns(row), OutboxRows.written(row, outgoing))
+
+
+async def get_order_by_key(
+    connection: DriverConnection, user_id: uuid.UUID, idempotency_key: str
+) -> dict[str, Any] | None:
+    """The order placed earlier with this idempotency key (with its request fingerprint)."""
+    row = await connection.fetchrow(_BY_KEY, user_id, idempotency_key)
     if row is None:
         return None
-    created = dict(row)
-    created["items"] = json.loads(created["items"])
-    return created
+    return {**_order_columns(row), "request_fingerprint": row["request_fingerprint"]}
+
+
+def _order_columns(row: Any) -> dict[str, Any]:
+    columns = {name: row[name] for name in _ORDER_OUT_NAMES}
+    columns["items"] = json.loads(columns["items"])
+    return columns
 
 
 async def get_saga_snapshot(

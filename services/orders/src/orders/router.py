@@ -51,7 +51,7 @@ async def place_order(
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    async with db.transaction() as uow:
+    async with db.single_statement() as uow:  # no BEGIN, no COMMIT: placing is one statement
         placed = await service.place_order(uow, context.settings, caller.id, body, idempotency_key)
     response.headers["Location"] = f"/orders/{placed.order.id}"
     return OrderOut.model_validate(placed.order)

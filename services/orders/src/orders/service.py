@@ -84,7 +84,8 @@ async def place_order(
     data: OrderCreate,
     idempotency_key: str | None,
 ) -> PlacedOrder:
-    """Create a PENDING order and start its saga.
+    """Create a PENDING order and start its saga: one statement (the order, its saga, the
+    saga's first steps and command), so a single-statement unit of work does (the API's).
 
     The same Idempotency-Key with the same body returns the first order (created=False);
     with another body it is a 409.
@@ -101,41 +102,34 @@ async def place_order(
     )
     definition = saga.definition(settings.saga.definition_version)
     decision = saga.start(definition)
-    deadline_at = _deadline(settings, definition, decision)
-    correlation_id = correlation_id_var.get() or str(order.id)
-    created = await repository.place(
-        uow.connection,
-        order,
-        state=decision.state,
-        deadline_at=deadline_at,
-        correlation_id=correlation_id,
-        definition_version=definition.version,
-    )
-    if created is None:
-        assert idempotency_key is not None  # only the key's unique index can conflict
-        existing = await repository.get_order_by_key(uow.session, user_id, idempotency_key)
-        assert existing is not None
-        if existing.request_fingerprint != fingerprint:
-            raise Conflict("This Idempotency-Key was already used with a different request body.")
-        return PlacedOrder(existing, created=False)
-
-    current = repository.SagaSnapshot(
-        order_id=created["id"],
-        user_id=created["user_id"],
-        status=created["status"],
-        total_cents=created["total_cents"],
+    started = repository.SagaSnapshot(
+        order_id=order.id,
+        user_id=user_id,
+        status=order.status,
+        total_cents=order.total_cents,
         rejection_reason=None,
-        created_at=created["created_at"],
+        created_at=datetime.now(UTC),  # the database's own is set below
         state=decision.state,
         version=1,
         attempt=0,
-        deadline_at=deadline_at,
-        correlation_id=correlation_id,
+        deadline_at=_deadline(settings, definition, decision),
+        correlation_id=correlation_id_var.get() or str(order.id),
         definition_version=definition.version,
     )
-    await _record(uow, definition, current, decision)
-    for column, value in created.items():  # what the database filled in (times, defaults)
+    steps, outgoing = await _history(uow, definition, started, decision)
+    placed = await repository.place(uow.connection, order, started, steps, outgoing)
+    if placed is None:
+        assert idempotency_key is not None  # only the key's unique index can conflict
+        existing = await repository.get_order_by_key(uow.connection, user_id, idempotency_key)
+        assert existing is not None
+        if existing.pop("request_fingerprint") != fingerprint:
+            raise Conflict("This Idempotency-Key was already used with a different request body.")
+        return PlacedOrder(Order(**existing), created=False)
+
+    uow.written(placed.written)
+    for column, value in placed.order.items():  # what the database filled in (times, defaults)
         setattr(order, column, value)
+    _observe(started, decision, reached_outcome=False)
     return PlacedOrder(order, created=True)
 
 
@@ -337,8 +331,8 @@ async def _record(
     after: repository.SagaSnapshot,
     decision: Decision,
 ) -> None:
-    """A decision with no transition to check (a new saga's first, its rows just inserted; a
-    duplicate or late reply's): its history and messages, in one statement."""
+    """A decision with no transition to check (a duplicate or late reply's): its history and
+    messages, in one statement."""
     steps, outgoing = await _history(uow, definition, after, decision)
     uow.written(await repository.record(uow.connection, steps, outgoing, uow.inbox_claim))
     _observe(after, decision, reached_outcome=False)
