@@ -7,8 +7,8 @@ migrations get stable, predictable names.
 Business code never commits. A :class:`Database` hands out units of work::
 
     async with db.transaction() as uow:
-        created = await repository.place(uow.connection, ...)          # asyncpg, prepared
-        earlier = await repository.get_order_by_key(uow.session, ...)  # the ORM, same transaction
+        moved = await repository.transition_and_record(uow.connection, ...)  # asyncpg, prepared
+        order = await repository.get_order(uow.session, ...)    # the ORM, same transaction
         uow.publish(ReserveCredit(...))              # leaves only if this commits
         uow.after_commit(wake_dispatcher)
         uow.after_commit_redis(AfterCommit(redis, lambda pipe: pipe.incr(key)))  # pipelined
@@ -314,6 +314,10 @@ class UnitOfWork:
     and cold paths, is made on first use and runs in the same transaction. A unit of work
     that never touches its session (every saga message, every order placed) costs a
     checkout, BEGIN, its statements and COMMIT, and no Session at all.
+
+    Made by :meth:`Database.single_statement`, it has no transaction (``transactional``
+    False): each statement commits on its own, and what needs a COMMIT to write before
+    (the session, :meth:`publish`) raises :class:`NoTransaction`.
     """
 
     def __init__(

@@ -108,7 +108,7 @@ async def place_order(
         status=order.status,
         total_cents=order.total_cents,
         rejection_reason=None,
-        created_at=datetime.now(UTC),  # the database's own is set below
+        created_at=datetime.now(UTC),  # a first decision never reads it
         state=decision.state,
         version=1,
         attempt=0,

@@ -28,7 +28,9 @@ are designed out here, once, for every service:
 Batches: the entries one XREADGROUP returns (up to ``bus.batch_size``) are handled together,
 in stream order (handlers that take a lock, :class:`Locks`, in the order of their keys),
 in one unit of work (one inbox INSERT, one COMMIT, one XACK per stream), so
-a busy consumer pays for a transaction per batch, not per message. A handler that raises
+a busy consumer pays for a transaction per batch, not per message. A handler whose effect is
+one statement (:class:`OneStatement`) needs no transaction at all: its statement records the
+message in the inbox itself, and a batch's such entries share only the XACK. A handler that raises
 fails only its batch's attempt: each entry is then handled alone. Several batches run
 concurrently, up to ``bus.concurrency`` entries in flight, so one slow handler does not hold
 up the stream. What holds: entries of one batch with the same lock key are handled in stream
@@ -727,23 +729,10 @@ class Consumer:
         started = time.perf_counter()
         try:
             if items[0].route.one_statement:
-                (item,) = items
-                async with self.database.single_statement(send=False) as uow:
-                    if not item.duplicate:
-                        envelope = item.envelope
-                        uow.inbox_claim = InboxClaim(envelope.id, self.group, envelope.occurred_at)
-                        await self._run_handler(uow, item)
+                (alone,) = items  # such entries are attempted one by one (_each_once)
+                uow = await self._in_one_statement(alone)
             else:
-                async with self.database.transaction(send=False) as uow:
-                    first_time = await self._inbox.record(
-                        uow.connection,
-                        [(item.envelope.id, item.envelope.occurred_at) for item in items],
-                        self.group,
-                    )
-                    for item in sorted(items, key=_lock_order):
-                        item.duplicate = item.duplicate or item.envelope.id not in first_time
-                        if not item.duplicate:
-                            await self._run_handler(uow, item)
+                uow = await self._in_a_transaction(items)
         except _HandlerFailed as failed:
             # The failed handler's attempt counts toward its entry's limit; the others'
             # handlers ran in a transaction that rolled back: not their failure.
@@ -763,6 +752,31 @@ class Consumer:
             published=tuple(uow.committed),
             redis_after_commit=tuple(uow.redis_after_commit),
         )
+
+    async def _in_a_transaction(self, items: list[_Ready]) -> UnitOfWork:
+        """The inbox rows of ``items`` and the handlers of those new to the group, in one
+        transaction (committed when this returns)."""
+        async with self.database.transaction(send=False) as uow:
+            first_time = await self._inbox.record(
+                uow.connection,
+                [(item.envelope.id, item.envelope.occurred_at) for item in items],
+                self.group,
+            )
+            for item in sorted(items, key=_lock_order):
+                item.duplicate = item.duplicate or item.envelope.id not in first_time
+                if not item.duplicate:
+                    await self._run_handler(uow, item)
+        return uow
+
+    async def _in_one_statement(self, item: _Ready) -> UnitOfWork:
+        """A :class:`OneStatement` handler in a single-statement unit of work, told which
+        inbox row its statement writes (``uow.inbox_claim``)."""
+        async with self.database.single_statement(send=False) as uow:
+            if not item.duplicate:  # its twin earlier in the batch is handled
+                envelope = item.envelope
+                uow.inbox_claim = InboxClaim(envelope.id, self.group, envelope.occurred_at)
+                await self._run_handler(uow, item)
+        return uow
 
     @staticmethod
     def _failure(exc: Exception) -> "Outcome":
