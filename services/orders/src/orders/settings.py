@@ -49,9 +49,10 @@ class AdmissionSettings(BaseModel):
 
     # Admission (orders.admission): a new order is refused at once (503, Retry-After) while
     # this many sagas wait for credit, so accepted orders keep a bounded latency instead of
-    # queueing behind the backlog (about the bound / the sustained rate: set it to the
-    # sustained rate for a p99 near a second). 0: no bound.
-    max_pending_sagas: int = Field(default=200, ge=0)
+    # queueing behind the backlog (about the bound / the rate sagas pass their pivot, which
+    # under overload is below the sustained rate: set it to half the sustained rate for a
+    # p99 under a second). 0: no bound.
+    max_pending_sagas: int = Field(default=100, ge=0)
     # The backlog is counted at most this often (and only while orders arrive).
     refresh_seconds: float = Field(default=0.1, gt=0)
 
