@@ -9,6 +9,7 @@ the block ends.
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -174,11 +175,25 @@ async def test_autocommit_commits_each_statement_with_no_transaction(database: D
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-async def _interrupted(database: Database) -> int:
+@asynccontextmanager
+async def _outside_a_transaction(
+    database: Database, kind: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose statements commit on their own: ``autocommit()``'s, or a
+    single-statement unit of work's."""
+    if kind == "autocommit":
+        async with database.autocommit() as connection:
+            yield connection
+    else:
+        async with database.single_statement() as uow:
+            yield uow.connection
+
+
+async def _interrupted(database: Database, kind: str) -> int:
     """The backend whose statement a timeout cancelled mid-flight."""
     pid = 0
     try:
-        async with asyncio.timeout(0.2), database.autocommit() as connection:
+        async with asyncio.timeout(0.2), _outside_a_transaction(database, kind) as connection:
             pid = int(await connection.fetchval("SELECT pg_backend_pid()"))
             await connection.execute("SELECT pg_sleep(5)")
     except TimeoutError:
@@ -186,12 +201,13 @@ async def _interrupted(database: Database) -> int:
     raise AssertionError("pg_sleep(5) finished within 0.2 s")
 
 
+@pytest.mark.parametrize("kind", ["autocommit", "single_statement"])
 async def test_a_statement_cancelled_mid_flight_discards_its_connection(
-    database: Database,
+    database: Database, kind: str
 ) -> None:
-    pid = await _interrupted(database)
+    pid = await _interrupted(database, kind)
 
-    async with database.autocommit() as connection:  # a fresh one, not the one in doubt
+    async with _outside_a_transaction(database, kind) as connection:  # a fresh one
         assert await connection.fetchval("SELECT pg_backend_pid()") != pid
 
 
@@ -248,27 +264,6 @@ async def test_a_single_statement_unit_of_work_that_raises_keeps_its_statement(
     assert await _keys(database) == ["kept"]  # its own commit: nothing to roll back
     assert ran_after == []  # but the block failed: no after-commit work
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-
-
-async def _single_statement_interrupted(database: Database) -> int:
-    """The backend whose statement a timeout cancelled mid-flight."""
-    pid = 0
-    try:
-        async with asyncio.timeout(0.2), database.single_statement() as uow:
-            pid = int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
-            await uow.connection.execute("SELECT pg_sleep(5)")
-    except TimeoutError:
-        return pid
-    raise AssertionError("pg_sleep(5) finished within 0.2 s")
-
-
-async def test_a_single_statement_cancelled_mid_flight_discards_its_connection(
-    database: Database,
-) -> None:
-    pid = await _single_statement_interrupted(database)
-
-    async with database.single_statement() as uow:  # a fresh one, not the one in doubt
-        assert await uow.connection.fetchval("SELECT pg_backend_pid()") != pid
 
 
 async def _queue_then_fail(database: Database, commands: AfterCommit) -> None:
