@@ -1,9 +1,9 @@
 """Live notifications: PUBLISH after commit, one pub/sub connection per API, server-sent events.
 
-Publishing (worker): ``service.record`` marks each new notification on the unit of work's
-session; :class:`LivePublisher` has the unit of work PUBLISH them (``common.redis.queue_publish``,
-in the worker's XACK round trip) once the transaction has committed (never for a rolled-back
-one), on
+Publishing (worker): for each new notification ``service.record_and_confirm`` has
+:class:`LivePublisher` queue a PUBLISH on the unit of work (``common.redis.queue_publish``, in
+the worker's XACK round trip), sent once its statement has committed (never when it failed),
+on
 ``notifications:live:<redis db>:<user id>``. Pub/sub ignores database numbers, hence the db in
 the name: stacks sharing a Redis server (dev, e2e, tests) stay apart.
 
