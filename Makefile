@@ -22,7 +22,7 @@ E2E_REDIS_DB ?= 14
 # Redis database (TEST_REDIS_DB minus its index) and ports; 1 runs them in one.
 UNIT_WORKERS ?= 2
 # What make unit runs (make test adds tests/asyncapi and tests/deploy to the same parallel run).
-UNIT_PATHS ?= libs services tests/release tests/upgrade tests/settings
+UNIT_PATHS ?= libs services tests/release tests/upgrade tests/settings tests/bench
 # What make e2e-stack runs against its private stack (a file or a test id narrows it).
 E2E_TESTS ?= tests/e2e
 # make soak's private stack and infra: next to make test's (+50), so both can run at once.
