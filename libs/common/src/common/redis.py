@@ -123,6 +123,23 @@ def is_cluster(redis: Redis) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+async def refresh_cluster_map(redis: Redis) -> None:
+    """Read a Redis Cluster's slot map now (nothing on a single Redis).
+
+    redis-py reads the map lazily, on the client's first command, and again only when a
+    regular command fails. Sharded pub/sub looks channels up in that map without ever
+    triggering either: a process whose first Redis call is an ``SSUBSCRIBE`` finds no slot
+    covered, and one whose subscription died with a failed-over primary keeps resubscribing
+    to the dead node until unrelated traffic refreshes the map. A subscriber calls this
+    before each (re)subscription: one ``CLUSTER SLOTS``, the connections of nodes still in
+    the cluster kept.
+    """
+    if not isinstance(redis, RedisCluster):
+        return
+    await redis.initialize()  # the first use: nodes, pools and the command table
+    await redis.nodes_manager.initialize()
+
+
 def pubsub_namespace(redis: Redis) -> str:
     """What channel names carry to keep stacks that share one Redis server apart.
 

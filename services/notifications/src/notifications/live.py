@@ -25,7 +25,8 @@ On a Redis Cluster the same runs on sharded pub/sub: a pattern cannot be SSUBSCR
 user's channel is one of ``LIVE_PARTITIONS`` fixed channels, ``notifications:live:{p<n>}``
 (``n`` from the user id, the hash tag spreading them over the shards); every hub SSUBSCRIBEs
 all of them (redis-py's cluster pub/sub keeps one connection per shard) and routes by the
-payload's user id, as it does now.
+payload's user id, as it does now. Each (re)subscription re-reads the slot map first, so a
+hub follows a fail-over by itself.
 
 Logout: the hub also SUBSCRIBEs to ``common.auth.revocation_channel``; a token's hash there
 (published by the users service's logout) ends that token's streams in this process at once.
@@ -61,7 +62,7 @@ from common.auth import AuthenticatedUser, revocation_channel, session_valid
 from common.db import Database, UnitOfWork
 from common.pagination import encode_cursor
 from common.redis import AfterCommit as RedisAfterCommit
-from common.redis import is_cluster, pubsub_namespace, queue_publish
+from common.redis import is_cluster, pubsub_namespace, queue_publish, refresh_cluster_map
 from notifications import repository
 from notifications.models import Notification
 from notifications.repository import CursorKey
@@ -287,7 +288,12 @@ class LiveHub:
 
     async def _listen_sharded(self, pubsub: ClusterPubSub) -> None:
         """SSUBSCRIBE the revocations and every partition (one connection per shard), then
-        poll the shards in turn; ready once every channel is confirmed."""
+        poll the shards in turn; ready once every channel is confirmed.
+
+        The slot map is read first, every time: at start-up nothing else may have used the
+        client yet, and after a fail-over the map still names the dead primary, which no
+        pub/sub error corrects (``common.redis.refresh_cluster_map``)."""
+        await refresh_cluster_map(self.redis)
         self._confirmations = 0
         await pubsub.ssubscribe(self.revocations, *partition_channels())
         while not self.closing:

@@ -76,6 +76,7 @@ class LocalRedisCluster:
         create += ["--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=60)  # noqa: S603
         wait_until("redis cluster", self.healthy, 30)
+        wait_until("redis cluster replicas in sync", self.replicas_in_sync, 30)
         return self
 
     def start_node(self, port: int) -> None:
@@ -127,6 +128,16 @@ class LocalRedisCluster:
         for port in [p for p in self.ports if port_open(p)]:
             info = self.cluster_info(port)
             if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                return False
+        return True
+
+    def replicas_in_sync(self) -> bool:
+        """Every replica's link to its primary is up. A replica that has never synced counts
+        its data as infinitely old and refuses to take over when its primary dies (Redis's
+        ``cluster-replica-validity-factor``): a fail-over drill must wait for this."""
+        for port in [p for p in self.ports if port_open(p)]:
+            info = self._cli(port, "info", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
                 return False
         return True
 
