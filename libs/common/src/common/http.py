@@ -32,6 +32,7 @@ from common.db import Database, PoolBounds, check_connection_budget, create_engi
 from common.docs import install_docs
 from common.edge import EdgeLimitsMiddleware, edge_protocol
 from common.errors import Problem, install_error_handlers, problem_response, remember_request_ids
+from common.fastread import ANSWERED_AT, FastRead, FastReads
 from common.logging import configure_logging, correlation_id_var, request_id_var
 from common.ratelimit import RateLimiter
 from common.redis import create_redis
@@ -115,7 +116,9 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             path = scope["path"]
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = (
+                scope.get(ANSWERED_AT) or getattr(scope.get("route"), "path", None) or "unmatched"
+            )
             if path not in PROBE_PATHS:
                 labels = (scope["method"], route, str(status))
                 HTTP_REQUESTS.labels(*labels).inc()
@@ -360,6 +363,7 @@ def create_service_app(
     routers: Sequence[APIRouter],
     outbox_table: Table | None = None,
     lifespan: Lifespan | None = None,
+    fast_reads: Sequence[FastRead] = (),
 ) -> FastAPI:
     """A FastAPI app with the shared lifespan, errors, middleware and probes.
 
@@ -367,7 +371,8 @@ def create_service_app(
     it (common.bus.Outbox), so what a request publishes leaves right after its commit.
     ``lifespan`` is the service's own extra start-up/shut-down, run inside the shared one
     (it can use ``SHARED.of(app)``, the :class:`common.context.AppContext`, and puts the
-    service's own context in its slot).
+    service's own context in its slot). ``fast_reads``: routes whose common answer comes from
+    the caller's one Redis call (:mod:`common.fastread`).
     """
     capacity = Capacity(settings.http.max_in_flight, settings.http.max_streams)
 
@@ -425,6 +430,8 @@ def create_service_app(
     )
     install_error_handlers(app)
     openapi.install(app)
+    if fast_reads:  # innermost: every middleware below still sees its requests
+        app.add_middleware(FastReads, reads=fast_reads)
     if settings.database_replica_url:
         app.add_middleware(
             RecentWriteMiddleware,

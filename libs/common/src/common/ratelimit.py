@@ -29,11 +29,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 from uuid import UUID
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from redis.asyncio import Redis
+from starlette.types import Scope
 
 from common.auth import (
     SESSION_VALID_LUA,
@@ -307,12 +309,30 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
 
     @raises(Unauthorized, TooManyRequests, security=BEARER)
     async def read(request: Request) -> CallerRead:
-        found = await _counted_caller(request, group, keys_of)
+        outcome = request.scope.pop(_CALLER_READ_KEY, _NOT_READ)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        found = (
+            await _counted_caller(request, group, keys_of)
+            if outcome is _NOT_READ
+            else cast(CallerRead | None, outcome)
+        )
         if found is None:
             raise Unauthorized()
         return found
 
     return read
+
+
+_CALLER_READ_KEY = "common.ratelimit.caller_read"
+_NOT_READ = object()
+
+
+def remember_caller_read(scope: Scope, outcome: CallerRead | BaseException | None) -> None:
+    """This request's caller read is done (``common.fastread``, before routing): what it
+    found, or what it raised. The route's :func:`caller_read` takes it instead of reading
+    again, so the request is counted once."""
+    scope[_CALLER_READ_KEY] = outcome
 
 
 async def _counted_caller(

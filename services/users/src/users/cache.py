@@ -34,6 +34,14 @@ def _generation_key(user_id: uuid.UUID) -> str:
     return f"users:{{{user_id}}}:generation"
 
 
+def _current_view(cached: str | None, generation: str | None) -> str | None:
+    """The view stored as ``<generation>|<json>``, if stored under the current generation."""
+    if not cached:
+        return None
+    stored_generation, _, view = str(cached).partition("|")
+    return view if stored_generation == str(generation or "0") else None
+
+
 class UserCache:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self.redis = redis
@@ -50,14 +58,18 @@ class UserCache:
         """From the values of :meth:`keys`: the cached view as JSON (None on a miss) and the
         generation to store a fresh one under. JSON text, not a model: a hit is served as it
         is, unparsed."""
-        generation = str(generation or "0")
-        if cached:
-            stored_generation, _, view = str(cached).partition("|")
-            if stored_generation == generation:
-                CACHE_REQUESTS.labels("hit").inc()
-                return view, generation
-        CACHE_REQUESTS.labels("miss").inc()
-        return None, generation
+        view = _current_view(cached, generation)
+        CACHE_REQUESTS.labels("miss" if view is None else "hit").inc()
+        return view, str(generation or "0")
+
+    @staticmethod
+    def hit(cached: str | None, generation: str | None) -> str | None:
+        """The cached view if it is current, counted as a hit; None, not counted, otherwise
+        (the route then answers, and its :meth:`lookup` counts the miss)."""
+        view = _current_view(cached, generation)
+        if view is not None:
+            CACHE_REQUESTS.labels("hit").inc()
+        return view
 
     async def put(self, view: UserOut, generation: str) -> str:
         """Cache the view; returns its JSON."""

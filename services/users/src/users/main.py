@@ -11,7 +11,7 @@ from users.cache import UserCache
 from users.context import USERS, UsersContext
 from users.models import outbox
 from users.passwords import Passwords
-from users.router import router
+from users.router import FAST_READS, router
 from users.settings import Settings
 
 
@@ -25,7 +25,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
 
     return create_service_app(
-        settings, title="users", routers=[router], outbox_table=outbox, lifespan=lifespan
+        settings,
+        title="users",
+        routers=[router],
+        outbox_table=outbox,
+        lifespan=lifespan,
+        fast_reads=FAST_READS,
     )
 
 

@@ -1,12 +1,14 @@
 """HTTP routes of the users service: parse, call the service, shape the response."""
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
 from common.auth import CurrentUser, revoke_all_sessions, revoke_session
 from common.errors import Conflict, NotFound, Unauthorized
+from common.fastread import FastRead
 from common.http import DatabaseDep, RedisDep
 from common.openapi import raises, sends_location
 from common.ratelimit import AUTH_LIMIT, WRITE_LIMIT, CallerRead, TooManyRequests, caller_read
@@ -20,6 +22,22 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 CallerView = Annotated[CallerRead, Depends(caller_read("read", UserCache.keys))]
 """The caller, counted against the read limit, with their cached view: one Redis call."""
+
+
+def own_cached_view(read: CallerRead, params: Mapping[str, str]) -> str | None:
+    """The fast path of ``GET /users/me`` and ``GET /users/{user_id}`` (``common.fastread``):
+    the caller's own view when the cache holds its current generation. Anything else (a
+    miss, another user's id, an id not in canonical form) is the route's to answer."""
+    user_id = params.get("user_id")
+    if user_id is not None and user_id != str(read.caller.id):
+        return None
+    return UserCache.hit(*read.values)
+
+
+FAST_READS = (
+    FastRead("/users/me", "read", UserCache.keys, own_cached_view),
+    FastRead("/users/{user_id}", "read", UserCache.keys, own_cached_view),
+)
 
 
 @router.post(
