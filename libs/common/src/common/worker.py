@@ -35,7 +35,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,6 +51,7 @@ from common.bus.inbox import partitioned as partitioned_inbox
 from common.bus.outbox import Outbox
 from common.bus.periodic import Periodic
 from common.bus.streams import StreamTrimmer
+from common.contracts import Message
 from common.db import Database, PoolBounds, check_connection_budget, create_engine
 from common.logging import configure_logging
 from common.partition_maintenance import PartitionMaintainer, configured
@@ -113,6 +114,9 @@ class WorkerSpec:
     # The schema's time-partitioned tables, the inbox's included (common.partitions): the
     # worker creates partitions ahead and drops those past retention (one replica at a time).
     partitioned: Sequence[PartitionedTable] = ()
+    # Types whose handling may wait for the group's next read (common.bus.consumer's
+    # "Unhurried streams"): their streams wake the worker for no ignored entry.
+    unhurried: Collection[type[Message]] = ()
 
 
 def run_worker(settings: ServiceSettings, spec: WorkerSpec) -> None:
@@ -150,6 +154,7 @@ async def serve_worker(settings: ServiceSettings, spec: WorkerSpec, stop: asynci
         handlers=spec.handlers(context),
         inbox_table=spec.inbox_table,
         settings=settings,
+        unhurried=spec.unhurried,
     )
     trimmer = StreamTrimmer(redis, consumer.streams, settings=settings)
     # Past a transaction pooler, maintenance connects to Postgres itself (one connection):

@@ -1,6 +1,7 @@
 """What the bus tests share: test messages, the :class:`Harness` of one test, and polls."""
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -92,6 +93,7 @@ class Harness:
         *,
         group: str | None = None,
         name: str = "live-1",
+        unhurried: Collection[type[Message]] = (),
         **changes: Any,
     ) -> Consumer:
         return Consumer(
@@ -102,6 +104,7 @@ class Harness:
             inbox_table=self.inbox,
             settings=self.with_settings(**changes),
             consumer_name=name,
+            unhurried=unhurried,
         )
 
     async def start_consumer(self, handlers: Handlers, **kwargs: Any) -> Consumer:

@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry import trace
@@ -738,6 +738,55 @@ async def test_unwanted_entries_are_acknowledged_together_in_the_next_reads_roun
     same_connection = [c for c in seen if c["client_port"] == xack["client_port"]]
     after = same_connection[same_connection.index(xack) + 1]
     assert str(after["command"]).startswith("XREADGROUP ")
+
+
+async def test_unhurried_entries_are_handled_alone_or_with_the_next_wake_up(h: Harness) -> None:
+    """Pongs may wait: a Pong alone is handled by the next read (after ``bus.block_ms`` at
+    most), one sent with a Ping with the Ping's wake-up; nothing stays pending."""
+    await _unhurried_pongs_handled(h)
+    assert await h.pending(key=stream_key(h.prefix, Pong.STREAM)) == 0
+
+
+async def test_an_unhurried_stream_is_read_after_the_blocking_read_never_waited_on(
+    h: Harness,
+) -> None:
+    """The Pongs' stream is read without BLOCK, in the blocking read's round trip (MONITOR)."""
+    pongs = stream_key(h.prefix, Pong.STREAM)
+    async with _monitoring(h) as monitored:
+        await _unhurried_pongs_handled(h)
+
+    reads = [str(c["command"]) for c in monitored if str(c["command"]).startswith("XREADGROUP")]
+    blocking = [r for r in reads if " BLOCK " in r]
+    assert blocking
+    assert all(h.key in r and pongs not in r for r in blocking)
+    unhurried = [r for r in reads if pongs in r]
+    assert unhurried
+    assert all(" BLOCK " not in r for r in unhurried)
+
+
+async def _unhurried_pongs_handled(h: Harness) -> None:
+    seen: list[str] = []
+    await h.start_consumer({Ping: h.recorder(seen), Pong: h.recorder(seen)}, unhurried=[Pong])
+    await h.send(Pong(key="alone"))
+    await eventually(lambda: _seen_now(seen, "alone"), what="the lone Pong handled")
+    await h.send(Ping(key="ping"), Pong(key="with-ping"))
+    await eventually(lambda: _seen_now(seen, "ping", "with-ping"), what="both handled")
+
+
+async def test_a_stream_with_a_hurried_type_is_waited_on_though_it_has_unhurried_ones(
+    h: Harness,
+) -> None:
+    """Unhurried is per stream: one type on it that is not makes the stream waited on."""
+
+    class Later(Ping):
+        TYPE: ClassVar[str] = "bustest.Later"  # on the Pings' stream
+
+    consumer = h.consumer({Ping: h.recorder(), Later: h.recorder()}, unhurried=[Later])
+    assert consumer.waited_on == (h.key,)
+
+
+async def _seen_now(seen: list[str], *keys: str) -> bool:
+    return set(keys) <= set(seen)
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.cluster
 # the subprocess test of ``python -m common.bus`` (the command line itself, with
 # --cluster-nodes, runs here through the other dead-letter tests) and the tracing test (it
 # installs the process's one tracer provider; nothing in it depends on where Redis is), and
-# the three MONITOR tests (a cluster client has no MONITOR; on the cluster the other tests of
+# the four MONITOR tests (a cluster client has no MONITOR; on the cluster the other tests of
 # unwanted entries and of a handler's Redis commands run the same pipelines).
 _SINGLE_REDIS_ONLY = {
     "test_the_deadletters_module_runs_as_a_command",
@@ -33,6 +33,7 @@ _SINGLE_REDIS_ONLY = {
     "test_unwanted_entries_are_acknowledged_together_in_the_next_reads_round_trip",
     "test_a_handlers_redis_commands_cost_no_round_trip_of_their_own",
     "test_one_statement_handlers_of_a_batch_are_acknowledged_with_one_xack",
+    "test_an_unhurried_stream_is_read_after_the_blocking_read_never_waited_on",
 }
 globals().update(
     {

@@ -12,6 +12,7 @@
 import asyncio
 
 from common.bus import Handlers
+from common.contracts import UserRegistered
 from common.worker import WorkerContext, WorkerSpec, run_worker
 from notifications.consumers import handlers
 from notifications.deliveries import Dispatcher
@@ -39,6 +40,9 @@ def spec(settings: Settings) -> WorkerSpec:
         outbox_table=outbox,
         long_running=[deliver_webhooks],
         partitioned=PARTITIONED,
+        # A welcome can wait for the next order outcome (or bus.block_ms): the sign-ups'
+        # stream, mostly the credit replies, never wakes this worker on its own.
+        unhurried=[UserRegistered],
     )
 
 

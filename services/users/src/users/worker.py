@@ -2,6 +2,7 @@
 announces registrations again until their welcome notification is confirmed."""
 
 from common.bus import Handlers
+from common.contracts import NotificationRecorded
 from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
 from users import service
 from users.cache import UserCache
@@ -30,6 +31,9 @@ def spec(settings: Settings) -> WorkerSpec:
                 "welcome-again", settings.welcome.timer_interval_seconds, announce_unwelcomed_again
             )
         ],
+        # The welcome's confirmation can wait for the next credit command (or bus.block_ms):
+        # its stream, mostly the saga's confirmations, never wakes this worker on its own.
+        unhurried=[NotificationRecorded],
     )
 
 

@@ -2,6 +2,7 @@
 the same response as the route's, counted once, and every other case left to the route."""
 
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -17,6 +18,17 @@ from .test_users_api import assert_problem, bearer, register_and_login
 pytestmark = pytest.mark.integration
 
 
+def an_address() -> str:
+    """A client address of its own: sign-ups and logins are limited per address."""
+    return f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+
+
+@pytest.fixture(scope="module")
+async def client(users_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(create_app(users_settings), client_address=an_address()) as client:
+        yield client
+
+
 def requests_served(route: str, status: str) -> float:
     labels = {"method": "GET", "route": route, "status": status}
     return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
@@ -28,15 +40,15 @@ def cache_lookups(result: str) -> float:
 
 @pytest.mark.parametrize("path", ["/users/me", "/users/{id}"])
 async def test_a_cached_view_is_sent_as_the_route_sends_it(
-    users_client: httpx.AsyncClient, path: str
+    client: httpx.AsyncClient, path: str
 ) -> None:
-    user, token = await register_and_login(users_client)
+    user, token = await register_and_login(client)
     url = path.format(id=user["id"])
     hits = cache_lookups("hit")
     served = requests_served(path.replace("{id}", "{user_id}"), "200")
 
-    from_the_route = await users_client.get(url, headers=bearer(token))  # a miss: Postgres
-    from_the_cache = await users_client.get(url, headers=bearer(token))
+    from_the_route = await client.get(url, headers=bearer(token))  # a miss: Postgres
+    from_the_cache = await client.get(url, headers=bearer(token))
 
     assert cache_lookups("hit") - hits == 1
     assert (from_the_route.status_code, from_the_cache.status_code) == (200, 200)
@@ -52,7 +64,7 @@ async def test_each_request_is_counted_once_whichever_way_it_is_answered(
     users_settings: Settings,
 ) -> None:
     limited = with_changes(users_settings, rate_limit={"read": "5/minute"})
-    async with asgi_client(create_app(limited)) as client:
+    async with asgi_client(create_app(limited), client_address=an_address()) as client:
         user, token = await register_and_login(client)
         me, someone_else = f"/users/{user['id']}", f"/users/{uuid.uuid4()}"
         answers = [
@@ -70,16 +82,16 @@ async def test_each_request_is_counted_once_whichever_way_it_is_answered(
 
 
 async def test_a_logged_out_token_is_refused_though_its_view_is_cached(
-    users_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
-    _, token = await register_and_login(users_client)
-    assert (await users_client.get("/users/me", headers=bearer(token))).status_code == 200
-    assert (await users_client.get("/users/me", headers=bearer(token))).status_code == 200
+    _, token = await register_and_login(client)
+    assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
+    assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
 
-    logout = await users_client.delete("/users/sessions/current", headers=bearer(token))
+    logout = await client.delete("/users/sessions/current", headers=bearer(token))
     assert logout.status_code == 204
 
-    assert_problem(await users_client.get("/users/me", headers=bearer(token)), 401)
+    assert_problem(await client.get("/users/me", headers=bearer(token)), 401)
 
 
 async def test_redis_down_is_a_503_to_retry_not_a_500(users_settings: Settings) -> None:

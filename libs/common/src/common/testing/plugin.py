@@ -214,13 +214,16 @@ async def sign_in_as_a_new_user(client: httpx.AsyncClient, redis_url: str) -> uu
 
 
 @asynccontextmanager
-async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client wired straight to the app, with its lifespan run around it."""
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
-            base_url="http://testserver",
-        ) as client,
-    ):
-        yield client
+async def asgi_client(
+    app: FastAPI, client_address: str = "127.0.0.1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client wired straight to the app, with its lifespan run around it.
+    ``client_address``: the peer the app sees (a suite of its own keeps its own sign-up and
+    login budget, which is per address)."""
+    transport = httpx.ASGITransport(
+        app=app, raise_app_exceptions=False, client=(client_address, 40000)
+    )
+    async with LifespanManager(app) as manager:
+        transport.app = manager.app
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
