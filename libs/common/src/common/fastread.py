@@ -104,9 +104,9 @@ class FastReads:
         try:
             found = await limiter.check_caller(token, read.group, read.keys_of)
         except Exception as exc:  # a refusal, Redis down: the route raises it as its own
-            remember_caller_read(scope, exc)
+            remember_caller_read(scope, read.group, read.keys_of, exc)
             return False
-        remember_caller_read(scope, found)
+        remember_caller_read(scope, read.group, read.keys_of, found)
         remember_caller(scope, found.caller if found is not None else None)
         if found is None:
             return False

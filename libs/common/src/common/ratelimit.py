@@ -29,7 +29,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 from uuid import UUID
 
 from fastapi import Depends, Request
@@ -309,14 +308,13 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
 
     @raises(Unauthorized, TooManyRequests, security=BEARER)
     async def read(request: Request) -> CallerRead:
-        outcome = request.scope.pop(_CALLER_READ_KEY, _NOT_READ)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        found = (
-            await _counted_caller(request, group, keys_of)
-            if outcome is _NOT_READ
-            else cast(CallerRead | None, outcome)
-        )
+        done = request.scope.pop(_CALLER_READ_KEY, None)
+        if done is None or done[:2] != (group, keys_of):  # not read, or read for another use
+            found = await _counted_caller(request, group, keys_of)
+        elif isinstance(done[2], BaseException):
+            raise done[2]
+        else:
+            found = done[2]
         if found is None:
             raise Unauthorized()
         return found
@@ -325,14 +323,15 @@ def caller_read(group: str, keys_of: KeysOf) -> Callable[[Request], Awaitable[Ca
 
 
 _CALLER_READ_KEY = "common.ratelimit.caller_read"
-_NOT_READ = object()
 
 
-def remember_caller_read(scope: Scope, outcome: CallerRead | BaseException | None) -> None:
-    """This request's caller read is done (``common.fastread``, before routing): what it
-    found, or what it raised. The route's :func:`caller_read` takes it instead of reading
-    again, so the request is counted once."""
-    scope[_CALLER_READ_KEY] = outcome
+def remember_caller_read(
+    scope: Scope, group: str, keys_of: KeysOf, outcome: CallerRead | BaseException | None
+) -> None:
+    """This request's caller read for ``group`` and ``keys_of`` is done (``common.fastread``,
+    before routing): what it found, or what it raised. A route's :func:`caller_read` of the
+    same group and keys takes it instead of reading again, so the request is counted once."""
+    scope[_CALLER_READ_KEY] = (group, keys_of, outcome)
 
 
 async def _counted_caller(
