@@ -96,7 +96,9 @@ class BusSettings(BaseModel):
     # hash tag ("{bus}:", the default there), so that every stream and the dead letters
     # share one slot: XREADGROUP over a service's streams and the dead-letter MULTI need it.
     stream_prefix: str = "bus:"
-    block_ms: int = Field(default=1_000, ge=1)  # must stay below redis.timeout_seconds
+    # Below redis.timeout_seconds; also the longest an unhurried stream waits to be read.
+    block_ms: int = Field(default=1_000, ge=1)
+
     batch_size: int = Field(default=32, ge=1, le=10_000)  # entries handled in one transaction
     # Entries in flight at once, in at most bus.batches_in_flight batches (each holds one
     # pooled connection while it runs: keep it at most worker_db.pool_size).
