@@ -63,7 +63,7 @@ async def test_a_cached_view_is_sent_as_the_route_sends_it(
 async def test_each_request_is_counted_once_whichever_way_it_is_answered(
     users_settings: Settings,
 ) -> None:
-    limited = with_changes(users_settings, rate_limit={"read": "5/minute"})
+    limited = with_changes(users_settings, rate_limit={"read": "5/hour"})
     async with asgi_client(create_app(limited), client_address=an_address()) as client:
         user, token = await register_and_login(client)
         me, someone_else = f"/users/{user['id']}", f"/users/{uuid.uuid4()}"
