@@ -182,7 +182,12 @@ async def revoke_all_sessions(redis: Redis, user_id: UUID, *, keep: str | None =
 
 
 def bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token_of(request.headers.get("authorization", ""))
+
+
+def token_of(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header's value (None otherwise)."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.auth import remember_caller
+from common.auth import remember_caller, token_of
 from common.context import SHARED
 from common.ratelimit import CallerRead, KeysOf, remember_caller_read
 
@@ -65,12 +65,10 @@ class FastRead:
 
 
 def _bearer_token(scope: Scope) -> str | None:
-    """``common.auth.bearer_token``'s rule, read from the raw headers."""
+    """The request's bearer token, from the raw headers (no ``Request`` built for it)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
+            return token_of(value.decode("latin-1"))
     return None
 
 

@@ -29,7 +29,7 @@ from fastapi.responses import RedirectResponse
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.auth import hash_token, optional_user
+from common.auth import bearer_token, hash_token, optional_user
 from common.context import SHARED
 from common.errors import Problem, Unauthorized
 from common.openapi import OPERATOR, raises
@@ -105,13 +105,6 @@ def _settings(request: Request) -> Settings:
     return ORDERS.of(request.app).settings
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 async def _refuse(request: Request) -> Problem:
     """401, or 403 when the bearer token is a customer's session."""
     if await optional_user(request) is not None:
@@ -122,7 +115,7 @@ async def _refuse(request: Request) -> Problem:
 @raises(Unauthorized, Forbidden, security=OPERATOR)
 async def api_operator(request: Request) -> Operator:
     """FastAPI dependency of the JSON API: the operator behind the bearer token."""
-    token = _bearer(request)
+    token = bearer_token(request)
     operator = find_operator(token, _settings(request).operator_hashes()) if token else None
     if operator is None:
         raise await _refuse(request)
@@ -132,7 +125,7 @@ async def api_operator(request: Request) -> Operator:
 async def console_operator(request: Request) -> Operator:
     """FastAPI dependency of the console: the operator behind the session cookie (or the
     bearer token)."""
-    bearer = _bearer(request)
+    bearer = bearer_token(request)
     hashes = _settings(request).operator_hashes()
     if bearer is not None:
         operator = find_operator(bearer, hashes)
