@@ -131,8 +131,8 @@ async def refresh_cluster_map(redis: Redis) -> None:
     triggering either: a process whose first Redis call is an ``SSUBSCRIBE`` finds no slot
     covered, and one whose subscription died with a failed-over primary keeps resubscribing
     to the dead node until unrelated traffic refreshes the map. A subscriber calls this
-    before each (re)subscription: one ``CLUSTER SLOTS``, the connections of nodes still in
-    the cluster kept.
+    before each (re)subscription: one ``CLUSTER SLOTS`` (two on the client's first use), the
+    connections of nodes still in the cluster kept.
     """
     if not isinstance(redis, RedisCluster):
         return

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from common.redis import create_redis
-from common.testing.cluster import LocalRedisCluster, free_port_run
+from common.testing.cluster import RUN_DIR, LocalRedisCluster, free_port_run
 from common.testing.plugin import CLUSTER_PORT_BASE
 from common.testing.polling import eventually
 from notifications.live import LiveHub, Subscription, live_channel
@@ -30,8 +30,9 @@ def cluster_client(nodes: str) -> Redis:
 def failover_cluster() -> Iterator[LocalRedisCluster]:
     """A private cluster of 3 primaries, each with a replica that takes over when it dies."""
     base = free_port_run(CLUSTER_PORT_BASE + 40, 6)
-    cluster = LocalRedisCluster(base, replicas_per_primary=1)
-    cluster.directory = cluster.directory.with_name(f"test-redis-failover-{base}")
+    cluster = LocalRedisCluster(
+        base, replicas_per_primary=1, directory=RUN_DIR / f"test-redis-failover-{base}"
+    )
     cluster.start()
     try:
         yield cluster

@@ -348,9 +348,9 @@ class Consumer:
         self._routes = {cls.TYPE: _route(cls, handler) for cls, handler in handlers.items()}
         self.streams = tuple(sorted({stream_key(self.prefix, cls.STREAM) for cls in handlers}))
         hurried = {stream_key(self.prefix, cls.STREAM) for cls in handlers if cls not in unhurried}
-        self._waited_on = tuple(key for key in self.streams if key in hurried) or self.streams
+        self.waited_on = tuple(key for key in self.streams if key in hurried) or self.streams
         """The streams a blocking read waits on; the others are read after it, without."""
-        self._unhurried = tuple(key for key in self.streams if key not in self._waited_on)
+        self._unhurried = tuple(key for key in self.streams if key not in self.waited_on)
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_errors: dict[tuple[str, str], str] = {}
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
@@ -421,11 +421,6 @@ class Consumer:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
-
-    @property
-    def waited_on(self) -> tuple[str, ...]:
-        """The streams a blocking read waits on (the rest are unhurried)."""
-        return self._waited_on
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -512,7 +507,7 @@ class Consumer:
         Each read takes up to the capacity left (:meth:`_read_count`), so a wake-up may read
         twice that when unhurried streams hold entries; most of those are ignored types.
         """
-        waited_on: dict[KeyT, StreamIdT] = dict.fromkeys(self._waited_on, ">")
+        waited_on: dict[KeyT, StreamIdT] = dict.fromkeys(self.waited_on, ">")
         count = self._read_count()
         if not acks and not self._unhurried:
             reply = await self.redis.xreadgroup(
@@ -525,8 +520,8 @@ class Consumer:
         if self._unhurried:
             unhurried: dict[KeyT, StreamIdT] = dict.fromkeys(self._unhurried, ">")
             pipe.xreadgroup(self.group, self.consumer_name, unhurried, count=count)
-        replies = await pipe.execute()
-        return replies[len(replies) - (2 if self._unhurried else 1) :]
+        reads = 2 if self._unhurried else 1
+        return (await pipe.execute())[-reads:]
 
     def _ack_later(self, acks: dict[str, list[str]]) -> None:
         for key, entry_ids in acks.items():
