@@ -21,6 +21,7 @@ from common import bus
 from common.bus import (
     Envelope,
     Handler,
+    Handlers,
     Locks,
     OneStatement,
     Only,
@@ -773,6 +774,21 @@ async def _unhurried_pongs_handled(h: Harness) -> None:
     await eventually(lambda: _seen_now(seen, "alone"), what="the lone Pong handled")
     await h.send(Ping(key="ping"), Pong(key="with-ping"))
     await eventually(lambda: _seen_now(seen, "ping", "with-ping"), what="both handled")
+
+
+async def test_unhurried_entries_are_handled_before_the_entries_that_woke_the_read(
+    h: Harness,
+) -> None:
+    """A Pong that waited is handled before the Ping that came after it and woke the read
+    (as a sign-up's welcome comes before its first order's outcome). The read blocks for
+    long enough that the Pong is not read alone meanwhile."""
+    seen: list[str] = []
+    handlers: Handlers = {Ping: h.recorder(seen), Pong: h.recorder(seen)}
+    await h.start_consumer(handlers, unhurried=[Pong], bus={"block_ms": 1_000})
+    await h.send(Pong(key="earlier"))
+    await h.send(Ping(key="later"))
+    await eventually(lambda: _seen_now(seen, "earlier", "later"), what="both handled")
+    assert seen == ["earlier", "later"]
 
 
 async def test_a_stream_with_a_hurried_type_is_waited_on_though_it_has_unhurried_ones(

@@ -497,7 +497,9 @@ class Consumer:
     async def _read_after(self, acks: dict[str, list[str]]) -> list[Any]:
         """XREADGROUP for new entries; the XACKs of unwanted entries go in its round trip,
         and so does the read of the unhurried streams (after the blocking one, so it finds
-        what came meanwhile). Returns the XREADGROUP replies.
+        what came meanwhile). Returns the XREADGROUP replies, the unhurried streams' first:
+        their entries were there before the ones that woke the read, so they are handled
+        first (a sign-up's welcome before its first order's outcome, say).
 
         A group reads every entry of its streams, also the types it ignores (the users group
         reads the notifications' confirmations of orders, say): acknowledging those with the
@@ -517,11 +519,12 @@ class Consumer:
         pipe = self.redis.pipeline(transaction=False)
         self._queue_xacks(pipe, acks)
         pipe.xreadgroup(self.group, self.consumer_name, waited_on, count=count, block=self.block_ms)
-        if self._unhurried:
-            unhurried: dict[KeyT, StreamIdT] = dict.fromkeys(self._unhurried, ">")
-            pipe.xreadgroup(self.group, self.consumer_name, unhurried, count=count)
-        reads = 2 if self._unhurried else 1
-        return (await pipe.execute())[-reads:]
+        if not self._unhurried:
+            return [(await pipe.execute())[-1]]
+        unhurried: dict[KeyT, StreamIdT] = dict.fromkeys(self._unhurried, ">")
+        pipe.xreadgroup(self.group, self.consumer_name, unhurried, count=count)
+        *_, woken, unhurried_reply = await pipe.execute()
+        return [unhurried_reply, woken]
 
     def _ack_later(self, acks: dict[str, list[str]]) -> None:
         for key, entry_ids in acks.items():
