@@ -164,20 +164,23 @@ _RECORD = (
     f"WHERE {_RECORD_INBOX.first_time}), {_OUTBOX.cte} SELECT {_OUTBOX.ids}"
 )
 # The same, only if the saga is still at the version the decision was made on (optimistic
-# lock) and the reply is new to the group: the saga and its order move on ($11..$17), and
-# the rest follows only if they did, the reply's inbox row ($18..$20) too. A duplicate
+# lock) and the reply is new to the group: the saga moves on ($11..$15), its order too when
+# its status or reason change ($16, $17: a re-send or a notification's confirmation leaves
+# the order, and the updated_at its clients read as the time of its outcome, as it was), and
+# the rest follows only if the saga moved, the reply's inbox row ($18..$20) too. A duplicate
 # racing its twin waits for the twin's lock and then finds the version moved on.
-_MOVED_INBOX = InboxRow(inbox, 18, when="EXISTS (SELECT 1 FROM moved_order)")
-_MOVED = OutboxRows(outbox, 8, when="EXISTS (SELECT 1 FROM moved_order)")
+_MOVED_INBOX = InboxRow(inbox, 18, when="EXISTS (SELECT 1 FROM moved)")
+_MOVED = OutboxRows(outbox, 8, when="EXISTS (SELECT 1 FROM moved)")
 _TRANSITION_AND_RECORD = (
     f"WITH moved AS (UPDATE {_S} SET state = $13, version = $12::int + 1, attempt = $14, "  # noqa: S608
     "deadline_at = $15, updated_at = now() WHERE order_id = $11 AND version = $12 "
     f"AND {_MOVED_INBOX.unseen} RETURNING order_id), "
     f"moved_order AS (UPDATE {_O} SET status = $16, rejection_reason = $17, updated_at = now() "
-    "WHERE id = (SELECT order_id FROM moved) RETURNING id), "
+    "WHERE id = (SELECT order_id FROM moved) "
+    "AND (status, rejection_reason) IS DISTINCT FROM ($16, $17)), "
     f"steps AS (INSERT INTO {_T} ({', '.join(_STEP_COLUMNS)}) {_STEPS_FROM} "
-    f"WHERE EXISTS (SELECT 1 FROM moved_order)), {_MOVED_INBOX.cte}, "
-    f"{_MOVED.cte} SELECT EXISTS (SELECT 1 FROM moved_order) AS moved, {_MOVED.ids}"
+    f"WHERE EXISTS (SELECT 1 FROM moved)), {_MOVED_INBOX.cte}, "
+    f"{_MOVED.cte} SELECT EXISTS (SELECT 1 FROM moved) AS moved, {_MOVED.ids}"
 )
 
 
@@ -278,7 +281,8 @@ async def transition_and_record(
     outgoing: Sequence[Outgoing],
     claim: InboxClaim | None = None,
 ) -> list[tuple[int, Outgoing]] | None:
-    """Move the saga and its order on to ``after``, add the decision's steps and outbox rows
+    """Move the saga on to ``after`` (its order too, when the order's status or reason
+    change), add the decision's steps and outbox rows
     (and the ``claim``'s inbox row): one statement, if nobody moved the saga since
     ``current`` was read (optimistic lock on its version) and the group has not handled the
     claim's message yet. None otherwise: nothing is written, and the caller reads again and

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from common.contracts import ReleaseCredit
+from common.contracts import NotificationKind, ReleaseCredit
 from common.db import Database, InboxClaim
 from common.errors import Conflict
 from common.settings import with_changes
-from common.testing.replies import credit_released, credit_reserved
+from common.testing.replies import credit_released, credit_reserved, notification_recorded
 from orders import repository, saga, service
 from orders.models import Order, Saga, SagaStep, inbox, outbox
 from orders.schemas import OrderCreate, OrderItem
@@ -201,6 +201,38 @@ async def test_a_reply_moves_the_saga_and_records_itself_in_one_statement_once(
             select(inbox.c.consumer_group).where(inbox.c.message_id == claim.message_id)
         )
         assert rows.scalars().all() == ["orders"]
+
+
+async def test_an_order_s_updated_at_is_the_time_of_its_outcome(
+    orders_db: Database, orders_settings: Settings
+):
+    """Clients read an order's updated_at as when it got its status: a re-send while it is
+    pending and the notification's confirmation after it move its saga, not the order."""
+    order = await place(orders_db, orders_settings, 100)
+    await expire(orders_db, order.id)
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, orders_settings, order.id, saga.DeadlinePassed())
+    assert (await deadline_of(orders_db, order.id))[0] == 1  # sent again
+    assert await updated_at_of(orders_db, order.id) == order.updated_at
+
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, orders_settings, order.id, credit_reserved(order.id))
+    approved_at = await updated_at_of(orders_db, order.id)
+    assert approved_at > order.updated_at
+    confirmed = notification_recorded(order.id, NotificationKind.ORDER_APPROVED)
+    async with orders_db.transaction() as uow:
+        await service.handle_event(uow, orders_settings, order.id, confirmed)
+
+    state = await state_of(orders_db, order.id)
+    assert (state["status"], state["state"]) == ("APPROVED", "settled")
+    assert await updated_at_of(orders_db, order.id) == approved_at
+
+
+async def updated_at_of(db: Database, order_id: uuid.UUID) -> datetime:
+    async with db.session() as session:
+        updated_at = await session.scalar(select(Order.updated_at).where(Order.id == order_id))
+    assert updated_at is not None
+    return updated_at
 
 
 async def expire(db: Database, order_id: uuid.UUID) -> None:
