@@ -11,6 +11,7 @@ sooner than that. So no deadline is acted on later than at the busy cadence.
 """
 
 from common.bus.periodic import Idle
+from common.contracts import NotificationRecorded
 from common.worker import Timer, WorkerContext, WorkerSpec, run_worker
 from orders import saga, service
 from orders.consumers import handlers
@@ -47,6 +48,10 @@ def spec(settings: Settings) -> WorkerSpec:
             )
         ],
         partitioned=PARTITIONED,
+        # An outcome's notification closes its saga after the customer has the answer, with
+        # saga.notification_timeout_seconds to come: it can wait for the next credit reply
+        # (or bus.block_ms), and its stream never wakes this worker on its own.
+        unhurried=[NotificationRecorded],
     )
 
 
