@@ -292,6 +292,17 @@ async def test_redis_commands_run_once_committed_never_after_a_rollback(
     assert reported == [True, True, False]
 
 
+@asynccontextmanager
+async def _connection_of(database: Database, kind: str) -> AsyncIterator[asyncpg.Connection]:
+    """The connection of a unit of work (``transaction``), or one outside a transaction."""
+    if kind == "transaction":
+        async with database.transaction() as uow:
+            yield uow.connection
+    else:
+        async with _outside_a_transaction(database, kind) as connection:
+            yield connection
+
+
 async def _backend_alive(database: Database, pid: int) -> bool:
     async with database.autocommit() as connection:
         query = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)"
@@ -310,14 +321,9 @@ async def test_an_overflow_connection_given_back_to_a_full_pool_is_closed_cleanl
     both_open = asyncio.Barrier(2)
 
     async def hold_one() -> int:
-        if kind == "autocommit":
-            async with database.autocommit() as connection:
-                await both_open.wait()
-                return int(await connection.fetchval("SELECT pg_backend_pid()"))
-        scope = database.transaction() if kind == "transaction" else database.single_statement()
-        async with scope as uow:
+        async with _connection_of(database, kind) as connection:
             await both_open.wait()
-            return int(await uow.connection.fetchval("SELECT pg_backend_pid()"))
+            return int(await connection.fetchval("SELECT pg_backend_pid()"))
 
     try:
         with caplog.at_level("WARNING"):
